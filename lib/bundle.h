@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* bundle -- open, validate and write *.mime files (safetensors layout).
+ *
+ * File layout (safetensors): 8-byte little-endian header length N; N bytes of JSON header
+ * {"__metadata__": {"mime": "<manifest JSON>"}, "<tensor>": {"dtype":"F32","shape":[...],
+ * "data_offsets":[begin,end]}, ...}; then the raw little-endian tensor bytes. Offsets are
+ * relative to the byte after the header, must not overlap and must cover the data exactly.
+ * The writer pads the header with spaces so the data starts 64-byte aligned.
+ *
+ * Ownership: a bundle owns its read-only mapping of the file; tensor views handed out by
+ * mime_bundle_tensor() borrow from it and die with mime_bundle_close().
+ * Threads: immutable once open, so any thread may read it; open and close on one thread. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/manifest.h"
+
+#define MIME_MAX_DIMS 8
+
+enum mime_dtype {
+	MIME_DTYPE_F32,
+	MIME_DTYPE_U8,
+	MIME_DTYPE_I32,
+	MIME_DTYPE_U16,
+};
+
+struct mime_tensor_view {
+	const char *name;
+	enum mime_dtype dtype;
+	int ndim;
+	int64_t shape[MIME_MAX_DIMS];
+	const void *data; /* 4-byte aligned for F32 and I32 */
+	size_t n_bytes;
+};
+
+struct mime_bundle; /* opaque */
+
+/* Maps and validates path completely: header, every tensor entry, the manifest and that
+ * every tensor the manifest implies exists with the right dtype and shape. On success
+ * *ret_bundle owns the mapping; on failure returns MIME_EFORMAT (or -errno) and ei says
+ * which tensor / field and which check failed. Never reads out of bounds. */
+int mime_bundle_open(const char *path, struct mime_bundle **ret_bundle, struct mime_errinfo *ei);
+/* The same, from memory the caller keeps alive (used by tests and fuzzing). */
+int mime_bundle_open_memory(const void *data, size_t size, struct mime_bundle **ret_bundle,
+                            struct mime_errinfo *ei);
+void mime_bundle_close(struct mime_bundle *b); /* NULL is a no-op */
+
+const struct mime_manifest *mime_bundle_manifest(const struct mime_bundle *b);
+
+/* Looks a tensor up by name; returns 0, or MIME_EFORMAT when absent. */
+int mime_bundle_tensor(const struct mime_bundle *b, const char *name,
+                       struct mime_tensor_view *ret_view);
+size_t mime_bundle_n_tensors(const struct mime_bundle *b);
+/* The i-th tensor in file order. */
+void mime_bundle_tensor_at(const struct mime_bundle *b, size_t i,
+                           struct mime_tensor_view *ret_view);
+size_t mime_bundle_size_bytes(const struct mime_bundle *b);
+
+/* Writer: collects tensors (copies them) and writes a bundle in one go. */
+struct mime_bundle_writer;
+int mime_bundle_writer_create(struct mime_bundle_writer **ret_writer);
+void mime_bundle_writer_destroy(struct mime_bundle_writer *w);
+int mime_bundle_writer_add(struct mime_bundle_writer *w, const char *name, enum mime_dtype dtype,
+                           int ndim, const int64_t *shape, const void *data);
+/* Writes the manifest and all tensors to path (via a temporary file and rename). The
+ * manifest is checked against the tensors first, as mime_bundle_open() would. */
+int mime_bundle_writer_write(struct mime_bundle_writer *w, const struct mime_manifest *m,
+                             const char *path, struct mime_errinfo *ei);

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/* engine -- CPU inference of a mime_model over a batch whose samples may belong to different
+ * tasks. Conv layers run as im2col + OpenBLAS sgemm over the whole batch (the weights are
+ * shared), with bias, the per-sample threshold mask (a = y >= t ? y : 0, t from the sample's
+ * task; ReLU when the task has none) and zero counting fused into one epilogue pass.
+ * Ownership: an engine borrows its model (and so the bundle under it) and owns its plan:
+ * activation buffers and scratch sized once for max_batch; forward never allocates.
+ * Threads: one forward at a time per engine; the engine itself uses OpenBLAS' threads and
+ * n_threads of its own for the epilogues, set at creation. */
+#pragma once
+
+#include <stdint.h>
+
+#include "lib/model.h"
+
+struct mime_engine; /* opaque */
+
+struct mime_engine_config {
+	int max_batch; /* >= 1 */
+	int n_threads; /* threads for this engine's GEMMs (1 = the calling thread only) */
+};
+
+/* Per-sample results of one forward, owned by the engine, valid until the next forward.
+ * logits: row b holds the logits of sample b (max_classes floats per row, only the first
+ * n_classes of its task meaningful). zeros: row b holds, per masked layer m, the number of
+ * output neurons of sample b that were zero after the mask (pruned or negative). */
+struct mime_engine_result {
+	int batch;
+	int n_masked;               /* masked layers, in graph order */
+	int max_classes;            /* stride of logits */
+	const float *logits;        /* [batch, max_classes] */
+	const int64_t *zeros;       /* [batch, n_masked] */
+	const int64_t *neurons;     /* [n_masked]: output neurons of each masked layer */
+	const int *masked_layer;    /* [n_masked]: graph index of each masked layer */
+};
+
+/* Builds the plan for model m. Fails with MIME_EGRAPH / MIME_ESHAPE when the model is
+ * inconsistent (missing weights, head of the wrong width), -ENOMEM. */
+int mime_engine_create(const struct mime_model *m, const struct mime_engine_config *cfg,
+                       struct mime_engine **ret_engine, struct mime_errinfo *ei);
+void mime_engine_destroy(struct mime_engine *e); /* NULL is a no-op */
+
+/* Runs batch samples; in is [batch, C, H, W] preprocessed floats; tasks[b] is the index of
+ * sample b's task in the model. Returns 0, or MIME_EINVAL for batch > max_batch or a bad
+ * task index. */
+int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const int *tasks,
+                        struct mime_engine_result *ret_result);
+
+const struct mime_model *mime_engine_model(const struct mime_engine *e);
+/* Bytes the plan holds (activations, scratch, packed weights). */
+size_t mime_engine_plan_bytes(const struct mime_engine *e);
+/* Multiply-accumulates of one sample's forward through the graph and its head. */
+int64_t mime_engine_macs(const struct mime_engine *e, int task);

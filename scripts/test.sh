@@ -1,0 +1,11 @@
+#!/bin/sh
+# test.sh -- the README's test command: set up, build with warnings as errors, run every
+# test suite. MIME_BUILD_DIR overrides the build directory (default build/).
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+./scripts/fetch-data.sh
+B=${MIME_BUILD_DIR:-build}
+[ -d "$B" ] || meson setup "$B" --werror
+meson compile -C "$B"
+meson test -C "$B" --print-errorlogs "$@"

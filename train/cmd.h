@@ -1,0 +1,8 @@
+/* SPDX-License-Identifier: MIT */
+/* cmd -- the subcommands of mime-train; each parses its own argv (argv[0] = its name) and
+ * returns the process exit code: 0 ok, 1 failure (message on stderr), 2 usage error. */
+#pragma once
+
+int mimetrain_cmd_parent(int argc, char **argv);
+int mimetrain_cmd_bundle(int argc, char **argv); /* inspect | verify | import */
+int mimetrain_cmd_eval(int argc, char **argv);

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: MIT
+/* cmd_eval -- mime-train eval (not written yet). */
+#include <stdio.h>
+
+#include "train/cmd.h"
+
+int mimetrain_cmd_eval(int argc, char **argv)
+{
+	(void)argc;
+	fprintf(stderr, "mime-train: %s: not implemented yet\n", argv[0]);
+	return 1;
+}

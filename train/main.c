@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+/* mime-train -- makes mime's models from data: dispatches to one subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "train/cmd.h"
+
+static const struct {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *help;
+} commands[] = {
+	{"parent", mimetrain_cmd_parent, "train the parent network on a dataset, write a bundle"},
+	{"eval", mimetrain_cmd_eval, "accuracy and sparsity of a bundle's task on IDX data"},
+	{"bundle", mimetrain_cmd_bundle, "inspect | verify | import bundles"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: mime-train COMMAND [ARGS...]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\n'mime-train COMMAND --help' describes a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "mime-train: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}
