@@ -24,7 +24,22 @@ enum mime_dtype {
 	MIME_DTYPE_U8,
 	MIME_DTYPE_I32,
 	MIME_DTYPE_U16,
+	/* Appended: the other safetensors dtypes, so that PyTorch files (BatchNorm's I64
+	 * num_batches_tracked, F16 checkpoints) open; bundles themselves use F32. */
+	MIME_DTYPE_F16,
+	MIME_DTYPE_BF16,
+	MIME_DTYPE_F64,
+	MIME_DTYPE_I8,
+	MIME_DTYPE_I16,
+	MIME_DTYPE_I64,
+	MIME_DTYPE_U32,
+	MIME_DTYPE_U64,
+	MIME_DTYPE_BOOL,
 };
+
+/* The safetensors spelling ("F32", ...) and the element size in bytes of a dtype. */
+const char *mime_dtype_name(enum mime_dtype dtype);
+size_t mime_dtype_size(enum mime_dtype dtype);
 
 struct mime_tensor_view {
 	const char *name;
@@ -47,24 +62,41 @@ int mime_bundle_open_memory(const void *data, size_t size, struct mime_bundle **
                             struct mime_errinfo *ei);
 void mime_bundle_close(struct mime_bundle *b); /* NULL is a no-op */
 
+/* A plain safetensors file (as PyTorch or numpy write it): the same layout checks as
+ * mime_bundle_open() (header, entries, offsets, coverage, alignment), but no manifest is
+ * required or checked; __metadata__ is optional. The result is a struct mime_bundle whose
+ * mime_bundle_manifest() is NULL; close it with mime_bundle_close(). */
+int mime_safetensors_open(const char *path, struct mime_bundle **ret_bundle,
+                          struct mime_errinfo *ei);
+int mime_safetensors_open_memory(const void *data, size_t size, struct mime_bundle **ret_bundle,
+                                 struct mime_errinfo *ei);
+
+/* The bundle's manifest; NULL only for files opened with mime_safetensors_open*(). */
 const struct mime_manifest *mime_bundle_manifest(const struct mime_bundle *b);
+/* The value of key in the safetensors __metadata__ map, or NULL (borrowed from b). */
+const char *mime_bundle_metadata(const struct mime_bundle *b, const char *key);
 
 /* Looks a tensor up by name; returns 0, or MIME_EFORMAT when absent. */
 int mime_bundle_tensor(const struct mime_bundle *b, const char *name,
                        struct mime_tensor_view *ret_view);
 size_t mime_bundle_n_tensors(const struct mime_bundle *b);
-/* The i-th tensor in file order. */
+/* The i-th tensor in file order (ascending data offset; the writer's insertion order). */
 void mime_bundle_tensor_at(const struct mime_bundle *b, size_t i,
                            struct mime_tensor_view *ret_view);
 size_t mime_bundle_size_bytes(const struct mime_bundle *b);
 
-/* Writer: collects tensors (copies them) and writes a bundle in one go. */
+/* Writer: collects tensors (copies them) and writes a bundle in one go.
+ * _add() returns 0, -ENOMEM, or MIME_EINVAL for a bad name / ndim / shape or a name added
+ * twice. Tensor data is in host order; hosts are little endian (checked at build). */
 struct mime_bundle_writer;
 int mime_bundle_writer_create(struct mime_bundle_writer **ret_writer);
 void mime_bundle_writer_destroy(struct mime_bundle_writer *w);
 int mime_bundle_writer_add(struct mime_bundle_writer *w, const char *name, enum mime_dtype dtype,
                            int ndim, const int64_t *shape, const void *data);
-/* Writes the manifest and all tensors to path (via a temporary file and rename). The
- * manifest is checked against the tensors first, as mime_bundle_open() would. */
+/* Writes the manifest and all tensors to path (via a temporary file in the same directory,
+ * fsync and rename). The result is validated with mime_bundle_open_memory() before it
+ * is written, so a writer never produces a file the reader rejects: a manifest that does
+ * not match the tensors fails with MIME_EFORMAT and nothing is written. m may be NULL to
+ * write a plain safetensors file (no manifest, checked like mime_safetensors_open()). */
 int mime_bundle_writer_write(struct mime_bundle_writer *w, const struct mime_manifest *m,
                              const char *path, struct mime_errinfo *ei);

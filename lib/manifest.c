@@ -1,0 +1,691 @@
+// SPDX-License-Identifier: MIT
+/* manifest -- parse, validate and format the bundle manifest JSON (schema in manifest.h).
+ * Ownership: a parsed manifest owns its task array, class names, provenance and JSON text;
+ * mime_manifest_free() releases them. Formatting returns a string the caller frees.
+ * Threads: no shared state; parse and format are reentrant.
+ *
+ * Strictness: graph layers and task input specs reject unknown keys (a typo there changes
+ * what the network computes); the top level and tasks ignore unknown keys ("sparsity",
+ * "phases", ...) so later format additions stay readable. */
+#include "lib/manifest.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MANIFEST_FORMAT  "mime-bundle"
+#define MANIFEST_VERSION 1
+
+/* Names end up inside tensor names ("task/<task>/<layer>.threshold") and on command lines. */
+static int name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= MIME_NAME_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.'))
+			return 0;
+	}
+	return 1;
+}
+
+/* Reads an optional integer member into *ret (left alone when absent) within [lo, hi]. */
+static int get_int(json_t *obj, const char *key, int required, long lo, long hi, int *ret,
+                   const char *where, struct mime_errinfo *ei)
+{
+	json_t *v = json_object_get(obj, key);
+	json_int_t x;
+
+	if (!v) {
+		if (required)
+			return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.%s missing", where,
+			                        key);
+		return 0;
+	}
+	if (!json_is_integer(v))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.%s is not an integer",
+		                        where, key);
+	x = json_integer_value(v);
+	if (x < lo || x > hi)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.%s %lld out of range %ld..%ld", where, key,
+		                        (long long)x, lo, hi);
+	*ret = (int)x;
+	return 0;
+}
+
+static int check_keys(json_t *obj, const char *const *allowed, const char *where,
+                      struct mime_errinfo *ei)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(obj, key, v)
+	{
+		int ok = 0;
+
+		for (size_t i = 0; allowed[i]; i++)
+			if (strcmp(key, allowed[i]) == 0)
+				ok = 1;
+		if (!ok)
+			return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s: unknown key '%s'",
+			                        where, key);
+	}
+	return 0;
+}
+
+static int parse_layer(json_t *jl, int i, struct mime_layer_spec *l, struct mime_errinfo *ei)
+{
+	static const char *const keys[] = {"name",   "kind", "out", "kernel",
+	                                   "stride", "pad",  "act", NULL};
+	char where[48];
+	json_t *v;
+	int r;
+
+	snprintf(where, sizeof(where), "graph.layers[%d]", i);
+	if (!json_is_object(jl))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s is not an object", where);
+	r = check_keys(jl, keys, where, ei);
+	if (r < 0)
+		return r;
+
+	v = json_object_get(jl, "name");
+	if (!json_is_string(v))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.name missing or not a string", where);
+	if (!name_ok(json_string_value(v)))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.name '%.64s' is not 1..%d characters of "
+		                        "[A-Za-z0-9_.-]",
+		                        where, json_string_value(v), MIME_NAME_MAX - 1);
+	strcpy(l->name, json_string_value(v));
+
+	v = json_object_get(jl, "kind");
+	if (!json_is_string(v))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.kind missing or not a string", where);
+	if (mime_layer_kind_parse(json_string_value(v), &l->kind) < 0)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.kind '%.64s' unknown",
+		                        where, json_string_value(v));
+
+	l->out = l->kernel = l->pad = 0;
+	l->stride = 1;
+	l->act = MIME_ACT_NONE;
+	switch (l->kind) {
+	case MIME_LAYER_CONV:
+		r = get_int(jl, "out", 1, 1, INT_MAX, &l->out, where, ei);
+		if (r == 0)
+			r = get_int(jl, "kernel", 1, 1, INT_MAX, &l->kernel, where, ei);
+		if (r == 0)
+			r = get_int(jl, "stride", 0, 1, INT_MAX, &l->stride, where, ei);
+		if (r == 0)
+			r = get_int(jl, "pad", 0, 0, INT_MAX, &l->pad, where, ei);
+		break;
+	case MIME_LAYER_MAXPOOL:
+		r = get_int(jl, "kernel", 1, 1, INT_MAX, &l->kernel, where, ei);
+		l->stride = l->kernel;
+		if (r == 0)
+			r = get_int(jl, "stride", 0, 1, INT_MAX, &l->stride, where, ei);
+		break;
+	case MIME_LAYER_FC:
+		r = get_int(jl, "out", 1, 1, INT_MAX, &l->out, where, ei);
+		break;
+	case MIME_LAYER_FLATTEN:
+		break;
+	}
+	if (r < 0)
+		return r;
+	/* Keys that do not apply to the kind are refused rather than ignored. */
+	if (l->kind != MIME_LAYER_CONV && json_object_get(jl, "pad"))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.pad: only conv has one",
+		                        where);
+	if ((l->kind == MIME_LAYER_FLATTEN || l->kind == MIME_LAYER_FC) &&
+	    (json_object_get(jl, "kernel") || json_object_get(jl, "stride")))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s: kernel/stride do not apply to %s", where,
+		                        mime_layer_kind_name(l->kind));
+	if ((l->kind == MIME_LAYER_FLATTEN || l->kind == MIME_LAYER_MAXPOOL) &&
+	    json_object_get(jl, "out"))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.out does not apply to %s",
+		                        where, mime_layer_kind_name(l->kind));
+
+	v = json_object_get(jl, "act");
+	if (v) {
+		const char *s = json_string_value(v);
+
+		if (!s)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.act is not a string", where);
+		if (strcmp(s, "relu") == 0)
+			l->act = MIME_ACT_RELU;
+		else if (strcmp(s, "none") == 0)
+			l->act = MIME_ACT_NONE;
+		else
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.act '%.64s' unknown (relu|none)",
+			                        where, s);
+	}
+	return 0;
+}
+
+static int parse_graph(json_t *jg, struct mime_graph *g, struct mime_errinfo *ei)
+{
+	static const char *const keys[] = {"input", "layers", NULL};
+	json_t *in, *layers;
+	int dims[3];
+	int r;
+
+	if (!json_is_object(jg))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: graph missing or not an object");
+	r = check_keys(jg, keys, "graph", ei);
+	if (r < 0)
+		return r;
+	in = json_object_get(jg, "input");
+	if (!json_is_array(in) || json_array_size(in) != 3)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: graph.input is not [C,H,W]");
+	for (int i = 0; i < 3; i++) {
+		json_t *v = json_array_get(in, i);
+
+		if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
+		    json_integer_value(v) > INT_MAX)
+			return mime_errinfo_set(
+				ei, MIME_EFORMAT,
+				"manifest: graph.input[%d] is not a positive integer", i);
+		dims[i] = (int)json_integer_value(v);
+	}
+	g->input = (struct mime_shape){dims[0], dims[1], dims[2]};
+
+	layers = json_object_get(jg, "layers");
+	if (!json_is_array(layers))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: graph.layers is not a list");
+	if (json_array_size(layers) == 0 || json_array_size(layers) > MIME_MAX_LAYERS)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: graph.layers has %zu entries (1..%d allowed)",
+		                        json_array_size(layers), MIME_MAX_LAYERS);
+	g->n_layers = (int)json_array_size(layers);
+	for (int i = 0; i < g->n_layers; i++) {
+		r = parse_layer(json_array_get(layers, i), i, &g->layers[i], ei);
+		if (r < 0)
+			return r;
+	}
+	r = mime_graph_check(g, NULL, ei);
+	if (r < 0 && ei) {
+		char msg[sizeof(ei->msg)];
+
+		snprintf(msg, sizeof(msg), "%s", ei->msg);
+		mime_errinfo_set(ei, r, "manifest: %s", msg);
+	}
+	return r;
+}
+
+static int parse_floats(json_t *arr, int n, float *ret, const char *where, const char *key,
+                        struct mime_errinfo *ei)
+{
+	if (!json_is_array(arr) || json_array_size(arr) != (size_t)n)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.%s is not a list of %d numbers (one per "
+		                        "channel)",
+		                        where, key, n);
+	for (int i = 0; i < n; i++) {
+		json_t *v = json_array_get(arr, i);
+		double d;
+
+		if (!json_is_number(v))
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.%s[%d] is not a number", where, key,
+			                        i);
+		d = json_number_value(v);
+		if (!isfinite(d) || fabs(d) > 1e30)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.%s[%d] out of range", where, key, i);
+		ret[i] = (float)d;
+	}
+	return 0;
+}
+
+static int parse_input(json_t *ji, const struct mime_graph *g, struct mime_input_spec *s,
+                       const char *task_where, struct mime_errinfo *ei)
+{
+	static const char *const keys[] = {"channels", "height", "width", "resize", "fit",
+	                                   "invert",   "mean",   "std",   NULL};
+	char where[64];
+	json_t *v;
+	int r;
+
+	snprintf(where, sizeof(where), "%s.input", task_where);
+	if (!json_is_object(ji))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s missing or not an object",
+		                        where);
+	r = check_keys(ji, keys, where, ei);
+	if (r < 0)
+		return r;
+	mime_input_spec_default(g, s);
+	r = get_int(ji, "channels", 1, 1, INT_MAX, &s->channels, where, ei);
+	if (r == 0)
+		r = get_int(ji, "height", 1, 1, INT_MAX, &s->height, where, ei);
+	if (r == 0)
+		r = get_int(ji, "width", 1, 1, INT_MAX, &s->width, where, ei);
+	if (r < 0)
+		return r;
+	if (s->channels != g->input.c)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.channels %d != graph input %d", where,
+		                        s->channels, g->input.c);
+	if (s->height != g->input.h)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.height %d != graph input %d", where,
+		                        s->height, g->input.h);
+	if (s->width != g->input.w)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.width %d != graph input %d",
+		                        where, s->width, g->input.w);
+	if (s->channels != 1 && s->channels != 3)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.channels %d: images have 1 or 3 channels",
+		                        where, s->channels);
+
+	v = json_object_get(ji, "resize");
+	if (v && (!json_is_string(v) || strcmp(json_string_value(v), "bilinear") != 0))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.resize must be \"bilinear\"", where);
+	v = json_object_get(ji, "fit");
+	if (v) {
+		const char *f = json_string_value(v);
+
+		if (f && strcmp(f, "stretch") == 0)
+			s->fit = MIME_FIT_STRETCH;
+		else if (f && strcmp(f, "pad") == 0)
+			s->fit = MIME_FIT_PAD;
+		else
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.fit must be \"stretch\" or \"pad\"",
+			                        where);
+	}
+	v = json_object_get(ji, "invert");
+	if (v) {
+		if (!json_is_boolean(v))
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.invert is not a boolean", where);
+		s->invert = json_is_true(v);
+	}
+	v = json_object_get(ji, "mean");
+	if (v) {
+		r = parse_floats(v, s->channels, s->mean, where, "mean", ei);
+		if (r < 0)
+			return r;
+	}
+	v = json_object_get(ji, "std");
+	if (v) {
+		r = parse_floats(v, s->channels, s->std, where, "std", ei);
+		if (r < 0)
+			return r;
+	}
+	for (int c = 0; c < s->channels; c++)
+		if (s->std[c] == 0.0f)
+			return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.std[%d] is 0",
+			                        where, c);
+	return 0;
+}
+
+static int parse_task(json_t *jt, int i, const struct mime_graph *g, struct mime_task_spec *t,
+                      struct mime_errinfo *ei)
+{
+	char where[32];
+	json_t *v, *classes;
+	int r;
+
+	snprintf(where, sizeof(where), "tasks[%d]", i);
+	t->accuracy = -1.0;
+	if (!json_is_object(jt))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s is not an object", where);
+	v = json_object_get(jt, "name");
+	if (!json_is_string(v))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.name missing or not a string", where);
+	if (!name_ok(json_string_value(v)))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.name '%.64s' is not 1..%d characters of "
+		                        "[A-Za-z0-9_.-]",
+		                        where, json_string_value(v), MIME_NAME_MAX - 1);
+	strcpy(t->name, json_string_value(v));
+
+	classes = json_object_get(jt, "classes");
+	if (!json_is_array(classes))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.classes missing or not a list", where);
+	if (json_array_size(classes) < 1 || json_array_size(classes) > MIME_MAX_CLASSES)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.classes has %zu names (1..%d allowed)", where,
+		                        json_array_size(classes), MIME_MAX_CLASSES);
+	v = json_object_get(jt, "n_classes");
+	if (v &&
+	    (!json_is_integer(v) || json_integer_value(v) != (json_int_t)json_array_size(classes)))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.n_classes does not match %zu class names",
+		                        where, json_array_size(classes));
+	t->class_names = calloc(json_array_size(classes), sizeof(char *));
+	if (!t->class_names)
+		return -ENOMEM;
+	for (size_t k = 0; k < json_array_size(classes); k++) {
+		const char *s = json_string_value(json_array_get(classes, k));
+
+		if (!s)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.classes[%zu] is not a string", where,
+			                        k);
+		t->class_names[k] = strdup(s);
+		if (!t->class_names[k])
+			return -ENOMEM;
+		t->n_classes = (int)k + 1; /* what mime_manifest_free() releases */
+	}
+
+	r = parse_input(json_object_get(jt, "input"), g, &t->input, where, ei);
+	if (r < 0)
+		return r;
+
+	t->thresholds = MIME_THR_NONE;
+	v = json_object_get(jt, "thresholds");
+	if (v) {
+		const char *s = json_string_value(v);
+
+		if (s && strcmp(s, "none") == 0)
+			t->thresholds = MIME_THR_NONE;
+		else if (s && strcmp(s, "element") == 0)
+			t->thresholds = MIME_THR_ELEMENT;
+		else if (s && strcmp(s, "channel") == 0)
+			t->thresholds = MIME_THR_CHANNEL;
+		else
+			return mime_errinfo_set(
+				ei, MIME_EFORMAT,
+				"manifest: %s.thresholds must be \"none\", \"element\" "
+				"or \"channel\"",
+				where);
+	}
+	v = json_object_get(jt, "accuracy");
+	if (v) {
+		if (!json_is_number(v) || json_number_value(v) < 0.0 || json_number_value(v) > 1.0)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.accuracy is not a fraction in [0,1]",
+			                        where);
+		t->accuracy = json_number_value(v);
+	}
+	v = json_object_get(jt, "sparsity");
+	if (v && !json_is_object(v))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.sparsity is not an object",
+		                        where);
+	return 0;
+}
+
+static int parse_root(json_t *root, struct mime_manifest *m, struct mime_errinfo *ei)
+{
+	json_t *v, *tasks;
+	int r;
+
+	if (!json_is_object(root))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: not a JSON object");
+	v = json_object_get(root, "format");
+	if (!json_is_string(v) || strcmp(json_string_value(v), MANIFEST_FORMAT) != 0)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: format is not \"%s\"",
+		                        MANIFEST_FORMAT);
+	v = json_object_get(root, "version");
+	if (!json_is_integer(v))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: version missing");
+	if (json_integer_value(v) != MANIFEST_VERSION)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: version %lld unsupported (%d)",
+		                        (long long)json_integer_value(v), MANIFEST_VERSION);
+	r = parse_graph(json_object_get(root, "graph"), &m->graph, ei);
+	if (r < 0)
+		return r;
+
+	tasks = json_object_get(root, "tasks");
+	if (!tasks)
+		tasks = json_array(); /* a bundle may hold only a parent */
+	else
+		json_incref(tasks);
+	if (!tasks)
+		return -ENOMEM;
+	if (!json_is_array(tasks)) {
+		r = mime_errinfo_set(ei, MIME_EFORMAT, "manifest: tasks is not a list");
+		goto out_tasks;
+	}
+	if (json_array_size(tasks) > MIME_MAX_TASKS) {
+		r = mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %zu tasks (at most %d)",
+		                     json_array_size(tasks), MIME_MAX_TASKS);
+		goto out_tasks;
+	}
+	if (json_array_size(tasks) > 0) {
+		m->tasks = calloc(json_array_size(tasks), sizeof(*m->tasks));
+		if (!m->tasks) {
+			r = -ENOMEM;
+			goto out_tasks;
+		}
+	}
+	for (size_t i = 0; i < json_array_size(tasks); i++) {
+		m->n_tasks = (int)i + 1; /* so that free() sees a half-built task */
+		r = parse_task(json_array_get(tasks, i), (int)i, &m->graph, &m->tasks[i], ei);
+		if (r < 0)
+			goto out_tasks;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(m->tasks[j].name, m->tasks[i].name) == 0) {
+				r = mime_errinfo_set(
+					ei, MIME_EFORMAT,
+					"manifest: tasks[%zu].name '%s' used twice (tasks[%zu])", i,
+					m->tasks[i].name, j);
+				goto out_tasks;
+			}
+	}
+
+	v = json_object_get(root, "provenance");
+	if (v) {
+		if (!json_is_object(v)) {
+			r = mime_errinfo_set(ei, MIME_EFORMAT,
+			                     "manifest: provenance is not an object");
+			goto out_tasks;
+		}
+		m->provenance_json = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (!m->provenance_json) {
+			r = -ENOMEM;
+			goto out_tasks;
+		}
+	}
+	r = 0;
+out_tasks:
+	json_decref(tasks);
+	return r;
+}
+
+int mime_manifest_parse(const char *json, size_t len, struct mime_manifest *ret_manifest,
+                        struct mime_errinfo *ei)
+{
+	struct mime_manifest m = {0};
+	json_error_t jerr;
+	json_t *root;
+	int r;
+
+	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: invalid JSON at %d:%d: %s",
+		                        jerr.line, jerr.column, jerr.text);
+	r = parse_root(root, &m, ei);
+	if (r < 0)
+		goto out_free;
+	m.json = strndup(json, len);
+	if (!m.json) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	json_decref(root);
+	*ret_manifest = m;
+	return 0;
+
+out_free:
+	mime_manifest_free(&m);
+	json_decref(root);
+	return r;
+}
+
+static json_t *format_layer(const struct mime_layer_spec *l)
+{
+	json_t *o = json_object();
+
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "name", json_string(l->name));
+	json_object_set_new(o, "kind", json_string(mime_layer_kind_name(l->kind)));
+	switch (l->kind) {
+	case MIME_LAYER_CONV:
+		json_object_set_new(o, "out", json_integer(l->out));
+		json_object_set_new(o, "kernel", json_integer(l->kernel));
+		json_object_set_new(o, "stride", json_integer(l->stride));
+		json_object_set_new(o, "pad", json_integer(l->pad));
+		break;
+	case MIME_LAYER_MAXPOOL:
+		json_object_set_new(o, "kernel", json_integer(l->kernel));
+		json_object_set_new(o, "stride", json_integer(l->stride));
+		break;
+	case MIME_LAYER_FC:
+		json_object_set_new(o, "out", json_integer(l->out));
+		break;
+	case MIME_LAYER_FLATTEN:
+		break;
+	}
+	if (l->kind == MIME_LAYER_CONV || l->kind == MIME_LAYER_FC)
+		json_object_set_new(o, "act",
+		                    json_string(l->act == MIME_ACT_RELU ? "relu" : "none"));
+	return o;
+}
+
+static json_t *format_floats(const float *v, int n)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; a && i < n; i++)
+		json_array_append_new(a, json_real(v[i]));
+	return a;
+}
+
+static json_t *format_task(const struct mime_task_spec *t)
+{
+	static const char *const thr[] = {"none", "element", "channel"};
+	const struct mime_input_spec *s = &t->input;
+	json_t *o = json_object(), *classes = json_array(), *in = json_object();
+
+	if (!o || !classes || !in) {
+		json_decref(o);
+		json_decref(classes);
+		json_decref(in);
+		return NULL;
+	}
+	json_object_set_new(o, "name", json_string(t->name));
+	for (int k = 0; k < t->n_classes; k++)
+		json_array_append_new(classes, json_string(t->class_names[k]));
+	json_object_set_new(o, "classes", classes);
+	json_object_set_new(in, "channels", json_integer(s->channels));
+	json_object_set_new(in, "height", json_integer(s->height));
+	json_object_set_new(in, "width", json_integer(s->width));
+	json_object_set_new(in, "resize", json_string("bilinear"));
+	json_object_set_new(in, "fit", json_string(s->fit == MIME_FIT_PAD ? "pad" : "stretch"));
+	json_object_set_new(in, "invert", json_boolean(s->invert));
+	json_object_set_new(in, "mean", format_floats(s->mean, s->channels > 3 ? 3 : s->channels));
+	json_object_set_new(in, "std", format_floats(s->std, s->channels > 3 ? 3 : s->channels));
+	json_object_set_new(o, "input", in);
+	json_object_set_new(o, "thresholds",
+	                    json_string((unsigned)t->thresholds < 3 ? thr[t->thresholds] : "?"));
+	if (t->accuracy >= 0.0)
+		json_object_set_new(o, "accuracy", json_real(t->accuracy));
+	return o;
+}
+
+char *mime_manifest_format(const struct mime_manifest *m)
+{
+	json_t *root = NULL, *graph, *layers, *input, *tasks, *prov;
+	char *s = NULL;
+
+	root = json_object();
+	graph = json_object();
+	layers = json_array();
+	input = json_array();
+	tasks = json_array();
+	if (!root || !graph || !layers || !input || !tasks) {
+		json_decref(graph);
+		json_decref(layers);
+		json_decref(input);
+		json_decref(tasks);
+		goto out;
+	}
+	json_object_set_new(root, "format", json_string(MANIFEST_FORMAT));
+	json_object_set_new(root, "version", json_integer(MANIFEST_VERSION));
+	json_array_append_new(input, json_integer(m->graph.input.c));
+	json_array_append_new(input, json_integer(m->graph.input.h));
+	json_array_append_new(input, json_integer(m->graph.input.w));
+	json_object_set_new(graph, "input", input);
+	for (int i = 0; i < m->graph.n_layers && i < MIME_MAX_LAYERS; i++)
+		json_array_append_new(layers, format_layer(&m->graph.layers[i]));
+	json_object_set_new(graph, "layers", layers);
+	json_object_set_new(root, "graph", graph);
+	for (int i = 0; i < m->n_tasks; i++)
+		json_array_append_new(tasks, format_task(&m->tasks[i]));
+	json_object_set_new(root, "tasks", tasks);
+	if (m->provenance_json) {
+		prov = json_loads(m->provenance_json, 0, NULL);
+		if (!json_is_object(prov)) { /* a caller's mistake: refuse rather than drop it */
+			json_decref(prov);
+			goto out;
+		}
+		json_object_set_new(root, "provenance", prov);
+	}
+	/* json_*_append_new() and _set_new() fail quietly on NULL values; count what landed. */
+	if (json_array_size(layers) != (size_t)m->graph.n_layers ||
+	    json_array_size(tasks) != (size_t)m->n_tasks)
+		goto out;
+	s = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(9));
+out:
+	json_decref(root);
+	return s;
+}
+
+void mime_manifest_free(struct mime_manifest *m)
+{
+	if (!m)
+		return;
+	for (int i = 0; m->tasks && i < m->n_tasks; i++) {
+		for (int k = 0; m->tasks[i].class_names && k < m->tasks[i].n_classes; k++)
+			free(m->tasks[i].class_names[k]);
+		free(m->tasks[i].class_names);
+	}
+	free(m->tasks);
+	free(m->provenance_json);
+	free(m->json);
+	memset(m, 0, sizeof(*m));
+}
+
+int mime_manifest_task(const struct mime_manifest *m, const char *name)
+{
+	for (int i = 0; i < m->n_tasks; i++)
+		if (strcmp(m->tasks[i].name, name) == 0)
+			return i;
+	return MIME_ENOTASK;
+}
+
+void mime_input_spec_default(const struct mime_graph *g, struct mime_input_spec *ret_spec)
+{
+	memset(ret_spec, 0, sizeof(*ret_spec));
+	ret_spec->channels = g->input.c;
+	ret_spec->height = g->input.h;
+	ret_spec->width = g->input.w;
+	ret_spec->fit = MIME_FIT_STRETCH;
+	ret_spec->invert = 0;
+	for (int c = 0; c < 3; c++) {
+		ret_spec->mean[c] = 0.0f;
+		ret_spec->std[c] = 1.0f;
+	}
+}
