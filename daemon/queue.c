@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+/* queue -- see queue.h. */
+#include "daemon/queue.h"
+
+#include <errno.h>
+#include <time.h>
+
+uint64_t mimed_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int mimed_queue_init(struct mimed_queue *q, size_t cap, int max_batch, uint64_t max_wait_us)
+{
+	pthread_condattr_t attr;
+	int r;
+
+	*q = (struct mimed_queue){0};
+	r = pthread_mutex_init(&q->lock, NULL);
+	if (r)
+		return -r;
+	r = pthread_condattr_init(&attr);
+	if (r)
+		goto out_mutex;
+	r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (!r)
+		r = pthread_cond_init(&q->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	if (r)
+		goto out_mutex;
+	q->cap = cap;
+	q->max_batch = max_batch > 0 ? max_batch : 1;
+	q->max_wait_ns = max_wait_us * 1000;
+	return 0;
+
+out_mutex:
+	pthread_mutex_destroy(&q->lock);
+	return -r;
+}
+
+void mimed_queue_fini(struct mimed_queue *q)
+{
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+}
+
+void mimed_queue_configure(struct mimed_queue *q, size_t cap, int max_batch, uint64_t max_wait_us)
+{
+	pthread_mutex_lock(&q->lock);
+	q->cap = cap;
+	q->max_batch = max_batch > 0 ? max_batch : 1;
+	q->max_wait_ns = max_wait_us * 1000;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+int mimed_queue_push(struct mimed_queue *q, struct mimed_qitem **items, size_t n)
+{
+	uint64_t now = mimed_now_ns();
+	size_t i;
+
+	pthread_mutex_lock(&q->lock);
+	if (q->closed) {
+		pthread_mutex_unlock(&q->lock);
+		return -ESHUTDOWN;
+	}
+	if (n > q->cap - q->len || q->len > q->cap) {
+		pthread_mutex_unlock(&q->lock);
+		return -EAGAIN;
+	}
+	for (i = 0; i < n; i++) {
+		items[i]->next = NULL;
+		items[i]->queued_ns = now;
+		if (q->tail)
+			q->tail->next = items[i];
+		else
+			q->head = items[i];
+		q->tail = items[i];
+	}
+	q->len += n;
+	if (n)
+		pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+/* Items at the head sharing the head's key, up to limit. Called with the lock held. */
+static int queue_ready(const struct mimed_queue *q, int limit)
+{
+	const struct mimed_qitem *it;
+	int n = 0;
+
+	for (it = q->head; it && n < limit && it->key == q->head->key; it = it->next)
+		n++;
+	return n;
+}
+
+int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items, int room)
+{
+	int n, limit;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		uint64_t deadline;
+		struct timespec ts;
+
+		if (!q->head) {
+			if (q->closed) {
+				pthread_mutex_unlock(&q->lock);
+				return 0;
+			}
+			pthread_cond_wait(&q->cond, &q->lock);
+			continue;
+		}
+		limit = q->max_batch < room ? q->max_batch : room;
+		n = queue_ready(q, limit);
+		/* Full, or a different key waits behind it (more cannot join), or closing. */
+		if (n >= limit || (size_t)n < q->len || q->closed)
+			break;
+		deadline = q->head->queued_ns + q->max_wait_ns;
+		if (mimed_now_ns() >= deadline)
+			break;
+		ts.tv_sec = (time_t)(deadline / 1000000000u);
+		ts.tv_nsec = (long)(deadline % 1000000000u);
+		pthread_cond_timedwait(&q->cond, &q->lock, &ts);
+	}
+	for (int i = 0; i < n; i++) {
+		ret_items[i] = q->head;
+		q->head = q->head->next;
+		ret_items[i]->next = NULL;
+	}
+	if (!q->head)
+		q->tail = NULL;
+	q->len -= (size_t)n;
+	if (q->head) /* another worker may take the rest */
+		pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
+struct mimed_qitem *mimed_queue_remove_if(struct mimed_queue *q,
+                                          bool (*pred)(struct mimed_qitem *item, void *arg),
+                                          void *arg)
+{
+	struct mimed_qitem *out = NULL, **out_tail = &out, **pp, *prev = NULL;
+
+	pthread_mutex_lock(&q->lock);
+	pp = &q->head;
+	while (*pp) {
+		struct mimed_qitem *it = *pp;
+
+		if (pred(it, arg)) {
+			*pp = it->next;
+			it->next = NULL;
+			*out_tail = it;
+			out_tail = &it->next;
+			q->len--;
+		} else {
+			prev = it;
+			pp = &it->next;
+		}
+	}
+	q->tail = prev;
+	pthread_mutex_unlock(&q->lock);
+	return out;
+}
+
+void mimed_queue_close(struct mimed_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->closed = true;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+size_t mimed_queue_len(struct mimed_queue *q)
+{
+	size_t n;
+
+	pthread_mutex_lock(&q->lock);
+	n = q->len;
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/* queue -- the bounded request queue between the loop thread and the workers, and the
+ * batching rule: a worker takes up to max_batch items, waiting at most max_wait_us after the
+ * oldest item was queued for the batch to fill. Items are intrusive (struct mimed_qitem is
+ * embedded in the request), so pushing never allocates; a full queue refuses at once.
+ * Ownership: the queue owns nothing; items belong to whoever pushed them until popped or
+ * removed, then to whoever got them back.
+ * Threads: every function is thread-safe; pop blocks, the others never wait for long. */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mimed_qitem {
+	struct mimed_qitem *next;
+	uint64_t queued_ns; /* CLOCK_MONOTONIC, set by push */
+	uint64_t key;       /* only items with equal keys share a batch (the runtime generation) */
+};
+
+struct mimed_queue {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;             /* signalled on push, close and batching changes */
+	struct mimed_qitem *head, *tail; /* guarded by lock */
+	size_t len, cap;                 /* guarded by lock; len + n > cap -> push refuses */
+	int max_batch;                   /* guarded by lock */
+	uint64_t max_wait_ns;            /* guarded by lock */
+	bool closed;                     /* guarded by lock */
+};
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t mimed_now_ns(void);
+
+int mimed_queue_init(struct mimed_queue *q, size_t cap, int max_batch, uint64_t max_wait_us);
+void mimed_queue_fini(struct mimed_queue *q); /* the queue must be empty of live items */
+/* Changes capacity and batching (a reload); items already queued stay. */
+void mimed_queue_configure(struct mimed_queue *q, size_t cap, int max_batch, uint64_t max_wait_us);
+
+/* Queues n items (all or none, in order). Returns 0, -EAGAIN when they do not fit (reply
+ * io.mime.Busy), -ESHUTDOWN after close. */
+int mimed_queue_push(struct mimed_queue *q, struct mimed_qitem **items, size_t n);
+
+/* Waits for a batch: blocks until an item is queued, then until max_batch items are queued
+ * or the oldest has waited max_wait_us (at once after close), and takes up to max_batch
+ * items from the head that share the head's key. Returns the count written to ret_items
+ * (room for max_batch), or 0 once the queue is closed and empty. */
+int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items, int room);
+
+/* Removes every item for which pred returns true and returns them as a list linked by next
+ * (queue order). Used for expired deadlines, cancelled calls and shutdown. */
+struct mimed_qitem *mimed_queue_remove_if(struct mimed_queue *q,
+                                          bool (*pred)(struct mimed_qitem *item, void *arg),
+                                          void *arg);
+
+/* Refuses further pushes and wakes every waiting worker; queued items are still popped. */
+void mimed_queue_close(struct mimed_queue *q);
+size_t mimed_queue_len(struct mimed_queue *q);

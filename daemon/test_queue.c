@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: MIT
+/* test_queue -- the bounded batching queue and the latency window. */
+#include "tests/unit.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/queue.h"
+#include "daemon/stats.h"
+
+static void test_queue_push_refuses_when_full(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it[4] = {0}, *p[4] = {&it[0], &it[1], &it[2], &it[3]};
+
+	assert_int_equal(mimed_queue_init(&q, 3, 8, 0), 0);
+	assert_int_equal(mimed_queue_push(&q, p, 2), 0);
+	assert_int_equal(mimed_queue_push(&q, p + 2, 2), -EAGAIN); /* all or none */
+	assert_int_equal(mimed_queue_len(&q), 2);
+	assert_int_equal(mimed_queue_push(&q, p + 2, 1), 0);
+	assert_int_equal(mimed_queue_push(&q, p + 3, 1), -EAGAIN);
+	mimed_queue_close(&q);
+	assert_int_equal(mimed_queue_push(&q, p + 3, 1), -ESHUTDOWN);
+	mimed_queue_fini(&q);
+}
+
+static void test_queue_pop_batch_takes_up_to_max_batch_in_order(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it[5] = {0}, *p[5], *out[8];
+
+	for (int i = 0; i < 5; i++)
+		p[i] = &it[i];
+	assert_int_equal(mimed_queue_init(&q, 16, 3, 1000000), 0);
+	assert_int_equal(mimed_queue_push(&q, p, 5), 0);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 3); /* full batch: no waiting */
+	assert_ptr_equal(out[0], &it[0]);
+	assert_ptr_equal(out[2], &it[2]);
+	mimed_queue_close(&q); /* the rest comes out at once, then 0 */
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 2);
+	assert_ptr_equal(out[0], &it[3]);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 0);
+	mimed_queue_fini(&q);
+}
+
+static void test_queue_pop_batch_waits_max_wait_for_a_partial_batch(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it = {0}, *p = &it, *out[4];
+	uint64_t t0;
+
+	assert_int_equal(mimed_queue_init(&q, 16, 4, 20000), 0); /* 20 ms */
+	assert_int_equal(mimed_queue_push(&q, &p, 1), 0);
+	t0 = mimed_now_ns();
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 4), 1);
+	assert_true(mimed_now_ns() - t0 >= 15000000u); /* measured from the push */
+	mimed_queue_fini(&q);
+}
+
+static void test_queue_pop_batch_keeps_keys_apart(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it[4] = {{.key = 1}, {.key = 1}, {.key = 2}, {.key = 1}};
+	struct mimed_qitem *p[4] = {&it[0], &it[1], &it[2], &it[3]}, *out[8];
+
+	assert_int_equal(mimed_queue_init(&q, 16, 8, 1000000), 0);
+	assert_int_equal(mimed_queue_push(&q, p, 4), 0);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 2); /* no wait: key 2 is behind */
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
+	assert_int_equal(out[0]->key, 2);
+	mimed_queue_close(&q);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
+	mimed_queue_fini(&q);
+}
+
+static bool odd_key(struct mimed_qitem *it, void *arg)
+{
+	(*(int *)arg)++;
+	return it->key % 2;
+}
+
+static void test_queue_remove_if_unlinks_matches(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it[5] = {{.key = 0}, {.key = 1}, {.key = 2}, {.key = 3}, {.key = 4}};
+	struct mimed_qitem *p[5], *out[8], *removed;
+	int seen = 0;
+
+	for (int i = 0; i < 5; i++)
+		p[i] = &it[i];
+	assert_int_equal(mimed_queue_init(&q, 5, 8, 0), 0);
+	assert_int_equal(mimed_queue_push(&q, p, 5), 0);
+	removed = mimed_queue_remove_if(&q, odd_key, &seen);
+	assert_int_equal(seen, 5);
+	assert_ptr_equal(removed, &it[1]);
+	assert_ptr_equal(removed->next, &it[3]);
+	assert_null(removed->next->next);
+	assert_int_equal(mimed_queue_len(&q), 3);
+	/* The tail is still right: a push lands after item 4. */
+	assert_int_equal(mimed_queue_push(&q, p + 1, 1), 0);
+	mimed_queue_close(&q);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1); /* keys differ: 0 | 2 | 4 | 1 */
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
+	assert_ptr_equal(out[0], &it[1]);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 0);
+	mimed_queue_fini(&q);
+}
+
+#define N_ITEMS 2000
+
+struct consumer {
+	struct mimed_queue *q;
+	int popped;
+	int batches;
+};
+
+static void *consume(void *arg)
+{
+	struct consumer *c = arg;
+	struct mimed_qitem *out[8];
+	int n;
+
+	while ((n = mimed_queue_pop_batch(c->q, out, 8)) > 0) {
+		for (int i = 0; i < n; i++)
+			out[i]->key = 99; /* mark as seen */
+		c->popped += n;
+		c->batches++;
+	}
+	return NULL;
+}
+
+static void test_queue_threads_deliver_every_item_once(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem *it = calloc(N_ITEMS, sizeof(*it));
+	struct consumer c[2] = {{.q = &q}, {.q = &q}};
+	pthread_t t[2];
+	int pushed = 0;
+
+	assert_non_null(it);
+	assert_int_equal(mimed_queue_init(&q, 64, 8, 200), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, consume, &c[i]), 0);
+	while (pushed < N_ITEMS) {
+		struct mimed_qitem *p = &it[pushed];
+
+		if (mimed_queue_push(&q, &p, 1) == 0)
+			pushed++;
+		else
+			sched_yield();
+	}
+	mimed_queue_close(&q);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(c[0].popped + c[1].popped, N_ITEMS);
+	for (int i = 0; i < N_ITEMS; i++)
+		assert_int_equal(it[i].key, 99);
+	mimed_queue_fini(&q);
+	free(it);
+}
+
+static void test_stats_latency_percentiles(void **state)
+{
+	static const double p[] = {50, 95, 99, 100};
+	struct mimed_latency l;
+	uint64_t out[4];
+
+	assert_int_equal(mimed_latency_init(&l, 100), 0);
+	mimed_latency_percentiles(&l, p, 4, out);
+	assert_int_equal(out[0], 0);
+	for (int i = 1; i <= 200; i++) /* the window keeps 101..200 */
+		mimed_latency_add(&l, (uint64_t)i);
+	mimed_latency_percentiles(&l, p, 4, out);
+	assert_int_equal(out[0], 150);
+	assert_int_equal(out[1], 195);
+	assert_int_equal(out[2], 199);
+	assert_int_equal(out[3], 200);
+	assert_int_equal(l.total, 200);
+	mimed_latency_fini(&l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_queue_push_refuses_when_full),
+		cmocka_unit_test(test_queue_pop_batch_takes_up_to_max_batch_in_order),
+		cmocka_unit_test(test_queue_pop_batch_waits_max_wait_for_a_partial_batch),
+		cmocka_unit_test(test_queue_pop_batch_keeps_keys_apart),
+		cmocka_unit_test(test_queue_remove_if_unlinks_matches),
+		cmocka_unit_test(test_queue_threads_deliver_every_item_once),
+		cmocka_unit_test(test_stats_latency_percentiles),
+	};
+	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
+}
