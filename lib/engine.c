@@ -1,0 +1,532 @@
+// SPDX-License-Identifier: MIT
+/* engine -- see engine.h.
+ *
+ * Plan: every layer's output shape, weights and scratch are fixed at creation for max_batch.
+ * Activations ping-pong between two buffers of the largest layer's size.
+ *
+ * Conv: each sample's output pixels p in [0, OH*OW) are cut into the same chunks whatever
+ * the batch (a few hundred columns, and at least one chunk per thread when a sample has
+ * enough pixels); each chunk is one im2col into a private panel, one cblas_sgemm
+ * (acc[K, cols] = W[K, CRS] x col[CRS, cols]) and one fused epilogue pass (bias, the
+ * sample's threshold mask, zero count) that scatters the columns back to NCHW. The chunks
+ * are dealt round-robin to the engine's threads (the calling thread is thread 0), so a batch
+ * of 1 still uses every thread (threading over pixels) and a large batch streams through
+ * cache-sized panels. Chunks never span samples and their sizes do not depend on the batch:
+ * OpenBLAS' results depend on the GEMM's shape, and this way a sample's result is bit for
+ * bit the same alone or in any mixed batch (tested). FC layers run one GEMM row per sample
+ * for the same reason. With n_threads > 1 the caller should run OpenBLAS single-threaded
+ * (openblas_set_num_threads(1)); with n_threads = 1, OpenBLAS may use its own threads.
+ *
+ * Threads: a pool of n_threads - 1 workers waits on a condition variable between layers;
+ * a job is (function, layer) and each worker takes every n_threads-th chunk. */
+#include "lib/engine.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/kernels.h"
+
+#define ALIGN 64
+
+struct layer_plan {
+	const struct mime_layer_spec *spec;
+	struct mime_shape in, out;
+	const float *w, *b;
+	int masked; /* index among masked layers, -1 if not masked */
+	int crs;    /* conv: C*R*S */
+	int chunk;  /* conv: columns per chunk (the last chunk of a sample may be short) */
+	int cps;    /* conv: chunks per sample */
+	struct mime_conv_geom geom;
+};
+
+struct thread_scratch {
+	float *col;     /* [crs_max * chunk_max] */
+	float *acc;     /* [k_max * chunk_max] */
+	int64_t *zeros; /* [max_batch]: this thread's zero counts for the current layer */
+};
+
+struct mime_engine {
+	struct mime_model model; /* copy of the caller's struct; arrays borrowed */
+	struct mime_engine_config cfg;
+	int n_layers;
+	struct layer_plan L[MIME_MAX_LAYERS];
+	struct mime_shape feat;
+	int n_masked;
+	int masked_layer[MIME_MAX_LAYERS];
+	int64_t neurons[MIME_MAX_LAYERS];
+	int max_classes;
+	size_t act_floats, plan_bytes;
+	float *act[2];
+	float *logits;
+	int64_t *zeros;              /* [max_batch, n_masked] */
+	struct mime_mask_ref *masks; /* [max_batch], rebuilt per masked layer */
+	struct thread_scratch *ts;   /* [n_threads] */
+
+	/* Current job, read by workers after the generation changes. */
+	struct {
+		const struct layer_plan *lp;
+		int batch;
+		const float *in;
+		float *out;
+	} job;
+	pthread_t *workers;
+	int n_workers_started;
+	pthread_mutex_t lock;
+	pthread_cond_t go, done;
+	unsigned generation; /* guarded by lock */
+	int pending;         /* guarded by lock */
+	int stop;            /* guarded by lock */
+};
+
+static void *xaligned(size_t n_bytes)
+{
+	void *p = NULL;
+
+	if (n_bytes == 0)
+		n_bytes = ALIGN;
+	n_bytes = (n_bytes + ALIGN - 1) / ALIGN * ALIGN;
+	return posix_memalign(&p, ALIGN, n_bytes) == 0 ? p : NULL;
+}
+
+/* Runs chunk tid, tid + T, ... of the current conv job. */
+static void conv_job(struct mime_engine *e, int tid)
+{
+	const struct layer_plan *lp = e->job.lp;
+	const struct mime_conv_geom *g = &lp->geom;
+	const int64_t P = (int64_t)g->oh * g->ow;
+	const int T = e->cfg.n_threads;
+	struct thread_scratch *ts = &e->ts[tid];
+	const int apply = lp->spec->act == MIME_ACT_RELU;
+
+	if (lp->masked >= 0)
+		memset(ts->zeros, 0, sizeof(int64_t) * e->job.batch);
+	for (int64_t ci = tid; ci < (int64_t)lp->cps * e->job.batch; ci += T) {
+		const int64_t n = ci / lp->cps, p0 = (ci % lp->cps) * lp->chunk;
+		const int nc = (int)(P - p0 < lp->chunk ? P - p0 : lp->chunk);
+		const int64_t j0 = n * P + p0;
+
+		if (g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0) {
+			/* 1x1 conv: the input planes are the panel. */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc, lp->crs,
+			            1.0f, lp->w, lp->crs, e->job.in + n * lp->crs * P + p0, (int)P,
+			            0.0f, ts->acc, nc);
+		} else {
+			mime_im2col(g, e->job.in, j0, nc, ts->col);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc, lp->crs,
+			            1.0f, lp->w, lp->crs, ts->col, nc, 0.0f, ts->acc, nc);
+		}
+		mime_conv_epilogue(ts->acc, g->k, j0, nc, (int)P, lp->b, e->masks, apply,
+		                   e->job.out, lp->masked >= 0 ? ts->zeros : NULL);
+	}
+}
+
+static void pool_job(struct mime_engine *e, int tid)
+{
+	const struct layer_plan *lp = e->job.lp;
+	const int T = e->cfg.n_threads;
+	const int planes = lp->in.c * e->job.batch;
+	const int per = (planes + T - 1) / T;
+	const int p0 = tid * per;
+	const int n = planes - p0 < per ? planes - p0 : per;
+
+	if (n <= 0)
+		return;
+	mime_maxpool(e->job.in + (int64_t)p0 * lp->in.h * lp->in.w, n, lp->in.h, lp->in.w,
+	             lp->spec->kernel, lp->spec->stride, lp->out.h, lp->out.w,
+	             e->job.out + (int64_t)p0 * lp->out.h * lp->out.w);
+}
+
+static void run_job(struct mime_engine *e, int tid)
+{
+	if (e->job.lp->spec->kind == MIME_LAYER_CONV)
+		conv_job(e, tid);
+	else
+		pool_job(e, tid);
+}
+
+static void *worker_main(void *arg)
+{
+	struct mime_engine *e = arg;
+	unsigned seen = 0;
+	int tid;
+
+	pthread_mutex_lock(&e->lock);
+	tid = ++e->n_workers_started; /* 1 .. n_threads-1 */
+	for (;;) {
+		while (e->generation == seen && !e->stop)
+			pthread_cond_wait(&e->go, &e->lock);
+		if (e->stop)
+			break;
+		seen = e->generation;
+		pthread_mutex_unlock(&e->lock);
+		run_job(e, tid);
+		pthread_mutex_lock(&e->lock);
+		if (--e->pending == 0)
+			pthread_cond_signal(&e->done);
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
+}
+
+/* Runs the current job on every thread and waits for all of them. */
+static void parallel_run(struct mime_engine *e)
+{
+	if (e->cfg.n_threads == 1) {
+		run_job(e, 0);
+		return;
+	}
+	pthread_mutex_lock(&e->lock);
+	e->pending = e->cfg.n_threads - 1;
+	e->generation++;
+	pthread_cond_broadcast(&e->go);
+	pthread_mutex_unlock(&e->lock);
+	run_job(e, 0);
+	pthread_mutex_lock(&e->lock);
+	while (e->pending > 0)
+		pthread_cond_wait(&e->done, &e->lock);
+	pthread_mutex_unlock(&e->lock);
+}
+
+static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
+{
+	const struct mime_graph *g = &e->model.graph;
+	struct mime_shape shapes[MIME_MAX_LAYERS];
+	struct mime_shape in = g->input;
+	int r;
+
+	r = mime_graph_check(g, shapes, ei);
+	if (r < 0)
+		return r;
+	e->n_layers = g->n_layers;
+	e->act_floats = (size_t)mime_shape_size(&in);
+	for (int i = 0; i < g->n_layers; i++) {
+		struct layer_plan *lp = &e->L[i];
+		const struct mime_layer_spec *s = &g->layers[i];
+
+		lp->spec = s;
+		lp->in = in;
+		lp->out = shapes[i];
+		lp->masked = -1;
+		if (s->kind == MIME_LAYER_CONV || s->kind == MIME_LAYER_FC) {
+			lp->w = e->model.weight[i];
+			lp->b = e->model.bias[i];
+			if (!lp->w || !lp->b)
+				return mime_errinfo_set(ei, MIME_ESHAPE,
+				                        "engine: layer '%s' has no weights",
+				                        s->name);
+		}
+		if (mime_graph_layer_masked(g, i)) {
+			lp->masked = e->n_masked;
+			e->masked_layer[e->n_masked] = i;
+			e->neurons[e->n_masked] = mime_shape_size(&lp->out);
+			e->n_masked++;
+		}
+		if (s->kind == MIME_LAYER_CONV) {
+			struct mime_conv_geom *cg = &lp->geom;
+			int chunk;
+
+			*cg = (struct mime_conv_geom){
+				.c = in.c,
+				.h = in.h,
+				.w = in.w,
+				.k = s->out,
+				.r = s->kernel,
+				.s = s->kernel,
+				.stride = s->stride,
+				.pad = s->pad,
+				.oh = lp->out.h,
+				.ow = lp->out.w,
+			};
+			lp->crs = in.c * s->kernel * s->kernel;
+			/* A panel of about 256 KiB (L2-sized), 64 to 1024 columns; at least one
+			 * chunk per thread when each gets 16 pixels or more. */
+			chunk = (int)(65536 / lp->crs);
+			chunk = chunk < 64 ? 64 : chunk > 1024 ? 1024 : chunk;
+			lp->cps =
+				(int)((mime_shape_size(&lp->out) / lp->out.c + chunk - 1) / chunk);
+			if (lp->cps < e->cfg.n_threads &&
+			    lp->out.h * lp->out.w >= 16 * e->cfg.n_threads)
+				lp->cps = e->cfg.n_threads;
+			lp->chunk = (lp->out.h * lp->out.w + lp->cps - 1) / lp->cps;
+		}
+		if ((size_t)mime_shape_size(&lp->out) > e->act_floats)
+			e->act_floats = (size_t)mime_shape_size(&lp->out);
+		in = lp->out;
+	}
+	e->feat = in;
+	return 0;
+}
+
+static int check_tasks(struct mime_engine *e, struct mime_errinfo *ei)
+{
+	const long feat = mime_shape_size(&e->feat);
+
+	if (e->model.n_tasks <= 0)
+		return mime_errinfo_set(ei, MIME_EINVAL, "engine: model has no tasks");
+	if (e->feat.h != 1 || e->feat.w != 1)
+		return mime_errinfo_set(ei, MIME_EGRAPH,
+		                        "engine: the graph must end flat (add a flatten layer)");
+	for (int t = 0; t < e->model.n_tasks; t++) {
+		const struct mime_task_params *tp = &e->model.tasks[t];
+
+		if (tp->n_classes <= 0 || !tp->head_w || !tp->head_b)
+			return mime_errinfo_set(ei, MIME_ESHAPE, "engine: task '%s' has no head",
+			                        tp->name ? tp->name : "?");
+		if (tp->n_classes > e->max_classes)
+			e->max_classes = tp->n_classes;
+		(void)feat;
+	}
+	return 0;
+}
+
+static int alloc_plan(struct mime_engine *e)
+{
+	const int B = e->cfg.max_batch, T = e->cfg.n_threads;
+	size_t col_max = 1, acc_max = 1;
+
+	for (int i = 0; i < e->n_layers; i++) {
+		const struct layer_plan *lp = &e->L[i];
+
+		if (lp->spec->kind != MIME_LAYER_CONV)
+			continue;
+		if ((size_t)lp->crs * lp->chunk > col_max)
+			col_max = (size_t)lp->crs * lp->chunk;
+		if ((size_t)lp->geom.k * lp->chunk > acc_max)
+			acc_max = (size_t)lp->geom.k * lp->chunk;
+	}
+	if (e->act_floats > SIZE_MAX / sizeof(float) / (size_t)B)
+		return -ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		e->act[i] = xaligned(sizeof(float) * e->act_floats * B);
+		if (!e->act[i])
+			return -ENOMEM;
+	}
+	e->logits = xaligned(sizeof(float) * (size_t)e->max_classes * B);
+	e->zeros = calloc((size_t)B * (e->n_masked ? e->n_masked : 1), sizeof(int64_t));
+	e->masks = calloc((size_t)B, sizeof(*e->masks));
+	e->ts = calloc((size_t)T, sizeof(*e->ts));
+	if (!e->logits || !e->zeros || !e->masks || !e->ts)
+		return -ENOMEM;
+	for (int t = 0; t < T; t++) {
+		e->ts[t].col = xaligned(sizeof(float) * col_max);
+		e->ts[t].acc = xaligned(sizeof(float) * acc_max);
+		e->ts[t].zeros = calloc((size_t)B, sizeof(int64_t));
+		if (!e->ts[t].col || !e->ts[t].acc || !e->ts[t].zeros)
+			return -ENOMEM;
+	}
+	e->plan_bytes = sizeof(float) * (2 * e->act_floats * B + (size_t)e->max_classes * B +
+	                                 (size_t)T * (col_max + acc_max));
+	return 0;
+}
+
+static int start_workers(struct mime_engine *e)
+{
+	const int n = e->cfg.n_threads - 1;
+	int r;
+
+	if (n <= 0)
+		return 0;
+	e->workers = calloc((size_t)n, sizeof(pthread_t));
+	if (!e->workers)
+		return -ENOMEM;
+	for (int i = 0; i < n; i++) {
+		r = pthread_create(&e->workers[i], NULL, worker_main, e);
+		if (r != 0) {
+			/* Let the ones started so far be joined by destroy. */
+			e->cfg.n_threads = i + 1;
+			return -r;
+		}
+	}
+	return 0;
+}
+
+void mime_engine_destroy(struct mime_engine *e)
+{
+	if (!e)
+		return;
+	if (e->workers) {
+		pthread_mutex_lock(&e->lock);
+		e->stop = 1;
+		pthread_cond_broadcast(&e->go);
+		pthread_mutex_unlock(&e->lock);
+		for (int i = 0; i < e->cfg.n_threads - 1; i++)
+			pthread_join(e->workers[i], NULL);
+		free(e->workers);
+	}
+	pthread_mutex_destroy(&e->lock);
+	pthread_cond_destroy(&e->go);
+	pthread_cond_destroy(&e->done);
+	if (e->ts)
+		for (int t = 0; t < e->cfg.n_threads; t++) {
+			free(e->ts[t].col);
+			free(e->ts[t].acc);
+			free(e->ts[t].zeros);
+		}
+	free(e->ts);
+	free(e->masks);
+	free(e->zeros);
+	free(e->logits);
+	free(e->act[0]);
+	free(e->act[1]);
+	free(e);
+}
+
+int mime_engine_create(const struct mime_model *m, const struct mime_engine_config *cfg,
+                       struct mime_engine **ret_engine, struct mime_errinfo *ei)
+{
+	struct mime_engine *e;
+	int r;
+
+	if (!m || !cfg || cfg->max_batch < 1 || cfg->max_batch > 65536 || cfg->n_threads < 1 ||
+	    cfg->n_threads > 256)
+		return mime_errinfo_set(ei, MIME_EINVAL, "engine: bad configuration");
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->model = *m;
+	e->cfg = *cfg;
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_cond_init(&e->go, NULL);
+	pthread_cond_init(&e->done, NULL);
+	r = plan_layers(e, ei);
+	if (r < 0)
+		goto out_destroy;
+	r = check_tasks(e, ei);
+	if (r < 0)
+		goto out_destroy;
+	r = alloc_plan(e);
+	if (r < 0) {
+		mime_errinfo_set(ei, r, "engine: cannot allocate the plan");
+		goto out_destroy;
+	}
+	r = start_workers(e);
+	if (r < 0) {
+		mime_errinfo_set(ei, r, "engine: cannot start threads");
+		goto out_destroy;
+	}
+	*ret_engine = e;
+	return 0;
+
+out_destroy:
+	mime_engine_destroy(e);
+	return r;
+}
+
+static void fc_forward(struct mime_engine *e, const struct layer_plan *lp, int batch,
+                       const float *in, float *out)
+{
+	const int n_in = (int)mime_shape_size(&lp->in), n_out = lp->spec->out;
+	const int apply = lp->spec->act == MIME_ACT_RELU;
+
+	for (int b = 0; b < batch; b++)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, n_out, n_in, 1.0f,
+		            in + (int64_t)b * n_in, n_in, lp->w, n_in, 0.0f,
+		            out + (int64_t)b * n_out, n_out);
+	for (int b = 0; b < batch; b++) {
+		int64_t z = mime_fc_epilogue(out + (int64_t)b * n_out, n_out, lp->b, &e->masks[b],
+		                             apply);
+
+		if (lp->masked >= 0)
+			e->zeros[(int64_t)b * e->n_masked + lp->masked] = z;
+	}
+}
+
+int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const int *tasks,
+                        struct mime_engine_result *ret_result)
+{
+	const float *x = in;
+	int cur = 0;
+
+	if (batch < 1 || batch > e->cfg.max_batch)
+		return MIME_EINVAL;
+	for (int b = 0; b < batch; b++)
+		if (tasks[b] < 0 || tasks[b] >= e->model.n_tasks)
+			return MIME_EINVAL;
+	memset(e->zeros, 0, sizeof(int64_t) * batch * (e->n_masked ? e->n_masked : 1));
+	for (int i = 0; i < e->n_layers; i++) {
+		const struct layer_plan *lp = &e->L[i];
+		float *y = e->act[cur];
+
+		if (lp->masked >= 0)
+			for (int b = 0; b < batch; b++) {
+				const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
+
+				e->masks[b].thr = tp->thresholds[i];
+				e->masks[b].granularity = tp->granularity;
+			}
+		else
+			for (int b = 0; b < batch; b++)
+				e->masks[b] = (struct mime_mask_ref){NULL, MIME_THR_NONE};
+		switch (lp->spec->kind) {
+		case MIME_LAYER_CONV:
+		case MIME_LAYER_MAXPOOL:
+			e->job.lp = lp;
+			e->job.batch = batch;
+			e->job.in = x;
+			e->job.out = y;
+			parallel_run(e);
+			if (lp->masked >= 0)
+				for (int t = 0; t < e->cfg.n_threads; t++)
+					for (int b = 0; b < batch; b++)
+						e->zeros[(int64_t)b * e->n_masked + lp->masked] +=
+							e->ts[t].zeros[b];
+			break;
+		case MIME_LAYER_FLATTEN:
+			continue; /* NCHW per sample is already flat */
+		case MIME_LAYER_FC:
+			fc_forward(e, lp, batch, x, y);
+			break;
+		}
+		x = y;
+		cur ^= 1;
+	}
+	/* Per-task heads: tiny next to the trunk, one gemv per sample. */
+	{
+		const int feat = (int)mime_shape_size(&e->feat);
+
+		for (int b = 0; b < batch; b++) {
+			const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
+			float *lg = e->logits + (int64_t)b * e->max_classes;
+
+			memcpy(lg, tp->head_b, sizeof(float) * tp->n_classes);
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, tp->n_classes, feat, 1.0f,
+			            tp->head_w, feat, x + (int64_t)b * feat, 1, 1.0f, lg, 1);
+			for (int c = tp->n_classes; c < e->max_classes; c++)
+				lg[c] = 0.0f;
+		}
+	}
+	*ret_result = (struct mime_engine_result){
+		.batch = batch,
+		.n_masked = e->n_masked,
+		.max_classes = e->max_classes,
+		.logits = e->logits,
+		.zeros = e->zeros,
+		.neurons = e->neurons,
+		.masked_layer = e->masked_layer,
+	};
+	return 0;
+}
+
+const struct mime_model *mime_engine_model(const struct mime_engine *e)
+{
+	return &e->model;
+}
+
+size_t mime_engine_plan_bytes(const struct mime_engine *e)
+{
+	return e->plan_bytes;
+}
+
+int64_t mime_engine_macs(const struct mime_engine *e, int task)
+{
+	int64_t macs = 0;
+
+	for (int i = 0; i < e->n_layers; i++)
+		macs += mime_graph_layer_macs(e->L[i].spec, &e->L[i].in, &e->L[i].out);
+	if (task >= 0 && task < e->model.n_tasks)
+		macs += (int64_t)e->model.tasks[task].n_classes * mime_shape_size(&e->feat);
+	return macs;
+}

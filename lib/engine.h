@@ -26,12 +26,12 @@ struct mime_engine_config {
  * output neurons of sample b that were zero after the mask (pruned or negative). */
 struct mime_engine_result {
 	int batch;
-	int n_masked;               /* masked layers, in graph order */
-	int max_classes;            /* stride of logits */
-	const float *logits;        /* [batch, max_classes] */
-	const int64_t *zeros;       /* [batch, n_masked] */
-	const int64_t *neurons;     /* [n_masked]: output neurons of each masked layer */
-	const int *masked_layer;    /* [n_masked]: graph index of each masked layer */
+	int n_masked;            /* masked layers, in graph order */
+	int max_classes;         /* stride of logits */
+	const float *logits;     /* [batch, max_classes] */
+	const int64_t *zeros;    /* [batch, n_masked] */
+	const int64_t *neurons;  /* [n_masked]: output neurons of each masked layer */
+	const int *masked_layer; /* [n_masked]: graph index of each masked layer */
 };
 
 /* Builds the plan for model m. Fails with MIME_EGRAPH / MIME_ESHAPE when the model is

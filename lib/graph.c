@@ -30,7 +30,7 @@ int mime_layer_kind_parse(const char *s, enum mime_layer_kind *ret_kind)
 
 /* Limits keep every product below 2^31 per sample and refuse absurd graphs early. */
 #define DIM_MAX 4096
-#define CH_MAX	65536
+#define CH_MAX  65536
 
 int mime_graph_check(const struct mime_graph *g, struct mime_shape *ret_shapes,
                      struct mime_errinfo *ei)
@@ -38,8 +38,8 @@ int mime_graph_check(const struct mime_graph *g, struct mime_shape *ret_shapes,
 	struct mime_shape s = g->input;
 
 	if (s.c <= 0 || s.h <= 0 || s.w <= 0 || s.c > CH_MAX || s.h > DIM_MAX || s.w > DIM_MAX)
-		return mime_errinfo_set(ei, MIME_EGRAPH, "graph: bad input shape %dx%dx%d", s.c, s.h,
-		                        s.w);
+		return mime_errinfo_set(ei, MIME_EGRAPH, "graph: bad input shape %dx%dx%d", s.c,
+		                        s.h, s.w);
 	if (g->n_layers <= 0 || g->n_layers > MIME_MAX_LAYERS)
 		return mime_errinfo_set(ei, MIME_EGRAPH, "graph: %d layers (1..%d allowed)",
 		                        g->n_layers, MIME_MAX_LAYERS);
@@ -51,11 +51,13 @@ int mime_graph_check(const struct mime_graph *g, struct mime_shape *ret_shapes,
 		for (int j = 0; j < i; j++)
 			if (strcmp(g->layers[j].name, l->name) == 0)
 				return mime_errinfo_set(ei, MIME_EGRAPH,
-				                        "graph: layer name '%s' used twice", l->name);
+				                        "graph: layer name '%s' used twice",
+				                        l->name);
 		switch (l->kind) {
 		case MIME_LAYER_CONV:
 			if (l->out <= 0 || l->out > CH_MAX || l->kernel <= 0 || l->stride <= 0 ||
-			    l->pad < 0 || l->kernel > DIM_MAX || l->pad > DIM_MAX || l->stride > DIM_MAX)
+			    l->pad < 0 || l->kernel > DIM_MAX || l->pad > DIM_MAX ||
+			    l->stride > DIM_MAX)
 				return mime_errinfo_set(ei, MIME_EGRAPH,
 				                        "graph: layer '%s': bad conv parameters",
 				                        l->name);
@@ -76,10 +78,11 @@ int mime_graph_check(const struct mime_graph *g, struct mime_shape *ret_shapes,
 				                        "graph: layer '%s': bad pool parameters",
 				                        l->name);
 			if (s.h < l->kernel || s.w < l->kernel)
-				return mime_errinfo_set(ei, MIME_EGRAPH,
-				                        "graph: layer '%s': pool %d larger than input "
-				                        "%dx%d",
-				                        l->name, l->kernel, s.h, s.w);
+				return mime_errinfo_set(
+					ei, MIME_EGRAPH,
+					"graph: layer '%s': pool %d larger than input "
+					"%dx%d",
+					l->name, l->kernel, s.h, s.w);
 			s.h = (s.h - l->kernel) / l->stride + 1;
 			s.w = (s.w - l->kernel) / l->stride + 1;
 			break;
@@ -95,8 +98,8 @@ int mime_graph_check(const struct mime_graph *g, struct mime_shape *ret_shapes,
 				                        l->name);
 			if (l->out <= 0 || l->out > CH_MAX * 4)
 				return mime_errinfo_set(ei, MIME_EGRAPH,
-				                        "graph: layer '%s': bad fc width %d", l->name,
-				                        l->out);
+				                        "graph: layer '%s': bad fc width %d",
+				                        l->name, l->out);
 			s.c = l->out;
 			break;
 		default:
@@ -104,9 +107,10 @@ int mime_graph_check(const struct mime_graph *g, struct mime_shape *ret_shapes,
 			                        l->name);
 		}
 		if (l->act != MIME_ACT_NONE && l->act != MIME_ACT_RELU)
-			return mime_errinfo_set(ei, MIME_EGRAPH, "graph: layer '%s': bad activation",
-			                        l->name);
-		if (l->act == MIME_ACT_RELU && l->kind != MIME_LAYER_CONV && l->kind != MIME_LAYER_FC)
+			return mime_errinfo_set(ei, MIME_EGRAPH,
+			                        "graph: layer '%s': bad activation", l->name);
+		if (l->act == MIME_ACT_RELU && l->kind != MIME_LAYER_CONV &&
+		    l->kind != MIME_LAYER_FC)
 			return mime_errinfo_set(ei, MIME_EGRAPH,
 			                        "graph: layer '%s': only conv and fc take relu",
 			                        l->name);

@@ -10,7 +10,7 @@
 #include "lib/error.h"
 
 #define MIME_MAX_LAYERS 48
-#define MIME_NAME_MAX	64
+#define MIME_NAME_MAX   64
 
 enum mime_layer_kind {
 	MIME_LAYER_CONV,

@@ -31,7 +31,7 @@
 
 #include "lib/graph.h"
 
-#define MIME_MAX_TASKS	 64
+#define MIME_MAX_TASKS   64
 #define MIME_MAX_CLASSES 1000
 
 enum mime_fit {

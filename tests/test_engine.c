@@ -1,0 +1,507 @@
+// SPDX-License-Identifier: MIT
+/* Engine tests: every layer and whole networks against a naive reference (direct loops in
+ * double precision), the threshold mask's semantics, mixed-task batches, zero counts, and
+ * thread-count independence. Tolerance: |engine - reference| <= 1e-4 * (1 + |reference|)
+ * (float32 GEMM sums of up to a few thousand products). */
+#include "tests/unit.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/engine.h"
+
+#define TOL 1e-4
+
+struct net {
+	struct mime_model m;
+	struct mime_task_params tasks[3];
+	float *w[MIME_MAX_LAYERS], *b[MIME_MAX_LAYERS];
+	float *thr[3][MIME_MAX_LAYERS];
+	float *head_w[3], *head_b[3];
+	struct mime_shape shapes[MIME_MAX_LAYERS];
+};
+
+static float *rand_array(uint64_t *rng, long n, float lo, float hi)
+{
+	float *a = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+
+	for (long i = 0; i < n; i++)
+		a[i] = mime_test_uniform(rng, lo, hi);
+	return a;
+}
+
+static void add_layer(struct mime_graph *g, enum mime_layer_kind kind, int out, int k, int s,
+                      int pad, enum mime_act act)
+{
+	struct mime_layer_spec *l = &g->layers[g->n_layers];
+
+	*l = (struct mime_layer_spec){
+		.kind = kind, .out = out, .kernel = k, .stride = s, .pad = pad, .act = act};
+	snprintf(l->name, sizeof(l->name), "l%d", g->n_layers);
+	g->n_layers++;
+}
+
+/* Random weights; task t gets thresholds of granularity gran[t] (NONE = ReLU). */
+static void net_init(struct net *n, const struct mime_graph *g, int n_tasks,
+                     const enum mime_thresholds *gran, const int *classes, uint64_t seed)
+{
+	uint64_t rng = seed;
+	struct mime_shape in;
+
+	memset(n, 0, sizeof(*n));
+	n->m.graph = *g;
+	assert_int_equal(mime_graph_check(g, n->shapes, NULL), 0);
+	in = g->input;
+	for (int i = 0; i < g->n_layers; i++) {
+		const struct mime_layer_spec *l = &g->layers[i];
+
+		if (l->kind == MIME_LAYER_CONV || l->kind == MIME_LAYER_FC) {
+			long fan = l->kind == MIME_LAYER_CONV ? (long)in.c * l->kernel * l->kernel
+			                                      : mime_shape_size(&in);
+			float sc = 1.7f / sqrtf((float)fan);
+
+			n->w[i] = rand_array(&rng, l->out * fan, -sc, sc);
+			n->b[i] = rand_array(&rng, l->out, -0.1f, 0.1f);
+			n->m.weight[i] = n->w[i];
+			n->m.bias[i] = n->b[i];
+		}
+		in = n->shapes[i];
+	}
+	for (int t = 0; t < n_tasks; t++) {
+		struct mime_task_params *tp = &n->tasks[t];
+		long feat = mime_shape_size(&in);
+
+		tp->name = t == 0 ? "a" : t == 1 ? "b" : "c";
+		tp->n_classes = classes[t];
+		n->head_w[t] = rand_array(&rng, classes[t] * feat, -0.2f, 0.2f);
+		n->head_b[t] = rand_array(&rng, classes[t], -0.1f, 0.1f);
+		tp->head_w = n->head_w[t];
+		tp->head_b = n->head_b[t];
+		tp->granularity = gran[t];
+		for (int i = 0; i < g->n_layers; i++) {
+			long cnt;
+
+			if (gran[t] == MIME_THR_NONE || !mime_graph_layer_masked(g, i))
+				continue;
+			cnt = gran[t] == MIME_THR_ELEMENT ? mime_shape_size(&n->shapes[i])
+			                                  : n->shapes[i].c;
+			n->thr[t][i] = rand_array(&rng, cnt, 0.0f, 0.3f);
+			tp->thresholds[i] = n->thr[t][i];
+		}
+	}
+	n->m.n_tasks = n_tasks;
+	n->m.tasks = n->tasks;
+}
+
+static void net_free(struct net *n)
+{
+	for (int i = 0; i < MIME_MAX_LAYERS; i++) {
+		free(n->w[i]);
+		free(n->b[i]);
+		for (int t = 0; t < 3; t++)
+			free(n->thr[t][i]);
+	}
+	for (int t = 0; t < 3; t++) {
+		free(n->head_w[t]);
+		free(n->head_b[t]);
+	}
+}
+
+/* The naive reference: one sample, direct loops, double accumulation. Returns logits in
+ * ret_logits and zero counts per masked layer in ret_zeros. */
+static void reference(const struct net *n, const float *x0, int task, double *ret_logits,
+                      int64_t *ret_zeros)
+{
+	const struct mime_graph *g = &n->m.graph;
+	const struct mime_task_params *tp = &n->tasks[task];
+	struct mime_shape in = g->input;
+	double *x = malloc(sizeof(double) * (size_t)mime_shape_size(&in));
+	int mi = 0;
+
+	for (long i = 0; i < mime_shape_size(&in); i++)
+		x[i] = x0[i];
+	for (int li = 0; li < g->n_layers; li++) {
+		const struct mime_layer_spec *l = &g->layers[li];
+		struct mime_shape out = n->shapes[li];
+		double *y = calloc((size_t)mime_shape_size(&out), sizeof(double));
+
+		if (l->kind == MIME_LAYER_CONV) {
+			for (int k = 0; k < out.c; k++)
+				for (int oh = 0; oh < out.h; oh++)
+					for (int ow = 0; ow < out.w; ow++) {
+						double acc = n->b[li][k];
+
+						for (int c = 0; c < in.c; c++)
+							for (int r = 0; r < l->kernel; r++)
+								for (int s = 0; s < l->kernel;
+								     s++) {
+									int ih = oh * l->stride -
+									         l->pad + r;
+									int iw = ow * l->stride -
+									         l->pad + s;
+
+									if (ih < 0 || iw < 0 ||
+									    ih >= in.h ||
+									    iw >= in.w)
+										continue;
+									acc += (double)n->w
+									               [li]
+									               [((k * in.c +
+									                  c) * l->kernel +
+									                 r) * l->kernel +
+									                s] *
+									       x[(c * in.h + ih) *
+									                 in.w +
+									         iw];
+								}
+						y[(k * out.h + oh) * out.w + ow] = acc;
+					}
+		} else if (l->kind == MIME_LAYER_FC) {
+			long nin = mime_shape_size(&in);
+
+			for (int o = 0; o < out.c; o++) {
+				double acc = n->b[li][o];
+
+				for (long i = 0; i < nin; i++)
+					acc += (double)n->w[li][o * nin + i] * x[i];
+				y[o] = acc;
+			}
+		} else if (l->kind == MIME_LAYER_MAXPOOL) {
+			for (int c = 0; c < out.c; c++)
+				for (int oh = 0; oh < out.h; oh++)
+					for (int ow = 0; ow < out.w; ow++) {
+						double m = -INFINITY;
+
+						for (int r = 0; r < l->kernel; r++)
+							for (int s = 0; s < l->kernel; s++) {
+								double v = x[(c * in.h +
+								              oh * l->stride + r) *
+								                     in.w +
+								             ow * l->stride + s];
+								m = v > m ? v : m;
+							}
+						y[(c * out.h + oh) * out.w + ow] = m;
+					}
+		} else {
+			memcpy(y, x, sizeof(double) * (size_t)mime_shape_size(&out));
+		}
+		if (mime_graph_layer_masked(g, li)) {
+			int64_t z = 0;
+
+			for (long i = 0; i < mime_shape_size(&out); i++) {
+				double t = 0;
+
+				if (tp->thresholds[li])
+					t = tp->granularity == MIME_THR_ELEMENT
+					            ? tp->thresholds[li][i]
+					            : tp->thresholds[li][i / (out.h * out.w)];
+				y[i] = y[i] >= t ? y[i] : 0.0;
+				z += y[i] == 0.0;
+			}
+			ret_zeros[mi++] = z;
+		}
+		free(x);
+		x = y;
+		in = out;
+	}
+	for (int c = 0; c < tp->n_classes; c++) {
+		double acc = tp->head_b[c];
+
+		for (long i = 0; i < mime_shape_size(&in); i++)
+			acc += (double)tp->head_w[c * mime_shape_size(&in) + i] * x[i];
+		ret_logits[c] = acc;
+	}
+	free(x);
+}
+
+static void check_against_reference(const struct net *n, int batch, const int *tasks, int n_threads,
+                                    uint64_t seed)
+{
+	struct mime_engine_config cfg = {.max_batch = batch, .n_threads = n_threads};
+	struct mime_engine *e = NULL;
+	struct mime_engine_result res;
+	struct mime_errinfo ei = {0};
+	long isz = mime_shape_size(&n->m.graph.input);
+	uint64_t rng = seed;
+	float *in = rand_array(&rng, isz * batch, -1.0f, 1.0f);
+
+	assert_int_equal(mime_engine_create(&n->m, &cfg, &e, &ei), 0);
+	assert_int_equal(mime_engine_forward(e, batch, in, tasks, &res), 0);
+	assert_int_equal(res.batch, batch);
+	for (int b = 0; b < batch; b++) {
+		double logits[16];
+		int64_t zeros[MIME_MAX_LAYERS];
+
+		reference(n, in + isz * b, tasks[b], logits, zeros);
+		for (int c = 0; c < n->tasks[tasks[b]].n_classes; c++) {
+			double got = res.logits[b * res.max_classes + c];
+
+			if (fabs(got - logits[c]) > TOL * (1 + fabs(logits[c])))
+				fail_msg("sample %d class %d: engine %.7f reference %.7f", b, c,
+				         got, logits[c]);
+		}
+		/* Zero counts may differ only where a value lands within rounding of its
+		 * threshold: allow a handful of neurons out of thousands. */
+		for (int mi = 0; mi < res.n_masked; mi++) {
+			int64_t d = res.zeros[b * res.n_masked + mi] - zeros[mi];
+
+			if (d < -3 || d > 3)
+				fail_msg("sample %d masked layer %d: %ld zeros, reference %ld", b,
+				         mi, (long)res.zeros[b * res.n_masked + mi],
+				         (long)zeros[mi]);
+		}
+	}
+	mime_engine_destroy(e);
+	free(in);
+}
+
+static void small_vgg(struct mime_graph *g, int c, int h, int w)
+{
+	memset(g, 0, sizeof(*g));
+	g->input = (struct mime_shape){c, h, w};
+	add_layer(g, MIME_LAYER_CONV, 8, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(g, MIME_LAYER_CONV, 12, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	add_layer(g, MIME_LAYER_FC, 16, 0, 0, 0, MIME_ACT_RELU);
+}
+
+static void test_engine_forward_matches_reference_odd_shapes(void **state)
+{
+	uint64_t rng = 42;
+
+	(void)state;
+	for (int trial = 0; trial < 12; trial++) {
+		struct mime_graph g = {0};
+		struct net n;
+		enum mime_thresholds gran[1] = {(enum mime_thresholds)(trial % 3)};
+		int classes[1] = {3 + trial % 5};
+		int tasks[5] = {0, 0, 0, 0, 0};
+		int k = 1 + (int)(mime_test_rand(&rng) % 5); /* 1..5 */
+		int s = 1 + (int)(mime_test_rand(&rng) % 3); /* 1..3 */
+		int pad = (int)(mime_test_rand(&rng) % (k / 2 + 2));
+		int hw = k + 2 + (int)(mime_test_rand(&rng) % 14);
+
+		g.input = (struct mime_shape){1 + (int)(mime_test_rand(&rng) % 4), hw, hw + 1};
+		add_layer(&g, MIME_LAYER_CONV, 3 + (int)(mime_test_rand(&rng) % 9), k, s, pad,
+		          MIME_ACT_RELU);
+		add_layer(&g, MIME_LAYER_CONV, 5, 3, 1, 1,
+		          trial % 2 ? MIME_ACT_RELU : MIME_ACT_NONE);
+		add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+		add_layer(&g, MIME_LAYER_FC, 7, 0, 0, 0, MIME_ACT_RELU);
+		net_init(&n, &g, 1, gran, classes, 100 + trial);
+		check_against_reference(&n, 1 + trial % 5, tasks, 1 + trial % 2, 7 + trial);
+		net_free(&n);
+	}
+}
+
+static void test_engine_forward_vgg_like_all_granularities(void **state)
+{
+	struct mime_graph g;
+	struct net n;
+	enum mime_thresholds gran[3] = {MIME_THR_NONE, MIME_THR_ELEMENT, MIME_THR_CHANNEL};
+	int classes[3] = {10, 4, 7};
+	int tasks[6] = {0, 1, 2, 2, 1, 0};
+
+	(void)state;
+	small_vgg(&g, 1, 28, 28);
+	net_init(&n, &g, 3, gran, classes, 5);
+	check_against_reference(&n, 6, tasks, 1, 11);
+	check_against_reference(&n, 6, tasks, 2, 11);
+	check_against_reference(&n, 6, tasks, 3, 11);
+	net_free(&n);
+	small_vgg(&g, 3, 32, 32);
+	net_init(&n, &g, 3, gran, classes, 6);
+	check_against_reference(&n, 6, tasks, 2, 12);
+	net_free(&n);
+}
+
+/* A mixed-task batch gives exactly (bit for bit) the results of each sample run alone. */
+static void test_engine_mixed_batch_equals_single_samples(void **state)
+{
+	struct mime_graph g;
+	struct net n;
+	enum mime_thresholds gran[3] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL, MIME_THR_NONE};
+	int classes[3] = {10, 5, 3};
+	int tasks[7] = {2, 0, 1, 0, 2, 1, 1};
+	struct mime_engine_config cfg = {.max_batch = 7, .n_threads = 2};
+	struct mime_engine *e = NULL, *e1 = NULL;
+	struct mime_engine_result res, one;
+	uint64_t rng = 99;
+	float *in;
+	float *logits;
+	int64_t *zeros;
+	long isz;
+
+	(void)state;
+	small_vgg(&g, 1, 20, 20);
+	net_init(&n, &g, 3, gran, classes, 17);
+	isz = mime_shape_size(&g.input);
+	in = rand_array(&rng, isz * 7, 0.0f, 1.0f);
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
+	cfg.max_batch = 1;
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e1, NULL), 0);
+	assert_int_equal(mime_engine_forward(e, 7, in, tasks, &res), 0);
+	logits = malloc(sizeof(float) * 7 * res.max_classes);
+	zeros = malloc(sizeof(int64_t) * 7 * res.n_masked);
+	memcpy(logits, res.logits, sizeof(float) * 7 * res.max_classes);
+	memcpy(zeros, res.zeros, sizeof(int64_t) * 7 * res.n_masked);
+	for (int b = 0; b < 7; b++) {
+		assert_int_equal(mime_engine_forward(e1, 1, in + isz * b, &tasks[b], &one), 0);
+		assert_memory_equal(one.logits, logits + b * res.max_classes,
+		                    sizeof(float) * classes[tasks[b]]);
+		assert_memory_equal(one.zeros, zeros + b * res.n_masked,
+		                    sizeof(int64_t) * res.n_masked);
+	}
+	/* And the batch really depends on the task: the same image under two tasks differs. */
+	{
+		int t2[2] = {0, 1};
+		float two[2 * 16];
+
+		memcpy(in + isz, in, sizeof(float) * isz);
+		assert_int_equal(mime_engine_forward(e, 2, in, t2, &res), 0);
+		memcpy(two, res.logits, sizeof(float) * 2 * res.max_classes);
+		assert_int_not_equal(res.zeros[0], res.zeros[res.n_masked]);
+	}
+	free(logits);
+	free(zeros);
+	free(in);
+	mime_engine_destroy(e);
+	mime_engine_destroy(e1);
+	net_free(&n);
+}
+
+/* All thresholds 0 equals ReLU bit for bit; a large threshold prunes everything. */
+static void test_engine_zero_thresholds_equal_relu(void **state)
+{
+	struct mime_graph g;
+	struct net n;
+	enum mime_thresholds gran[2] = {MIME_THR_NONE, MIME_THR_ELEMENT};
+	int classes[2] = {6, 6};
+	struct mime_engine_config cfg = {.max_batch = 2, .n_threads = 1};
+	struct mime_engine *e = NULL;
+	struct mime_engine_result res;
+	uint64_t rng = 3;
+	float *in;
+	long isz;
+	int tasks[2] = {0, 1};
+
+	(void)state;
+	small_vgg(&g, 1, 16, 16);
+	net_init(&n, &g, 2, gran, classes, 23);
+	/* Task 1 = task 0's head with thresholds all zero. */
+	n.tasks[1].head_w = n.head_w[0];
+	n.tasks[1].head_b = n.head_b[0];
+	for (int i = 0; i < g.n_layers; i++)
+		if (n.thr[1][i])
+			memset(n.thr[1][i], 0, sizeof(float) * mime_shape_size(&n.shapes[i]));
+	isz = mime_shape_size(&g.input);
+	in = rand_array(&rng, isz * 2, -1.0f, 1.0f);
+	memcpy(in + isz, in, sizeof(float) * isz);
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
+	assert_int_equal(mime_engine_forward(e, 2, in, tasks, &res), 0);
+	assert_memory_equal(res.logits, res.logits + res.max_classes, sizeof(float) * 6);
+	assert_memory_equal(res.zeros, res.zeros + res.n_masked, sizeof(int64_t) * res.n_masked);
+	/* Thresholds of 1e30 prune every neuron of every masked layer. */
+	for (int i = 0; i < g.n_layers; i++)
+		if (n.thr[1][i])
+			for (long j = 0; j < mime_shape_size(&n.shapes[i]); j++)
+				n.thr[1][i][j] = 1e30f;
+	assert_int_equal(mime_engine_forward(e, 2, in, tasks, &res), 0);
+	for (int mi = 0; mi < res.n_masked; mi++)
+		assert_int_equal(res.zeros[res.n_masked + mi], res.neurons[mi]);
+	assert_true(res.zeros[0] < res.neurons[0]);
+	mime_engine_destroy(e);
+	free(in);
+	net_free(&n);
+}
+
+/* y == t fires: with a 1x1 identity conv and t equal to the input, every neuron survives. */
+static void test_engine_threshold_equal_fires(void **state)
+{
+	struct mime_graph g = {0};
+	float w[1] = {1.0f}, b[1] = {0.0f}, head_w[16], head_b[1] = {0.0f};
+	float thr[16], in[16];
+	struct mime_model m = {0};
+	struct mime_task_params tp = {.name = "t",
+	                              .n_classes = 1,
+	                              .head_w = head_w,
+	                              .head_b = head_b,
+	                              .granularity = MIME_THR_ELEMENT};
+	struct mime_engine_config cfg = {.max_batch = 1, .n_threads = 1};
+	struct mime_engine *e = NULL;
+	struct mime_engine_result res;
+	int task = 0;
+
+	(void)state;
+	g.input = (struct mime_shape){1, 4, 4};
+	add_layer(&g, MIME_LAYER_CONV, 1, 1, 1, 0, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	for (int i = 0; i < 16; i++) {
+		in[i] = 0.25f * (float)(i + 1);
+		thr[i] = in[i];
+		head_w[i] = 1.0f;
+	}
+	thr[3] = in[3] + 0.001f; /* just above: pruned */
+	m.graph = g;
+	m.weight[0] = w;
+	m.bias[0] = b;
+	tp.thresholds[0] = thr;
+	m.n_tasks = 1;
+	m.tasks = &tp;
+	assert_int_equal(mime_engine_create(&m, &cfg, &e, NULL), 0);
+	assert_int_equal(mime_engine_forward(e, 1, in, &task, &res), 0);
+	assert_int_equal(res.zeros[0], 1);
+	/* Sum of inputs 0.25 * (1 + ... + 16) = 34 minus the pruned 1.0. */
+	assert_float_equal(res.logits[0], 33.0f, 1e-4);
+	mime_engine_destroy(e);
+}
+
+static void test_engine_forward_rejects_bad_arguments(void **state)
+{
+	struct mime_graph g;
+	struct net n;
+	enum mime_thresholds gran[1] = {MIME_THR_NONE};
+	int classes[1] = {2};
+	struct mime_engine_config cfg = {.max_batch = 2, .n_threads = 1};
+	struct mime_engine *e = NULL;
+	struct mime_engine_result res;
+	float in[3 * 16 * 16] = {0};
+	int tasks[3] = {0, 1, 0};
+	struct mime_errinfo ei = {0};
+
+	(void)state;
+	small_vgg(&g, 1, 16, 16);
+	net_init(&n, &g, 1, gran, classes, 1);
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
+	assert_int_equal(mime_engine_forward(e, 3, in, tasks, &res), MIME_EINVAL);
+	assert_int_equal(mime_engine_forward(e, 2, in, tasks, &res), MIME_EINVAL);
+	assert_int_equal(mime_engine_forward(e, 0, in, tasks, &res), MIME_EINVAL);
+	mime_engine_destroy(e);
+	/* A conv layer without weights is refused at creation, with the layer named. */
+	n.m.weight[2] = NULL;
+	e = NULL;
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e, &ei), MIME_ESHAPE);
+	assert_null(e);
+	assert_non_null(strstr(ei.msg, "l2"));
+	cfg.max_batch = 0;
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), MIME_EINVAL);
+	net_free(&n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_engine_forward_matches_reference_odd_shapes),
+		cmocka_unit_test(test_engine_forward_vgg_like_all_granularities),
+		cmocka_unit_test(test_engine_mixed_batch_equals_single_samples),
+		cmocka_unit_test(test_engine_zero_thresholds_equal_relu),
+		cmocka_unit_test(test_engine_threshold_equal_fires),
+		cmocka_unit_test(test_engine_forward_rejects_bad_arguments),
+	};
+
+	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
+}
