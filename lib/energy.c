@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: MIT
+/* energy -- see energy.h; docs/ENERGY.md has the equations. */
+#include "lib/energy.h"
+
+#include <math.h>
+#include <string.h>
+
+void mime_energy_hw_default(struct mime_energy_hw *ret_hw)
+{
+	*ret_hw = (struct mime_energy_hw){
+		.technology_nm = 65,
+		.word_bits = 16,
+		.pe_rows = 32,
+		.pe_cols = 32,
+		.act_cache_bytes = 156 * 1024,
+		.weight_cache_bytes = 156 * 1024,
+		.thr_cache_bytes = 156 * 1024,
+		.spad_bytes = 512,
+		.e_dram = 200,
+		.e_cache = 6,
+		.e_reg = 2,
+		.e_mac = 1,
+	};
+}
+
+int mime_energy_hw_check(const struct mime_energy_hw *hw, struct mime_errinfo *ei)
+{
+	const struct {
+		const char *name;
+		double v;
+	} energies[] = {
+		{"e_dram", hw->e_dram},
+		{"e_cache", hw->e_cache},
+		{"e_reg", hw->e_reg},
+		{"e_mac", hw->e_mac},
+	};
+
+	if (hw->word_bits < 1 || hw->word_bits > 64)
+		return mime_errinfo_set(ei, MIME_EINVAL, "word_bits %d outside 1..64",
+		                        hw->word_bits);
+	if (hw->pe_rows < 1 || hw->pe_cols < 1)
+		return mime_errinfo_set(ei, MIME_EINVAL, "PE array %dx%d: needs at least one PE",
+		                        hw->pe_rows, hw->pe_cols);
+	if (hw->act_cache_bytes <= 0 || hw->weight_cache_bytes <= 0 || hw->thr_cache_bytes <= 0)
+		return mime_errinfo_set(ei, MIME_EINVAL, "cache sizes must be positive");
+	if (hw->spad_bytes * 8 < 4L * hw->word_bits)
+		return mime_errinfo_set(ei, MIME_EINVAL,
+		                        "spad of %ld bytes cannot hold x, w, psum and threshold",
+		                        hw->spad_bytes);
+	for (unsigned i = 0; i < sizeof(energies) / sizeof(energies[0]); i++)
+		if (!isfinite(energies[i].v) || energies[i].v < 0)
+			return mime_errinfo_set(ei, MIME_EINVAL, "%s must be finite and >= 0",
+			                        energies[i].name);
+	return 0;
+}
+
+int mime_energy_net_init(struct mime_energy_net *ret_net, const struct mime_graph *g,
+                         enum mime_energy_thr thr, struct mime_errinfo *ei)
+{
+	struct mime_shape shapes[MIME_MAX_LAYERS];
+	struct mime_energy_net net = {0};
+	int r;
+
+	r = mime_graph_check(g, shapes, ei);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < g->n_layers; i++) {
+		const struct mime_layer_spec *l = &g->layers[i];
+		const struct mime_shape *in = i ? &shapes[i - 1] : &g->input;
+		const struct mime_shape *out = &shapes[i];
+		struct mime_energy_layer *e = &net.layers[net.n_layers];
+
+		if (l->kind != MIME_LAYER_CONV && l->kind != MIME_LAYER_FC)
+			continue;
+		memcpy(e->name, l->name, sizeof(e->name));
+		e->graph_index = i;
+		e->m = (long)out->h * out->w;
+		e->n = out->c;
+		e->k = l->kind == MIME_LAYER_CONV ? (long)in->c * l->kernel * l->kernel
+		                                  : mime_shape_size(in);
+		e->in_words = mime_shape_size(in);
+		e->out_words = e->m * e->n;
+		e->weight_words = e->n * e->k;
+		e->params = mime_graph_layer_params(l, in);
+		if (!mime_graph_layer_masked(g, i))
+			e->thr_words = 0;
+		else
+			e->thr_words = thr == MIME_ENERGY_THR_CHANNEL ? e->n : e->out_words;
+		e->weight_density = 1.0;
+		net.n_layers++;
+	}
+	if (net.n_layers == 0)
+		return mime_errinfo_set(ei, MIME_EGRAPH, "graph has no conv or fc layer");
+	*ret_net = net;
+	return 0;
+}
+
+/* Words a map of n words with a fraction `density` of non-zeros costs when zeros are skipped:
+ * the non-zeros plus a one-bit-per-element bitmap, or the dense map when that is smaller. */
+static double encoded_words(double n, double density, int word_bits)
+{
+	double sparse = n * density + ceil(n / word_bits);
+
+	return sparse < n ? sparse : n;
+}
+
+/* Misses of an LRU cache with `slots` places over the batch's key sequence (key = task, or one
+ * shared key when shared); cold at the start. Keys deeper than MIME_ENERGY_LRU_DEPTH in the
+ * recency stack are counted as misses. */
+static long lru_misses(const int *task_of_sample, int batch, int shared, long slots)
+{
+	int stack[MIME_ENERGY_LRU_DEPTH];
+	int depth = 0;
+	long misses = 0;
+
+	for (int b = 0; b < batch; b++) {
+		int key = shared || !task_of_sample ? 0 : task_of_sample[b];
+		int pos = -1;
+
+		for (int d = 0; d < depth; d++)
+			if (stack[d] == key) {
+				pos = d;
+				break;
+			}
+		if (pos < 0 || pos >= slots)
+			misses++;
+		if (pos < 0)
+			pos = depth < MIME_ENERGY_LRU_DEPTH ? depth++ : depth - 1;
+		memmove(&stack[1], &stack[0], sizeof(stack[0]) * pos);
+		stack[0] = key;
+	}
+	return misses;
+}
+
+static int count_tasks(const int *task_of_sample, int batch)
+{
+	int n = 0;
+
+	if (!task_of_sample)
+		return 1;
+	for (int b = 0; b < batch; b++) {
+		int seen = 0;
+
+		for (int j = 0; j < b && !seen; j++)
+			seen = task_of_sample[j] == task_of_sample[b];
+		n += !seen;
+	}
+	return n;
+}
+
+static void counts_energy(const struct mime_energy_hw *hw, struct mime_energy_counts *c)
+{
+	const double e_level[MIME_ENERGY_N_LEVELS] = {hw->e_dram, hw->e_cache, hw->e_reg};
+
+	c->e_total = 0;
+	for (int lv = 0; lv < MIME_ENERGY_N_LEVELS; lv++) {
+		double n = 0;
+
+		for (int d = 0; d < MIME_ENERGY_N_DATA; d++)
+			n += c->access[lv][d];
+		c->e[lv] = n * e_level[lv];
+		c->e_total += c->e[lv];
+	}
+	c->e[MIME_ENERGY_MAC] = c->macs * hw->e_mac;
+	c->e_total += c->e[MIME_ENERGY_MAC];
+}
+
+static void counts_add(struct mime_energy_counts *sum, const struct mime_energy_counts *c)
+{
+	sum->macs += c->macs;
+	sum->cycles += c->cycles;
+	for (int lv = 0; lv < MIME_ENERGY_N_LEVELS; lv++)
+		for (int d = 0; d < MIME_ENERGY_N_DATA; d++)
+			sum->access[lv][d] += c->access[lv][d];
+}
+
+/* Fetches of a parameter set of `words` (already encoded) into a cache of `cap` words over the
+ * batch, for the resident case; the caller handles sets that do not fit. */
+static double resident_fetches(double words, double cap, const int *task_of_sample, int batch,
+                               int shared)
+{
+	double slots = floor(cap / words);
+
+	return words * (double)lru_misses(task_of_sample, batch, shared,
+	                                  slots > 1e9 ? 1000000000L : (long)slots);
+}
+
+static void model_layer(const struct mime_energy_hw *hw, const struct mime_energy_layer *L,
+                        int batch, const int *task_of_sample, const struct mime_energy_sparsity *sp,
+                        int stride, enum mime_energy_case kase, struct mime_energy_counts *c)
+{
+	const double wb = hw->word_bits;
+	const double cap_a = floor(hw->act_cache_bytes * 8.0 / wb);
+	const double cap_w = floor(hw->weight_cache_bytes * 8.0 / wb);
+	const double cap_t = floor(hw->thr_cache_bytes * 8.0 / wb);
+	const double rows = hw->pe_rows, cols = hw->pe_cols;
+	const double M = L->m, N = L->n, K = L->k, neurons = (double)L->m * L->n;
+	const double I = ceil(M / rows), J = ceil(N / cols), tiles = I * J;
+	const int skip = kase != MIME_ENERGY_CASE1;
+	const double dens = skip ? L->weight_density : 1.0;
+	const double w_enc = skip ? encoded_words(L->weight_words, dens, hw->word_bits)
+	                          : (double)L->weight_words;
+	const double wtile = cols < N ? cols : N;
+	const double wtile_enc = skip ? encoded_words(wtile * K, dens, hw->word_bits) : wtile * K;
+	const int thr = kase == MIME_ENERGY_CASE3 && L->thr_words > 0;
+
+	memset(c, 0, sizeof(*c));
+
+	/* Weights: resident (LRU over task sets), per sample, or per pixel tile. */
+	if (w_enc <= cap_w)
+		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W] = resident_fetches(
+			w_enc, cap_w, task_of_sample, batch, kase == MIME_ENERGY_CASE3);
+	else if (wtile_enc <= cap_w)
+		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W] = w_enc * batch;
+	else
+		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W] = w_enc * I * batch;
+
+	/* Thresholds (Case-3): resident (LRU over tasks) or once per sample. */
+	if (thr) {
+		double t = (double)L->thr_words;
+
+		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_T] =
+			t <= cap_t ? resident_fetches(t, cap_t, task_of_sample, batch, 0)
+				   : t * batch;
+		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_T] = neurons * batch;
+		c->access[MIME_ENERGY_REG][MIME_ENERGY_T] =
+			MIME_ENERGY_REG_T_PER_NEURON * neurons * batch;
+	}
+
+	for (int b = 0; b < batch; b++) {
+		const struct mime_energy_sparsity *s = sp ? &sp[(long)b * stride] : NULL;
+		const double nz_in = skip && s ? 1.0 - s->in : 1.0;
+		const double nz_out = skip && s ? 1.0 - s->out : 1.0;
+		const double x_enc = skip ? encoded_words(L->in_words, nz_in, hw->word_bits)
+		                          : (double)L->in_words;
+		const double y_enc = skip ? encoded_words(neurons, nz_out, hw->word_bits) : neurons;
+		const double steps = K * nz_in * dens; /* per tile */
+		const double macs = neurons * steps;
+
+		c->macs += macs;
+		c->cycles += tiles * (steps + rows + cols - 2);
+		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_X] += x_enc <= cap_a ? x_enc : x_enc * J;
+		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_Y] += y_enc;
+		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_X] += M * K * nz_in * J;
+		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_W] += N * K * nz_in * dens * I;
+		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_Y] += y_enc;
+		c->access[MIME_ENERGY_REG][MIME_ENERGY_X] += macs;
+		c->access[MIME_ENERGY_REG][MIME_ENERGY_W] += macs;
+		c->access[MIME_ENERGY_REG][MIME_ENERGY_Y] += macs + neurons;
+	}
+	/* Fills: every word read from DRAM is written into its cache once. */
+	c->access[MIME_ENERGY_CACHE][MIME_ENERGY_W] += c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W];
+	c->access[MIME_ENERGY_CACHE][MIME_ENERGY_X] += c->access[MIME_ENERGY_DRAM][MIME_ENERGY_X];
+	c->access[MIME_ENERGY_CACHE][MIME_ENERGY_T] += c->access[MIME_ENERGY_DRAM][MIME_ENERGY_T];
+	counts_energy(hw, c);
+}
+
+int mime_energy_batch(const struct mime_energy_hw *hw, const struct mime_energy_net *net, int batch,
+                      const int *task_of_sample, const struct mime_energy_sparsity *sparsity,
+                      enum mime_energy_case kase, struct mime_energy_report *ret_report,
+                      struct mime_errinfo *ei)
+{
+	struct mime_energy_report *r = ret_report;
+
+	if (batch < 1)
+		return mime_errinfo_set(ei, MIME_EINVAL, "energy: batch %d < 1", batch);
+	if (kase < MIME_ENERGY_CASE1 || kase > MIME_ENERGY_CASE3)
+		return mime_errinfo_set(ei, MIME_EINVAL, "energy: no case %d", (int)kase);
+	if (net->n_layers < 1 || net->n_layers > MIME_MAX_LAYERS)
+		return mime_errinfo_set(ei, MIME_EINVAL, "energy: net has %d layers",
+		                        net->n_layers);
+	if (sparsity)
+		for (long i = 0; i < (long)batch * net->n_layers; i++) {
+			const struct mime_energy_sparsity *s = &sparsity[i];
+
+			/* written so that NaN fails too */
+			if (!(s->in >= 0 && s->in <= 1 && s->out >= 0 && s->out <= 1))
+				return mime_errinfo_set(
+					ei, MIME_EINVAL,
+					"energy: sample %ld layer %ld: sparsity outside "
+					"[0, 1]",
+					i / net->n_layers, i % net->n_layers);
+		}
+
+	memset(r, 0, sizeof(*r));
+	r->kase = kase;
+	r->batch = batch;
+	r->n_tasks = count_tasks(task_of_sample, batch);
+	r->mode = r->n_tasks > 1 ? MIME_ENERGY_PIPELINED : MIME_ENERGY_SINGULAR;
+	r->n_layers = net->n_layers;
+	for (int l = 0; l < net->n_layers; l++) {
+		model_layer(hw, &net->layers[l], batch, task_of_sample,
+		            sparsity ? &sparsity[l] : NULL, net->n_layers, kase, &r->layer[l]);
+		counts_add(&r->total, &r->layer[l]);
+	}
+	counts_energy(hw, &r->total);
+	return 0;
+}
+
+void mime_energy_storage(const struct mime_energy_hw *hw, const struct mime_energy_net *net,
+                         int n_children, long head_params, struct mime_energy_storage *ret)
+{
+	double params = 0, thr = 0;
+	double bytes = hw->word_bits / 8.0;
+
+	for (int l = 0; l < net->n_layers; l++) {
+		params += net->layers[l].params;
+		thr += net->layers[l].thr_words;
+	}
+	ret->conventional_bytes = (1.0 + n_children) * (params + head_params) * bytes;
+	ret->mime_bytes = (params + head_params + n_children * (thr + head_params)) * bytes;
+}
+
+const char *mime_energy_case_name(enum mime_energy_case kase)
+{
+	switch (kase) {
+	case MIME_ENERGY_CASE1:
+		return "case1";
+	case MIME_ENERGY_CASE2:
+		return "case2";
+	case MIME_ENERGY_CASE3:
+		return "case3";
+	}
+	return "?";
+}
+
+const char *mime_energy_mode_name(enum mime_energy_mode mode)
+{
+	return mode == MIME_ENERGY_PIPELINED ? "pipelined" : "singular";
+}

@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: MIT
+/* test_energy -- the systolic-array energy model: hand-computed counts for a tiny conv on a
+ * 2x2 array (every counter, fitting and overflowing caches), invariants on VGG-like nets, the
+ * storage formula and the argument checks. */
+#include "tests/unit.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "lib/energy.h"
+
+#define D        MIME_ENERGY_DRAM
+#define C        MIME_ENERGY_CACHE
+#define R        MIME_ENERGY_REG
+#define W        MIME_ENERGY_W
+#define X        MIME_ENERGY_X
+#define T        MIME_ENERGY_T
+#define Y        MIME_ENERGY_Y
+#define EQ(a, b) assert_float_equal((a), (b), 1e-9)
+
+/* 1x3x3 input, 2 filters 2x2, stride 1, no padding: M = 4 pixels, N = 2, K = 4. */
+static void tiny_graph(struct mime_graph *g, enum mime_act act)
+{
+	memset(g, 0, sizeof(*g));
+	g->input = (struct mime_shape){1, 3, 3};
+	g->n_layers = 1;
+	g->layers[0] = (struct mime_layer_spec){.kind = MIME_LAYER_CONV,
+	                                        .name = "c",
+	                                        .out = 2,
+	                                        .kernel = 2,
+	                                        .stride = 1,
+	                                        .act = act};
+}
+
+/* A 2x2 array, 16-bit words, caches of cache_words words each. */
+static void tiny_hw(struct mime_energy_hw *hw, long cache_words)
+{
+	mime_energy_hw_default(hw);
+	hw->pe_rows = 2;
+	hw->pe_cols = 2;
+	hw->act_cache_bytes = hw->weight_cache_bytes = hw->thr_cache_bytes = cache_words * 2;
+	hw->spad_bytes = 8;
+}
+
+static void tiny_net(struct mime_energy_net *net)
+{
+	struct mime_graph g;
+
+	tiny_graph(&g, MIME_ACT_RELU);
+	assert_int_equal(mime_energy_net_init(net, &g, MIME_ENERGY_THR_NEURON, NULL), 0);
+	assert_int_equal(net->n_layers, 1);
+	assert_int_equal(net->layers[0].m, 4);
+	assert_int_equal(net->layers[0].n, 2);
+	assert_int_equal(net->layers[0].k, 4);
+	assert_int_equal(net->layers[0].thr_words, 8);
+}
+
+static void test_energy_batch_tiny_case1_every_counter(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	const struct mime_energy_counts *c = &r.layer[0];
+
+	tiny_hw(&hw, 512);
+	tiny_net(&net);
+	assert_int_equal(mime_energy_batch(&hw, &net, 1, NULL, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
+	assert_int_equal(r.mode, MIME_ENERGY_SINGULAR);
+	EQ(c->macs, 32);                    /* 4 * 2 * 4 */
+	EQ(c->cycles, 2 * (4 + 2 + 2 - 2)); /* I = 2, J = 1 tiles of K steps + fill */
+	EQ(c->access[D][W], 8);
+	EQ(c->access[D][X], 9);
+	EQ(c->access[D][T], 0);
+	EQ(c->access[D][Y], 8);
+	EQ(c->access[C][W], 4 * 2 * 2 + 8); /* N*K per pixel tile, plus the fill */
+	EQ(c->access[C][X], 4 * 4 * 1 + 9); /* M*K per filter tile, plus the fill */
+	EQ(c->access[C][T], 0);
+	EQ(c->access[C][Y], 8);
+	EQ(c->access[R][W], 32);
+	EQ(c->access[R][X], 32);
+	EQ(c->access[R][T], 0);
+	EQ(c->access[R][Y], 32 + 8);
+	EQ(c->e[MIME_ENERGY_DRAM], 25 * 200);
+	EQ(c->e[MIME_ENERGY_CACHE], 57 * 6);
+	EQ(c->e[MIME_ENERGY_REG], 104 * 2);
+	EQ(c->e[MIME_ENERGY_MAC], 32);
+	EQ(c->e_total, 5000 + 342 + 208 + 32);
+	EQ(r.total.e_total, c->e_total);
+}
+
+static void test_energy_batch_tiny_case3_every_counter(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	const struct mime_energy_counts *c = &r.layer[0];
+	const struct mime_energy_sparsity s = {0.5f, 0.5f};
+
+	tiny_hw(&hw, 512);
+	tiny_net(&net);
+	assert_int_equal(mime_energy_batch(&hw, &net, 1, NULL, &s, MIME_ENERGY_CASE3, &r, NULL), 0);
+	EQ(c->macs, 16);
+	EQ(c->cycles, 2 * (2 + 2));
+	EQ(c->access[D][W], 8);   /* bitmap would cost 8 + 1: stays dense */
+	EQ(c->access[D][X], 5.5); /* 4.5 non-zeros + ceil(9/16) bitmap word */
+	EQ(c->access[D][T], 8);
+	EQ(c->access[D][Y], 5); /* 4 + 1 */
+	EQ(c->access[C][W], 2 * 4 * 0.5 * 2 + 8);
+	EQ(c->access[C][X], 4 * 4 * 0.5 + 5.5);
+	EQ(c->access[C][T], 8 + 8); /* one read per neuron + the fill */
+	EQ(c->access[C][Y], 5);
+	EQ(c->access[R][W], 16);
+	EQ(c->access[R][X], 16);
+	EQ(c->access[R][T], 16);
+	EQ(c->access[R][Y], 16 + 8);
+	EQ(c->e_total, (8 + 5.5 + 8 + 5) * 200 + (16 + 13.5 + 16 + 5) * 6 + (16 * 3 + 24) * 2 + 16);
+
+	/* Case-2 with the same sparsity: everything but the thresholds. */
+	assert_int_equal(mime_energy_batch(&hw, &net, 1, NULL, &s, MIME_ENERGY_CASE2, &r, NULL), 0);
+	EQ(c->access[D][T] + c->access[C][T] + c->access[R][T], 0);
+	EQ(c->access[D][X], 5.5);
+	EQ(c->macs, 16);
+}
+
+static void test_energy_batch_tiny_weight_cache_overflow(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	const int tasks[2] = {0, 0};
+
+	tiny_net(&net);
+	/* 8 weights, cache of 8 words: resident, fetched once for the batch. */
+	tiny_hw(&hw, 8);
+	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][W], 8);
+	/* 7 words: a filter tile (2 filters x 4) does not fit either: once per pixel tile. */
+	tiny_hw(&hw, 7);
+	hw.act_cache_bytes = 1024;
+	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][W], 8 * 2 * 2);
+	EQ(r.layer[0].access[C][W], 2 * (4 * 2 * 2) + 32);
+	/* 2x1 array: a filter tile is 4 words and fits a 6-word cache: once per sample. */
+	tiny_hw(&hw, 6);
+	hw.act_cache_bytes = 1024;
+	hw.pe_cols = 1;
+	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][W], 8 * 2);
+	EQ(r.layer[0].cycles, 2 * 2 * 2 * (4 + 2 + 1 - 2)); /* batch * I * J * (K + fill) */
+}
+
+static void test_energy_batch_tiny_input_and_threshold_overflow(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+
+	tiny_net(&net);
+	tiny_hw(&hw, 512);
+	hw.pe_cols = 1;          /* J = 2 filter tiles */
+	hw.act_cache_bytes = 16; /* 8 words < 9 inputs: re-streamed per filter tile */
+	hw.thr_cache_bytes = 14; /* 7 words < 8 thresholds: fetched per sample */
+	const int tasks[2] = {3, 3};
+	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE3, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][X], 2 * 9 * 2);
+	EQ(r.layer[0].access[C][X], 2 * (4 * 4 * 2) + 36);
+	EQ(r.layer[0].access[D][T], 2 * 8);
+	hw.thr_cache_bytes = 16; /* fits: once per batch of one task */
+	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE3, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][T], 8);
+}
+
+static void test_energy_batch_lru_over_tasks(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	const int abab[4] = {0, 1, 0, 1};
+
+	tiny_net(&net);
+	tiny_hw(&hw, 8); /* one weight set */
+	assert_int_equal(mime_energy_batch(&hw, &net, 4, abab, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
+	assert_int_equal(r.mode, MIME_ENERGY_PIPELINED);
+	assert_int_equal(r.n_tasks, 2);
+	EQ(r.layer[0].access[D][W], 4 * 8);
+	tiny_hw(&hw, 16); /* two sets */
+	assert_int_equal(mime_energy_batch(&hw, &net, 4, abab, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][W], 2 * 8);
+	/* MIME: the weights are shared (once); the thresholds (8 words) alternate. */
+	tiny_hw(&hw, 8);
+	assert_int_equal(mime_energy_batch(&hw, &net, 4, abab, NULL, MIME_ENERGY_CASE3, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][W], 8);
+	EQ(r.layer[0].access[D][T], 4 * 8);
+}
+
+/* A VGG-like net on 3x32x32 with a padded conv, pools and fc layers. */
+static void vggish(struct mime_energy_net *net)
+{
+	struct mime_graph g = {.input = {3, 32, 32}, .n_layers = 8};
+	const struct mime_layer_spec l[8] = {
+		{MIME_LAYER_CONV, "conv1", 64, 3, 1, 1, MIME_ACT_RELU},
+		{MIME_LAYER_CONV, "conv2", 64, 3, 1, 1, MIME_ACT_RELU},
+		{MIME_LAYER_MAXPOOL, "pool1", 0, 2, 2, 0, MIME_ACT_NONE},
+		{MIME_LAYER_CONV, "conv3", 256, 3, 1, 1, MIME_ACT_RELU},
+		{MIME_LAYER_MAXPOOL, "pool2", 0, 2, 2, 0, MIME_ACT_NONE},
+		{MIME_LAYER_CONV, "conv4", 512, 3, 1, 1, MIME_ACT_RELU},
+		{MIME_LAYER_FLATTEN, "flat", 0, 0, 0, 0, MIME_ACT_NONE},
+		{MIME_LAYER_FC, "fc", 512, 0, 0, 0, MIME_ACT_RELU},
+	};
+
+	memcpy(g.layers, l, sizeof(l));
+	assert_int_equal(mime_energy_net_init(net, &g, MIME_ENERGY_THR_NEURON, NULL), 0);
+	assert_int_equal(net->n_layers, 5);
+}
+
+static void fill_sparsity(struct mime_energy_sparsity *s, int n, float in, float out)
+{
+	for (int i = 0; i < n; i++)
+		s[i] = (struct mime_energy_sparsity){in, out};
+}
+
+static void test_energy_batch_zero_sparsity_case2_is_case1(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r1, r2;
+	struct mime_energy_sparsity s[3 * 5];
+	const int tasks[3] = {0, 1, 2};
+
+	mime_energy_hw_default(&hw);
+	vggish(&net);
+	fill_sparsity(s, 15, 0, 0);
+	assert_int_equal(mime_energy_batch(&hw, &net, 3, tasks, s, MIME_ENERGY_CASE1, &r1, NULL),
+	                 0);
+	assert_int_equal(mime_energy_batch(&hw, &net, 3, tasks, s, MIME_ENERGY_CASE2, &r2, NULL),
+	                 0);
+	assert_memory_equal(&r1.total.access, &r2.total.access, sizeof(r1.total.access));
+	EQ(r1.total.e_total, r2.total.e_total);
+	EQ(r1.total.cycles, r2.total.cycles);
+	/* Dense MACs are the layers' exact MACs. */
+	EQ(r1.layer[0].macs, 3.0 * 32 * 32 * 64 * 3 * 9);
+	EQ(r1.layer[4].macs, 3.0 * 512 * 512 * 8 * 8);
+}
+
+static void test_energy_batch_monotonic_in_sparsity(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	struct mime_energy_sparsity s[3 * 5];
+	const int tasks[3] = {0, 1, 2};
+
+	mime_energy_hw_default(&hw);
+	vggish(&net);
+	for (int kase = MIME_ENERGY_CASE2; kase <= MIME_ENERGY_CASE3; kase++) {
+		double prev = INFINITY, prev_cycles = INFINITY;
+
+		for (int step = 0; step <= 20; step++) {
+			fill_sparsity(s, 15, step / 20.0f, step / 20.0f);
+			assert_int_equal(mime_energy_batch(&hw, &net, 3, tasks, s, kase, &r, NULL),
+			                 0);
+			assert_true(r.total.e_total <= prev);
+			assert_true(r.total.cycles <= prev_cycles);
+			for (int l = 0; l < 5; l++)
+				assert_true(r.layer[l].e_total > 0);
+			prev = r.total.e_total;
+			prev_cycles = r.total.cycles;
+		}
+	}
+}
+
+static void test_energy_batch_pipelined_vs_singular(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report sing, pipe, none;
+	struct mime_energy_sparsity s[4 * 5];
+	const int same[4] = {7, 7, 7, 7}, mixed[4] = {7, 8, 9, 7};
+
+	mime_energy_hw_default(&hw);
+	vggish(&net);
+	fill_sparsity(s, 20, 0.4f, 0.6f);
+	for (int kase = MIME_ENERGY_CASE1; kase <= MIME_ENERGY_CASE3; kase++) {
+		assert_int_equal(mime_energy_batch(&hw, &net, 4, same, s, kase, &sing, NULL), 0);
+		assert_int_equal(mime_energy_batch(&hw, &net, 4, NULL, s, kase, &none, NULL), 0);
+		assert_int_equal(mime_energy_batch(&hw, &net, 4, mixed, s, kase, &pipe, NULL), 0);
+		/* A pipelined batch of one task is a singular one. */
+		assert_int_equal(sing.mode, MIME_ENERGY_SINGULAR);
+		assert_memory_equal(&sing.total, &none.total, sizeof(sing.total));
+		assert_int_equal(pipe.mode, MIME_ENERGY_PIPELINED);
+		assert_int_equal(pipe.n_tasks, 3);
+		assert_true(pipe.total.access[D][W] >= sing.total.access[D][W]);
+		if (kase != MIME_ENERGY_CASE3) {
+			/* conventional: every switch re-fetches resident weights */
+			assert_true(pipe.total.access[D][W] > sing.total.access[D][W]);
+			EQ(pipe.total.access[D][T], 0);
+			continue;
+		}
+		/* MIME: only the thresholds differ. */
+		for (int lv = 0; lv < MIME_ENERGY_N_LEVELS; lv++)
+			for (int d = 0; d < MIME_ENERGY_N_DATA; d++)
+				if (d != T)
+					EQ(pipe.total.access[lv][d], sing.total.access[lv][d]);
+		assert_true(pipe.total.access[D][T] > sing.total.access[D][T]);
+		EQ(pipe.total.access[R][T], sing.total.access[R][T]);
+		EQ(pipe.total.macs, sing.total.macs);
+		EQ(pipe.total.cycles, sing.total.cycles);
+	}
+}
+
+static void test_energy_batch_more_tasks_never_lower_conventional_dram(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	int tasks[6] = {0, 0, 0, 0, 0, 0};
+	double prev = 0;
+
+	mime_energy_hw_default(&hw);
+	vggish(&net);
+	for (int n = 1; n <= 6; n++) {
+		tasks[n - 1] = n - 1; /* 0,1,2,... then the rest stay 0 */
+		assert_int_equal(
+			mime_energy_batch(&hw, &net, 6, tasks, NULL, MIME_ENERGY_CASE2, &r, NULL),
+			0);
+		assert_true(r.total.access[D][W] >= prev);
+		prev = r.total.access[D][W];
+	}
+}
+
+static void test_energy_storage_formula(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_storage st;
+
+	tiny_hw(&hw, 512);
+	tiny_net(&net);
+	/* params 8 + 2 biases, head 5, thresholds 8 per child, 2 bytes a word */
+	mime_energy_storage(&hw, &net, 3, 5, &st);
+	EQ(st.conventional_bytes, 4 * 15 * 2);
+	EQ(st.mime_bytes, (15 + 3 * (8 + 5)) * 2);
+	mime_energy_storage(&hw, &net, 0, 5, &st);
+	EQ(st.conventional_bytes, st.mime_bytes);
+}
+
+static void test_energy_batch_rejects_bad_arguments(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	struct mime_errinfo ei = {0};
+	struct mime_energy_sparsity s = {0.5f, 1.5f};
+
+	tiny_hw(&hw, 512);
+	tiny_net(&net);
+	assert_int_equal(mime_energy_batch(&hw, &net, 0, NULL, NULL, MIME_ENERGY_CASE1, &r, &ei),
+	                 MIME_EINVAL);
+	assert_int_equal(mime_energy_batch(&hw, &net, 1, NULL, NULL, 4, &r, &ei), MIME_EINVAL);
+	assert_int_equal(mime_energy_batch(&hw, &net, 1, NULL, &s, MIME_ENERGY_CASE2, &r, &ei),
+	                 MIME_EINVAL);
+	assert_non_null(strstr(ei.msg, "sparsity"));
+	s.out = NAN;
+	assert_int_equal(mime_energy_batch(&hw, &net, 1, NULL, &s, MIME_ENERGY_CASE2, &r, &ei),
+	                 MIME_EINVAL);
+}
+
+static void test_energy_hw_check_rejects_bad_hardware(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_errinfo ei = {0};
+
+	mime_energy_hw_default(&hw);
+	assert_int_equal(mime_energy_hw_check(&hw, &ei), 0);
+	assert_int_equal(hw.pe_rows * hw.pe_cols, 1024);
+	hw.pe_cols = 0;
+	assert_int_equal(mime_energy_hw_check(&hw, &ei), MIME_EINVAL);
+	assert_non_null(strstr(ei.msg, "PE"));
+	mime_energy_hw_default(&hw);
+	hw.weight_cache_bytes = -1;
+	assert_int_equal(mime_energy_hw_check(&hw, &ei), MIME_EINVAL);
+	mime_energy_hw_default(&hw);
+	hw.e_dram = -200;
+	assert_int_equal(mime_energy_hw_check(&hw, &ei), MIME_EINVAL);
+	assert_non_null(strstr(ei.msg, "e_dram"));
+	mime_energy_hw_default(&hw);
+	hw.spad_bytes = 4;
+	assert_int_equal(mime_energy_hw_check(&hw, &ei), MIME_EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_energy_batch_tiny_case1_every_counter),
+		cmocka_unit_test(test_energy_batch_tiny_case3_every_counter),
+		cmocka_unit_test(test_energy_batch_tiny_weight_cache_overflow),
+		cmocka_unit_test(test_energy_batch_tiny_input_and_threshold_overflow),
+		cmocka_unit_test(test_energy_batch_lru_over_tasks),
+		cmocka_unit_test(test_energy_batch_zero_sparsity_case2_is_case1),
+		cmocka_unit_test(test_energy_batch_monotonic_in_sparsity),
+		cmocka_unit_test(test_energy_batch_pipelined_vs_singular),
+		cmocka_unit_test(test_energy_batch_more_tasks_never_lower_conventional_dram),
+		cmocka_unit_test(test_energy_storage_formula),
+		cmocka_unit_test(test_energy_batch_rejects_bad_arguments),
+		cmocka_unit_test(test_energy_hw_check_rejects_bad_hardware),
+	};
+
+	return cmocka_run_group_tests_name("energy", tests, NULL, NULL);
+}
