@@ -1,12 +1,442 @@
 // SPDX-License-Identifier: MIT
-/* cmd_bundle -- mime-train bundle (not written yet). */
+/* cmd_bundle -- mime-train bundle inspect | verify | import.
+ * Ownership: each subcommand opens, uses and closes its own bundles and writer.
+ * Threads: main thread only. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
+#include "lib/bundle.h"
 #include "train/cmd.h"
+#include "train/graphyaml.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: mime-train bundle inspect FILE [--json]\n"
+	           "       mime-train bundle verify FILE\n"
+	           "       mime-train bundle import --graph NET.yaml --weights FILE.safetensors\n"
+	           "                                -o OUT.mime [--task NAME] [--classes A,B,...]\n"
+	           "\n"
+	           "inspect  the manifest and the tensor table of a bundle (or of a plain\n"
+	           "         safetensors file)\n"
+	           "verify   validate a bundle completely; exit 0 when it is good\n"
+	           "import   make a bundle from PyTorch weights (a state_dict saved with\n"
+	           "         safetensors) as the network description names them; BatchNorm\n"
+	           "         layers are folded into the preceding conv/fc\n");
+}
+
+/* Opens path as a plain safetensors file, then, when it carries a mime manifest, again as
+ * a bundle so that the whole bundle is validated. */
+static int open_any(const char *path, struct mime_bundle **ret, struct mime_errinfo *ei)
+{
+	struct mime_bundle *st = NULL;
+	int r, is_bundle;
+
+	r = mime_safetensors_open(path, &st, ei);
+	if (r < 0)
+		return r;
+	is_bundle = mime_bundle_metadata(st, "mime") != NULL;
+	if (!is_bundle) {
+		*ret = st;
+		return 0;
+	}
+	mime_bundle_close(st);
+	return mime_bundle_open(path, ret, ei);
+}
+
+static void shape_str(char *buf, size_t size, const struct mime_tensor_view *v)
+{
+	size_t o = snprintf(buf, size, "[");
+
+	for (int i = 0; i < v->ndim && o < size; i++)
+		o += snprintf(buf + o, size - o, "%s%lld", i ? "," : "", (long long)v->shape[i]);
+	if (o < size)
+		snprintf(buf + o, size - o, "]");
+}
+
+static size_t tensor_offset(const struct mime_bundle *b, const struct mime_tensor_view *v)
+{
+	struct mime_tensor_view first;
+
+	mime_bundle_tensor_at(b, 0, &first); /* file order starts at data offset 0 */
+	return (size_t)((const char *)v->data - (const char *)first.data);
+}
+
+static void print_manifest(const struct mime_manifest *m)
+{
+	static const char *const thr[] = {"none", "element", "channel"};
+	struct mime_shape shapes[MIME_MAX_LAYERS];
+	long params = 0, macs = 0;
+
+	if (mime_graph_check(&m->graph, shapes, NULL) < 0)
+		return;
+	printf("graph: input %dx%dx%d, %d layers\n", m->graph.input.c, m->graph.input.h,
+	       m->graph.input.w, m->graph.n_layers);
+	for (int i = 0; i < m->graph.n_layers; i++) {
+		const struct mime_layer_spec *l = &m->graph.layers[i];
+		const struct mime_shape *in = i ? &shapes[i - 1] : &m->graph.input;
+		char desc[64] = "";
+
+		if (l->kind == MIME_LAYER_CONV)
+			snprintf(desc, sizeof(desc), "%d %dx%d/%d pad %d%s", l->out, l->kernel,
+			         l->kernel, l->stride, l->pad,
+			         l->act == MIME_ACT_RELU ? " relu" : "");
+		else if (l->kind == MIME_LAYER_MAXPOOL)
+			snprintf(desc, sizeof(desc), "%dx%d/%d", l->kernel, l->kernel, l->stride);
+		else if (l->kind == MIME_LAYER_FC)
+			snprintf(desc, sizeof(desc), "%d%s", l->out,
+			         l->act == MIME_ACT_RELU ? " relu" : "");
+		printf("  %-10s %-8s %-20s -> %dx%dx%d  params %ld\n", l->name,
+		       mime_layer_kind_name(l->kind), desc, shapes[i].c, shapes[i].h, shapes[i].w,
+		       mime_graph_layer_params(l, in));
+		params += mime_graph_layer_params(l, in);
+		macs += mime_graph_layer_macs(l, in, &shapes[i]);
+	}
+	printf("  parent: %ld parameters, %ld MACs per sample\n", params, macs);
+	printf("tasks: %d\n", m->n_tasks);
+	for (int k = 0; k < m->n_tasks; k++) {
+		const struct mime_task_spec *t = &m->tasks[k];
+
+		printf("  %s: %d classes (%s%s), input %dx%dx%d %s%s, thresholds %s", t->name,
+		       t->n_classes, t->class_names[0], t->n_classes > 1 ? ", ..." : "",
+		       t->input.channels, t->input.height, t->input.width,
+		       t->input.fit == MIME_FIT_PAD ? "pad" : "stretch",
+		       t->input.invert ? " inverted" : "",
+		       (unsigned)t->thresholds < 3 ? thr[t->thresholds] : "?");
+		if (t->accuracy >= 0)
+			printf(", accuracy %.2f%%", 100.0 * t->accuracy);
+		printf("\n");
+	}
+	if (m->provenance_json)
+		printf("provenance: %s\n", m->provenance_json);
+}
+
+static int inspect_json(const char *path, const struct mime_bundle *b)
+{
+	const struct mime_manifest *m = mime_bundle_manifest(b);
+	json_t *root = json_object(), *tensors = json_array(), *man = NULL;
+	char *s;
+
+	if (m) {
+		man = json_loads(m->json, 0, NULL);
+		if (!man) {
+			json_decref(root);
+			json_decref(tensors);
+			return -ENOMEM;
+		}
+	}
+	json_object_set_new(root, "file", json_string(path));
+	json_object_set_new(root, "size_bytes",
+	                    json_integer((json_int_t)mime_bundle_size_bytes(b)));
+	json_object_set_new(root, "manifest", man ? man : json_null());
+	for (size_t i = 0; i < mime_bundle_n_tensors(b); i++) {
+		struct mime_tensor_view v;
+		json_t *t = json_object(), *shape = json_array();
+
+		mime_bundle_tensor_at(b, i, &v);
+		for (int d = 0; d < v.ndim; d++)
+			json_array_append_new(shape, json_integer(v.shape[d]));
+		json_object_set_new(t, "name", json_string(v.name));
+		json_object_set_new(t, "dtype", json_string(mime_dtype_name(v.dtype)));
+		json_object_set_new(t, "shape", shape);
+		json_object_set_new(t, "bytes", json_integer((json_int_t)v.n_bytes));
+		json_object_set_new(t, "offset", json_integer((json_int_t)tensor_offset(b, &v)));
+		json_array_append_new(tensors, t);
+	}
+	json_object_set_new(root, "tensors", tensors);
+	s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (!s)
+		return -ENOMEM;
+	printf("%s\n", s);
+	free(s);
+	return 0;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+	const char *path = NULL;
+	int as_json = 0, r;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			as_json = 1;
+		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (argv[i][0] == '-' || path) {
+			fprintf(stderr, "mime-train: bundle inspect: unexpected argument '%s'\n",
+			        argv[i]);
+			return 2;
+		} else
+			path = argv[i];
+	}
+	if (!path) {
+		usage(stderr);
+		return 2;
+	}
+	r = open_any(path, &b, &ei);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s: %s\n", path,
+		        ei.msg[0] ? ei.msg : mime_strerror(r));
+		return 1;
+	}
+	if (as_json) {
+		r = inspect_json(path, b);
+	} else {
+		const struct mime_manifest *m = mime_bundle_manifest(b);
+
+		printf("%s: %zu bytes, %zu tensors, %s\n", path, mime_bundle_size_bytes(b),
+		       mime_bundle_n_tensors(b),
+		       m ? "mime bundle" : "plain safetensors (no mime manifest)");
+		if (m)
+			print_manifest(m);
+		printf("tensors:\n  %-40s %-5s %-18s %12s %12s\n", "NAME", "DTYPE", "SHAPE",
+		       "BYTES", "OFFSET");
+		for (size_t i = 0; i < mime_bundle_n_tensors(b); i++) {
+			struct mime_tensor_view v;
+			char shape[96];
+
+			mime_bundle_tensor_at(b, i, &v);
+			shape_str(shape, sizeof(shape), &v);
+			printf("  %-40s %-5s %-18s %12zu %12zu\n", v.name, mime_dtype_name(v.dtype),
+			       shape, v.n_bytes, tensor_offset(b, &v));
+		}
+	}
+	mime_bundle_close(b);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s: %s\n", path, mime_strerror(r));
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+	const struct mime_manifest *m;
+	int r;
+
+	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc != 2 || argv[1][0] == '-') {
+		usage(stderr);
+		return 2;
+	}
+	r = mime_bundle_open(argv[1], &b, &ei);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s: %s\n", argv[1],
+		        ei.msg[0] ? ei.msg : mime_strerror(r));
+		return 1;
+	}
+	m = mime_bundle_manifest(b);
+	printf("%s: OK (%zu tensors, %zu bytes, %d layers, %d tasks)\n", argv[1],
+	       mime_bundle_n_tensors(b), mime_bundle_size_bytes(b), m->graph.n_layers, m->n_tasks);
+	mime_bundle_close(b);
+	return 0;
+}
+
+/* Replaces d's class names with the comma-separated list s. */
+static int set_classes(struct mimetrain_netdesc *d, const char *s)
+{
+	char *copy = strdup(s), *save = NULL, *tok;
+	char **names;
+	int n = 1;
+
+	if (!copy)
+		return -ENOMEM;
+	for (const char *p = s; *p; p++)
+		n += *p == ',';
+	names = calloc(n, sizeof(char *));
+	if (!names) {
+		free(copy);
+		return -ENOMEM;
+	}
+	n = 0;
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		names[n] = strdup(tok);
+		if (!names[n])
+			break;
+		n++;
+	}
+	free(copy);
+	mimetrain_netdesc_free(d);
+	d->classes = names;
+	d->n_classes = n;
+	if (n == 0 || tok)
+		return n == 0 ? -EINVAL : -ENOMEM;
+	return 0;
+}
+
+static char *provenance(int argc, char **argv, const char *weights, const char *graph)
+{
+	json_t *p = json_object();
+	char date[32], *cmd = NULL, *s;
+	size_t len = strlen("mime-train bundle") + 1;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	for (int i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	cmd = malloc(len);
+	if (!p || !cmd) {
+		json_decref(p);
+		free(cmd);
+		return NULL;
+	}
+	strcpy(cmd, "mime-train bundle");
+	for (int i = 0; i < argc; i++) {
+		strcat(cmd, " ");
+		strcat(cmd, argv[i]);
+	}
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_object_set_new(p, "command", json_string(cmd));
+	json_object_set_new(p, "source", json_string(weights));
+	json_object_set_new(p, "graph", json_string(graph));
+	json_object_set_new(p, "date", json_string(date));
+	s = json_dumps(p, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(p);
+	free(cmd);
+	return s;
+}
+
+static int cmd_import(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"graph", required_argument, NULL, 'g'},
+		{"weights", required_argument, NULL, 'w'},
+		{"output", required_argument, NULL, 'o'},
+		{"task", required_argument, NULL, 't'},
+		{"classes", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *graph = NULL, *weights = NULL, *out = NULL, *task = NULL, *classes = NULL;
+	struct mimetrain_netdesc d;
+	struct mime_manifest m = {0};
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *st = NULL;
+	struct mime_bundle_writer *w = NULL;
+	int c, r, ret = 1;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "g:w:o:t:c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'g':
+			graph = optarg;
+			break;
+		case 'w':
+			weights = optarg;
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		case 't':
+			task = optarg;
+			break;
+		case 'c':
+			classes = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			return 2;
+		}
+	}
+	if (optind != argc || !graph || !weights || !out) {
+		fprintf(stderr, "mime-train: bundle import needs --graph, --weights and -o\n");
+		return 2;
+	}
+
+	r = mimetrain_graphyaml_load(graph, &d, &ei);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s\n", ei.msg);
+		return 1;
+	}
+	if (task) {
+		if (!d.has_head) {
+			fprintf(stderr, "mime-train: %s: --task needs a head: in the description\n",
+			        graph);
+			goto out_desc;
+		}
+		snprintf(d.head_task, sizeof(d.head_task), "%s", task);
+	}
+	if (classes) {
+		r = set_classes(&d, classes);
+		if (r < 0) {
+			fprintf(stderr, "mime-train: --classes '%s': %s\n", classes,
+			        r == -EINVAL ? "no class names" : mime_strerror(r));
+			goto out_desc;
+		}
+	}
+	r = mime_safetensors_open(weights, &st, &ei);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s: %s\n", weights, ei.msg);
+		goto out_desc;
+	}
+	r = mime_bundle_writer_create(&w);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s\n", mime_strerror(r));
+		goto out_st;
+	}
+	r = mimetrain_import(&d, st, w, &m, &ei);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s: %s\n", weights,
+		        ei.msg[0] ? ei.msg : mime_strerror(r));
+		goto out_writer;
+	}
+	m.provenance_json = provenance(argc, argv, weights, graph);
+	if (!m.provenance_json) {
+		fprintf(stderr, "mime-train: %s\n", mime_strerror(-ENOMEM));
+		goto out_manifest;
+	}
+	r = mime_bundle_writer_write(w, &m, out, &ei);
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s: %s\n", out, ei.msg[0] ? ei.msg : mime_strerror(r));
+		goto out_manifest;
+	}
+	printf("%s: %d layers%s%s imported from %s\n", out, d.graph.n_layers,
+	       m.n_tasks ? " and task " : "", m.n_tasks ? m.tasks[0].name : "", weights);
+	ret = 0;
+out_manifest:
+	mime_manifest_free(&m);
+out_writer:
+	mime_bundle_writer_destroy(w);
+out_st:
+	mime_bundle_close(st);
+out_desc:
+	mimetrain_netdesc_free(&d);
+	return ret;
+}
 
 int mimetrain_cmd_bundle(int argc, char **argv)
 {
-	(void)argc;
-	fprintf(stderr, "mime-train: %s: not implemented yet\n", argv[0]);
-	return 1;
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "inspect") == 0)
+		return cmd_inspect(argc - 1, argv + 1);
+	if (strcmp(argv[1], "verify") == 0)
+		return cmd_verify(argc - 1, argv + 1);
+	if (strcmp(argv[1], "import") == 0)
+		return cmd_import(argc - 1, argv + 1);
+	fprintf(stderr, "mime-train: bundle: unknown subcommand '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
 }
