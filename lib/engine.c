@@ -23,6 +23,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -529,4 +530,36 @@ int64_t mime_engine_macs(const struct mime_engine *e, int task)
 	if (task >= 0 && task < e->model.n_tasks)
 		macs += (int64_t)e->model.tasks[task].n_classes * mime_shape_size(&e->feat);
 	return macs;
+}
+
+int mime_topk(const float *logits, int n, int k, int *ret_class, float *ret_prob)
+{
+	double mx = -INFINITY, sum = 0.0;
+
+	if (k > n)
+		k = n;
+	for (int i = 0; i < n; i++)
+		mx = logits[i] > mx ? logits[i] : mx;
+	for (int i = 0; i < n; i++)
+		sum += exp((double)logits[i] - mx);
+	for (int j = 0; j < k; j++) {
+		int best = -1;
+
+		for (int i = 0; i < n; i++) {
+			int taken = 0;
+
+			for (int q = 0; q < j; q++)
+				taken |= ret_class[q] == i;
+			if (!taken && (best < 0 || logits[i] > logits[best]))
+				best = i;
+		}
+		ret_class[j] = best;
+		ret_prob[j] = (float)(exp((double)logits[best] - mx) / sum);
+	}
+	return k;
+}
+
+int mime_engine_result_layer(const struct mime_engine *e, int k)
+{
+	return k >= 0 && k < e->n_masked ? e->masked_layer[k] : -1;
 }

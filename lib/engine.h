@@ -51,3 +51,10 @@ const struct mime_model *mime_engine_model(const struct mime_engine *e);
 size_t mime_engine_plan_bytes(const struct mime_engine *e);
 /* Multiply-accumulates of one sample's forward through the graph and its head. */
 int64_t mime_engine_macs(const struct mime_engine *e, int task);
+
+/* Softmax of logits[0..n) and the k most probable classes, most probable first (ties: lower
+ * index first). Writes min(k, n) entries to ret_class / ret_prob; returns that count. */
+int mime_topk(const float *logits, int n, int k, int *ret_class, float *ret_prob);
+
+/* Graph index of the k-th masked layer. */
+int mime_engine_result_layer(const struct mime_engine *e, int k);
