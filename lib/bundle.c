@@ -452,8 +452,13 @@ static int bundle_parse(struct mime_bundle *b, int want_manifest, struct mime_er
 		                        "header: __metadata__ has no \"mime\" manifest");
 	r = mime_manifest_parse(json_string_value(mime), json_string_length(mime), &b->manifest,
 	                        ei);
-	if (r < 0)
-		return r == -ENOMEM ? r : MIME_EFORMAT; /* a bad graph is a bad bundle */
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) { /* a bad graph is a bad bundle */
+		if (ei)
+			ei->code = MIME_EFORMAT;
+		return MIME_EFORMAT;
+	}
 	b->has_manifest = 1;
 	return check_implied(b, ei);
 }
