@@ -185,61 +185,101 @@ static double resident_fetches(double words, double cap, const int *task_of_samp
 	                                  slots > 1e9 ? 1000000000L : (long)slots);
 }
 
-static void model_layer(const struct mime_energy_hw *hw, const struct mime_energy_layer *L,
-                        int batch, const int *task_of_sample, const struct mime_energy_sparsity *sp,
-                        int stride, enum mime_energy_case kase, struct mime_energy_counts *c)
+/* DRAM words of weights, inputs and thresholds for one layer over the batch under one loop
+ * order: MIME_ENERGY_ORDER_SAMPLE (samples outside filter tiles) or MIME_ENERGY_ORDER_TILE
+ * (filter tiles outside samples, so a resident filter tile serves every sample that can use
+ * it). Output traffic does not depend on the order. */
+static void dram_words(const struct mime_energy_hw *hw, const struct mime_energy_layer *L,
+                       int batch, const int *task_of_sample, int n_tasks, const double *x_enc,
+                       int order, enum mime_energy_case kase, double ret[MIME_ENERGY_N_DATA])
 {
 	const double wb = hw->word_bits;
 	const double cap_a = floor(hw->act_cache_bytes * 8.0 / wb);
 	const double cap_w = floor(hw->weight_cache_bytes * 8.0 / wb);
 	const double cap_t = floor(hw->thr_cache_bytes * 8.0 / wb);
 	const double rows = hw->pe_rows, cols = hw->pe_cols;
-	const double M = L->m, N = L->n, K = L->k, neurons = (double)L->m * L->n;
-	const double I = ceil(M / rows), J = ceil(N / cols), tiles = I * J;
-	const int skip = kase != MIME_ENERGY_CASE1;
+	const double M = L->m, N = L->n, K = L->k;
+	const double I = ceil(M / rows), J = ceil(N / cols);
+	const int skip = kase != MIME_ENERGY_CASE1, shared = kase == MIME_ENERGY_CASE3;
 	const double dens = skip ? L->weight_density : 1.0;
 	const double w_enc = skip ? encoded_words(L->weight_words, dens, hw->word_bits)
 	                          : (double)L->weight_words;
 	const double wtile = cols < N ? cols : N;
 	const double wtile_enc = skip ? encoded_words(wtile * K, dens, hw->word_bits) : wtile * K;
-	const int thr = kase == MIME_ENERGY_CASE3 && L->thr_words > 0;
+	const double t = kase == MIME_ENERGY_CASE3 ? (double)L->thr_words : 0;
+	const double ttile = t / J;
+	const double spad_words = floor(hw->spad_bytes * 8.0 / wb);
+	const double n_sets = shared ? 1 : n_tasks;
+	/* TILE order with the batch's partial sums in the spads: a filter tile too big for the
+	 * cache is streamed in reduction chunks sized so that every set's chunk fits at once. */
+	const int chunked =
+		order == MIME_ENERGY_ORDER_TILE && w_enc > cap_w && batch + 3 <= spad_words;
+	const double chunks = chunked ? ceil(wtile_enc * n_sets / cap_w) : 1;
+	double x_sum = 0;
+
+	for (int b = 0; b < batch; b++)
+		x_sum += x_enc[b];
+	ret[MIME_ENERGY_Y] = 0;
+
+	/* Weights: the whole layer resident (LRU over task sets) in either order. */
+	if (w_enc <= cap_w)
+		ret[MIME_ENERGY_W] = resident_fetches(w_enc, cap_w, task_of_sample, batch, shared);
+	else if (chunked)
+		ret[MIME_ENERGY_W] = w_enc * n_sets;
+	else if (order == MIME_ENERGY_ORDER_TILE && wtile_enc <= cap_w)
+		ret[MIME_ENERGY_W] =
+			resident_fetches(wtile_enc, cap_w, task_of_sample, batch, shared) *
+			(w_enc / wtile_enc);
+	else if (order == MIME_ENERGY_ORDER_SAMPLE && wtile_enc <= cap_w)
+		ret[MIME_ENERGY_W] = w_enc * batch;
+	else
+		ret[MIME_ENERGY_W] = w_enc * I * batch;
+
+	/* Thresholds: resident per task (a whole layer's, or a filter tile's) or per sample. */
+	if (t <= 0)
+		ret[MIME_ENERGY_T] = 0;
+	else if (order == MIME_ENERGY_ORDER_SAMPLE && t <= cap_t)
+		ret[MIME_ENERGY_T] = resident_fetches(t, cap_t, task_of_sample, batch, 0);
+	else if (order == MIME_ENERGY_ORDER_TILE && ttile <= cap_t)
+		ret[MIME_ENERGY_T] = resident_fetches(ttile, cap_t, task_of_sample, batch, 0) * J;
+	else
+		ret[MIME_ENERGY_T] = t * batch;
+
+	/* Inputs: one sample's map (sample order) or the batch's maps (tile order) resident. */
+	ret[MIME_ENERGY_X] = 0;
+	if (order == MIME_ENERGY_ORDER_SAMPLE) {
+		for (int b = 0; b < batch; b++)
+			ret[MIME_ENERGY_X] += x_enc[b] <= cap_a ? x_enc[b] : x_enc[b] * J;
+	} else {
+		ret[MIME_ENERGY_X] = x_sum <= cap_a ? x_sum : x_sum * J * chunks;
+	}
+}
+
+static void model_layer(const struct mime_energy_hw *hw, const struct mime_energy_layer *L,
+                        int batch, const int *task_of_sample, const struct mime_energy_sparsity *sp,
+                        int stride, int n_tasks, enum mime_energy_case kase, double *x_enc,
+                        struct mime_energy_counts *c)
+{
+	const double rows = hw->pe_rows, cols = hw->pe_cols;
+	const double M = L->m, N = L->n, K = L->k, neurons = (double)L->m * L->n;
+	const double I = ceil(M / rows), J = ceil(N / cols), tiles = I * J;
+	const int skip = kase != MIME_ENERGY_CASE1;
+	const double dens = skip ? L->weight_density : 1.0;
+	double by_order[2][MIME_ENERGY_N_DATA], sum[2];
 
 	memset(c, 0, sizeof(*c));
-
-	/* Weights: resident (LRU over task sets), per sample, or per pixel tile. */
-	if (w_enc <= cap_w)
-		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W] = resident_fetches(
-			w_enc, cap_w, task_of_sample, batch, kase == MIME_ENERGY_CASE3);
-	else if (wtile_enc <= cap_w)
-		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W] = w_enc * batch;
-	else
-		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W] = w_enc * I * batch;
-
-	/* Thresholds (Case-3): resident (LRU over tasks) or once per sample. */
-	if (thr) {
-		double t = (double)L->thr_words;
-
-		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_T] =
-			t <= cap_t ? resident_fetches(t, cap_t, task_of_sample, batch, 0)
-				   : t * batch;
-		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_T] = neurons * batch;
-		c->access[MIME_ENERGY_REG][MIME_ENERGY_T] =
-			MIME_ENERGY_REG_T_PER_NEURON * neurons * batch;
-	}
-
 	for (int b = 0; b < batch; b++) {
 		const struct mime_energy_sparsity *s = sp ? &sp[(long)b * stride] : NULL;
 		const double nz_in = skip && s ? 1.0 - s->in : 1.0;
 		const double nz_out = skip && s ? 1.0 - s->out : 1.0;
-		const double x_enc = skip ? encoded_words(L->in_words, nz_in, hw->word_bits)
-		                          : (double)L->in_words;
 		const double y_enc = skip ? encoded_words(neurons, nz_out, hw->word_bits) : neurons;
 		const double steps = K * nz_in * dens; /* per tile */
 		const double macs = neurons * steps;
 
+		x_enc[b] = skip ? encoded_words(L->in_words, nz_in, hw->word_bits)
+		                : (double)L->in_words;
 		c->macs += macs;
 		c->cycles += tiles * (steps + rows + cols - 2);
-		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_X] += x_enc <= cap_a ? x_enc : x_enc * J;
 		c->access[MIME_ENERGY_DRAM][MIME_ENERGY_Y] += y_enc;
 		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_X] += M * K * nz_in * J;
 		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_W] += N * K * nz_in * dens * I;
@@ -248,10 +288,28 @@ static void model_layer(const struct mime_energy_hw *hw, const struct mime_energ
 		c->access[MIME_ENERGY_REG][MIME_ENERGY_W] += macs;
 		c->access[MIME_ENERGY_REG][MIME_ENERGY_Y] += macs + neurons;
 	}
-	/* Fills: every word read from DRAM is written into its cache once. */
-	c->access[MIME_ENERGY_CACHE][MIME_ENERGY_W] += c->access[MIME_ENERGY_DRAM][MIME_ENERGY_W];
-	c->access[MIME_ENERGY_CACHE][MIME_ENERGY_X] += c->access[MIME_ENERGY_DRAM][MIME_ENERGY_X];
-	c->access[MIME_ENERGY_CACHE][MIME_ENERGY_T] += c->access[MIME_ENERGY_DRAM][MIME_ENERGY_T];
+	if (kase == MIME_ENERGY_CASE3 && L->thr_words > 0) {
+		c->access[MIME_ENERGY_CACHE][MIME_ENERGY_T] = neurons * batch;
+		c->access[MIME_ENERGY_REG][MIME_ENERGY_T] =
+			MIME_ENERGY_REG_T_PER_NEURON * neurons * batch;
+	}
+
+	/* The mapper takes the loop order that moves fewer DRAM words (ties: sample order). */
+	for (int o = 0; o < 2; o++) {
+		dram_words(hw, L, batch, task_of_sample, n_tasks, x_enc, o, kase, by_order[o]);
+		sum[o] = by_order[o][MIME_ENERGY_W] + by_order[o][MIME_ENERGY_X] +
+		         by_order[o][MIME_ENERGY_T];
+	}
+	c->loop_order = sum[MIME_ENERGY_ORDER_TILE] < sum[MIME_ENERGY_ORDER_SAMPLE]
+	                        ? MIME_ENERGY_ORDER_TILE
+	                        : MIME_ENERGY_ORDER_SAMPLE;
+	for (int d = 0; d < MIME_ENERGY_N_DATA; d++) {
+		if (d == MIME_ENERGY_Y)
+			continue;
+		c->access[MIME_ENERGY_DRAM][d] = by_order[c->loop_order][d];
+		/* Fills: every word read from DRAM is written into its cache once. */
+		c->access[MIME_ENERGY_CACHE][d] += by_order[c->loop_order][d];
+	}
 	counts_energy(hw, c);
 }
 
@@ -261,9 +319,11 @@ int mime_energy_batch(const struct mime_energy_hw *hw, const struct mime_energy_
                       struct mime_errinfo *ei)
 {
 	struct mime_energy_report *r = ret_report;
+	double x_enc[MIME_ENERGY_MAX_BATCH];
 
-	if (batch < 1)
-		return mime_errinfo_set(ei, MIME_EINVAL, "energy: batch %d < 1", batch);
+	if (batch < 1 || batch > MIME_ENERGY_MAX_BATCH)
+		return mime_errinfo_set(ei, MIME_EINVAL, "energy: batch %d outside 1..%d", batch,
+		                        MIME_ENERGY_MAX_BATCH);
 	if (kase < MIME_ENERGY_CASE1 || kase > MIME_ENERGY_CASE3)
 		return mime_errinfo_set(ei, MIME_EINVAL, "energy: no case %d", (int)kase);
 	if (net->n_layers < 1 || net->n_layers > MIME_MAX_LAYERS)
@@ -290,7 +350,8 @@ int mime_energy_batch(const struct mime_energy_hw *hw, const struct mime_energy_
 	r->n_layers = net->n_layers;
 	for (int l = 0; l < net->n_layers; l++) {
 		model_layer(hw, &net->layers[l], batch, task_of_sample,
-		            sparsity ? &sparsity[l] : NULL, net->n_layers, kase, &r->layer[l]);
+		            sparsity ? &sparsity[l] : NULL, net->n_layers, r->n_tasks, kase, x_enc,
+		            &r->layer[l]);
 		counts_add(&r->total, &r->layer[l]);
 	}
 	counts_energy(hw, &r->total);

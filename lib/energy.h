@@ -11,8 +11,10 @@
  * (1 for fc), N = filters (output features), K = C*R*S (input features). One PE owns one output
  * neuron (m, n) and keeps its partial sum in place (output stationary). The R x C array is folded
  * over the GEMM in tiles of R pixels x C filters: I = ceil(M/R) pixel tiles, J = ceil(N/C) filter
- * tiles per sample. Loop order, outermost first:
- *     for layer; for sample b (batch order); for filter tile j; for pixel tile i; for k in K
+ * tiles per sample. Two loop orders, outermost first; per layer and batch the mapper takes the
+ * one that moves fewer DRAM words (weights + inputs + thresholds; ties go to SAMPLE):
+ *     SAMPLE: for sample b (batch order); for filter tile j; for pixel tile i; for k in K
+ *     TILE:   for filter tile j; for sample b (batch order); for pixel tile i; for k in K
  * During a tile, X[i-rows, k] enters at the left edge and W[k, j-cols] at the top edge (one cache
  * read each) and travels PE to PE; each PE does one MAC per step. A finished tile compares each
  * partial sum with its threshold (Case-3) or with 0 (ReLU) and writes the output to the cache and
@@ -24,15 +26,21 @@
  * words in DRAM and cache, i.e. the dense form is kept when the bitmap would not pay off.
  * Pruned weights (weight_density < 1) are stored the same way and skipped like zero inputs.
  *
- * Finite caches (capacity in words, one cache each for activations, weights, thresholds):
- *   weights:    the layer's (encoded) weights fit -> they stay resident; a task's set is fetched
- *               on a miss of an LRU over floor(capacity / size) task slots, cold at batch start
- *               (MIME shares one set, so it misses once per batch). Else one filter tile's
- *               weights fit -> the layer's weights are fetched once per sample. Else they are
- *               fetched once per pixel tile: I times per sample.
- *   thresholds: (Case-3) fit -> LRU over tasks as above; else fetched once per sample.
- *   inputs:     the sample's encoded input map fits -> fetched once per sample; else once per
- *               filter tile, J times per sample.
+ * Finite caches (capacity in words, one cache each for activations, weights, thresholds). A
+ * "set" is one task's data (MIME's weights are one set shared by all tasks); a resident set is
+ * fetched on each miss of an LRU over floor(capacity / set size) slots, cold at batch start.
+ *   weights:    the layer's (encoded) weights fit -> resident sets, either order. Else a filter
+ *               tile's weights fit -> SAMPLE: once per sample; TILE: each tile is a resident set
+ *               (so a batch of one task, or MIME, fetches the layer once). Else, TILE order
+ *               when the spad holds the batch's partial sums (batch + 3 words): a filter tile
+ *               is streamed in reduction chunks small enough that every set's chunk fits, so
+ *               the layer is fetched once per set (distinct tasks, or 1 for MIME) while the
+ *               inputs, unless the batch's fit, are re-streamed per chunk. Else once per
+ *               pixel tile, I times per sample.
+ *   thresholds: (Case-3) SAMPLE: the layer's thresholds fit -> resident sets; TILE: a filter
+ *               tile's share (1/J) fits -> resident sets, per tile. Else once per sample.
+ *   inputs:     SAMPLE: a sample's encoded map fits -> once per sample, else J times per sample;
+ *               TILE: the batch's encoded maps fit -> once, else J times per sample.
  * Every word fetched from DRAM is also one cache write (the fill).
  *
  * Ownership: plain data in caller storage; nothing allocates, mime_energy_batch() included.
@@ -77,6 +85,13 @@ enum mime_energy_level {
 #define MIME_ENERGY_REG_PER_MAC      3
 #define MIME_ENERGY_REG_T_PER_NEURON 2
 #define MIME_ENERGY_LRU_DEPTH        64 /* tasks tracked per layer; deeper ones count as misses */
+#define MIME_ENERGY_MAX_BATCH        4096
+
+/* The two loop orders the mapper chooses between, per layer and batch (see the top). */
+enum mime_energy_order {
+	MIME_ENERGY_ORDER_SAMPLE, /* for sample b; for filter tile j; for pixel tile i */
+	MIME_ENERGY_ORDER_TILE,   /* for filter tile j; for sample b; for pixel tile i */
+};
 
 /* The accelerator; mime_energy_hw_default() gives the paper's Table IV. */
 struct mime_energy_hw {
@@ -143,6 +158,7 @@ struct mime_energy_counts {
 	double cycles;                      /* compute cycles, no memory stalls */
 	double e[MIME_ENERGY_N_LEVELS + 1]; /* E_DRAM, E_cache, E_reg, E_MAC (index by level) */
 	double e_total;
+	enum mime_energy_order loop_order; /* of a layer; 0 in totals */
 };
 
 struct mime_energy_report {

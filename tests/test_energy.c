@@ -143,13 +143,29 @@ static void test_energy_batch_tiny_weight_cache_overflow(void **state)
 	                 0);
 	EQ(r.layer[0].access[D][W], 8 * 2 * 2);
 	EQ(r.layer[0].access[C][W], 2 * (4 * 2 * 2) + 32);
-	/* 2x1 array: a filter tile is 4 words and fits a 6-word cache: once per sample. */
+	/* The same with spads holding both samples' partial sums (8 words >= 2 + 3): the tile is
+	 * streamed in two reduction chunks of 4 <= 7 words, each used by both samples. */
+	hw.spad_bytes = 16;
+	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
+	EQ(r.layer[0].access[D][W], 8);
+	EQ(r.layer[0].access[D][X], 18);
+	assert_int_equal(r.layer[0].loop_order, MIME_ENERGY_ORDER_TILE);
+	/* 2x1 array: a filter tile is 4 words and fits a 6-word cache. One task: tile order keeps
+	 * each tile for both samples, the layer is fetched once. */
 	tiny_hw(&hw, 6);
 	hw.act_cache_bytes = 1024;
 	hw.pe_cols = 1;
 	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE1, &r, NULL),
 	                 0);
+	EQ(r.layer[0].access[D][W], 8);
+	assert_int_equal(r.layer[0].loop_order, MIME_ENERGY_ORDER_TILE);
+	/* Two tasks: every tile misses for each sample in both orders: once per sample. */
+	const int two[2] = {0, 1};
+	assert_int_equal(mime_energy_batch(&hw, &net, 2, two, NULL, MIME_ENERGY_CASE1, &r, NULL),
+	                 0);
 	EQ(r.layer[0].access[D][W], 8 * 2);
+	assert_int_equal(r.layer[0].loop_order, MIME_ENERGY_ORDER_SAMPLE);
 	EQ(r.layer[0].cycles, 2 * 2 * 2 * (4 + 2 + 1 - 2)); /* batch * I * J * (K + fill) */
 }
 
@@ -163,17 +179,19 @@ static void test_energy_batch_tiny_input_and_threshold_overflow(void **state)
 	tiny_hw(&hw, 512);
 	hw.pe_cols = 1;          /* J = 2 filter tiles */
 	hw.act_cache_bytes = 16; /* 8 words < 9 inputs: re-streamed per filter tile */
-	hw.thr_cache_bytes = 14; /* 7 words < 8 thresholds: fetched per sample */
+	hw.thr_cache_bytes = 6;  /* 3 words < 4 thresholds of a filter tile: fetched per sample */
 	const int tasks[2] = {3, 3};
 	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE3, &r, NULL),
 	                 0);
 	EQ(r.layer[0].access[D][X], 2 * 9 * 2);
 	EQ(r.layer[0].access[C][X], 2 * (4 * 4 * 2) + 36);
 	EQ(r.layer[0].access[D][T], 2 * 8);
-	hw.thr_cache_bytes = 16; /* fits: once per batch of one task */
+	hw.thr_cache_bytes = 8; /* a filter tile's 4 fit: tile order, once per batch of one task */
 	assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, MIME_ENERGY_CASE3, &r, NULL),
 	                 0);
 	EQ(r.layer[0].access[D][T], 8);
+	assert_int_equal(r.layer[0].loop_order, MIME_ENERGY_ORDER_TILE);
+	EQ(r.layer[0].access[D][X], 2 * 9 * 2); /* 18 inputs do not fit 8 words either */
 }
 
 static void test_energy_batch_lru_over_tasks(void **state)
@@ -305,11 +323,15 @@ static void test_energy_batch_pipelined_vs_singular(void **state)
 			EQ(pipe.total.access[D][T], 0);
 			continue;
 		}
-		/* MIME: only the thresholds differ. */
-		for (int lv = 0; lv < MIME_ENERGY_N_LEVELS; lv++)
-			for (int d = 0; d < MIME_ENERGY_N_DATA; d++)
-				if (d != T)
-					EQ(pipe.total.access[lv][d], sing.total.access[lv][d]);
+		/* MIME: only the thresholds differ (when the mapper keeps the loop order). */
+		for (int l = 0; l < pipe.n_layers; l++) {
+			assert_int_equal(pipe.layer[l].loop_order, sing.layer[l].loop_order);
+			for (int lv = 0; lv < MIME_ENERGY_N_LEVELS; lv++)
+				for (int d = 0; d < MIME_ENERGY_N_DATA; d++)
+					if (d != T)
+						EQ(pipe.layer[l].access[lv][d],
+						   sing.layer[l].access[lv][d]);
+		}
 		assert_true(pipe.total.access[D][T] > sing.total.access[D][T]);
 		EQ(pipe.total.access[R][T], sing.total.access[R][T]);
 		EQ(pipe.total.macs, sing.total.macs);
