@@ -40,6 +40,7 @@ struct layer_plan {
 	int crs;    /* conv: C*R*S */
 	int chunk;  /* conv: columns per chunk (the last chunk of a sample may be short) */
 	int cps;    /* conv: chunks per sample */
+	float *wp;  /* conv, packed path: packed weights (owned) */
 	struct mime_conv_geom geom;
 };
 
@@ -52,6 +53,7 @@ struct thread_scratch {
 struct mime_engine {
 	struct mime_model model; /* copy of the caller's struct; arrays borrowed */
 	struct mime_engine_config cfg;
+	struct mime_gemm_arch arch;
 	int n_layers;
 	struct layer_plan L[MIME_MAX_LAYERS];
 	struct mime_shape feat;
@@ -109,13 +111,23 @@ static void conv_job(struct mime_engine *e, int tid)
 		const int nc = (int)(P - p0 < lp->chunk ? P - p0 : lp->chunk);
 		const int64_t j0 = n * P + p0;
 
+		const float *in_n = e->job.in + n * (int64_t)g->c * g->h * g->w;
+
+		if (e->cfg.conv == MIME_CONV_PACKED) {
+			mime_gemm_pack_b(&e->arch, g, in_n, (int)p0, nc, ts->col, ts->acc);
+			int64_t z = mime_gemm_conv(&e->arch, lp->wp, ts->col, g->k, lp->crs, nc,
+			                           (int)p0, (int)P, lp->b, &e->masks[n], apply,
+			                           e->job.out + n * g->k * P);
+			if (lp->masked >= 0)
+				ts->zeros[n] += z;
+			continue;
+		}
 		if (g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0) {
 			/* 1x1 conv: the input planes are the panel. */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc, lp->crs,
-			            1.0f, lp->w, lp->crs, e->job.in + n * lp->crs * P + p0, (int)P,
-			            0.0f, ts->acc, nc);
+			            1.0f, lp->w, lp->crs, in_n + p0, (int)P, 0.0f, ts->acc, nc);
 		} else {
-			mime_im2col(g, e->job.in, j0, nc, ts->col);
+			mime_im2col(g, in_n, (int)p0, nc, ts->col);
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc, lp->crs,
 			            1.0f, lp->w, lp->crs, ts->col, nc, 0.0f, ts->acc, nc);
 		}
@@ -252,6 +264,20 @@ static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
 			    lp->out.h * lp->out.w >= 16 * e->cfg.n_threads)
 				lp->cps = e->cfg.n_threads;
 			lp->chunk = (lp->out.h * lp->out.w + lp->cps - 1) / lp->cps;
+			if (e->cfg.conv == MIME_CONV_PACKED) {
+				const int nr = e->arch.nr;
+
+				lp->chunk = (lp->chunk + nr - 1) / nr * nr;
+				lp->cps = (lp->out.h * lp->out.w + lp->chunk - 1) / lp->chunk;
+				lp->wp = xaligned(
+					sizeof(float) *
+					mime_gemm_packed_a_floats(&e->arch, s->out, lp->crs));
+				if (!lp->wp)
+					return -ENOMEM;
+				mime_gemm_pack_a(&e->arch, lp->w, s->out, lp->crs, lp->wp);
+				e->plan_bytes += sizeof(float) * mime_gemm_packed_a_floats(
+									 &e->arch, s->out, lp->crs);
+			}
 		}
 		if ((size_t)mime_shape_size(&lp->out) > e->act_floats)
 			e->act_floats = (size_t)mime_shape_size(&lp->out);
@@ -293,8 +319,8 @@ static int alloc_plan(struct mime_engine *e)
 
 		if (lp->spec->kind != MIME_LAYER_CONV)
 			continue;
-		if ((size_t)lp->crs * lp->chunk > col_max)
-			col_max = (size_t)lp->crs * lp->chunk;
+		if (mime_gemm_packed_b_floats(&e->arch, lp->crs, lp->chunk) > col_max)
+			col_max = mime_gemm_packed_b_floats(&e->arch, lp->crs, lp->chunk);
 		if ((size_t)lp->geom.k * lp->chunk > acc_max)
 			acc_max = (size_t)lp->geom.k * lp->chunk;
 	}
@@ -318,8 +344,8 @@ static int alloc_plan(struct mime_engine *e)
 		if (!e->ts[t].col || !e->ts[t].acc || !e->ts[t].zeros)
 			return -ENOMEM;
 	}
-	e->plan_bytes = sizeof(float) * (2 * e->act_floats * B + (size_t)e->max_classes * B +
-	                                 (size_t)T * (col_max + acc_max));
+	e->plan_bytes += sizeof(float) * (2 * e->act_floats * B + (size_t)e->max_classes * B +
+	                                  (size_t)T * (col_max + acc_max));
 	return 0;
 }
 
@@ -367,6 +393,8 @@ void mime_engine_destroy(struct mime_engine *e)
 			free(e->ts[t].zeros);
 		}
 	free(e->ts);
+	for (int i = 0; i < e->n_layers; i++)
+		free(e->L[i].wp);
 	free(e->masks);
 	free(e->zeros);
 	free(e->logits);
@@ -381,14 +409,18 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 	struct mime_engine *e;
 	int r;
 
-	if (!m || !cfg || cfg->max_batch < 1 || cfg->max_batch > 65536 || cfg->n_threads < 1 ||
-	    cfg->n_threads > 256)
+	if (!m || !cfg || cfg->conv < MIME_CONV_AUTO || cfg->conv > MIME_CONV_BLAS ||
+	    cfg->simd < 0 || cfg->simd > 1 + MIME_SIMD_AVX512 || cfg->max_batch < 1 ||
+	    cfg->max_batch > 65536 || cfg->n_threads < 1 || cfg->n_threads > 256)
 		return mime_errinfo_set(ei, MIME_EINVAL, "engine: bad configuration");
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	e->model = *m;
 	e->cfg = *cfg;
+	if (e->cfg.conv == MIME_CONV_AUTO)
+		e->cfg.conv = MIME_CONV_PACKED;
+	mime_gemm_arch_select(cfg->simd - 1, &e->arch);
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->go, NULL);
 	pthread_cond_init(&e->done, NULL);
@@ -562,4 +594,13 @@ int mime_topk(const float *logits, int n, int k, int *ret_class, float *ret_prob
 int mime_engine_result_layer(const struct mime_engine *e, int k)
 {
 	return k >= 0 && k < e->n_masked ? e->masked_layer[k] : -1;
+}
+
+void mime_engine_describe(const struct mime_engine *e, enum mime_conv_impl *ret_conv,
+                          struct mime_gemm_arch *ret_arch)
+{
+	if (ret_conv)
+		*ret_conv = e->cfg.conv;
+	if (ret_arch)
+		*ret_arch = e->arch;
 }

@@ -11,13 +11,22 @@
 
 #include <stdint.h>
 
+#include "lib/gemm.h"
 #include "lib/model.h"
 
 struct mime_engine; /* opaque */
 
+enum mime_conv_impl {
+	MIME_CONV_AUTO,   /* the packed path (measured faster here: bench/RESULTS.md) */
+	MIME_CONV_PACKED, /* lib/gemm: packed weights + own SIMD microkernel, fused epilogue */
+	MIME_CONV_BLAS,   /* im2col + OpenBLAS cblas_sgemm, then the epilogue */
+};
+
 struct mime_engine_config {
 	int max_batch; /* >= 1 */
 	int n_threads; /* threads for this engine's GEMMs (1 = the calling thread only) */
+	enum mime_conv_impl conv;
+	int simd; /* 0: the best path the CPU has; 1 + enum mime_simd: at most that one */
 };
 
 /* Per-sample results of one forward, owned by the engine, valid until the next forward.
@@ -55,6 +64,10 @@ int64_t mime_engine_macs(const struct mime_engine *e, int task);
 /* Softmax of logits[0..n) and the k most probable classes, most probable first (ties: lower
  * index first). Writes min(k, n) entries to ret_class / ret_prob; returns that count. */
 int mime_topk(const float *logits, int n, int k, int *ret_class, float *ret_prob);
+
+/* The conv path and SIMD microkernel the engine uses. */
+void mime_engine_describe(const struct mime_engine *e, enum mime_conv_impl *ret_conv,
+                          struct mime_gemm_arch *ret_arch);
 
 /* Graph index of the k-th masked layer. */
 int mime_engine_result_layer(const struct mime_engine *e, int k);

@@ -4,51 +4,46 @@
 
 #include <string.h>
 
-void mime_im2col(const struct mime_conv_geom *g, const float *in, int64_t j0, int ncols, float *col)
+void mime_im2col_row(const struct mime_conv_geom *g, const float *in_sample, int c, int kh, int kw,
+                     int p0, int np, float *dst)
 {
-	const int64_t P = (int64_t)g->oh * g->ow;
-	const int64_t plane = (int64_t)g->h * g->w;
-	const int64_t sample = plane * g->c;
+	const float *plane = in_sample + (int64_t)c * g->h * g->w;
+	int oh = p0 / g->ow, ow = p0 % g->ow;
+	int done = 0;
 
+	/* Walk the pixels one output row segment at a time. */
+	while (done < np) {
+		int seg = g->ow - ow;
+		int ih = oh * g->stride - g->pad + kh;
+
+		if (seg > np - done)
+			seg = np - done;
+		if (ih < 0 || ih >= g->h) {
+			memset(dst + done, 0, sizeof(float) * seg);
+		} else {
+			const float *row = plane + (int64_t)ih * g->w;
+			int iw = ow * g->stride - g->pad + kw;
+
+			if (g->stride == 1 && iw >= 0 && iw + seg <= g->w) {
+				memcpy(dst + done, row + iw, sizeof(float) * seg);
+			} else {
+				for (int i = 0; i < seg; i++, iw += g->stride)
+					dst[done + i] = (iw >= 0 && iw < g->w) ? row[iw] : 0.0f;
+			}
+		}
+		done += seg;
+		oh++;
+		ow = 0;
+	}
+}
+
+void mime_im2col(const struct mime_conv_geom *g, const float *in_sample, int p0, int np, float *col)
+{
 	for (int c = 0; c < g->c; c++)
 		for (int kh = 0; kh < g->r; kh++)
-			for (int kw = 0; kw < g->s; kw++) {
-				float *dst = col + ((int64_t)(c * g->r + kh) * g->s + kw) * ncols;
-				int64_t j = j0;
-				int done = 0;
-
-				/* Walk the chunk one output row segment at a time. */
-				while (done < ncols) {
-					int64_t n = j / P, p = j % P;
-					int oh = (int)(p / g->ow), ow = (int)(p % g->ow);
-					int seg = g->ow - ow;
-					int ih = oh * g->stride - g->pad + kh;
-					const float *src = in + n * sample + c * plane;
-
-					if (seg > ncols - done)
-						seg = ncols - done;
-					if (ih < 0 || ih >= g->h) {
-						memset(dst + done, 0, sizeof(float) * seg);
-					} else {
-						const float *row = src + (int64_t)ih * g->w;
-						int iw = ow * g->stride - g->pad + kw;
-
-						if (g->stride == 1 && iw >= 0 && iw + seg <= g->w) {
-							memcpy(dst + done, row + iw,
-							       sizeof(float) * seg);
-						} else {
-							for (int i = 0; i < seg;
-							     i++, iw += g->stride)
-								dst[done + i] =
-									(iw >= 0 && iw < g->w)
-										? row[iw]
-										: 0.0f;
-						}
-					}
-					done += seg;
-					j += seg;
-				}
-			}
+			for (int kw = 0; kw < g->s; kw++)
+				mime_im2col_row(g, in_sample, c, kh, kw, p0, np,
+				                col + ((int64_t)(c * g->r + kh) * g->s + kw) * np);
 }
 
 void mime_conv_epilogue(const float *acc, int k_count, int64_t j0, int ncols, int p_count,

@@ -3,7 +3,7 @@
  * one against a naive reference: im2col over a range of output columns of a whole batch,
  * the fused conv epilogue (bias + threshold mask + zero count, scattering GEMM columns back
  * to NCHW), max-pooling, and the fc epilogue.
- * Column space of a conv layer: j in [0, batch * OH * OW), j = n * OH*OW + oh * OW + ow.
+ * Column space of a conv layer's epilogue: j in [0, batch * OH*OW), j = n * OH*OW + p.
  * Ownership: callers own every buffer. Threads: reentrant; no allocation. */
 #pragma once
 
@@ -19,9 +19,14 @@ struct mime_conv_geom {
 	int oh, ow; /* output */
 };
 
-/* Fills col[CRS, ncols] (row-major, leading dimension ncols) with the input patches of
- * output columns [j0, j0 + ncols). in is the batch [N, C, H, W]. Zero padding. */
-void mime_im2col(const struct mime_conv_geom *g, const float *in, int64_t j0, int ncols,
+/* Fills one im2col row (fixed c, kh, kw) for output pixels [p0, p0 + np) of one sample
+ * (in_sample = [C, H, W]): dst[j] = the input under tap (kh, kw) of pixel p0 + j, or 0 in
+ * the padding. */
+void mime_im2col_row(const struct mime_conv_geom *g, const float *in_sample, int c, int kh, int kw,
+                     int p0, int np, float *dst);
+
+/* Fills col[CRS, np] (row-major) with the patches of pixels [p0, p0 + np) of one sample. */
+void mime_im2col(const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
                  float *col);
 
 /* The threshold of output neuron (k, p) for one sample: NULL thr = ReLU (t = 0). */

@@ -216,10 +216,11 @@ static void reference(const struct net *n, const float *x0, int task, double *re
 	free(x);
 }
 
-static void check_against_reference(const struct net *n, int batch, const int *tasks, int n_threads,
-                                    uint64_t seed)
+static void check_impl(const struct net *n, int batch, const int *tasks, int n_threads,
+                       uint64_t seed, enum mime_conv_impl conv, int simd)
 {
-	struct mime_engine_config cfg = {.max_batch = batch, .n_threads = n_threads};
+	struct mime_engine_config cfg = {
+		.max_batch = batch, .n_threads = n_threads, .conv = conv, .simd = simd};
 	struct mime_engine *e = NULL;
 	struct mime_engine_result res;
 	struct mime_errinfo ei = {0};
@@ -255,6 +256,12 @@ static void check_against_reference(const struct net *n, int batch, const int *t
 	}
 	mime_engine_destroy(e);
 	free(in);
+}
+
+static void check_against_reference(const struct net *n, int batch, const int *tasks, int n_threads,
+                                    uint64_t seed)
+{
+	check_impl(n, batch, tasks, n_threads, seed, MIME_CONV_AUTO, 0);
 }
 
 static void small_vgg(struct mime_graph *g, int c, int h, int w)
@@ -316,6 +323,41 @@ static void test_engine_forward_vgg_like_all_granularities(void **state)
 	small_vgg(&g, 3, 32, 32);
 	net_init(&n, &g, 3, gran, classes, 6);
 	check_against_reference(&n, 6, tasks, 2, 12);
+	net_free(&n);
+}
+
+/* Every conv path and SIMD microkernel this CPU has agrees with the reference, including
+ * tails (K not a multiple of MR, pixel counts not a multiple of NR). */
+static void test_engine_every_conv_path_matches_reference(void **state)
+{
+	struct mime_graph g;
+	struct net n;
+	enum mime_thresholds gran[3] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL, MIME_THR_NONE};
+	int classes[3] = {10, 4, 7};
+	int tasks[5] = {0, 1, 2, 0, 1};
+	struct mime_gemm_arch best;
+
+	(void)state;
+	mime_gemm_arch_select(-1, &best);
+	small_vgg(&g, 3, 19, 23);
+	g.layers[0].out = 13; /* not a multiple of any MR */
+	net_init(&n, &g, 3, gran, classes, 77);
+	for (int simd = MIME_SIMD_SCALAR; simd <= (int)best.simd; simd++) {
+		struct mime_engine *e = NULL;
+		struct mime_engine_config cfg = {
+			.max_batch = 1, .n_threads = 1, .conv = MIME_CONV_PACKED, .simd = simd + 1};
+		enum mime_conv_impl conv;
+		struct mime_gemm_arch arch;
+
+		assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
+		mime_engine_describe(e, &conv, &arch);
+		assert_int_equal(conv, MIME_CONV_PACKED);
+		assert_int_equal(arch.simd, simd);
+		mime_engine_destroy(e);
+		check_impl(&n, 5, tasks, 1 + simd % 2, 31, MIME_CONV_PACKED, simd + 1);
+	}
+	check_impl(&n, 5, tasks, 1, 31, MIME_CONV_BLAS, 0);
+	check_impl(&n, 5, tasks, 2, 31, MIME_CONV_BLAS, 0);
 	net_free(&n);
 }
 
@@ -497,6 +539,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_forward_matches_reference_odd_shapes),
 		cmocka_unit_test(test_engine_forward_vgg_like_all_granularities),
+		cmocka_unit_test(test_engine_every_conv_path_matches_reference),
 		cmocka_unit_test(test_engine_mixed_batch_equals_single_samples),
 		cmocka_unit_test(test_engine_zero_thresholds_equal_relu),
 		cmocka_unit_test(test_engine_threshold_equal_fires),

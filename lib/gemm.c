@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: MIT
+/* gemm -- see gemm.h. */
+#include "lib/gemm.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MIME_X86 1
+#endif
+
+#define MAX_MR 8
+#define MAX_NR 32
+
+void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch)
+{
+	enum mime_simd best = MIME_SIMD_SCALAR;
+
+#ifdef MIME_X86
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		best = MIME_SIMD_AVX512;
+	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		best = MIME_SIMD_AVX2;
+#endif
+	if (want >= 0 && want <= (int)best)
+		best = (enum mime_simd)want;
+	switch (best) {
+	case MIME_SIMD_AVX512:
+		*ret_arch = (struct mime_gemm_arch){best, "avx512", 8, 32};
+		break;
+	case MIME_SIMD_AVX2:
+		*ret_arch = (struct mime_gemm_arch){best, "avx2", 6, 16};
+		break;
+	default:
+		*ret_arch = (struct mime_gemm_arch){MIME_SIMD_SCALAR, "scalar", 4, 8};
+		break;
+	}
+}
+
+size_t mime_gemm_packed_a_floats(const struct mime_gemm_arch *a, int K, int CRS)
+{
+	return (size_t)((K + a->mr - 1) / a->mr) * CRS * a->mr;
+}
+
+void mime_gemm_pack_a(const struct mime_gemm_arch *a, const float *W, int K, int CRS, float *packed)
+{
+	for (int k0 = 0; k0 < K; k0 += a->mr)
+		for (int c = 0; c < CRS; c++)
+			for (int r = 0; r < a->mr; r++)
+				*packed++ = k0 + r < K ? W[(int64_t)(k0 + r) * CRS + c] : 0.0f;
+}
+
+size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np)
+{
+	return (size_t)((np + a->nr - 1) / a->nr) * CRS * a->nr;
+}
+
+void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                      const float *in_sample, int p0, int np, float *packed, float *rowbuf)
+{
+	const int nr = a->nr, CRS = g->c * g->r * g->s;
+	const int64_t plane = (int64_t)g->h * g->w;
+
+	(void)rowbuf;
+	/* Straight into the panels: each run of pixels that stays in one output row and one
+	 * panel is one contiguous (stride 1) or strided read of an input row. */
+	for (int c = 0; c < g->c; c++)
+		for (int kh = 0; kh < g->r; kh++)
+			for (int kw = 0; kw < g->s; kw++) {
+				const int row = (c * g->r + kh) * g->s + kw;
+				const float *src_plane = in_sample + c * plane;
+				int oh = p0 / g->ow, ow = p0 % g->ow;
+
+				for (int j = 0; j < np;) {
+					const int lane = j % nr;
+					float *dst = packed + ((int64_t)(j / nr) * CRS + row) * nr +
+					             lane;
+					int seg = g->ow - ow, ih = oh * g->stride - g->pad + kh;
+					int iw = ow * g->stride - g->pad + kw;
+
+					if (seg > nr - lane)
+						seg = nr - lane;
+					if (seg > np - j)
+						seg = np - j;
+					if (ih < 0 || ih >= g->h) {
+						for (int i = 0; i < seg; i++)
+							dst[i] = 0.0f;
+					} else {
+						const float *src = src_plane + (int64_t)ih * g->w;
+
+						for (int i = 0; i < seg; i++, iw += g->stride)
+							dst[i] = (iw >= 0 && iw < g->w) ? src[iw]
+							                                : 0.0f;
+					}
+					j += seg;
+					ow += seg;
+					if (ow == g->ow) {
+						ow = 0;
+						oh++;
+					}
+				}
+			}
+	/* Zero the lanes past np in the last panel. */
+	if (np % nr) {
+		float *last = packed + (int64_t)(np / nr) * CRS * nr;
+
+		for (int r = 0; r < CRS; r++)
+			for (int l = np % nr; l < nr; l++)
+				last[(int64_t)r * nr + l] = 0.0f;
+	}
+}
+
+/* Microkernels: tile[MR][NR] = sum over i < crs of a[i][r] * b[i][j], i in increasing order. */
+
+static void ukr_scalar(int crs, const float *a, const float *b, float *tile)
+{
+	float acc[4][8] = {{0}};
+
+	for (int i = 0; i < crs; i++, a += 4, b += 8)
+		for (int r = 0; r < 4; r++)
+			for (int j = 0; j < 8; j++)
+				acc[r][j] = fmaf(a[r], b[j], acc[r][j]);
+	memcpy(tile, acc, sizeof(acc));
+}
+
+#ifdef MIME_X86
+__attribute__((target("avx2,fma"))) static void ukr_avx2(int crs, const float *a, const float *b,
+                                                         float *tile)
+{
+	__m256 c[6][2];
+
+	for (int r = 0; r < 6; r++)
+		c[r][0] = c[r][1] = _mm256_setzero_ps();
+	for (int i = 0; i < crs; i++, a += 6, b += 16) {
+		const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+
+		for (int r = 0; r < 6; r++) {
+			const __m256 ar = _mm256_broadcast_ss(a + r);
+
+			c[r][0] = _mm256_fmadd_ps(ar, b0, c[r][0]);
+			c[r][1] = _mm256_fmadd_ps(ar, b1, c[r][1]);
+		}
+	}
+	for (int r = 0; r < 6; r++) {
+		_mm256_store_ps(tile + r * 16, c[r][0]);
+		_mm256_store_ps(tile + r * 16 + 8, c[r][1]);
+	}
+}
+
+/* Written out by hand: the 16 accumulators must stay in registers at -O2. */
+#define AVX512_ROW(r)                                                                              \
+	do {                                                                                       \
+		const __m512 ar = _mm512_set1_ps(a[r]);                                            \
+		c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);                                        \
+		c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1);                                        \
+	} while (0)
+#define AVX512_STORE(r)                                                                            \
+	do {                                                                                       \
+		_mm512_store_ps(tile + (r)*32, c##r##0);                                           \
+		_mm512_store_ps(tile + (r)*32 + 16, c##r##1);                                      \
+	} while (0)
+
+__attribute__((target("avx512f"))) static void ukr_avx512(int crs, const float *a, const float *b,
+                                                          float *tile)
+{
+	__m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+	__m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00;
+	__m512 c61 = c00, c70 = c00, c71 = c00;
+
+	for (int i = 0; i < crs; i++, a += 8, b += 32) {
+		const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+
+		AVX512_ROW(0);
+		AVX512_ROW(1);
+		AVX512_ROW(2);
+		AVX512_ROW(3);
+		AVX512_ROW(4);
+		AVX512_ROW(5);
+		AVX512_ROW(6);
+		AVX512_ROW(7);
+	}
+	AVX512_STORE(0);
+	AVX512_STORE(1);
+	AVX512_STORE(2);
+	AVX512_STORE(3);
+	AVX512_STORE(4);
+	AVX512_STORE(5);
+	AVX512_STORE(6);
+	AVX512_STORE(7);
+}
+
+/* The conv epilogue on a 8 x 32 tile with AVX-512: bias, mask, zero count, masked stores. */
+__attribute__((target("avx512f"))) static int64_t
+epilogue_avx512(const float *tile, int kn, int jn, int k0, int j0, int p0, int P, const float *bias,
+                const struct mime_mask_ref *mask, int apply_mask, float *out)
+{
+	const __mmask16 m0 = jn >= 16 ? 0xffff : (__mmask16)((1u << jn) - 1);
+	const __mmask16 m1 = jn <= 16 ? 0 : jn >= 32 ? 0xffff : (__mmask16)((1u << (jn - 16)) - 1);
+	const __m512 zero = _mm512_setzero_ps();
+	int64_t zeros = 0;
+
+	for (int r = 0; r < kn; r++) {
+		const int k = k0 + r;
+		const __m512 bk = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+		__m512 y0 = _mm512_add_ps(_mm512_load_ps(tile + r * 32), bk);
+		__m512 y1 = _mm512_add_ps(_mm512_load_ps(tile + r * 32 + 16), bk);
+		float *o = out + (int64_t)k * P + p0 + j0;
+
+		if (apply_mask) {
+			__m512 t0, t1;
+
+			if (!mask->thr || mask->granularity == MIME_THR_CHANNEL) {
+				t0 = t1 = _mm512_set1_ps(mask->thr ? mask->thr[k] : 0.0f);
+			} else {
+				const float *th = mask->thr + (int64_t)k * P + p0 + j0;
+
+				t0 = _mm512_maskz_loadu_ps(m0, th);
+				t1 = _mm512_maskz_loadu_ps(m1, th + 16);
+			}
+			y0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y0, t0, _CMP_GE_OQ), y0);
+			y1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y1, t1, _CMP_GE_OQ), y1);
+			zeros += __builtin_popcount(
+					 _mm512_mask_cmp_ps_mask(m0, y0, zero, _CMP_EQ_OQ)) +
+			         __builtin_popcount(
+					 _mm512_mask_cmp_ps_mask(m1, y1, zero, _CMP_EQ_OQ));
+		}
+		_mm512_mask_storeu_ps(o, m0, y0);
+		_mm512_mask_storeu_ps(o + 16, m1, y1);
+	}
+	return zeros;
+}
+#endif
+
+int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const float *packed_a, const float *packed_b,
+                       int K, int CRS, int np, int p0, int P, const float *bias,
+                       const struct mime_mask_ref *mask, int apply_mask, float *out_sample)
+{
+	const int mr = a->mr, nr = a->nr;
+	float tile[MAX_MR * MAX_NR] __attribute__((aligned(64)));
+	int64_t zeros = 0;
+
+	for (int k0 = 0; k0 < K; k0 += mr) {
+		const float *ap = packed_a + (int64_t)(k0 / mr) * CRS * mr;
+		const int kn = K - k0 < mr ? K - k0 : mr;
+
+		for (int j0 = 0; j0 < np; j0 += nr) {
+			const float *bp = packed_b + (int64_t)(j0 / nr) * CRS * nr;
+			const int jn = np - j0 < nr ? np - j0 : nr;
+
+			switch (a->simd) {
+#ifdef MIME_X86
+			case MIME_SIMD_AVX512:
+				ukr_avx512(CRS, ap, bp, tile);
+				zeros += epilogue_avx512(tile, kn, jn, k0, j0, p0, P, bias, mask,
+				                         apply_mask, out_sample);
+				continue;
+			case MIME_SIMD_AVX2:
+				ukr_avx2(CRS, ap, bp, tile);
+				break;
+#endif
+			default:
+				ukr_scalar(CRS, ap, bp, tile);
+				break;
+			}
+			/* Epilogue while the tile is hot: bias, mask, zero count, store. */
+			for (int r = 0; r < kn; r++) {
+				const int k = k0 + r;
+				const float bk = bias ? bias[k] : 0.0f;
+				const float *t = tile + r * nr;
+				float *o = out_sample + (int64_t)k * P + p0 + j0;
+
+				if (!apply_mask) {
+					for (int j = 0; j < jn; j++)
+						o[j] = t[j] + bk;
+				} else if (!mask->thr || mask->granularity == MIME_THR_CHANNEL) {
+					const float th = mask->thr ? mask->thr[k] : 0.0f;
+					int z = 0;
+
+					for (int j = 0; j < jn; j++) {
+						const float y = t[j] + bk, v = y >= th ? y : 0.0f;
+
+						o[j] = v;
+						z += v == 0.0f;
+					}
+					zeros += z;
+				} else {
+					const float *th = mask->thr + (int64_t)k * P + p0 + j0;
+					int z = 0;
+
+					for (int j = 0; j < jn; j++) {
+						const float y = t[j] + bk,
+							    v = y >= th[j] ? y : 0.0f;
+
+						o[j] = v;
+						z += v == 0.0f;
+					}
+					zeros += z;
+				}
+			}
+		}
+	}
+	return zeros;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* gemm -- the engine's own convolution GEMM: weights packed once per plan into panels of MR
+ * kernels, input patches packed (im2col) into panels of NR pixels, a register-blocked
+ * MR x NR microkernel (AVX-512, AVX2 or portable C, chosen at run time from the CPU), and the
+ * conv epilogue (bias, threshold mask, zero count) applied to each tile while it is still in
+ * cache, stored straight to NCHW.
+ *
+ * Every output is the sum over c*R*S in increasing order, whatever the batch, chunk or
+ * thread, so a sample's result does not depend on what it is batched with.
+ *
+ * Layouts: packed weights [ceil(K/MR)][CRS][MR] (kernels past K are zero); packed patches
+ * [ceil(np/NR)][CRS][NR] (pixels past np are zero). Both 64-byte aligned by the caller.
+ * Ownership: callers own every buffer. Threads: reentrant; no allocation. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/kernels.h"
+
+enum mime_simd {
+	MIME_SIMD_SCALAR,
+	MIME_SIMD_AVX2,
+	MIME_SIMD_AVX512,
+};
+
+struct mime_gemm_arch {
+	enum mime_simd simd;
+	const char *name;
+	int mr, nr;
+};
+
+/* The best path this CPU supports (cpuid), or the one named by want when it is supported
+ * (want = -1: best). */
+void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch);
+
+/* Floats needed for K x CRS packed weights. */
+size_t mime_gemm_packed_a_floats(const struct mime_gemm_arch *a, int K, int CRS);
+void mime_gemm_pack_a(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
+                      float *packed);
+
+/* Floats needed for the packed patches of np pixels. */
+size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np);
+
+/* Packs the patches of output pixels [p0, p0 + np) of one sample (in_sample = [C, H, W]).
+ * rowbuf holds np floats. */
+void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                      const float *in_sample, int p0, int np, float *packed, float *rowbuf);
+
+/* out_sample[k, p0 + j] = mask(sum_crs W[k, crs] * X[crs, j] + bias[k]) for every kernel k
+ * and j < np; P = OH*OW is the row stride of out_sample ([K, P]). Returns the number of zero
+ * outputs written when apply_mask is set (else 0). */
+int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const float *packed_a, const float *packed_b,
+                       int K, int CRS, int np, int p0, int P, const float *bias,
+                       const struct mime_mask_ref *mask, int apply_mask, float *out_sample);
