@@ -154,7 +154,9 @@ int mimectl_cmd_run(int argc, char **argv)
 	}
 	if (o.threads > 1)
 		openblas_set_num_threads(1);
-	r = mime_engine_create(&m, &(struct mime_engine_config){RUN_BATCH, o.threads}, &e, &ei);
+	r = mime_engine_create(
+		&m, &(struct mime_engine_config){.max_batch = RUN_BATCH, .n_threads = o.threads},
+		&e, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mimectl: %s: %s\n", o.bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));

@@ -127,8 +127,10 @@ int mimetrain_cmd_eval(int argc, char **argv)
 	if (r == 0) {
 		if (threads > 1)
 			openblas_set_num_threads(1);
-		r = mime_engine_create(&m, &(struct mime_engine_config){EVAL_BATCH, threads}, &e,
-		                       &ei);
+		r = mime_engine_create(
+			&m,
+			&(struct mime_engine_config){.max_batch = EVAL_BATCH, .n_threads = threads},
+			&e, &ei);
 	}
 	if (r < 0) {
 		fprintf(stderr, "mime-train: %s: %s\n", bundle,
