@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: MIT
+/* mimed -- mime's inference daemon: main(), the command line, signals, reload, systemd.
+ *
+ *   mimed [--config FILE] [--bundle FILE] [--socket PATH] [--foreground]
+ *
+ * Ownership: struct mimed lives on main()'s stack and owns everything (see mimed.h).
+ * Threads: main() is the loop thread; workers start after the bundle is loaded. */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/mimed.h"
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#define TICK_MS 10
+
+void mimed_notify(struct mimed *d, const char *fmt, ...)
+{
+#ifdef HAVE_SYSTEMD
+	char buf[512];
+	va_list ap;
+
+	if (!d->notify)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	sd_notify(0, buf);
+#else
+	(void)d;
+	(void)fmt;
+#endif
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: mimed [--config FILE] [--bundle FILE] [--socket PATH] [--foreground]\n"
+	        "\n"
+	        "Serves the tasks of a mime bundle over Varlink (interface io.mime) on a Unix\n"
+	        "socket. Flags override the configuration file.\n"
+	        "\n"
+	        "  -c, --config FILE   read FILE (YAML; see conf/mimed.yaml); default: built-in\n"
+	        "                      settings only\n"
+	        "  -b, --bundle FILE   the bundle to serve (*.mime)\n"
+	        "  -s, --socket PATH   listen on PATH; default $RUNTIME_DIRECTORY/mimed.sock,\n"
+	        "                      /run/mime/mimed.sock as root, else\n"
+	        "                      $XDG_RUNTIME_DIR/mime/mimed.sock\n"
+	        "  -f, --foreground    accepted for compatibility: mimed never forks\n"
+	        "  -h, --help          this text\n"
+	        "\n"
+	        "Signals: SIGHUP reloads the configuration (and the bundle if it changed);\n"
+	        "SIGTERM/SIGINT drain and exit 0.\n"
+	        "Exit status: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad usage\n"
+	        "or configuration.\n");
+}
+
+/* The default socket path, malloc'ed; NULL when no runtime directory is known. */
+static char *default_socket(void)
+{
+	const char *dir = getenv("RUNTIME_DIRECTORY");
+	char *p = NULL;
+
+	if (dir && *dir) {
+		char *colon = strchr(dir, ':'); /* several directories: take the first */
+
+		if (asprintf(&p, "%.*s/mimed.sock", colon ? (int)(colon - dir) : (int)strlen(dir),
+		             dir) < 0)
+			return NULL;
+		return p;
+	}
+	if (geteuid() == 0)
+		return strdup("/run/mime/mimed.sock");
+	dir = getenv("XDG_RUNTIME_DIR");
+	if (dir && *dir && asprintf(&p, "%s/mime/mimed.sock", dir) >= 0)
+		return p;
+	return NULL;
+}
+
+/* The bundle to load: the command line, the config, else the shipped one. */
+static const char *bundle_path(const struct mimed *d, const struct mimed_config *cfg)
+{
+	static const char *const shipped[] = {
+		"models/demo.mime",
+		"models/fmnist-parent.mime",
+		MIMED_SOURCE_ROOT "/models/demo.mime",
+		MIMED_SOURCE_ROOT "/models/fmnist-parent.mime",
+		MIMED_DATADIR "/mime/demo.mime",
+		MIMED_DATADIR "/mime/fmnist-parent.mime",
+	};
+
+	if (d->cli_bundle)
+		return d->cli_bundle;
+	if (cfg->bundle)
+		return cfg->bundle;
+	for (size_t i = 0; i < sizeof(shipped) / sizeof(shipped[0]); i++)
+		if (access(shipped[i], R_OK) == 0)
+			return shipped[i];
+	return shipped[1];
+}
+
+/* Defaults, then the file, then the command line, into *ret_cfg. */
+static int load_config(struct mimed *d, struct mimed_config *ret_cfg, char *err, size_t err_len)
+{
+	struct mimed_config c;
+	int r;
+
+	mimed_config_defaults(&c);
+	if (d->config_path) {
+		r = mimed_config_load(&c, d->config_path, err, err_len);
+		if (r < 0) {
+			mimed_config_fini(&c);
+			return r;
+		}
+	}
+	if (d->cli_socket) {
+		free(c.socket);
+		c.socket = strdup(d->cli_socket);
+		if (!c.socket) {
+			mimed_config_fini(&c);
+			return -ENOMEM;
+		}
+	}
+	*ret_cfg = c;
+	return 0;
+}
+
+static int resolve_admin_group(const struct mimed_config *cfg, gid_t *ret_gid, bool *ret_have,
+                               char *err, size_t err_len)
+{
+	struct group *g;
+
+	*ret_have = false;
+	if (!cfg->admin_group)
+		return 0;
+	g = getgrnam(cfg->admin_group); /* at start and reload only */
+	if (!g) {
+		snprintf(err, err_len, "access.admin_group: no group '%s'", cfg->admin_group);
+		return -ENOENT;
+	}
+	*ret_gid = g->gr_gid;
+	*ret_have = true;
+	return 0;
+}
+
+int mimed_reload(struct mimed *d, char *err, size_t err_len)
+{
+	struct mimed_runtime *rt = NULL;
+	struct mime_errinfo ei = {0};
+	struct mimed_config c;
+	const char *path;
+	bool have_gid;
+	gid_t gid = 0;
+	int r;
+
+	mimed_notify(d, "RELOADING=1\nSTATUS=reloading");
+	r = load_config(d, &c, err, err_len);
+	if (r < 0)
+		goto out;
+	r = resolve_admin_group(&c, &gid, &have_gid, err, err_len);
+	if (r < 0)
+		goto out_cfg;
+	if (c.workers != d->n_workers) {
+		mimed_log(d, LOG_WARNING,
+		          "reload: workers.count %d -> %d needs a restart, keeping %d",
+		          d->n_workers, c.workers, d->n_workers);
+		c.workers = d->n_workers;
+	}
+	if ((c.socket || d->cfg.socket) &&
+	    (!c.socket || !d->cfg.socket || strcmp(c.socket, d->cfg.socket) != 0))
+		mimed_log(d, LOG_WARNING, "reload: a new socket path needs a restart, keeping '%s'",
+		          d->socket_path);
+	path = bundle_path(d, &c);
+	if (mimed_runtime_stale(d->rt, path, c.max_batch, c.threads)) {
+		r = mimed_runtime_load(d, &c, path, &rt, &ei);
+		if (r < 0) {
+			snprintf(err, err_len, "bundle '%s': %s: %s", path, mime_strerror(r),
+			         ei.msg);
+			goto out_cfg;
+		}
+	} else if (c.n_tasks || d->cfg.n_tasks) {
+		/* Same bundle, maybe other tasks enabled: check them against it. */
+		for (int i = 0; i < c.n_tasks; i++) {
+			if (mime_manifest_task(d->rt->manifest, c.tasks[i]) < 0) {
+				snprintf(err, err_len, "tasks: '%s' is not in '%s'", c.tasks[i],
+				         path);
+				r = -ENOENT;
+				goto out_cfg;
+			}
+		}
+		for (int i = 0; i < d->rt->manifest->n_tasks; i++)
+			d->rt->enabled[i] = c.n_tasks == 0;
+		for (int i = 0; i < c.n_tasks; i++)
+			d->rt->enabled[mime_manifest_task(d->rt->manifest, c.tasks[i])] = true;
+	}
+
+	/* Nothing can fail from here on: commit. */
+	if (rt) {
+		mimed_log(d, LOG_NOTICE, "reload: serving bundle '%s' (%d tasks)", path,
+		          rt->manifest->n_tasks);
+		mimed_runtime_unref(d->rt);
+		d->rt = rt;
+	}
+	free(c.socket);
+	c.socket = d->cfg.socket; /* the listening socket stays */
+	d->cfg.socket = NULL;
+	mimed_config_fini(&d->cfg);
+	d->cfg = c;
+	d->admin_gid = gid;
+	d->have_admin_gid = have_gid;
+	d->log.max = c.log_level;
+	d->budget_memory_bytes = c.memory_budget_bytes;
+	d->budget_latency_ms = c.latency_budget_ms;
+	mimed_queue_configure(&d->queue, c.queue_capacity, c.max_batch, c.max_wait_us);
+	for (struct mimed_conn *conn = d->conns; conn; conn = conn->next)
+		conn->framer.max_bytes = c.max_message_bytes;
+	mimed_log(d, LOG_NOTICE, "reloaded %s", d->config_path ? d->config_path : "(defaults)");
+	mimed_server_emit(d, "reload", json_pack("{s:s}", "bundle", d->rt->bundle_path));
+	mimed_notify(d, "READY=1\nSTATUS=serving %d tasks, phase %d", d->rt->manifest->n_tasks,
+	             d->phase);
+	return 0;
+
+out_cfg:
+	mimed_config_fini(&c);
+out:
+	mimed_notify(d, "READY=1\nSTATUS=reload failed, serving as before");
+	return r;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct mimed *d = h->data;
+	char err[512];
+
+	switch (signum) {
+	case SIGHUP:
+		if (d->shutting_down)
+			return;
+		mimed_log(d, LOG_NOTICE, "SIGHUP: reloading");
+		if (mimed_reload(d, err, sizeof(err)) < 0)
+			mimed_log(d, LOG_ERR, "reload failed, keeping the old state: %s", err);
+		return;
+	case SIGTERM:
+	case SIGINT:
+		mimed_log(d, LOG_NOTICE, "%s: shutting down", strsignal(signum));
+		mimed_server_shutdown(d);
+		return;
+	case SIGUSR1:
+	case SIGUSR2:
+		mimed_log(d, LOG_NOTICE,
+		          "%s: the bundle has one phase, nothing to step to, ignoring",
+		          signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+		return;
+	}
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	struct mimed *d = t->data;
+	uint64_t now = mimed_now_ns();
+
+	mimed_server_tick(d);
+	if (d->watchdog_usec && now - d->last_watchdog_ns >= d->watchdog_usec * 500u) {
+		d->last_watchdog_ns = now;
+		mimed_notify(d,
+		             "WATCHDOG=1\nSTATUS=serving %d tasks, phase %d, queue %zu, "
+		             "%d connections, %llu requests",
+		             d->rt->manifest->n_tasks, d->phase, mimed_queue_len(&d->queue),
+		             d->n_conns, (unsigned long long)d->n_requests);
+	}
+}
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static int setup_signal(struct mimed *d, uv_signal_t *s, int signum)
+{
+	int r = uv_signal_init(&d->loop, s);
+
+	if (r < 0)
+		return r;
+	s->data = d;
+	return uv_signal_start(s, on_signal, signum);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'}, {"bundle", required_argument, NULL, 'b'},
+		{"socket", required_argument, NULL, 's'}, {"foreground", no_argument, NULL, 'f'},
+		{"help", no_argument, NULL, 'h'},         {0},
+	};
+	struct mimed d = {0};
+	struct mime_errinfo ei = {0};
+	char err[512];
+	const char *path;
+	int opt, r;
+
+	while ((opt = getopt_long(argc, argv, "c:b:s:fh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			d.config_path = optarg;
+			break;
+		case 'b':
+			d.cli_bundle = optarg;
+			break;
+		case 's':
+			d.cli_socket = optarg;
+			break;
+		case 'f':
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "mimed: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	mimed_logger_init(&d.log, LOG_INFO);
+	d.start_ns = mimed_now_ns();
+	d.phase = 1;
+	if (load_config(&d, &d.cfg, err, sizeof(err)) < 0 ||
+	    resolve_admin_group(&d.cfg, &d.admin_gid, &d.have_admin_gid, err, sizeof(err)) < 0) {
+		mimed_log(&d, LOG_ERR, "%s", err);
+		return 2;
+	}
+	d.log.max = d.cfg.log_level;
+	d.budget_memory_bytes = d.cfg.memory_budget_bytes;
+	d.budget_latency_ms = d.cfg.latency_budget_ms;
+	d.socket_path = d.cfg.socket ? strdup(d.cfg.socket) : default_socket();
+	if (!d.socket_path) {
+		mimed_log(&d, LOG_ERR,
+		          "no socket path: pass --socket, set 'socket' in the "
+		          "configuration, $RUNTIME_DIRECTORY or $XDG_RUNTIME_DIR");
+		r = 2;
+		goto out_cfg;
+	}
+#ifdef HAVE_SYSTEMD
+	d.notify = getenv("NOTIFY_SOCKET") != NULL;
+	if (sd_watchdog_enabled(0, &d.watchdog_usec) <= 0)
+		d.watchdog_usec = 0;
+#endif
+	signal(SIGPIPE, SIG_IGN);
+	/* Workers x engine threads share the cores: the engines thread themselves. */
+	openblas_set_num_threads(1);
+
+	d.n_workers = d.cfg.workers;
+	path = bundle_path(&d, &d.cfg);
+	r = mimed_runtime_load(&d, &d.cfg, path, &d.rt, &ei);
+	if (r < 0) {
+		mimed_log(&d, LOG_ERR, "bundle '%s': %s: %s", path, mime_strerror(r), ei.msg);
+		r = 1;
+		goto out_socket;
+	}
+	r = mimed_latency_init(&d.latency, 8192);
+	if (r < 0)
+		goto out_rt;
+	r = mimed_queue_init(&d.queue, d.cfg.queue_capacity, d.cfg.max_batch, d.cfg.max_wait_us);
+	if (r < 0)
+		goto out_latency;
+	pthread_mutex_init(&d.done_lock, NULL);
+	r = uv_loop_init(&d.loop);
+	if (r < 0)
+		goto out_queue;
+	uv_async_init(&d.loop, &d.done_async, mimed_server_on_done);
+	d.done_async.data = &d;
+	uv_timer_init(&d.loop, &d.tick);
+	d.tick.data = &d;
+	uv_timer_init(&d.loop, &d.shutdown_timer);
+	d.shutdown_timer.data = &d;
+	if (setup_signal(&d, &d.sig_hup, SIGHUP) < 0 ||
+	    setup_signal(&d, &d.sig_term, SIGTERM) < 0 ||
+	    setup_signal(&d, &d.sig_int, SIGINT) < 0 ||
+	    setup_signal(&d, &d.sig_usr1, SIGUSR1) < 0 ||
+	    setup_signal(&d, &d.sig_usr2, SIGUSR2) < 0) {
+		mimed_log(&d, LOG_ERR, "signal handlers: %s", strerror(errno));
+		r = 1;
+		goto out_loop;
+	}
+	r = mimed_workers_start(&d, d.n_workers);
+	if (r < 0) {
+		mimed_log(&d, LOG_ERR, "starting %d workers: %s", d.n_workers, strerror(-r));
+		r = 1;
+		goto out_loop;
+	}
+	r = mimed_server_listen(&d);
+	if (r < 0) {
+		r = 1;
+		goto out_workers;
+	}
+	uv_timer_start(&d.tick, on_tick, TICK_MS, TICK_MS);
+	mimed_log(&d, LOG_NOTICE,
+	          "serving bundle '%s' (%d tasks) on %s%s: workers=%d threads=%d max_batch=%d "
+	          "max_wait_us=%llu queue=%zu",
+	          path, d.rt->manifest->n_tasks,
+	          d.activated ? "the socket from systemd" : d.socket_path, "", d.n_workers,
+	          d.cfg.threads, d.cfg.max_batch, (unsigned long long)d.cfg.max_wait_us,
+	          d.cfg.queue_capacity);
+	mimed_notify(&d, "READY=1\nSTATUS=serving %d tasks, phase %d", d.rt->manifest->n_tasks,
+	             d.phase);
+
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	if (d.forced_exit) {
+		fflush(stderr);
+		_exit(d.exit_code);
+	}
+	r = d.exit_code;
+	mimed_log(&d, LOG_NOTICE, "stopped: %llu requests, %llu batches",
+	          (unsigned long long)d.n_requests, (unsigned long long)d.n_batches);
+	goto out_loop;
+
+out_workers:
+	mimed_workers_stop(&d);
+out_loop:
+	if (!d.drained) {
+		/* Failed before serving: close what was opened so the loop can be closed. */
+		uv_walk(&d.loop, close_handle, NULL);
+		uv_run(&d.loop, UV_RUN_DEFAULT);
+	}
+	uv_loop_close(&d.loop);
+out_queue:
+	pthread_mutex_destroy(&d.done_lock);
+	mimed_queue_fini(&d.queue);
+out_latency:
+	mimed_latency_fini(&d.latency);
+out_rt:
+	mimed_runtime_unref(d.rt);
+out_socket:
+	if (d.socket_created)
+		unlink(d.socket_path);
+	free(d.socket_path);
+out_cfg:
+	mimed_config_fini(&d.cfg);
+	return r;
+}

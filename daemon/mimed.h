@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/* mimed -- the daemon's state: one struct mimed on main()'s stack; every libuv handle's
+ * ->data points to it (connections point to their struct mimed_conn, which points to it).
+ *
+ * A call (one Varlink message) owns n_items requests; each request is one image for one
+ * task and travels loop -> queue -> worker -> done list -> loop. A connection answers its
+ * calls in order (Varlink has no call ids); a call holds a reference on its connection, so a
+ * client that disconnects mid-request only marks its requests cancelled: the memory stays
+ * until the last one comes back, and nothing is written to the closed socket.
+ *
+ * Ownership: struct mimed owns the runtime (bundle + engines), the queue, the workers, the
+ * connections and the config. A runtime is reference-counted by the requests made for it,
+ * so a reload can swap it while old requests finish on the old one.
+ * Threads: everything here belongs to the loop thread except where a field says otherwise:
+ * the queue (its own lock), the done list (done_lock), the requests' result fields (the
+ * worker that popped them writes them, the loop reads them after the done hand-off) and
+ * the runtime's engines and buffers (worker i uses engines[i] / inputs[i] only). */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "daemon/config.h"
+#include "daemon/log.h"
+#include "daemon/queue.h"
+#include "daemon/stats.h"
+#include "daemon/varlink.h"
+#include "lib/bundle.h"
+#include "lib/energy.h"
+#include "lib/engine.h"
+#include "lib/model.h"
+
+#define MIMED_MAX_TOP_K 1000
+
+struct mimed;
+
+/* A loaded bundle and what serving it takes: model views, one engine per worker. */
+struct mimed_runtime {
+	int refs;     /* loop thread only: the daemon's + one per live request */
+	uint64_t gen; /* queue key: one batch never mixes runtimes */
+	char *bundle_path;
+	dev_t dev;
+	ino_t ino;
+	struct timespec mtime;
+	off_t size;
+	int max_batch, threads;
+	struct mime_bundle *bundle;
+	const struct mime_manifest *manifest;
+	struct mime_model model;
+	bool model_ready;
+	long input_floats; /* C*H*W of the graph input */
+	bool enabled[MIME_MAX_TASKS];
+	int n_workers;
+	struct mime_engine **engines; /* [n_workers] */
+	float **inputs;               /* [n_workers][max_batch * input_floats] */
+	bool have_energy;
+	struct mime_energy_net energy_net;
+	struct mime_energy_hw energy_hw;
+};
+
+enum mimed_req_status {
+	MIMED_REQ_QUEUED,
+	MIMED_REQ_OK,
+	MIMED_REQ_TIMEOUT,
+	MIMED_REQ_CANCELLED,
+	MIMED_REQ_FAILED,
+	MIMED_REQ_SHUTDOWN,
+};
+
+struct mimed_call;
+
+struct mimed_req {
+	struct mimed_qitem q; /* first: the queue links requests through it */
+	struct mimed_call *call;
+	struct mimed_runtime *rt; /* a reference */
+	int task;                 /* index in rt->manifest->tasks */
+	int top_k;
+	uint64_t accepted_ns, deadline_ns; /* deadline 0: none */
+	float *input;                      /* input_floats, preprocessed */
+	int cancelled;                     /* __atomic: set by the loop, read by workers */
+	/* Written by the worker that ran it, read by the loop after the hand-off. */
+	enum mimed_req_status status;
+	int error; /* MIMED_REQ_FAILED: the engine's code */
+	int label;
+	int n_top;
+	int *top_class; /* [top_k] */
+	float *top_prob;
+	int n_masked;
+	int masked_layer[MIME_MAX_LAYERS];
+	float sparsity[MIME_MAX_LAYERS];
+	uint64_t batch_id;
+	int batch_size;
+	json_t *result; /* the loop's answer for this item, built when it comes back */
+};
+
+/* What one worker pass produced; handed to the loop through the done list. */
+struct mimed_batch {
+	struct mimed_batch *next; /* done list, guarded by done_lock */
+	uint64_t id;
+	int size, ran; /* requests popped, requests run */
+	int worker;
+	int error; /* the engine's code when forward failed */
+	uint64_t forward_us;
+	struct mimed_runtime *rt; /* borrowed through its requests */
+	int n_masked;
+	int masked_layer[MIME_MAX_LAYERS];
+	float mean_sparsity[MIME_MAX_LAYERS];
+	bool have_energy;
+	enum mime_energy_mode energy_mode;
+	double energy[3]; /* e_total of Case-1, Case-2, Case-3 (MIME) */
+	struct mimed_req *reqs[];
+};
+
+enum mimed_call_kind {
+	MIMED_CALL_SIMPLE, /* answered at once */
+	MIMED_CALL_INFER,
+	MIMED_CALL_INFER_BATCH,
+	MIMED_CALL_WATCH,
+};
+
+struct mimed_conn;
+
+struct mimed_call {
+	struct mimed_call *next; /* the connection's FIFO */
+	struct mimed_conn *conn; /* a reference */
+	enum mimed_call_kind kind;
+	bool oneway;
+	bool done;   /* reply (or nothing, for oneway) ready to go out */
+	char *reply; /* NUL-terminated message, reply_len bytes with the NUL */
+	size_t reply_len;
+	int n_items, n_pending;
+	const char *error; /* the first failure among the items */
+	char error_desc[160];
+	struct mimed_req reqs[];
+};
+
+struct mimed_conn {
+	uv_pipe_t pipe; /* pipe.data = this */
+	struct mimed *d;
+	struct mimed_conn *prev, *next; /* d->conns */
+	int refs;                       /* the open handle + one per call */
+	bool closing;
+	bool reading;
+	bool eof;        /* no more reading: the client half-closed, or a protocol error */
+	bool processing; /* inside conn_process(): no re-entry */
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	bool admin;
+	uint64_t last_active_ns;
+	struct mimed_framer framer;
+	struct mimed_call *head, *tail; /* calls not yet answered, in order */
+	int n_calls;
+	char rbuf[65536];
+};
+
+struct mimed_worker {
+	struct mimed *d;
+	int index;
+	pthread_t thread;
+	bool started;
+	struct mimed_qitem *items[MIMED_MAX_BATCH];
+	int tasks[MIMED_MAX_BATCH];
+	struct mime_energy_sparsity energy_sparsity[MIMED_MAX_BATCH * MIME_MAX_LAYERS];
+};
+
+struct mimed_task_count {
+	char name[MIME_NAME_MAX];
+	uint64_t requests;
+};
+
+struct mimed {
+	uv_loop_t loop;
+	uv_pipe_t listener;
+	bool listening;
+	bool activated; /* the listener came from systemd (LISTEN_FDS) */
+	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1, sig_usr2;
+	uv_async_t done_async; /* workers only call uv_async_send() on it */
+	uv_timer_t tick;       /* deadlines, idle connections, watchdog, status */
+	uv_timer_t shutdown_timer;
+	struct mimed_logger log;
+
+	/* Settings: as loaded (file + command line), and the command line alone. */
+	struct mimed_config cfg;
+	const char *config_path; /* NULL: built-in defaults only */
+	const char *cli_bundle, *cli_socket;
+	char *socket_path; /* where we listen */
+	bool socket_created;
+	gid_t admin_gid;
+	bool have_admin_gid;
+
+	struct mimed_runtime *rt; /* current */
+	uint64_t next_gen;
+
+	struct mimed_queue queue;
+	int n_workers;
+	struct mimed_worker *workers;
+	uint64_t next_batch_id; /* __atomic: workers number their batches */
+	pthread_mutex_t done_lock;
+	struct mimed_batch *done_head, *done_tail; /* guarded by done_lock */
+
+	struct mimed_conn *conns;
+	int n_conns;
+	int n_busy_calls; /* calls accepted and not yet answered (watch calls excluded) */
+	int n_watchers;
+
+	bool shutting_down;
+	bool drained;
+	bool forced_exit; /* the shutdown timeout passed with work still running */
+	int exit_code;
+	uint64_t start_ns;
+
+	/* Budgets and phases (one phase until bundles have more). */
+	uint64_t budget_memory_bytes;
+	double budget_latency_ms;
+	int phase;
+	bool pinned;
+
+	/* Counters. */
+	struct mimed_latency latency;
+	uint64_t n_requests, n_busy, n_timeouts, n_errors, n_batches;
+	double energy_totals[3];
+	uint64_t energy_batches;
+	int n_task_counts;
+	struct mimed_task_count task_counts[MIME_MAX_TASKS * 2];
+
+	/* systemd */
+	bool notify;
+	uint64_t watchdog_usec;
+	uint64_t last_watchdog_ns;
+};
+
+/* runtime.c */
+int mimed_runtime_load(struct mimed *d, const struct mimed_config *cfg, const char *path,
+                       struct mimed_runtime **ret_rt, struct mime_errinfo *ei);
+void mimed_runtime_unref(struct mimed_runtime *rt);
+/* True when path names another file than rt was loaded from, or the file changed. */
+bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path, int max_batch,
+                         int threads);
+
+/* worker.c */
+int mimed_workers_start(struct mimed *d, int n);
+void mimed_workers_stop(struct mimed *d); /* closes the queue and joins */
+
+/* server.c */
+int mimed_server_listen(struct mimed *d);
+void mimed_server_on_done(uv_async_t *h);
+void mimed_server_tick(struct mimed *d);
+void mimed_server_shutdown(struct mimed *d); /* stop accepting, drain, then stop the loop */
+void mimed_server_close_all(struct mimed *d);
+void mimed_server_emit(struct mimed *d, const char *kind, json_t *data); /* takes data */
+void mimed_server_check_drained(struct mimed *d);
+
+/* main.c */
+int mimed_reload(struct mimed *d, char *err, size_t err_len);
+void mimed_notify(struct mimed *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,0 +1,1467 @@
+// SPDX-License-Identifier: MIT
+/* server -- the Varlink server on the loop thread: listening socket (bound or inherited from
+ * systemd), connections (peer credentials, caps, back-pressure, idle timeout), the methods
+ * of io.mime and org.varlink.service, the hand-off of requests to the queue, and the way
+ * back: batch records from the workers become replies, log lines and events.
+ * Ownership: see mimed.h (calls and requests belong to their connection's FIFO).
+ * Threads: the loop thread only. */
+#include <errno.h>
+#include <grp.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon/io.mime.varlink.h"
+#include "daemon/mimed.h"
+#include "lib/image.h"
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#define TOP_K_DEFAULT   5
+#define MAX_BATCH_ITEMS 1024
+
+static const char service_interface[] =
+	"# The Varlink service interface is provided by every varlink service. It\n"
+	"# describes the service and the interfaces it implements.\n"
+	"interface org.varlink.service\n\n"
+	"# Get a list of all the interfaces a service provides and information\n"
+	"# about the implementation.\n"
+	"method GetInfo() -> (\n  vendor: string,\n  product: string,\n  version: string,\n"
+	"  url: string,\n  interfaces: []string\n)\n\n"
+	"# Get the description of an interface that is implemented by this service.\n"
+	"method GetInterfaceDescription(interface: string) -> (description: string)\n\n"
+	"# The requested interface was not found.\nerror InterfaceNotFound (interface: string)\n\n"
+	"# The requested method was not found\nerror MethodNotFound (method: string)\n\n"
+	"# The interface defines the requested method, but the supplied parameters do not conform\n"
+	"# to its definition.\nerror InvalidParameter (parameter: string)\n\n"
+	"# Client is denied access\nerror PermissionDenied ()\n\n"
+	"# Method is expected to be called with 'more' set to true, but wasn't\n"
+	"error ExpectedMore ()\n";
+
+/* ---- connections and calls ---------------------------------------------------------------- */
+
+struct write_req {
+	uv_write_t req;
+	char *buf;
+};
+
+static void conn_close(struct mimed_conn *c, bool graceful);
+static void conn_process(struct mimed_conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_unref(struct mimed_conn *c)
+{
+	if (--c->refs > 0)
+		return;
+	mimed_framer_fini(&c->framer);
+	free(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	struct write_req *w = (struct write_req *)req;
+
+	free(w->buf);
+	free(w);
+}
+
+/* Sends len bytes of buf (taken). */
+static void conn_write(struct mimed_conn *c, char *buf, size_t len)
+{
+	struct mimed *d = c->d;
+	struct write_req *w;
+	uv_buf_t b;
+	int r;
+
+	if (c->closing || !buf) {
+		free(buf);
+		return;
+	}
+	w = malloc(sizeof(*w));
+	if (!w) {
+		free(buf);
+		conn_close(c, false);
+		return;
+	}
+	w->buf = buf;
+	b = uv_buf_init(buf, (unsigned)len);
+	r = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
+	if (r < 0) {
+		free(buf);
+		free(w);
+		mimed_log(d, LOG_DEBUG, "connection uid=%u pid=%d: write: %s", (unsigned)c->uid,
+		          (int)c->pid, uv_strerror(r));
+		conn_close(c, false);
+		return;
+	}
+	if (c->pipe.write_queue_size > d->cfg.max_write_queue_bytes) {
+		mimed_log(d, LOG_WARNING,
+		          "connection uid=%u pid=%d leaves %zu bytes of replies unread, closing",
+		          (unsigned)c->uid, (int)c->pid, c->pipe.write_queue_size);
+		conn_close(c, false);
+	}
+}
+
+static struct mimed_call *call_new(struct mimed_conn *c, enum mimed_call_kind kind, int n_items,
+                                   bool oneway)
+{
+	struct mimed_call *call;
+
+	call = calloc(1, sizeof(*call) + (size_t)n_items * sizeof(call->reqs[0]));
+	if (!call)
+		return NULL;
+	call->conn = c;
+	call->kind = kind;
+	call->oneway = oneway;
+	call->n_items = n_items;
+	c->refs++;
+	if (c->tail)
+		c->tail->next = call;
+	else
+		c->head = call;
+	c->tail = call;
+	c->n_calls++;
+	if (kind != MIMED_CALL_WATCH)
+		c->d->n_busy_calls++;
+	return call;
+}
+
+static void call_free(struct mimed_call *call)
+{
+	struct mimed_conn *c = call->conn;
+
+	free(call->reply);
+	for (int i = 0; i < call->n_items; i++) {
+		struct mimed_req *req = &call->reqs[i];
+
+		free(req->input);
+		free(req->top_class);
+		free(req->top_prob);
+		mimed_runtime_unref(req->rt);
+	}
+	free(call);
+	c->n_calls--;
+	conn_unref(c);
+}
+
+/* Writes the answered calls at the head of c's FIFO, in order, and frees them. */
+static void conn_flush(struct mimed_conn *c)
+{
+	struct mimed *d = c->d;
+
+	c->refs++; /* the writes below may close c */
+	while (c->head && c->head->done) {
+		struct mimed_call *call = c->head;
+
+		c->head = call->next;
+		if (!c->head)
+			c->tail = NULL;
+		if (!call->oneway && call->reply) {
+			conn_write(c, call->reply, call->reply_len);
+			call->reply = NULL;
+		}
+		call_free(call);
+	}
+	if (!c->closing) {
+		if (c->n_calls == 0 && c->eof)
+			conn_close(c, true);
+		else if (!c->reading && !c->eof && !c->processing &&
+		         c->n_calls < d->cfg.max_pending)
+			conn_process(c);
+	}
+	conn_unref(c);
+}
+
+/* Marks call answered with msg (taken; NULL: no memory, the client gets nothing but the
+ * connection is closed so it does not wait forever). */
+static void call_reply(struct mimed_call *call, char *msg, size_t len)
+{
+	struct mimed *d = call->conn->d;
+
+	if (call->done) {
+		free(msg);
+		return;
+	}
+	call->reply = msg;
+	call->reply_len = len;
+	call->done = true;
+	if (call->kind != MIMED_CALL_WATCH)
+		d->n_busy_calls--;
+	else
+		d->n_watchers--;
+	if (!msg && !call->oneway)
+		conn_close(call->conn, false);
+	conn_flush(call->conn);
+	mimed_server_check_drained(d);
+}
+
+static void call_error(struct mimed_call *call, const char *error, json_t *params)
+{
+	size_t len = 0;
+	char *msg = mimed_varlink_error(error, params, &len);
+
+	if (strcmp(error, MIMED_ERR_BUSY) != 0 && strcmp(error, MIMED_ERR_TIMEOUT) != 0)
+		call->conn->d->n_errors++;
+	call_reply(call, msg, len);
+}
+
+static void call_error_desc(struct mimed_call *call, const char *error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void call_error_desc(struct mimed_call *call, const char *error, const char *fmt, ...)
+{
+	char desc[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(desc, sizeof(desc), fmt, ap);
+	va_end(ap);
+	call_error(call, error, json_pack("{s:s}", "description", desc));
+}
+
+static void call_invalid_param(struct mimed_call *call, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void call_invalid_param(struct mimed_call *call, const char *name, const char *fmt, ...)
+{
+	char desc[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(desc, sizeof(desc), fmt, ap);
+	va_end(ap);
+	call_error(call, MIMED_ERR_INVALID_PARAM,
+	           json_pack("{s:s,s:s}", "parameter", name, "description", desc));
+}
+
+static void call_ok(struct mimed_call *call, json_t *params)
+{
+	size_t len = 0;
+	char *msg = mimed_varlink_reply(params, false, &len);
+
+	call_reply(call, msg, len);
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static void task_count(struct mimed *d, const char *name)
+{
+	for (int i = 0; i < d->n_task_counts; i++) {
+		if (strcmp(d->task_counts[i].name, name) == 0) {
+			d->task_counts[i].requests++;
+			return;
+		}
+	}
+	if (d->n_task_counts < (int)(sizeof(d->task_counts) / sizeof(d->task_counts[0]))) {
+		snprintf(d->task_counts[d->n_task_counts].name, MIME_NAME_MAX, "%s", name);
+		d->task_counts[d->n_task_counts++].requests = 1;
+	}
+}
+
+static json_t *energy_json(const struct mimed_batch *b)
+{
+	if (!b || !b->have_energy)
+		return json_string("unavailable");
+	return json_pack("{s:s,s:f,s:f,s:f,s:s}", "mode", mime_energy_mode_name(b->energy_mode),
+	                 "mime", b->energy[2], "case1", b->energy[0], "case2", b->energy[1], "unit",
+	                 "MAC energy (normalised)");
+}
+
+static json_t *result_json(struct mimed *d, const struct mimed_req *req,
+                           const struct mimed_batch *b, uint64_t latency_us)
+{
+	const struct mime_task_spec *t = &req->rt->manifest->tasks[req->task];
+	const struct mime_graph *g = &req->rt->manifest->graph;
+	json_t *top = json_array(), *sp = json_array();
+
+	for (int i = 0; i < req->n_top; i++)
+		json_array_append_new(top, json_pack("{s:i,s:s,s:f}", "label", req->top_class[i],
+		                                     "class", t->class_names[req->top_class[i]],
+		                                     "score", (double)req->top_prob[i]));
+	for (int m = 0; m < req->n_masked; m++)
+		json_array_append_new(sp, json_pack("{s:s,s:f}", "layer",
+		                                    g->layers[req->masked_layer[m]].name,
+		                                    "sparsity", (double)req->sparsity[m]));
+	return json_pack("{s:s,s:i,s:s,s:o,s:i,s:I,s:o,s:I,s:i,s:o}", "task", t->name, "label",
+	                 req->label, "class", t->class_names[req->label], "top", top, "phase",
+	                 d->phase, "latency_us", (json_int_t)latency_us, "sparsity", sp, "batch_id",
+	                 (json_int_t)req->batch_id, "batch_size", req->batch_size, "energy",
+	                 energy_json(b));
+}
+
+/* Builds the reply once every item of call is back. */
+static void call_complete(struct mimed *d, struct mimed_call *call)
+{
+	json_t *results;
+
+	if (call->error) {
+		if (strcmp(call->error, MIMED_ERR_TIMEOUT) == 0 ||
+		    strcmp(call->error, MIMED_ERR_SHUTTING_DOWN) == 0)
+			call_error(call, call->error, NULL);
+		else
+			call_error_desc(call, call->error, "%s", call->error_desc);
+		return;
+	}
+	if (call->kind == MIMED_CALL_INFER) {
+		call_ok(call, json_pack("{s:O}", "result", call->reqs[0].result));
+		return;
+	}
+	results = json_array();
+	for (int i = 0; i < call->n_items; i++)
+		json_array_append(results, call->reqs[i].result);
+	call_ok(call, json_pack("{s:o}", "results", results));
+}
+
+/* One request is back (from a batch, or taken out of the queue by the loop). */
+static void req_finish(struct mimed *d, struct mimed_req *req, const struct mimed_batch *b)
+{
+	struct mimed_call *call = req->call;
+	uint64_t latency_us = (mimed_now_ns() - req->accepted_ns) / 1000;
+
+	switch (req->status) {
+	case MIMED_REQ_OK:
+		req->result = result_json(d, req, b, latency_us);
+		mimed_latency_add(&d->latency, latency_us);
+		task_count(d, req->rt->manifest->tasks[req->task].name);
+		if (!req->result && !call->error) {
+			call->error = MIMED_ERR_INTERNAL;
+			snprintf(call->error_desc, sizeof(call->error_desc), "out of memory");
+		}
+		break;
+	case MIMED_REQ_TIMEOUT:
+		d->n_timeouts++;
+		if (!call->error)
+			call->error = MIMED_ERR_TIMEOUT;
+		break;
+	case MIMED_REQ_SHUTDOWN:
+		if (!call->error)
+			call->error = MIMED_ERR_SHUTTING_DOWN;
+		break;
+	case MIMED_REQ_CANCELLED:
+		if (!call->error) {
+			call->error = MIMED_ERR_INTERNAL;
+			snprintf(call->error_desc, sizeof(call->error_desc), "cancelled");
+		}
+		break;
+	case MIMED_REQ_QUEUED:
+	case MIMED_REQ_FAILED:
+		if (!call->error) {
+			call->error = MIMED_ERR_INTERNAL;
+			snprintf(call->error_desc, sizeof(call->error_desc), "inference failed: %s",
+			         mime_strerror(req->error));
+		}
+		break;
+	}
+	if (--call->n_pending == 0)
+		call_complete(d, call);
+}
+
+static bool match_conn(struct mimed_qitem *it, void *arg)
+{
+	return ((struct mimed_req *)it)->call->conn == arg;
+}
+
+static bool match_expired(struct mimed_qitem *it, void *arg)
+{
+	const struct mimed_req *req = (const struct mimed_req *)it;
+
+	return req->deadline_ns && req->deadline_ns <= *(uint64_t *)arg;
+}
+
+static bool match_all(struct mimed_qitem *it, void *arg)
+{
+	return true;
+}
+
+static void finish_removed(struct mimed *d, struct mimed_qitem *list, enum mimed_req_status st)
+{
+	while (list) {
+		struct mimed_req *req = (struct mimed_req *)list;
+
+		list = list->next;
+		req->status = st;
+		req_finish(d, req, NULL);
+	}
+}
+
+/* ---- the way back from the workers ------------------------------------------------------------
+ */
+
+static void batch_log(struct mimed *d, const struct mimed_batch *b)
+{
+	const struct mime_manifest *man = b->rt->manifest;
+	char tasks[1024], sp[1024], energy[256];
+	size_t nt = 0, ns = 0;
+	bool mixed = false;
+
+	tasks[0] = sp[0] = 0;
+	for (int s = 0; s < b->size; s++) {
+		const struct mimed_req *req = b->reqs[s];
+
+		if (req->status != MIMED_REQ_OK)
+			continue;
+		if (nt < sizeof(tasks))
+			nt += (size_t)snprintf(tasks + nt, sizeof(tasks) - nt, "%s%s",
+			                       nt ? "," : "", man->tasks[req->task].name);
+		if (req->task != b->reqs[0]->task)
+			mixed = true;
+	}
+	for (int m = 0; m < b->n_masked; m++)
+		if (ns < sizeof(sp))
+			ns += (size_t)snprintf(sp + ns, sizeof(sp) - ns, "%s%s:%.3f", ns ? "," : "",
+			                       man->graph.layers[b->masked_layer[m]].name,
+			                       (double)b->mean_sparsity[m]);
+	if (b->have_energy)
+		snprintf(energy, sizeof(energy),
+		         "energy_mime=%.6g energy_case1=%.6g energy_case2=%.6g", b->energy[2],
+		         b->energy[0], b->energy[1]);
+	else
+		snprintf(energy, sizeof(energy), "energy=unavailable");
+	mimed_log(
+		d, LOG_INFO,
+		"batch id=%llu size=%d ran=%d worker=%d tasks=%s mode=%s phase=%d forward_us=%llu "
+		"sparsity=%s %s%s%s",
+		(unsigned long long)b->id, b->size, b->ran, b->worker, nt ? tasks : "-",
+		mixed ? "pipelined" : "singular", d->phase, (unsigned long long)b->forward_us,
+		ns ? sp : "-", energy, b->error ? " error=" : "",
+		b->error ? mime_strerror(b->error) : "");
+}
+
+static json_t *batch_event(struct mimed *d, const struct mimed_batch *b)
+{
+	const struct mime_manifest *man = b->rt->manifest;
+	json_t *tasks = json_array(), *sp = json_object();
+	bool mixed = false;
+
+	for (int s = 0; s < b->size; s++) {
+		const struct mimed_req *req = b->reqs[s];
+
+		if (req->status != MIMED_REQ_OK)
+			continue;
+		json_array_append_new(tasks, json_string(man->tasks[req->task].name));
+		if (req->task != b->reqs[0]->task)
+			mixed = true;
+	}
+	for (int m = 0; m < b->n_masked; m++)
+		json_object_set_new(sp, man->graph.layers[b->masked_layer[m]].name,
+		                    json_real((double)b->mean_sparsity[m]));
+	return json_pack("{s:I,s:i,s:i,s:o,s:s,s:i,s:I,s:o,s:o}", "id", (json_int_t)b->id, "size",
+	                 b->size, "ran", b->ran, "tasks", tasks, "mode",
+	                 mixed ? "pipelined" : "singular", "phase", d->phase, "forward_us",
+	                 (json_int_t)b->forward_us, "sparsity", sp, "energy", energy_json(b));
+}
+
+void mimed_server_on_done(uv_async_t *h)
+{
+	struct mimed *d = h->data;
+	struct mimed_batch *list;
+
+	pthread_mutex_lock(&d->done_lock);
+	list = d->done_head;
+	d->done_head = d->done_tail = NULL;
+	pthread_mutex_unlock(&d->done_lock);
+
+	while (list) {
+		struct mimed_batch *b = list;
+
+		list = b->next;
+		if (b->ran > 0) {
+			d->n_batches++;
+			if (b->have_energy) {
+				for (int c = 0; c < 3; c++)
+					d->energy_totals[c] += b->energy[c];
+				d->energy_batches++;
+			}
+			batch_log(d, b);
+			if (d->n_watchers)
+				mimed_server_emit(d, "batch", batch_event(d, b));
+		}
+		for (int s = 0; s < b->size; s++)
+			req_finish(d, b->reqs[s], b);
+		free(b);
+	}
+}
+
+/* ---- events ---------------------------------------------------------------------------------- */
+
+void mimed_server_emit(struct mimed *d, const char *kind, json_t *data)
+{
+	json_t *ev;
+	char *msg;
+	size_t len = 0;
+
+	if (!d->n_watchers) {
+		json_decref(data);
+		return;
+	}
+	ev = json_pack("{s:{s:s,s:I,s:o}}", "event", "kind", kind, "time_us",
+	               (json_int_t)((mimed_now_ns() - d->start_ns) / 1000), "data",
+	               data ? data : json_object());
+	msg = mimed_varlink_reply(ev, true, &len);
+	if (!msg)
+		return;
+	for (struct mimed_conn *c = d->conns, *next; c; c = next) {
+		char *copy;
+
+		next = c->next;
+		if (c->closing || !c->head || c->head->kind != MIMED_CALL_WATCH || c->head->done)
+			continue;
+		copy = malloc(len);
+		if (!copy)
+			continue;
+		memcpy(copy, msg, len);
+		conn_write(c, copy, len);
+	}
+	free(msg);
+}
+
+/* ---- methods --------------------------------------------------------------------------------- */
+
+static bool get_int(json_t *params, const char *name, json_int_t lo, json_int_t hi, json_int_t *ret,
+                    struct mimed_call *call)
+{
+	json_t *v = json_object_get(params, name);
+
+	if (!v || json_is_null(v))
+		return true;
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+		call_invalid_param(call, name, "'%s' must be an integer in [%lld, %lld]", name,
+		                   (long long)lo, (long long)hi);
+		return false;
+	}
+	*ret = json_integer_value(v);
+	return true;
+}
+
+static bool check_magic(const uint8_t *data, size_t n, const char *format)
+{
+	if (strcmp(format, "png") == 0)
+		return n >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0;
+	if (strcmp(format, "pgm") == 0)
+		return n >= 2 && memcmp(data, "P5", 2) == 0;
+	if (strcmp(format, "ppm") == 0)
+		return n >= 2 && memcmp(data, "P6", 2) == 0;
+	return false;
+}
+
+/* Validates one item (task, image, top_k) and fills req; on failure replies and returns
+ * false. prefix names the item in messages ("" or "items[3].") */
+static bool req_prepare(struct mimed *d, struct mimed_call *call, struct mimed_req *req,
+                        json_t *item, const char *prefix, uint64_t deadline_ns)
+{
+	struct mimed_runtime *rt = d->rt;
+	json_t *jt = json_object_get(item, "task"), *ji = json_object_get(item, "image");
+	json_t *jf = json_object_get(item, "format");
+	json_int_t top = TOP_K_DEFAULT, phase = 1;
+	struct mime_errinfo ei = {0};
+	struct mime_image img;
+	char name[64];
+	uint8_t *bytes;
+	size_t n_bytes;
+	int t, r;
+
+	snprintf(name, sizeof(name), "%stask", prefix);
+	if (!json_is_string(jt)) {
+		call_invalid_param(call, name, "'%s' must be a task name (see ListTasks)", name);
+		return false;
+	}
+	t = mime_manifest_task(rt->manifest, json_string_value(jt));
+	if (t < 0 || !rt->enabled[t]) {
+		call_error(call, "io.mime.TaskNotFound",
+		           json_pack("{s:s}", "task", json_string_value(jt)));
+		return false;
+	}
+	snprintf(name, sizeof(name), "%stop_k", prefix);
+	if (!get_int(item, "top_k", 1, MIMED_MAX_TOP_K, &top, call))
+		return false;
+	if (!get_int(item, "phase", 1, 1, &phase, call))
+		return false;
+	snprintf(name, sizeof(name), "%sformat", prefix);
+	if (jf && !json_is_null(jf) &&
+	    (!json_is_string(jf) || (strcmp(json_string_value(jf), "png") != 0 &&
+	                             strcmp(json_string_value(jf), "pgm") != 0 &&
+	                             strcmp(json_string_value(jf), "ppm") != 0))) {
+		call_invalid_param(call, name,
+		                   "'%s' must be png, pgm or ppm (raw tensors are not "
+		                   "supported yet)",
+		                   name);
+		return false;
+	}
+	snprintf(name, sizeof(name), "%simage", prefix);
+	if (!json_is_string(ji)) {
+		call_invalid_param(call, name, "'%s' must be the image file's bytes in base64",
+		                   name);
+		return false;
+	}
+	r = mimed_base64_decode(json_string_value(ji), json_string_length(ji),
+	                        d->cfg.max_message_bytes, &bytes, &n_bytes);
+	if (r == -ENOMEM) {
+		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	if (r < 0) {
+		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s' is not valid base64", name);
+		return false;
+	}
+	if (jf && json_is_string(jf) && !check_magic(bytes, n_bytes, json_string_value(jf))) {
+		free(bytes);
+		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s' is not a %s file", name,
+		                json_string_value(jf));
+		return false;
+	}
+	r = mime_image_decode(bytes, n_bytes, &img, &ei);
+	free(bytes);
+	if (r < 0) {
+		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
+		                mime_strerror(r), ei.msg);
+		return false;
+	}
+	req->input = malloc((size_t)rt->input_floats * sizeof(float));
+	req->top_class = malloc((size_t)top * sizeof(int));
+	req->top_prob = malloc((size_t)top * sizeof(float));
+	if (!req->input || !req->top_class || !req->top_prob) {
+		mime_image_free(&img);
+		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	r = mime_image_preprocess(&img, &rt->manifest->tasks[t].input, req->input, &ei);
+	mime_image_free(&img);
+	if (r < 0) {
+		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
+		                mime_strerror(r), ei.msg);
+		return false;
+	}
+	req->call = call;
+	req->rt = rt;
+	rt->refs++;
+	req->q.key = rt->gen;
+	req->task = t;
+	req->top_k = (int)top;
+	req->deadline_ns = deadline_ns;
+	req->accepted_ns = mimed_now_ns();
+	req->status = MIMED_REQ_QUEUED;
+	return true;
+}
+
+static void enqueue(struct mimed *d, struct mimed_call *call)
+{
+	struct mimed_qitem *items[MAX_BATCH_ITEMS];
+	int r;
+
+	for (int i = 0; i < call->n_items; i++)
+		items[i] = &call->reqs[i].q;
+	r = mimed_queue_push(&d->queue, items, (size_t)call->n_items);
+	if (r == -EAGAIN) {
+		d->n_busy++;
+		call_error(
+			call, MIMED_ERR_BUSY,
+			json_pack("{s:I}", "queue_depth", (json_int_t)mimed_queue_len(&d->queue)));
+		return;
+	}
+	if (r < 0) {
+		call_error(call, MIMED_ERR_SHUTTING_DOWN, NULL);
+		return;
+	}
+	call->n_pending = call->n_items;
+	d->n_requests += (uint64_t)call->n_items;
+}
+
+static uint64_t deadline_of(json_int_t ms)
+{
+	return ms > 0 ? mimed_now_ns() + (uint64_t)ms * 1000000u : 0;
+}
+
+static void m_infer(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_call *vc)
+{
+	struct mimed_call *call = call_new(c, MIMED_CALL_INFER, 1, vc->oneway);
+	json_int_t deadline_ms = 0;
+
+	if (!call) {
+		conn_close(c, false);
+		return;
+	}
+	if (!get_int(vc->params, "deadline_ms", 0, 86400000, &deadline_ms, call))
+		return;
+	if (!req_prepare(d, call, &call->reqs[0], vc->params, "", deadline_of(deadline_ms)))
+		return;
+	enqueue(d, call);
+}
+
+static void m_infer_batch(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_call *vc)
+{
+	json_t *items = json_object_get(vc->params, "items");
+	json_int_t deadline_ms = 0;
+	struct mimed_call *call;
+	size_t n = json_array_size(items);
+	uint64_t deadline;
+
+	call = call_new(c, MIMED_CALL_INFER_BATCH, json_is_array(items) ? (int)n : 0, vc->oneway);
+	if (!call) {
+		conn_close(c, false);
+		return;
+	}
+	if (!json_is_array(items) || n < 1 || n > MAX_BATCH_ITEMS || n > d->cfg.queue_capacity) {
+		call->n_items = 0;
+		call_invalid_param(
+			call, "items", "'items' must be an array of 1 to %zu {task, image, top_k?}",
+			d->cfg.queue_capacity < MAX_BATCH_ITEMS ? d->cfg.queue_capacity
+								: (size_t)MAX_BATCH_ITEMS);
+		return;
+	}
+	if (!get_int(vc->params, "deadline_ms", 0, 86400000, &deadline_ms, call))
+		return;
+	deadline = deadline_of(deadline_ms);
+	for (size_t i = 0; i < n; i++) {
+		json_t *item = json_array_get(items, i);
+		char prefix[32];
+
+		snprintf(prefix, sizeof(prefix), "items[%zu].", i);
+		if (!json_is_object(item)) {
+			call_invalid_param(call, "items", "items[%zu] must be an object", i);
+			return;
+		}
+		if (!req_prepare(d, call, &call->reqs[i], item, prefix, deadline))
+			return;
+	}
+	enqueue(d, call);
+}
+
+static void m_list_tasks(struct mimed *d, struct mimed_call *call)
+{
+	const struct mime_manifest *man = d->rt->manifest;
+	json_t *tasks = json_array();
+
+	for (int i = 0; i < man->n_tasks; i++) {
+		const struct mime_task_spec *t = &man->tasks[i];
+		static const char *const thr[] = {"none", "element", "channel"};
+		json_t *classes = json_array(), *o;
+
+		if (!d->rt->enabled[i])
+			continue;
+		for (int k = 0; k < t->n_classes; k++)
+			json_array_append_new(classes, json_string(t->class_names[k]));
+		o = json_pack("{s:s,s:o,s:i,s:i,s:i,s:s}", "name", t->name, "classes", classes,
+		              "channels", t->input.channels, "height", t->input.height, "width",
+		              t->input.width, "thresholds", thr[t->thresholds % 3]);
+		if (o && t->accuracy >= 0)
+			json_object_set_new(o, "accuracy", json_real(t->accuracy));
+		json_array_append_new(tasks, o);
+	}
+	call_ok(call, json_pack("{s:o}", "tasks", tasks));
+}
+
+/* Reads one number from a small file; false when absent, "max" or unreadable. */
+static bool read_u64_file(const char *path, uint64_t *ret)
+{
+	char buf[64];
+	FILE *f = fopen(path, "re");
+	bool ok = false;
+
+	if (!f)
+		return false;
+	if (fgets(buf, sizeof(buf), f) && buf[0] >= '0' && buf[0] <= '9') {
+		*ret = strtoull(buf, NULL, 10);
+		ok = true;
+	}
+	fclose(f);
+	return ok;
+}
+
+static void cgroup_memory(json_t *status)
+{
+	char line[512], path[600];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	uint64_t v;
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+		if (read_u64_file(path, &v))
+			json_object_set_new(status, "cgroup_memory_max",
+			                    json_integer((json_int_t)v));
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.high", line + 3);
+		if (read_u64_file(path, &v))
+			json_object_set_new(status, "cgroup_memory_high",
+			                    json_integer((json_int_t)v));
+	}
+	fclose(f);
+}
+
+static uint64_t rss_bytes(void)
+{
+	unsigned long size, resident;
+	FILE *f = fopen("/proc/self/statm", "re");
+	int n;
+
+	if (!f)
+		return 0;
+	n = fscanf(f, "%lu %lu", &size, &resident);
+	fclose(f);
+	return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static json_t *budgets_json(struct mimed *d)
+{
+	json_t *b = json_object();
+
+	if (d->budget_memory_bytes)
+		json_object_set_new(b, "memory_bytes",
+		                    json_integer((json_int_t)d->budget_memory_bytes));
+	if (d->budget_latency_ms > 0)
+		json_object_set_new(b, "latency_ms", json_real(d->budget_latency_ms));
+	return b;
+}
+
+static void m_get_status(struct mimed *d, struct mimed_call *call)
+{
+	static const double p[] = {50, 95, 99};
+	json_t *tasks = json_array(), *status, *energy;
+	uint64_t pct[3];
+
+	mimed_latency_percentiles(&d->latency, p, 3, pct);
+	for (int i = 0; i < d->n_task_counts; i++)
+		json_array_append_new(tasks, json_pack("{s:s,s:I}", "name", d->task_counts[i].name,
+		                                       "requests",
+		                                       (json_int_t)d->task_counts[i].requests));
+	if (d->energy_batches)
+		energy =
+			json_pack("{s:I,s:f,s:f,s:f,s:s}", "batches", (json_int_t)d->energy_batches,
+		                  "mime", d->energy_totals[2], "case1", d->energy_totals[0],
+		                  "case2", d->energy_totals[1], "unit", "MAC energy (normalised)");
+	else
+		energy = json_string(d->rt->have_energy ? "no batches yet" : "unavailable");
+	status = json_pack("{s:i,s:b,s:o,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:i,s:i,s:I,s:i,"
+	                   "s:I,s:I,s:I,s:I,s:I,s:o,s:f,s:s,s:o}",
+	                   "phase", d->phase, "pinned", d->pinned, "budgets", budgets_json(d),
+	                   "rss_bytes", (json_int_t)rss_bytes(), "latency", "count",
+	                   (json_int_t)d->latency.total, "p50_us", (json_int_t)pct[0], "p95_us",
+	                   (json_int_t)pct[1], "p99_us", (json_int_t)pct[2], "queue_depth",
+	                   (json_int_t)mimed_queue_len(&d->queue), "queue_capacity",
+	                   (json_int_t)d->cfg.queue_capacity, "workers", d->n_workers, "max_batch",
+	                   d->cfg.max_batch, "max_wait_us", (json_int_t)d->cfg.max_wait_us,
+	                   "connections", d->n_conns, "requests", (json_int_t)d->n_requests, "busy",
+	                   (json_int_t)d->n_busy, "timeouts", (json_int_t)d->n_timeouts, "errors",
+	                   (json_int_t)d->n_errors, "batches", (json_int_t)d->n_batches, "tasks",
+	                   tasks, "uptime_s", (double)(mimed_now_ns() - d->start_ns) / 1e9,
+	                   "bundle", d->rt->bundle_path, "energy", energy);
+	if (status)
+		cgroup_memory(status);
+	call_ok(call, json_pack("{s:o}", "status", status));
+}
+
+static void m_set_budget(struct mimed *d, struct mimed_call *call, json_t *params)
+{
+	json_t *mem = json_object_get(params, "memory_bytes");
+	json_t *lat = json_object_get(params, "latency_ms");
+
+	if (mem && !json_is_null(mem) && (!json_is_integer(mem) || json_integer_value(mem) < 0)) {
+		call_invalid_param(call, "memory_bytes", "'memory_bytes' must be an integer >= 0");
+		return;
+	}
+	if (lat && !json_is_null(lat) &&
+	    (!json_is_number(lat) || json_number_value(lat) < 0 ||
+	     !isfinite(json_number_value(lat)))) {
+		call_invalid_param(call, "latency_ms", "'latency_ms' must be a number >= 0");
+		return;
+	}
+	if (mem && json_is_integer(mem))
+		d->budget_memory_bytes = (uint64_t)json_integer_value(mem);
+	if (lat && json_is_number(lat))
+		d->budget_latency_ms = json_number_value(lat);
+	mimed_log(d, LOG_NOTICE, "budget memory_bytes=%llu latency_ms=%g source=socket uid=%u",
+	          (unsigned long long)d->budget_memory_bytes, d->budget_latency_ms,
+	          (unsigned)call->conn->uid);
+	mimed_server_emit(d, "budget",
+	                  json_pack("{s:o,s:s}", "budgets", budgets_json(d), "source", "socket"));
+	call_ok(call, json_pack("{s:o}", "budgets", budgets_json(d)));
+}
+
+static void m_set_phase(struct mimed *d, struct mimed_call *call, json_t *params)
+{
+	json_t *p = json_object_get(params, "phase");
+	bool pinned;
+
+	if (json_is_string(p) && strcmp(json_string_value(p), "auto") == 0) {
+		pinned = false;
+	} else if (json_is_integer(p) && json_integer_value(p) == 1) {
+		pinned = true;
+	} else {
+		call_invalid_param(call, "phase",
+		                   "'phase' must be \"auto\" or a phase of the bundle (1)");
+		return;
+	}
+	if (pinned != d->pinned) {
+		d->pinned = pinned;
+		mimed_log(d, LOG_NOTICE, "phase %d %s (socket, uid=%u)", d->phase,
+		          pinned ? "pinned" : "auto", (unsigned)call->conn->uid);
+		mimed_server_emit(d, "phase",
+		                  json_pack("{s:i,s:i,s:b,s:s}", "from", d->phase, "to", d->phase,
+		                            "pinned", pinned, "cause", "SetPhase"));
+	}
+	call_ok(call, json_pack("{s:i,s:b}", "phase", d->phase, "pinned", d->pinned));
+}
+
+static void m_reload(struct mimed *d, struct mimed_call *call)
+{
+	char err[512];
+
+	if (mimed_reload(d, err, sizeof(err)) < 0) {
+		call_error_desc(call, "io.mime.ReloadFailed", "%s", err);
+		return;
+	}
+	call_ok(call, NULL);
+}
+
+static void m_get_info(struct mimed *d, struct mimed_call *call)
+{
+	call_ok(call, json_pack("{s:s,s:s,s:s,s:s,s:[s,s]}", "vendor", "mime", "product", "mimed",
+	                        "version", MIMED_VERSION, "url", "https://github.com/mime/mime",
+	                        "interfaces", "org.varlink.service", "io.mime"));
+}
+
+static void m_describe(struct mimed *d, struct mimed_call *call, json_t *params)
+{
+	const char *iface = json_string_value(json_object_get(params, "interface"));
+
+	if (!iface) {
+		call_invalid_param(call, "interface", "'interface' must be a string");
+		return;
+	}
+	if (strcmp(iface, "io.mime") == 0)
+		call_ok(call, json_pack("{s:s}", "description", mimed_interface_io_mime));
+	else if (strcmp(iface, "org.varlink.service") == 0)
+		call_ok(call, json_pack("{s:s}", "description", service_interface));
+	else
+		call_error(call, MIMED_ERR_IFACE_NOT_FOUND, json_pack("{s:s}", "interface", iface));
+}
+
+static void m_watch(struct mimed *d, struct mimed_call *call)
+{
+	size_t len = 0;
+	char *msg;
+
+	d->n_watchers++;
+	msg = mimed_varlink_reply(
+		json_pack("{s:{s:s,s:I,s:{s:i,s:b,s:o}}}", "event", "kind", "watching", "time_us",
+	                  (json_int_t)((mimed_now_ns() - d->start_ns) / 1000), "data", "phase",
+	                  d->phase, "pinned", d->pinned, "budgets", budgets_json(d)),
+		true, &len);
+	if (call->conn->head == call)
+		conn_write(call->conn, msg, len);
+	else
+		free(msg);
+}
+
+static bool admin_only(struct mimed_conn *c, struct mimed_call *call, const char *method)
+{
+	if (c->admin)
+		return true;
+	mimed_log(c->d, LOG_NOTICE, "%s refused to uid=%u pid=%d (not root, ours or admin group)",
+	          method, (unsigned)c->uid, (int)c->pid);
+	call_error(call, MIMED_ERR_PERMISSION, NULL);
+	return false;
+}
+
+static void dispatch(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_call *vc)
+{
+	char iface[128];
+	const char *member = mimed_varlink_split(vc->method, iface, sizeof(iface));
+	struct mimed_call *call;
+	bool service;
+
+	if (member && strcmp(iface, "io.mime") == 0 &&
+	    (strcmp(member, "Infer") == 0 || strcmp(member, "InferBatch") == 0) &&
+	    !d->shutting_down) {
+		if (member[5])
+			m_infer_batch(d, c, vc);
+		else
+			m_infer(d, c, vc);
+		return;
+	}
+	call = call_new(c, MIMED_CALL_SIMPLE, 0, vc->oneway);
+	if (!call) {
+		conn_close(c, false);
+		return;
+	}
+	service = member && strcmp(iface, "org.varlink.service") == 0;
+	if (!member || (!service && strcmp(iface, "io.mime") != 0)) {
+		call_error(call, MIMED_ERR_IFACE_NOT_FOUND, json_pack("{s:s}", "interface", iface));
+	} else if (service && strcmp(member, "GetInfo") == 0) {
+		m_get_info(d, call);
+	} else if (service && strcmp(member, "GetInterfaceDescription") == 0) {
+		m_describe(d, call, vc->params);
+	} else if (service) {
+		call_error(call, MIMED_ERR_METHOD_NOT_FOUND,
+		           json_pack("{s:s}", "method", vc->method));
+	} else if (d->shutting_down && strcmp(member, "GetStatus") != 0) {
+		call_error(call, MIMED_ERR_SHUTTING_DOWN, NULL);
+	} else if (strcmp(member, "ListTasks") == 0) {
+		m_list_tasks(d, call);
+	} else if (strcmp(member, "GetStatus") == 0) {
+		m_get_status(d, call);
+	} else if (strcmp(member, "SetBudget") == 0) {
+		if (admin_only(c, call, member))
+			m_set_budget(d, call, vc->params);
+	} else if (strcmp(member, "SetPhase") == 0) {
+		if (admin_only(c, call, member))
+			m_set_phase(d, call, vc->params);
+	} else if (strcmp(member, "Reload") == 0) {
+		if (admin_only(c, call, member))
+			m_reload(d, call);
+	} else if (strcmp(member, "WatchEvents") == 0) {
+		if (!vc->more) {
+			call_error(call, MIMED_ERR_EXPECTED_MORE, NULL);
+			return;
+		}
+		call->kind = MIMED_CALL_WATCH;
+		d->n_busy_calls--; /* a stream does not hold up a drain */
+		m_watch(d, call);
+	} else {
+		call_error(call, MIMED_ERR_METHOD_NOT_FOUND,
+		           json_pack("{s:s}", "method", vc->method));
+	}
+}
+
+/* ---- reading --------------------------------------------------------------------------------- */
+
+static void conn_protocol_error(struct mimed_conn *c, const char *desc)
+{
+	struct mimed_call *call = call_new(c, MIMED_CALL_SIMPLE, 0, false);
+
+	if (!call) {
+		conn_close(c, false);
+		return;
+	}
+	mimed_log(c->d, LOG_DEBUG, "connection uid=%u pid=%d: %s", (unsigned)c->uid, (int)c->pid,
+	          desc);
+	c->eof = true; /* no more reading: close once the replies are out */
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->pipe);
+		c->reading = false;
+	}
+	call_error_desc(call, MIMED_ERR_INVALID_REQUEST, "%s", desc);
+}
+
+/* Handles the complete messages in the framer while c may take more calls. */
+static void conn_process(struct mimed_conn *c)
+{
+	struct mimed *d = c->d;
+
+	c->refs++;
+	c->processing = true;
+	while (!c->closing && !c->eof && c->n_calls < d->cfg.max_pending) {
+		struct mimed_varlink_call vc;
+		const char *error;
+		char desc[256], *msg;
+		size_t len;
+		int r = mimed_framer_next(&c->framer, &msg, &len);
+
+		if (r == 0)
+			break;
+		if (r < 0) {
+			snprintf(desc, sizeof(desc), "message longer than %zu bytes",
+			         d->cfg.max_message_bytes);
+			conn_protocol_error(c, desc);
+			break;
+		}
+		if (mimed_varlink_parse(msg, len, &vc, &error, desc, sizeof(desc)) < 0) {
+			struct mimed_call *call = call_new(c, MIMED_CALL_SIMPLE, 0, false);
+
+			if (!call) {
+				conn_close(c, false);
+				break;
+			}
+			call_error_desc(call, error, "%s", desc);
+			continue;
+		}
+		dispatch(d, c, &vc);
+		mimed_varlink_call_fini(&vc);
+	}
+	if (!c->closing && !c->eof) {
+		bool want = c->n_calls < d->cfg.max_pending;
+
+		if (want && !c->reading) {
+			if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
+				c->reading = true;
+		} else if (!want && c->reading) {
+			uv_read_stop((uv_stream_t *)&c->pipe);
+			c->reading = false;
+		}
+	}
+	c->processing = false;
+	conn_unref(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct mimed_conn *c = h->data;
+
+	*buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct mimed_conn *c = s->data;
+	struct mimed *d = c->d;
+
+	if (nread == 0)
+		return;
+	c->last_active_ns = mimed_now_ns();
+	if (nread < 0) {
+		uv_read_stop(s);
+		c->reading = false;
+		if (nread != UV_EOF) {
+			conn_close(c, false);
+			return;
+		}
+		if (mimed_framer_pending(&c->framer) > 0)
+			conn_protocol_error(c,
+			                    "connection closed in the middle of a message (every "
+			                    "message ends with a NUL byte)");
+		c->eof = true;
+		if (c->n_calls == 0)
+			conn_close(c, true);
+		return;
+	}
+	if (mimed_framer_feed(&c->framer, buf->base, (size_t)nread) < 0) {
+		mimed_log(d, LOG_WARNING, "connection uid=%u pid=%d: out of memory, closing",
+		          (unsigned)c->uid, (int)c->pid);
+		conn_close(c, false);
+		return;
+	}
+	conn_process(c);
+}
+
+static void on_close(uv_handle_t *h)
+{
+	conn_unref(h->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct mimed_conn *c = req->data;
+
+	free(req);
+	uv_close((uv_handle_t *)&c->pipe, on_close);
+}
+
+/* Stops c: its queued requests are dropped, running ones finish unseen. graceful: replies
+ * already written still go out first. */
+static void conn_close(struct mimed_conn *c, bool graceful)
+{
+	struct mimed *d = c->d;
+	struct mimed_qitem *removed;
+	uv_shutdown_t *sreq;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		d->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	d->n_conns--;
+	if (c->reading)
+		uv_read_stop((uv_stream_t *)&c->pipe);
+	c->reading = false;
+
+	c->refs++;
+	for (struct mimed_call *call = c->head; call; call = call->next)
+		for (int i = 0; i < call->n_items; i++)
+			__atomic_store_n(&call->reqs[i].cancelled, 1, __ATOMIC_RELEASE);
+	removed = mimed_queue_remove_if(&d->queue, match_conn, c);
+	finish_removed(d, removed, MIMED_REQ_CANCELLED);
+	if (c->head && c->head->kind == MIMED_CALL_WATCH)
+		call_reply(c->head, NULL, 0);
+	conn_flush(c);
+
+	sreq = graceful ? malloc(sizeof(*sreq)) : NULL;
+	if (sreq) {
+		sreq->data = c;
+		if (uv_shutdown(sreq, (uv_stream_t *)&c->pipe, on_shutdown) == 0) {
+			conn_unref(c);
+			return;
+		}
+		free(sreq);
+	}
+	uv_close((uv_handle_t *)&c->pipe, on_close);
+	conn_unref(c);
+}
+
+static void peer_credentials(struct mimed *d, struct mimed_conn *c)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	uv_os_fd_t fd;
+	gid_t groups[256];
+
+	c->uid = (uid_t)-1;
+	c->gid = (gid_t)-1;
+	if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return;
+	c->uid = cred.uid;
+	c->gid = cred.gid;
+	c->pid = cred.pid;
+	c->admin = cred.uid == 0 || cred.uid == geteuid();
+	if (c->admin || !d->have_admin_gid)
+		return;
+	if (cred.gid == d->admin_gid) {
+		c->admin = true;
+		return;
+	}
+#ifdef SO_PEERGROUPS
+	len = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+		for (size_t i = 0; i < len / sizeof(gid_t); i++)
+			if (groups[i] == d->admin_gid)
+				c->admin = true;
+#else
+	(void)groups;
+#endif
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct mimed *d = server->data;
+	struct mimed_conn *c;
+
+	if (status < 0) {
+		mimed_log(d, LOG_WARNING, "accept: %s, ignoring", uv_strerror(status));
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->d = d;
+	c->refs = 1;
+	mimed_framer_init(&c->framer, d->cfg.max_message_bytes);
+	uv_pipe_init(&d->loop, &c->pipe, 0);
+	c->pipe.data = c;
+	if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+		uv_close((uv_handle_t *)&c->pipe, on_close);
+		return;
+	}
+	if (d->n_conns >= d->cfg.max_connections || d->shutting_down) {
+		mimed_log(d, LOG_WARNING, "%s, refusing a connection",
+		          d->shutting_down ? "shutting down" : "too many connections");
+		uv_close((uv_handle_t *)&c->pipe, on_close);
+		return;
+	}
+	peer_credentials(d, c);
+	c->next = d->conns;
+	if (d->conns)
+		d->conns->prev = c;
+	d->conns = c;
+	d->n_conns++;
+	c->last_active_ns = mimed_now_ns();
+	if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
+		c->reading = true;
+	else
+		conn_close(c, false);
+}
+
+/* ---- listening, ticking, draining --------------------------------------------------------------
+ */
+
+static int make_parent_dir(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = 0;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Removes a stale socket file; fails with -EADDRINUSE when something answers on it. */
+static int remove_stale(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	if (r == 0)
+		return -EADDRINUSE;
+	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int mimed_server_listen(struct mimed *d)
+{
+	int r;
+
+	uv_pipe_init(&d->loop, &d->listener, 0);
+	d->listener.data = d;
+#ifdef HAVE_SYSTEMD
+	r = sd_listen_fds(1);
+	if (r > 1) {
+		mimed_log(d, LOG_ERR, "socket activation passed %d sockets; expected one", r);
+		return -EINVAL;
+	}
+	if (r == 1) {
+		r = uv_pipe_open(&d->listener, SD_LISTEN_FDS_START);
+		if (r < 0) {
+			mimed_log(d, LOG_ERR, "socket from systemd: %s", uv_strerror(r));
+			return r;
+		}
+		d->activated = true;
+	}
+#endif
+	if (!d->activated) {
+		if (strlen(d->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			mimed_log(d, LOG_ERR, "socket path '%s' is too long", d->socket_path);
+			return -ENAMETOOLONG;
+		}
+		r = make_parent_dir(d->socket_path);
+		if (r == 0)
+			r = remove_stale(d->socket_path);
+		if (r < 0) {
+			mimed_log(d, LOG_ERR, "socket '%s': %s", d->socket_path,
+			          r == -EADDRINUSE ? "another daemon is listening there"
+			                           : strerror(-r));
+			return r;
+		}
+		r = uv_pipe_bind(&d->listener, d->socket_path);
+		if (r < 0) {
+			mimed_log(d, LOG_ERR, "bind '%s': %s", d->socket_path, uv_strerror(r));
+			return r;
+		}
+		d->socket_created = true;
+		if (chmod(d->socket_path, d->cfg.socket_mode) < 0)
+			mimed_log(d, LOG_WARNING, "chmod '%s': %s, ignoring", d->socket_path,
+			          strerror(errno));
+	}
+	r = uv_listen((uv_stream_t *)&d->listener, 128, on_connection);
+	if (r < 0) {
+		mimed_log(d, LOG_ERR, "listen: %s", uv_strerror(r));
+		return r;
+	}
+	d->listening = true;
+	return 0;
+}
+
+void mimed_server_tick(struct mimed *d)
+{
+	uint64_t now = mimed_now_ns();
+	struct mimed_qitem *expired;
+
+	if (mimed_queue_len(&d->queue) > 0) {
+		expired = mimed_queue_remove_if(&d->queue, match_expired, &now);
+		finish_removed(d, expired, MIMED_REQ_TIMEOUT);
+	}
+	if (d->cfg.idle_timeout_ms == 0)
+		return;
+	for (struct mimed_conn *c = d->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->n_calls == 0 &&
+		    now - c->last_active_ns > d->cfg.idle_timeout_ms * 1000000u) {
+			mimed_log(d, LOG_DEBUG, "connection uid=%u pid=%d idle, closing",
+			          (unsigned)c->uid, (int)c->pid);
+			conn_close(c, true);
+		}
+	}
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+	struct mimed *d = t->data;
+	struct mimed_qitem *left;
+
+	left = mimed_queue_remove_if(&d->queue, match_all, NULL);
+	finish_removed(d, left, MIMED_REQ_SHUTDOWN);
+	if (d->n_busy_calls > 0) {
+		mimed_log(d, LOG_ERR, "shutdown: %d calls still running after %llu ms, exiting",
+		          d->n_busy_calls, (unsigned long long)d->cfg.shutdown_timeout_ms);
+		d->exit_code = 1;
+		d->forced_exit = true;
+		uv_stop(&d->loop);
+	}
+}
+
+void mimed_server_close_all(struct mimed *d)
+{
+	while (d->conns)
+		conn_close(d->conns, true);
+	if (d->listening) {
+		uv_close((uv_handle_t *)&d->listener, on_handle_closed);
+		d->listening = false;
+	}
+}
+
+void mimed_server_check_drained(struct mimed *d)
+{
+	if (!d->shutting_down || d->drained || d->n_busy_calls > 0)
+		return;
+	d->drained = true;
+	mimed_log(d, LOG_INFO, "drained: every accepted request is answered");
+	for (struct mimed_conn *c = d->conns; c; c = c->next)
+		if (c->head && c->head->kind == MIMED_CALL_WATCH && !c->head->done)
+			call_error(c->head, MIMED_ERR_SHUTTING_DOWN, NULL);
+	mimed_server_close_all(d);
+	uv_timer_stop(&d->shutdown_timer);
+	uv_close((uv_handle_t *)&d->shutdown_timer, on_handle_closed);
+	uv_timer_stop(&d->tick);
+	uv_close((uv_handle_t *)&d->tick, on_handle_closed);
+	uv_close((uv_handle_t *)&d->sig_hup, on_handle_closed);
+	uv_close((uv_handle_t *)&d->sig_term, on_handle_closed);
+	uv_close((uv_handle_t *)&d->sig_int, on_handle_closed);
+	uv_close((uv_handle_t *)&d->sig_usr1, on_handle_closed);
+	uv_close((uv_handle_t *)&d->sig_usr2, on_handle_closed);
+	/* The workers are idle: nothing is queued or running. */
+	mimed_workers_stop(d);
+	uv_close((uv_handle_t *)&d->done_async, on_handle_closed);
+}
+
+void mimed_server_shutdown(struct mimed *d)
+{
+	if (d->shutting_down)
+		return;
+	d->shutting_down = true;
+	mimed_notify(d, "STOPPING=1\nSTATUS=draining %d calls", d->n_busy_calls);
+	mimed_log(d, LOG_NOTICE, "shutting down: no new connections, draining %d calls",
+	          d->n_busy_calls);
+	if (d->listening) {
+		uv_close((uv_handle_t *)&d->listener, on_handle_closed);
+		d->listening = false;
+	}
+	if (d->socket_created) {
+		unlink(d->socket_path);
+		d->socket_created = false;
+	}
+	uv_timer_start(&d->shutdown_timer, on_shutdown_timeout, d->cfg.shutdown_timeout_ms, 0);
+	mimed_server_check_drained(d);
+}

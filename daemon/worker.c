@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: MIT
+/* worker -- inference threads: each pops a batch (tasks mixed) from the queue, drops the
+ * requests that were cancelled or are past their deadline, runs one engine forward over the
+ * rest, computes top-k, per-layer sparsity and the batch's modelled energy, and hands the
+ * batch to the loop through the done list and uv_async_send(), its only libuv call.
+ * Ownership: a batch is allocated here and freed by the loop.
+ * Threads: one thread per worker; see mimed.h for what each may touch. */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/mimed.h"
+
+/* Softmax over logits[0..n) and the k largest, most probable first (ties: lower index). */
+static int top_k(const float *logits, int n, int k, int *ret_class, float *ret_prob)
+{
+	float max = logits[0];
+	double sum = 0;
+	int m = 0;
+
+	for (int i = 1; i < n; i++)
+		if (logits[i] > max)
+			max = logits[i];
+	for (int i = 0; i < n; i++)
+		sum += exp((double)(logits[i] - max));
+	if (k > n)
+		k = n;
+	for (int i = 0; i < n; i++) { /* insertion into the sorted top list */
+		float v = logits[i];
+		int j;
+
+		if (m == k && v <= logits[ret_class[m - 1]])
+			continue;
+		j = m < k ? m++ : m - 1;
+		while (j > 0 && logits[ret_class[j - 1]] < v) {
+			ret_class[j] = ret_class[j - 1];
+			j--;
+		}
+		ret_class[j] = i;
+	}
+	for (int i = 0; i < m; i++)
+		ret_prob[i] = (float)(exp((double)(logits[ret_class[i]] - max)) / sum);
+	return m;
+}
+
+static void batch_energy(struct mimed_worker *w, struct mimed_batch *b, int ran)
+{
+	const struct mime_energy_net *net = &b->rt->energy_net;
+	static const enum mime_energy_case cases[3] = {MIME_ENERGY_CASE1, MIME_ENERGY_CASE2,
+	                                               MIME_ENERGY_CASE3};
+	struct mime_energy_report rep;
+	int k = 0;
+
+	/* Sample b's sparsity per modelled layer: its output zeros from the engine's count for
+	 * that layer, its input zeros from the previous modelled layer's output (the image: 0). */
+	for (int s = 0, j = 0; s < b->size; s++) {
+		const struct mimed_req *req = b->reqs[s];
+		float prev = 0;
+
+		if (req->status != MIMED_REQ_OK)
+			continue;
+		for (int l = 0; l < net->n_layers; l++) {
+			float out = 0;
+
+			for (int m = 0; m < req->n_masked; m++)
+				if (req->masked_layer[m] == net->layers[l].graph_index)
+					out = req->sparsity[m];
+			w->energy_sparsity[j * net->n_layers + l] =
+				(struct mime_energy_sparsity){.in = prev, .out = out};
+			prev = out;
+		}
+		w->tasks[j++] = req->task;
+	}
+	for (int c = 0; c < 3; c++) {
+		if (mime_energy_batch(&b->rt->energy_hw, net, ran, w->tasks, w->energy_sparsity,
+		                      cases[c], &rep, NULL) < 0)
+			return;
+		b->energy[c] = rep.total.e_total;
+		b->energy_mode = rep.mode;
+		k++;
+	}
+	b->have_energy = k == 3;
+}
+
+/* Takes the results of the n requests run[0..n) out of res. */
+static void collect(struct mimed_batch *b, const struct mime_engine_result *res,
+                    struct mimed_req **run, int n)
+{
+	const struct mimed_runtime *rt = b->rt;
+
+	b->n_masked = res->n_masked < MIME_MAX_LAYERS ? res->n_masked : MIME_MAX_LAYERS;
+	for (int m = 0; m < b->n_masked; m++)
+		b->masked_layer[m] = res->masked_layer[m];
+	for (int j = 0; j < n; j++) {
+		struct mimed_req *req = run[j];
+		const float *logits = res->logits + (size_t)j * (size_t)res->max_classes;
+		int n_classes = rt->manifest->tasks[req->task].n_classes;
+
+		req->n_top = top_k(logits, n_classes, req->top_k, req->top_class, req->top_prob);
+		req->label = req->top_class[0];
+		req->n_masked = b->n_masked;
+		for (int m = 0; m < b->n_masked; m++) {
+			int64_t neurons = res->neurons[m];
+			int64_t zeros = res->zeros[(size_t)j * (size_t)res->n_masked + (size_t)m];
+
+			req->masked_layer[m] = res->masked_layer[m];
+			req->sparsity[m] =
+				neurons > 0 ? (float)((double)zeros / (double)neurons) : 0.0f;
+			b->mean_sparsity[m] += req->sparsity[m] / (float)b->ran;
+		}
+	}
+}
+
+static void run_batch(struct mimed_worker *w, struct mimed_batch *b)
+{
+	struct mimed_runtime *rt = b->rt;
+	float *in = rt->inputs[w->index];
+	struct mimed_req *run[MIMED_MAX_BATCH];
+	struct mime_engine_result res;
+	uint64_t now = mimed_now_ns(), t0;
+	int ran = 0, r;
+
+	for (int s = 0; s < b->size; s++) {
+		struct mimed_req *req = b->reqs[s];
+
+		req->batch_id = b->id;
+		req->batch_size = b->size;
+		if (__atomic_load_n(&req->cancelled, __ATOMIC_ACQUIRE))
+			req->status = MIMED_REQ_CANCELLED;
+		else if (req->deadline_ns && now >= req->deadline_ns)
+			req->status = MIMED_REQ_TIMEOUT;
+		else
+			run[ran++] = req;
+	}
+	b->ran = ran;
+	/* A reload may have raised max_batch while this runtime's requests waited: run in
+	 * chunks the engines and buffers were sized for. */
+	for (int off = 0; off < ran; off += rt->max_batch) {
+		int n = ran - off < rt->max_batch ? ran - off : rt->max_batch;
+
+		for (int i = 0; i < n; i++) {
+			memcpy(in + (size_t)i * (size_t)rt->input_floats, run[off + i]->input,
+			       (size_t)rt->input_floats * sizeof(float));
+			w->tasks[i] = run[off + i]->task;
+		}
+		t0 = mimed_now_ns();
+		r = mime_engine_forward(rt->engines[w->index], n, in, w->tasks, &res);
+		b->forward_us += (mimed_now_ns() - t0) / 1000;
+		if (r < 0) {
+			b->error = r;
+			for (int i = 0; i < ran; i++) {
+				run[i]->status = MIMED_REQ_FAILED;
+				run[i]->error = r;
+			}
+			return;
+		}
+		collect(b, &res, run + off, n);
+	}
+	for (int i = 0; i < ran; i++)
+		run[i]->status = MIMED_REQ_OK;
+	if (ran > 0 && rt->have_energy)
+		batch_energy(w, b, ran);
+}
+
+static void *worker_main(void *arg)
+{
+	struct mimed_worker *w = arg;
+	struct mimed *d = w->d;
+	int n;
+
+	for (;;) {
+		/* The record is allocated before popping, so a popped request is never lost. */
+		struct mimed_batch *b =
+			calloc(1, sizeof(*b) + MIMED_MAX_BATCH * sizeof(b->reqs[0]));
+
+		if (!b) {
+			usleep(1000);
+			continue;
+		}
+		n = mimed_queue_pop_batch(&d->queue, w->items, MIMED_MAX_BATCH);
+		if (n <= 0) {
+			free(b);
+			break;
+		}
+		for (int i = 0; i < n; i++)
+			b->reqs[i] = (struct mimed_req *)w->items[i];
+		b->id = __atomic_add_fetch(&d->next_batch_id, 1, __ATOMIC_RELAXED);
+		b->size = n;
+		b->worker = w->index;
+		b->rt = b->reqs[0]->rt;
+		run_batch(w, b);
+
+		pthread_mutex_lock(&d->done_lock);
+		if (d->done_tail)
+			d->done_tail->next = b;
+		else
+			d->done_head = b;
+		d->done_tail = b;
+		pthread_mutex_unlock(&d->done_lock);
+		uv_async_send(&d->done_async);
+	}
+	return NULL;
+}
+
+int mimed_workers_start(struct mimed *d, int n)
+{
+	int r;
+
+	d->workers = calloc((size_t)n, sizeof(*d->workers));
+	if (!d->workers)
+		return -ENOMEM;
+	d->n_workers = n;
+	for (int i = 0; i < n; i++) {
+		d->workers[i].d = d;
+		d->workers[i].index = i;
+		r = pthread_create(&d->workers[i].thread, NULL, worker_main, &d->workers[i]);
+		if (r) {
+			mimed_workers_stop(d);
+			return -r;
+		}
+		d->workers[i].started = true;
+	}
+	return 0;
+}
+
+void mimed_workers_stop(struct mimed *d)
+{
+	mimed_queue_close(&d->queue);
+	for (int i = 0; i < d->n_workers; i++)
+		if (d->workers[i].started)
+			pthread_join(d->workers[i].thread, NULL);
+	free(d->workers);
+	d->workers = NULL;
+}

@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# test_mimed -- starts the real mimed on sockets in a temporary directory, on a random-weight
+# bundle from mkbundle, and drives it over Varlink: answers, mixed batches, named errors,
+# overload, deadlines, admin checks, events, reload and draining shutdown.
+# Environment: MIMED, MKBUNDLE (and MIMECTL) name the built programs. Stdlib only.
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zlib
+
+MIMED = os.environ.get('MIMED', 'build/daemon/mimed')
+MKBUNDLE = os.environ.get('MKBUNDLE', 'build/daemon/mkbundle')
+MIMECTL = os.environ.get('MIMECTL', 'build/client/mimectl')
+IFACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'docs',
+                     'io.mime.varlink')
+
+
+class VarlinkError(Exception):
+    def __init__(self, error, params):
+        super().__init__('%s %s' % (error, json.dumps(params)))
+        self.error = error
+        self.params = params
+
+
+class Conn:
+    def __init__(self, path, timeout=20):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(path)
+        self.buf = b''
+
+    def send(self, method, params=None, more=False, oneway=False):
+        msg = {'method': method, 'parameters': params or {}}
+        if more:
+            msg['more'] = True
+        if oneway:
+            msg['oneway'] = True
+        self.s.sendall(json.dumps(msg).encode() + b'\0')
+
+    def recv(self):
+        while b'\0' not in self.buf:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError('connection closed; %d bytes pending' % len(self.buf))
+            self.buf += chunk
+        msg, self.buf = self.buf.split(b'\0', 1)
+        return json.loads(msg)
+
+    def reply(self):
+        r = self.recv()
+        if 'error' in r:
+            raise VarlinkError(r['error'], r.get('parameters', {}))
+        return r.get('parameters', {})
+
+    def call(self, method, params=None):
+        self.send(method, params)
+        return self.reply()
+
+    def close(self):
+        self.s.close()
+
+
+def expect_error(conn, name, method, params=None):
+    try:
+        r = conn.call(method, params)
+    except VarlinkError as e:
+        assert e.error == name, 'expected %s, got %s' % (name, e)
+        return e.params
+    raise AssertionError('expected %s, got a reply %s' % (name, r))
+
+
+def pgm(w, h, seed):
+    px = bytes(((x * 7 + y * 13 + seed * 31) * (seed + 3)) % 256 for y in range(h)
+               for x in range(w))
+    return b'P5\n%d %d\n255\n' % (w, h) + px
+
+
+def png(w, h, seed, rgb=False):
+    ch = 3 if rgb else 1
+    rows = b''
+    for y in range(h):
+        rows += b'\0' + bytes(((x * 5 + y * 11 + seed * 17 + c * 50) * (seed + 1)) % 256
+                               for x in range(w) for c in range(ch))
+
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data +
+                struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+    ihdr = struct.pack('>IIBBBBB', w, h, 8, 2 if rgb else 0, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(rows)) +
+            chunk(b'IEND', b''))
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+class Daemon:
+    def __init__(self, tmp, name, bundle, extra='', workers=2):
+        self.tmp = tmp
+        self.sock = os.path.join(tmp, name + '.sock')
+        self.config = os.path.join(tmp, name + '.yaml')
+        self.log = os.path.join(tmp, name + '.log')
+        self.bundle = bundle
+        self.write_config(extra, workers)
+        self.logf = open(self.log, 'wb')
+        env = dict(os.environ)
+        env.pop('JOURNAL_STREAM', None)
+        env.pop('NOTIFY_SOCKET', None)
+        env.pop('LISTEN_FDS', None)
+        self.p = subprocess.Popen([MIMED, '--config', self.config, '--socket', self.sock],
+                                  stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+        for _ in range(500):
+            if os.path.exists(self.sock):
+                try:
+                    c = Conn(self.sock)
+                    c.call('org.varlink.service.GetInfo')
+                    c.close()
+                    return
+                except (ConnectionRefusedError, FileNotFoundError):
+                    pass
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError('mimed did not start:\n' + self.read_log())
+
+    def write_config(self, extra, workers=2):
+        with open(self.config, 'w') as f:
+            f.write('bundle: %s\nsocket_mode: "0666"\nworkers:\n  count: %d\n'
+                    'log:\n  level: debug\n%s' % (self.bundle, workers, extra))
+
+    def read_log(self):
+        self.logf.flush()
+        with open(self.log, 'rb') as f:
+            return f.read().decode(errors='replace')
+
+    def conn(self):
+        return Conn(self.sock)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.logf.close()
+        return self.p.returncode
+
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+@test
+def introspection(ctx):
+    c = ctx.a.conn()
+    info = c.call('org.varlink.service.GetInfo')
+    assert 'io.mime' in info['interfaces'], info
+    desc = c.call('org.varlink.service.GetInterfaceDescription', {'interface': 'io.mime'})
+    with open(IFACE) as f:
+        assert desc['description'] == f.read()
+    d2 = c.call('org.varlink.service.GetInterfaceDescription',
+                {'interface': 'org.varlink.service'})
+    assert 'interface org.varlink.service' in d2['description']
+    expect_error(c, 'org.varlink.service.InterfaceNotFound',
+                 'org.varlink.service.GetInterfaceDescription', {'interface': 'no.such'})
+    c.close()
+
+
+@test
+def list_tasks(ctx):
+    c = ctx.a.conn()
+    tasks = c.call('io.mime.ListTasks')['tasks']
+    assert [t['name'] for t in tasks] == ['alpha', 'beta', 'gamma'], tasks
+    assert tasks[0]['classes'] == ['a0', 'a1', 'a2', 'a3']
+    assert tasks[0]['thresholds'] == 'element' and tasks[1]['thresholds'] == 'channel'
+    assert tasks[0]['accuracy'] == 0.5 and 'accuracy' not in tasks[1]
+    c.close()
+
+
+def infer(c, task, image, **kw):
+    p = {'task': task, 'image': b64(image)}
+    p.update(kw)
+    return c.call('io.mime.Infer', p)['result']
+
+
+@test
+def infer_every_task(ctx):
+    c = ctx.a.conn()
+    n_classes = {'alpha': 4, 'beta': 3, 'gamma': 5}
+    for task in ('alpha', 'beta', 'gamma'):
+        for img in (pgm(16, 16, 1), png(20, 12, 2), png(16, 16, 3, rgb=True)):
+            r = infer(c, task, img, top_k=3)
+            assert r['task'] == task
+            assert 0 <= r['label'] < n_classes[task]
+            assert r['class'] == r['top'][0]['class']
+            assert r['label'] == r['top'][0]['label']
+            assert len(r['top']) == 3
+            assert abs(sum(t['score'] for t in r['top'])) <= 1.0001
+            assert r['top'][0]['score'] >= r['top'][1]['score'] >= r['top'][2]['score']
+            assert [s['layer'] for s in r['sparsity']] == ['conv1', 'conv2', 'fc1'], r
+            assert all(0 <= s['sparsity'] <= 1 for s in r['sparsity'])
+            assert r['phase'] == 1 and r['batch_size'] >= 1 and r['batch_id'] >= 1
+            assert r['latency_us'] > 0
+            assert r['energy'] == 'unavailable' or r['energy']['mime'] > 0, r['energy']
+    # Deterministic, and top_k is capped at the task's classes.
+    r1 = infer(c, 'beta', pgm(16, 16, 5), top_k=10)
+    r2 = infer(c, 'beta', pgm(16, 16, 5), top_k=10)
+    assert len(r1['top']) == 3
+    assert r1['top'] == r2['top']
+    c.close()
+
+
+@test
+def infer_batch_mixed_equals_single(ctx):
+    c = ctx.a.conn()
+    items = []
+    for i in range(9):
+        task = ('alpha', 'beta', 'gamma')[i % 3]
+        items.append({'task': task, 'image': b64(pgm(16, 16, i + 10)), 'top_k': 2})
+    res = c.call('io.mime.InferBatch', {'items': items})['results']
+    assert len(res) == 9
+    for item, r in zip(items, res):
+        single = c.call('io.mime.Infer', item)['result']
+        assert r['task'] == item['task'] == single['task']
+        assert r['label'] == single['label'], (r, single)
+        for a, b in zip(r['top'], single['top']):
+            assert a['label'] == b['label'] and abs(a['score'] - b['score']) < 1e-4, (a, b)
+        for a, b in zip(r['sparsity'], single['sparsity']):
+            assert abs(a['sparsity'] - b['sparsity']) < 1e-6
+    # The items shared batches: at least one batch held more than one task.
+    assert max(r['batch_size'] for r in res) > 1, [r['batch_size'] for r in res]
+    c.close()
+
+
+@test
+def named_errors_and_keeps_serving(ctx):
+    c = ctx.a.conn()
+    good = {'task': 'alpha', 'image': b64(pgm(16, 16, 1))}
+    # Malformed JSON on the same connection: error, then the next call works.
+    c.s.sendall(b'{"method": "io.mime.Infer", "parameters": {\0')
+    r = c.recv()
+    assert r['error'] == 'io.mime.InvalidRequest', r
+    c.s.sendall(b'[1,2,3]\0')
+    assert c.recv()['error'] == 'io.mime.InvalidRequest'
+    assert c.call('io.mime.Infer', good)['result']['task'] == 'alpha'
+    expect_error(c, 'org.varlink.service.MethodNotFound', 'io.mime.NoSuchMethod')
+    expect_error(c, 'org.varlink.service.InterfaceNotFound', 'no.such.Method')
+    p = expect_error(c, 'io.mime.TaskNotFound', 'io.mime.Infer',
+                     {'task': 'nope', 'image': good['image']})
+    assert p == {'task': 'nope'}
+    expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': 'not base64!'})
+    expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': b64(b'\x89PNG\r\n\x1a\n' + b'garbage' * 10)})
+    expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': b64(b'P5\n16 16\n255\n' + b'\0' * 100)})
+    expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': good['image'], 'format': 'png'})
+    p = expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.Infer',
+                     {'image': good['image']})
+    assert p['parameter'] == 'task'
+    p = expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.Infer',
+                     dict(good, top_k=0))
+    assert p['parameter'] == 'top_k'
+    expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.Infer', dict(good, phase=2))
+    expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.InferBatch', {'items': []})
+    p = expect_error(c, 'io.mime.TaskNotFound', 'io.mime.InferBatch',
+                     {'items': [good, {'task': 'zzz', 'image': good['image']}]})
+    assert p == {'task': 'zzz'}
+    expect_error(c, 'org.varlink.service.ExpectedMore', 'io.mime.WatchEvents')
+    assert c.call('io.mime.Infer', good)['result']['task'] == 'alpha'
+    c.close()
+
+    # Missing NUL: the client half-closes after an unterminated message.
+    c = ctx.a.conn()
+    c.s.sendall(json.dumps({'method': 'io.mime.ListTasks'}).encode())
+    c.s.shutdown(socket.SHUT_WR)
+    r = c.recv()
+    assert r['error'] == 'io.mime.InvalidRequest' and 'NUL' in r['parameters']['description']
+    c.close()
+
+    # Oversized message (the config caps them at 64 KiB): error, then the connection closes.
+    c = ctx.a.conn()
+    big = json.dumps({'method': 'io.mime.Infer',
+                      'parameters': {'task': 'alpha', 'image': 'A' * 100000}}).encode()
+    try:
+        c.s.sendall(big + b'\0')
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    r = c.recv()
+    assert r['error'] == 'io.mime.InvalidRequest' and 'longer' in r['parameters']['description']
+    try:
+        extra = c.s.recv(100)
+        assert extra == b'', extra
+    except ConnectionResetError:
+        pass
+    c.close()
+
+    # A client that disconnects mid-request costs only its own work.
+    for _ in range(5):
+        c = ctx.a.conn()
+        c.send('io.mime.Infer', good)
+        c.close()
+    c = ctx.a.conn()
+    assert c.call('io.mime.Infer', good)['result']['task'] == 'alpha'
+    status = c.call('io.mime.GetStatus')['status']
+    assert status['errors'] >= 10
+    c.close()
+
+
+@test
+def pipelined_replies_in_order(ctx):
+    c = ctx.a.conn()
+    tasks = ['alpha', 'beta', 'gamma', 'beta', 'alpha', 'gamma'] * 4
+    blob = b''
+    for i, t in enumerate(tasks):
+        blob += json.dumps({'method': 'io.mime.Infer',
+                            'parameters': {'task': t, 'image': b64(pgm(16, 16, i))}}).encode()
+        blob += b'\0'
+    blob += json.dumps({'method': 'io.mime.GetStatus'}).encode() + b'\0'
+    c.s.sendall(blob)
+    for t in tasks:
+        assert c.reply()['result']['task'] == t
+    assert 'status' in c.reply()
+    c.close()
+
+
+@test
+def status_and_admin(ctx):
+    c = ctx.a.conn()
+    st = c.call('io.mime.GetStatus')['status']
+    for k in ('phase', 'pinned', 'budgets', 'rss_bytes', 'latency', 'queue_depth', 'tasks',
+              'uptime_s', 'requests', 'energy'):
+        assert k in st, (k, st)
+    assert st['phase'] == 1 and st['pinned'] is False
+    assert st['rss_bytes'] > 1 << 20
+    assert st['latency']['count'] > 0 and st['latency']['p50_us'] <= st['latency']['p99_us']
+    assert {t['name'] for t in st['tasks']} == {'alpha', 'beta', 'gamma'}
+    b = c.call('io.mime.SetBudget', {'memory_bytes': 48 << 20, 'latency_ms': 5})['budgets']
+    assert b == {'memory_bytes': 48 << 20, 'latency_ms': 5.0}, b
+    assert c.call('io.mime.GetStatus')['status']['budgets'] == b
+    assert c.call('io.mime.SetPhase', {'phase': 1}) == {'phase': 1, 'pinned': True}
+    assert c.call('io.mime.SetPhase', {'phase': 'auto'}) == {'phase': 1, 'pinned': False}
+    expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetPhase', {'phase': 2})
+    expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetBudget',
+                 {'memory_bytes': -1})
+    c.call('io.mime.SetBudget', {'memory_bytes': 0, 'latency_ms': 0})
+    c.close()
+
+    # The same calls from an unprivileged uid are refused (a forked child drops to nobody).
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            c = ctx.a.conn()
+            out = []
+            for m, p in (('io.mime.SetBudget', {'memory_bytes': 1}),
+                         ('io.mime.SetPhase', {'phase': 'auto'}), ('io.mime.Reload', {})):
+                try:
+                    c.call(m, p)
+                    out.append('ok')
+                except VarlinkError as e:
+                    out.append(e.error)
+            out.append(c.call('io.mime.ListTasks')['tasks'][0]['name'])
+            os.write(w, json.dumps(out).encode())
+        except BaseException:
+            os.write(w, json.dumps([traceback.format_exc()]).encode())
+        os._exit(0)
+    os.close(w)
+    data = b''
+    while True:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = json.loads(data)
+    assert out == ['io.mime.PermissionDenied'] * 3 + ['alpha'], out
+
+
+@test
+def watch_events(ctx):
+    w = ctx.a.conn()
+    w.send('io.mime.WatchEvents', more=True)
+    first = w.recv()
+    assert first.get('continues') is True and first['parameters']['event']['kind'] == 'watching'
+    c = ctx.a.conn()
+    infer(c, 'gamma', pgm(16, 16, 3))
+    c.call('io.mime.SetBudget', {'latency_ms': 7})
+    kinds = []
+    while 'budget' not in kinds:
+        ev = w.recv()
+        assert ev.get('continues') is True
+        e = ev['parameters']['event']
+        kinds.append(e['kind'])
+        if e['kind'] == 'batch':
+            assert e['data']['tasks'] == ['gamma'] and e['data']['mode'] == 'singular'
+            assert 'energy' in e['data'] and 'sparsity' in e['data']
+    assert 'batch' in kinds, kinds
+    c.call('io.mime.SetBudget', {'latency_ms': 0})
+    c.close()
+    w.close()
+
+
+@test
+def log_has_batch_records(ctx):
+    log = ctx.a.read_log()
+    lines = [l for l in log.splitlines() if ' batch id=' in l]
+    assert lines, log[-2000:]
+    assert 'tasks=' in lines[0] and 'sparsity=' in lines[0] and 'energy' in lines[0]
+    assert any('mode=pipelined' in l for l in lines), lines[-5:]
+
+
+@test
+def overload_busy_and_deadlines(ctx):
+    b = ctx.b
+    c = b.conn()
+    # 1 request with a 20 ms deadline waits for a batch of 4 for up to 300 ms: Timeout.
+    t0 = time.time()
+    expect_error(c, 'io.mime.Timeout', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': b64(pgm(16, 16, 1)), 'deadline_ms': 20})
+    assert time.time() - t0 < 0.25
+    # 40 pipelined calls on 2 connections against a queue of 4: Busy at once for most, and
+    # every call answered exactly once.
+    conns = [b.conn(), b.conn()]
+    blob = b''.join(json.dumps({'method': 'io.mime.Infer', 'parameters': {
+        'task': 'beta', 'image': b64(pgm(16, 16, i))}}).encode() + b'\0' for i in range(20))
+    for x in conns:
+        x.s.sendall(blob)
+    ok = busy = 0
+    for x in conns:
+        for _ in range(20):
+            r = x.recv()
+            if 'error' in r:
+                assert r['error'] == 'io.mime.Busy', r
+                busy += 1
+            else:
+                ok += 1
+    assert ok + busy == 40 and busy >= 20 and ok >= 4, (ok, busy)
+    for x in conns:
+        x.s.settimeout(0.3)
+        try:
+            assert x.s.recv(10) == b'', 'an extra reply'
+        except socket.timeout:
+            pass
+        x.close()
+    st = c.call('io.mime.GetStatus')['status']
+    assert st['busy'] >= 20 and st['timeouts'] >= 1, st
+    c.close()
+
+
+@test
+def reload(ctx):
+    a = ctx.a
+    c = a.conn()
+    before = infer(c, 'alpha', pgm(16, 16, 4))
+    # A bad config on SIGHUP keeps the old state serving.
+    with open(a.config, 'w') as f:
+        f.write('bundle: %s\nbatching:\n  max_batch: lots\n' % a.bundle)
+    a.p.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert infer(c, 'alpha', pgm(16, 16, 4))['top'] == before['top']
+    log = a.read_log()
+    assert 'reload failed' in log and 'max_batch' in log and '.yaml:3' in log, log[-1500:]
+    p = expect_error(c, 'io.mime.ReloadFailed', 'io.mime.Reload')
+    assert 'max_batch' in p['description']
+    # A new bundle (another seed) through the Reload method.
+    other = os.path.join(ctx.tmp, 'other.mime')
+    subprocess.check_call([MKBUNDLE, other, '7'])
+    a.bundle = other
+    a.write_config('limits:\n  max_message: 64K\n')
+    assert c.call('io.mime.Reload') == {}
+    st = c.call('io.mime.GetStatus')['status']
+    assert st['bundle'] == other, st['bundle']
+    after = infer(c, 'alpha', pgm(16, 16, 4))
+    assert after['top'] != before['top']
+    c.close()
+
+
+@test
+def sigterm_drains(ctx):
+    b = ctx.b
+    conns = [b.conn() for _ in range(3)]
+    for i, x in enumerate(conns):
+        x.send('io.mime.Infer', {'task': 'gamma', 'image': b64(pgm(16, 16, i))})
+    time.sleep(0.05)  # accepted and queued, waiting for a batch of 4 (300 ms)
+    b.p.send_signal(signal.SIGTERM)
+    for x in conns:
+        assert x.reply()['result']['task'] == 'gamma'
+        x.close()
+    assert b.p.wait(10) == 0
+    assert not os.path.exists(b.sock)
+    assert 'drained' in b.read_log()
+
+
+class Ctx:
+    pass
+
+
+def main():
+    ctx = Ctx()
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix='mimed-test-') as tmp:
+        os.chmod(tmp, 0o755)
+        ctx.tmp = tmp
+        bundle = os.path.join(tmp, 'test.mime')
+        subprocess.check_call([MKBUNDLE, bundle, '1'])
+        ctx.a = Daemon(tmp, 'a', bundle, 'limits:\n  max_message: 64K\n')
+        ctx.b = Daemon(tmp, 'b', bundle, 'batching:\n  max_batch: 4\n  max_wait: 300ms\n'
+                       '  queue_capacity: 4\n', workers=1)
+        try:
+            for t in TESTS:
+                only = os.environ.get('ONLY')
+                if only and t.__name__ != only:
+                    continue
+                try:
+                    t(ctx)
+                    print('ok   %s' % t.__name__, flush=True)
+                except Exception:
+                    failures += 1
+                    print('FAIL %s' % t.__name__, flush=True)
+                    traceback.print_exc()
+        finally:
+            for dmn in (ctx.a, ctx.b):
+                code = dmn.stop()
+                if code != 0:
+                    failures += 1
+                    print('FAIL mimed %s exited %s' % (dmn.sock, code))
+                if failures:
+                    print('---- log of %s ----\n%s' % (dmn.sock, dmn.read_log()[-6000:]))
+    print('%d failures' % failures)
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
