@@ -412,6 +412,7 @@ static void e_int_weight(struct st_file *f, struct mimetrain_netdesc *d)
 }
 static void e_class_count(struct st_file *f, struct mimetrain_netdesc *d)
 {
+	free(d->classes[2]);
 	d->n_classes = 2; /* three rows in the head */
 }
 static void e_no_source(struct st_file *f, struct mimetrain_netdesc *d)

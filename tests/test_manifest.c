@@ -185,15 +185,15 @@ static void test_manifest_parse_rejects_too_many_classes(void **state)
 	sprintf(p, "]");
 	{
 		const char *at = strstr(good, "\"classes\":[\"0\",\"1\"]");
-		char *buf = malloc(strlen(good) + strlen(classes) + 1);
+		static char buf[sizeof(classes) + sizeof(good)];
 		struct mime_manifest m;
 		struct mime_errinfo ei = {0};
 
-		sprintf(buf, "%.*s%s%s", (int)(at - good), good, classes,
-		        at + strlen("\"classes\":[\"0\",\"1\"]"));
+		assert_non_null(at);
+		snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(at - good), good, classes,
+		         at + strlen("\"classes\":[\"0\",\"1\"]"));
 		assert_int_equal(mime_manifest_parse(buf, strlen(buf), &m, &ei), MIME_EFORMAT);
 		assert_non_null(strstr(ei.msg, "tasks[1].classes has 1001 names (1..1000"));
-		free(buf);
 	}
 }
 
