@@ -6,3 +6,5 @@
 int mimetrain_cmd_parent(int argc, char **argv);
 int mimetrain_cmd_bundle(int argc, char **argv); /* inspect | verify | import */
 int mimetrain_cmd_eval(int argc, char **argv);
+int mimetrain_cmd_data(int argc, char **argv); /* mnist | digits */
+int mimetrain_cmd_samples(int argc, char **argv);

@@ -13,6 +13,8 @@ static const struct {
 	{"parent", mimetrain_cmd_parent, "train the parent network on a dataset, write a bundle"},
 	{"eval", mimetrain_cmd_eval, "accuracy and sparsity of a bundle's task on IDX data"},
 	{"bundle", mimetrain_cmd_bundle, "inspect | verify | import bundles"},
+	{"data", mimetrain_cmd_data, "convert the mnist | digits child-task data to IDX"},
+	{"samples", mimetrain_cmd_samples, "write the first N test images of each class as PNG"},
 };
 
 static void usage(FILE *f)
