@@ -146,6 +146,7 @@ static void call_free(struct mimed_call *call)
 		free(req->input);
 		free(req->top_class);
 		free(req->top_prob);
+		json_decref(req->result);
 		mimed_runtime_unref(req->rt);
 	}
 	free(call);

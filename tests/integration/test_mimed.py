@@ -138,7 +138,8 @@ class Daemon:
                     'log:\n  level: debug\n%s' % (self.bundle, workers, extra))
 
     def read_log(self):
-        self.logf.flush()
+        if not self.logf.closed:
+            self.logf.flush()
         with open(self.log, 'rb') as f:
             return f.read().decode(errors='replace')
 
@@ -435,7 +436,7 @@ def log_has_batch_records(ctx):
 def overload_busy_and_deadlines(ctx):
     b = ctx.b
     c = b.conn()
-    # 1 request with a 20 ms deadline waits for a batch of 4 for up to 300 ms: Timeout.
+    # 1 request with a 20 ms deadline waits for a batch for up to 300 ms: Timeout.
     t0 = time.time()
     expect_error(c, 'io.mime.Timeout', 'io.mime.Infer',
                  {'task': 'alpha', 'image': b64(pgm(16, 16, 1)), 'deadline_ms': 20})
@@ -456,7 +457,7 @@ def overload_busy_and_deadlines(ctx):
                 busy += 1
             else:
                 ok += 1
-    assert ok + busy == 40 and busy >= 20 and ok >= 4, (ok, busy)
+    assert ok == 4 and busy == 36, (ok, busy)
     for x in conns:
         x.s.settimeout(0.3)
         try:
@@ -503,12 +504,13 @@ def sigterm_drains(ctx):
     conns = [b.conn() for _ in range(3)]
     for i, x in enumerate(conns):
         x.send('io.mime.Infer', {'task': 'gamma', 'image': b64(pgm(16, 16, i))})
-    time.sleep(0.05)  # accepted and queued, waiting for a batch of 4 (300 ms)
+    time.sleep(0.05)  # accepted and queued, waiting for a batch (300 ms)
     b.p.send_signal(signal.SIGTERM)
     for x in conns:
         assert x.reply()['result']['task'] == 'gamma'
         x.close()
-    assert b.p.wait(10) == 0
+    code = b.p.wait(10)
+    assert code == 0, 'exit %s: %s' % (code, b.read_log()[-3000:])
     assert not os.path.exists(b.sock)
     assert 'drained' in b.read_log()
 
@@ -526,7 +528,9 @@ def main():
         bundle = os.path.join(tmp, 'test.mime')
         subprocess.check_call([MKBUNDLE, bundle, '1'])
         ctx.a = Daemon(tmp, 'a', bundle, 'limits:\n  max_message: 64K\n')
-        ctx.b = Daemon(tmp, 'b', bundle, 'batching:\n  max_batch: 4\n  max_wait: 300ms\n'
+        # b batches slowly: a batch of 8 never fills a queue of 4, so requests wait
+        # max_wait (300 ms) in a full queue.
+        ctx.b = Daemon(tmp, 'b', bundle, 'batching:\n  max_batch: 8\n  max_wait: 300ms\n'
                        '  queue_capacity: 4\n', workers=1)
         try:
             for t in TESTS:
