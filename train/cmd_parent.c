@@ -65,6 +65,7 @@ struct parent_opts {
 	struct mimetrain_augment aug;
 	const char *checkpoint, *out;
 	int resume;
+	int stop_after; /* stop after this many epochs of this invocation; 0 = run to the end */
 };
 
 struct ckpt_header {
@@ -282,6 +283,7 @@ static char *provenance(int argc, char **argv, const struct parent_opts *o, doub
 	}
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_array_append_new(cmd, json_string("mime-train"));
 	for (int i = 0; i < argc; i++)
 		json_array_append_new(cmd, json_string(argv[i]));
 	json_object_set_new(p, "tool", json_string("mime-train parent"));
@@ -429,6 +431,7 @@ static int parse_opts(int argc, char **argv, struct parent_opts *o)
 		O_TELIM,
 		O_CKPT,
 		O_RESUME,
+		O_STOP,
 	};
 	static const struct option longopts[] = {
 		{"data", required_argument, NULL, O_DATA},
@@ -454,6 +457,7 @@ static int parse_opts(int argc, char **argv, struct parent_opts *o)
 		{"test-limit", required_argument, NULL, O_TELIM},
 		{"checkpoint", required_argument, NULL, O_CKPT},
 		{"resume", no_argument, NULL, O_RESUME},
+		{"stop-after", required_argument, NULL, O_STOP},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -594,6 +598,11 @@ static int parse_opts(int argc, char **argv, struct parent_opts *o)
 		case O_RESUME:
 			o->resume = 1;
 			break;
+		case O_STOP:
+			o->stop_after = (int)strtol(optarg, &end, 10);
+			if (o->stop_after < 0)
+				goto bad;
+			break;
 		case 'o':
 			o->out = optarg;
 			break;
@@ -613,8 +622,8 @@ static int parse_opts(int argc, char **argv, struct parent_opts *o)
 		usage(stderr);
 		return -1;
 	}
-	if (o->resume && !o->checkpoint) {
-		fprintf(stderr, "mime-train parent: --resume needs --checkpoint\n");
+	if ((o->resume || o->stop_after) && !o->checkpoint) {
+		fprintf(stderr, "mime-train parent: --resume and --stop-after need --checkpoint\n");
 		return -1;
 	}
 	o->optim.lr = lr > 0 ? lr : (o->optim.kind == MIMETRAIN_SGD ? 0.1f : 1e-3f);
@@ -806,6 +815,12 @@ int mimetrain_cmd_parent(int argc, char **argv)
 				        o.checkpoint, mime_strerror(r));
 				goto out;
 			}
+		}
+		if (o.stop_after > 0 && ep + 1 - start_epoch >= o.stop_after && ep + 1 < o.epochs) {
+			fprintf(stderr, "stopped after epoch %d as asked; resume with --resume\n",
+			        ep + 1);
+			ret = 0;
+			goto out;
 		}
 	}
 	if (start_epoch >= o.epochs)
