@@ -20,7 +20,7 @@ void mimed_config_defaults(struct mimed_config *c)
 		.socket_mode = 0660,
 		.mode = MIMED_MODE_MIME,
 		.max_batch = 16,
-		.max_wait_us = 2000,
+		.max_wait_us = 0,
 		.queue_capacity = 256,
 		.workers = 1,
 		.threads = 1,

@@ -211,6 +211,11 @@ int mimed_reload(struct mimed *d, char *err, size_t err_len)
 		mimed_runtime_unref(d->rt);
 		d->rt = rt;
 	}
+	/* Budgets set through the socket stay unless the file changed that budget. */
+	if (c.memory_budget_bytes != d->cfg.memory_budget_bytes)
+		d->budget_memory_bytes = c.memory_budget_bytes;
+	if (c.latency_budget_ms != d->cfg.latency_budget_ms)
+		d->budget_latency_ms = c.latency_budget_ms;
 	free(c.socket);
 	c.socket = d->cfg.socket; /* the listening socket stays */
 	d->cfg.socket = NULL;
@@ -219,8 +224,6 @@ int mimed_reload(struct mimed *d, char *err, size_t err_len)
 	d->admin_gid = gid;
 	d->have_admin_gid = have_gid;
 	d->log.max = c.log_level;
-	d->budget_memory_bytes = c.memory_budget_bytes;
-	d->budget_latency_ms = c.latency_budget_ms;
 	mimed_queue_configure(&d->queue, c.queue_capacity, c.max_batch, c.max_wait_us);
 	for (struct mimed_conn *conn = d->conns; conn; conn = conn->next)
 		conn->framer.max_bytes = c.max_message_bytes;

@@ -515,6 +515,58 @@ def sigterm_drains(ctx):
     assert 'drained' in b.read_log()
 
 
+def mimectl(ctx, *args, sock=None):
+    env = dict(os.environ, MIME_SOCKET=sock or ctx.a.sock)
+    p = subprocess.run([MIMECTL] + list(args), capture_output=True, text=True, env=env,
+                       timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+@test
+def mimectl_commands(ctx):
+    img = os.path.join(ctx.tmp, 'x.pgm')
+    with open(img, 'wb') as f:
+        f.write(pgm(16, 16, 9))
+    img2 = os.path.join(ctx.tmp, 'y.png')
+    with open(img2, 'wb') as f:
+        f.write(png(30, 30, 4))
+    code, out, err = mimectl(ctx, 'tasks')
+    assert code == 0 and 'alpha' in out and 'gamma' in out, (code, out, err)
+    code, out, err = mimectl(ctx, 'infer', '--task', 'beta', '--top', '2', img, img2)
+    assert code == 0, err
+    assert out.count('task beta') == 2 and '  2. b' in out, out
+    code, out, err = mimectl(ctx, 'infer', '--task', 'alpha', '--json', img)
+    assert code == 0 and json.loads(out)['result']['task'] == 'alpha', out
+    code, out, err = mimectl(ctx, 'infer', '--task', 'nope', img)
+    assert code == 1 and 'TaskNotFound' in err, (code, err)
+    code, out, err = mimectl(ctx, 'infer', img)
+    assert code == 2, (code, err)
+    code, out, err = mimectl(ctx, 'status', sock=os.path.join(ctx.tmp, 'none.sock'))
+    assert code == 3 and 'cannot connect' in err, (code, err)
+    code, out, err = mimectl(ctx, 'budget', '--memory', '48M', '--latency', '5ms')
+    assert code == 0 and '48.0 MiB' in out and '5 ms' in out, (out, err)
+    code, out, err = mimectl(ctx, 'status', '--json')
+    st = json.loads(out)
+    assert st['budgets'] == {'memory_bytes': 48 << 20, 'latency_ms': 5.0}, st
+    for k in ('phase', 'pinned', 'rss_bytes', 'latency', 'energy'):
+        assert k in st
+    code, out, err = mimectl(ctx, 'budget', '--memory', 'none', '--latency', 'none')
+    assert code == 0 and 'none' in out
+    code, out, err = mimectl(ctx, 'phase', '1')
+    assert code == 0 and 'pinned' in out, (out, err)
+    code, out, err = mimectl(ctx, 'phase', 'auto')
+    assert code == 0 and 'auto' in out
+    code, out, err = mimectl(ctx, 'phase', '3')
+    assert code == 1 and 'InvalidParameter' in err
+    code, out, err = mimectl(ctx, 'bench', '-n', '300', '-c', '4', '--json')
+    assert code == 0, err
+    b = json.loads(out)
+    assert b['ok'] == 300 and b['throughput_rps'] > 0 and b['p50_ms'] <= b['p99_ms'], b
+    assert b['tasks'] == ['alpha', 'beta', 'gamma']
+    code, out, err = mimectl(ctx, 'status')
+    assert code == 0 and 'phase' in out and 'latency' in out, out
+
+
 class Ctx:
     pass
 

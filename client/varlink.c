@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: MIT
+/* varlink -- see varlink.h. */
+#include "client/varlink.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+char *mimectl_socket_path(const char *path)
+{
+	const char *dir;
+	char *p = NULL;
+
+	if (path)
+		return strdup(path);
+	path = getenv("MIME_SOCKET");
+	if (path && *path)
+		return strdup(path);
+	dir = getenv("RUNTIME_DIRECTORY");
+	if (dir && *dir) {
+		const char *colon = strchr(dir, ':');
+
+		if (asprintf(&p, "%.*s/mimed.sock", colon ? (int)(colon - dir) : (int)strlen(dir),
+		             dir) < 0)
+			return NULL;
+		return p;
+	}
+	if (geteuid() == 0)
+		return strdup("/run/mime/mimed.sock");
+	dir = getenv("XDG_RUNTIME_DIR");
+	if (dir && *dir && asprintf(&p, "%s/mime/mimed.sock", dir) >= 0)
+		return p;
+	return NULL;
+}
+
+int mimectl_varlink_connect(const char *path, struct mimectl_varlink *ret_v)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	*ret_v = (struct mimectl_varlink){.fd = fd, .max_bytes = 256u << 20};
+	return 0;
+}
+
+void mimectl_varlink_close(struct mimectl_varlink *v)
+{
+	if (v->fd >= 0)
+		close(v->fd);
+	free(v->buf);
+	*v = (struct mimectl_varlink){.fd = -1};
+}
+
+int mimectl_varlink_send(struct mimectl_varlink *v, const char *method, json_t *params, bool more)
+{
+	json_t *msg = json_pack("{s:s,s:o}", "method", method, "parameters",
+	                        params ? params : json_object());
+	char *s;
+	size_t n, off = 0;
+
+	if (!msg)
+		return -ENOMEM;
+	if (more)
+		json_object_set_new(msg, "more", json_true());
+	s = json_dumps(msg, JSON_COMPACT);
+	json_decref(msg);
+	if (!s)
+		return -ENOMEM;
+	n = strlen(s) + 1; /* with the NUL that ends a Varlink message */
+	while (off < n) {
+		ssize_t k = send(v->fd, s + off, n - off, MSG_NOSIGNAL);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			int r = errno == EPIPE || errno == ECONNRESET ? -EPIPE : -errno;
+
+			free(s);
+			return r;
+		}
+		off += (size_t)k;
+	}
+	free(s);
+	return 0;
+}
+
+int mimectl_varlink_recv(struct mimectl_varlink *v, json_t **ret_msg)
+{
+	for (;;) {
+		char *nul = v->len ? memchr(v->buf, 0, v->len) : NULL;
+		ssize_t k;
+
+		if (nul) {
+			size_t n = (size_t)(nul - v->buf);
+			json_t *msg = json_loadb(v->buf, n, 0, NULL);
+
+			memmove(v->buf, nul + 1, v->len - n - 1);
+			v->len -= n + 1;
+			if (!msg)
+				return -EPROTO;
+			*ret_msg = msg;
+			return 0;
+		}
+		if (v->len == v->cap) {
+			size_t cap = v->cap ? v->cap * 2 : 65536;
+			char *p;
+
+			if (cap > v->max_bytes)
+				return -EMSGSIZE;
+			p = realloc(v->buf, cap);
+			if (!p)
+				return -ENOMEM;
+			v->buf = p;
+			v->cap = cap;
+		}
+		k = recv(v->fd, v->buf + v->len, v->cap - v->len, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return errno == ECONNRESET ? -EPIPE : -errno;
+		if (k == 0)
+			return -EPIPE;
+		v->len += (size_t)k;
+	}
+}
+
+int mimectl_varlink_call(struct mimectl_varlink *v, const char *method, json_t *params,
+                         json_t **ret_params, json_t **ret_error)
+{
+	json_t *msg;
+	int r;
+
+	*ret_params = NULL;
+	*ret_error = NULL;
+	r = mimectl_varlink_send(v, method, params, false);
+	if (r < 0)
+		return r;
+	r = mimectl_varlink_recv(v, &msg);
+	if (r < 0)
+		return r;
+	if (json_object_get(msg, "error")) {
+		*ret_error = msg;
+		return 1;
+	}
+	*ret_params = json_incref(json_object_get(msg, "parameters"));
+	json_decref(msg);
+	return 0;
+}
+
+const char *mimectl_error_text(const json_t *error, char *buf, size_t len)
+{
+	const char *name = json_string_value(json_object_get(error, "error"));
+	json_t *p = json_object_get(error, "parameters");
+	const char *desc = json_string_value(json_object_get(p, "description"));
+	const char *param = json_string_value(json_object_get(p, "parameter"));
+	const char *task = json_string_value(json_object_get(p, "task"));
+
+	if (task)
+		snprintf(buf, len, "%s: no task '%s' (see 'mimectl tasks')", name, task);
+	else if (param && desc)
+		snprintf(buf, len, "%s: %s", name, desc);
+	else if (param)
+		snprintf(buf, len, "%s: parameter '%s'", name, param);
+	else if (desc)
+		snprintf(buf, len, "%s: %s", name, desc);
+	else
+		snprintf(buf, len, "%s", name ? name : "unknown error");
+	return buf;
+}
+
+char *mimectl_base64_encode(const void *data, size_t n)
+{
+	static const char tab[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const uint8_t *in = data;
+	char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+	size_t i;
+
+	if (!out)
+		return NULL;
+	for (i = 0; i + 2 < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+
+		*o++ = tab[v >> 18];
+		*o++ = tab[(v >> 12) & 63];
+		*o++ = tab[(v >> 6) & 63];
+		*o++ = tab[v & 63];
+	}
+	if (i < n) {
+		uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+
+		*o++ = tab[v >> 18];
+		*o++ = tab[(v >> 12) & 63];
+		*o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+		*o++ = '=';
+	}
+	*o = 0;
+	return out;
+}
+
+int mimectl_read_file(const char *path, size_t max_bytes, uint8_t **ret_data, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rbe");
+	uint8_t *data = NULL;
+	size_t len = 0, cap = 0;
+	int r = 0;
+
+	if (!f)
+		return -errno;
+	for (;;) {
+		size_t k;
+
+		if (len == cap) {
+			uint8_t *p;
+
+			cap = cap ? cap * 2 : 65536;
+			if (cap > max_bytes * 2 + 65536) {
+				r = -EFBIG;
+				break;
+			}
+			p = realloc(data, cap);
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			data = p;
+		}
+		k = fread(data + len, 1, cap - len, f);
+		len += k;
+		if (len > max_bytes) {
+			r = -EFBIG;
+			break;
+		}
+		if (k == 0) {
+			if (ferror(f))
+				r = -EIO;
+			break;
+		}
+	}
+	fclose(f);
+	if (r < 0) {
+		free(data);
+		return r;
+	}
+	*ret_data = data;
+	*ret_len = len;
+	return 0;
+}
+
+static int parse_number(const char *s, double *ret_v, const char **ret_end)
+{
+	char *end;
+	double v;
+
+	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || !isfinite(v) || v < 0)
+		return -EINVAL;
+	*ret_v = v;
+	*ret_end = end;
+	return 0;
+}
+
+int mimectl_parse_bytes(const char *s, uint64_t *ret_bytes)
+{
+	static const struct {
+		const char *suffix;
+		double mult;
+	} units[] = {
+		{"", 1},         {"B", 1},      {"K", 0x1p10},   {"KiB", 0x1p10}, {"M", 0x1p20},
+		{"MiB", 0x1p20}, {"G", 0x1p30}, {"GiB", 0x1p30}, {"T", 0x1p40},   {"TiB", 0x1p40},
+	};
+	const char *end;
+	double v;
+
+	if (parse_number(s, &v, &end) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			v *= units[i].mult;
+			if (v >= 0x1p62)
+				return -EINVAL;
+			*ret_bytes = (uint64_t)v;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int mimectl_parse_ms(const char *s, double *ret_ms)
+{
+	static const struct {
+		const char *suffix;
+		double ms;
+	} units[] = {{"", 1}, {"us", 1e-3}, {"ms", 1}, {"s", 1e3}};
+	const char *end;
+	double v;
+
+	if (parse_number(s, &v, &end) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			*ret_ms = v * units[i].ms;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
