@@ -7,6 +7,7 @@
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -565,6 +566,49 @@ def mimectl_commands(ctx):
     assert b['tasks'] == ['alpha', 'beta', 'gamma']
     code, out, err = mimectl(ctx, 'status')
     assert code == 0 and 'phase' in out and 'latency' in out, out
+
+
+@test
+def systemd_socket_activation_and_notify(ctx):
+    activate = shutil.which('systemd-socket-activate')
+    if not activate:
+        print('skip systemd_socket_activation_and_notify: no systemd-socket-activate')
+        return
+    sock = os.path.join(ctx.tmp, 'act.sock')
+    notify_path = os.path.join(ctx.tmp, 'notify')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(10)
+    log = open(os.path.join(ctx.tmp, 'act.log'), 'wb')
+    p = subprocess.Popen([activate, '-l', sock, '-E', 'NOTIFY_SOCKET=' + notify_path,
+                          '-E', 'WATCHDOG_USEC=100000', MIMED, '--bundle', ctx.a.bundle,
+                          '--socket', os.path.join(ctx.tmp, 'unused.sock')],
+                         stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.02)
+        c = Conn(sock)  # the first connection makes systemd-socket-activate start mimed
+        assert c.call('io.mime.ListTasks')['tasks'][0]['name'] == 'alpha'
+        msgs = []
+        while not any('WATCHDOG=1' in m for m in msgs):
+            msgs.append(notify.recv(4096).decode())
+        assert any('READY=1' in m for m in msgs), msgs
+        assert any('STATUS=serving 3 tasks' in m for m in msgs), msgs
+        assert not os.path.exists(os.path.join(ctx.tmp, 'unused.sock'))
+        c.close()
+        p.send_signal(signal.SIGTERM)
+        while not any('STOPPING=1' in m for m in msgs):
+            msgs.append(notify.recv(4096).decode())
+        assert p.wait(10) == 0
+        # The socket belongs to whoever passed it: mimed leaves the file alone.
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+        notify.close()
 
 
 class Ctx:
