@@ -4,8 +4,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-./scripts/fetch-data.sh
 B=${MIME_BUILD_DIR:-build}
 [ -d "$B" ] || meson setup "$B" --werror
 meson compile -C "$B"
+MIME_TRAIN="$B/train/mime-train" ./scripts/fetch-data.sh # after the build: it runs mime-train
 echo "demo: not complete yet"
