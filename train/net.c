@@ -25,6 +25,9 @@ struct op {
 	float *col;                /* conv: im2col of the input, [C*R*S][N*OH*OW] */
 	int32_t *argmax;           /* pool: flat input index per output */
 	size_t n_w, n_b;
+	const float *thr; /* relu: MIME thresholds in place of ReLU ([C,H,W] or [C]); NULL = ReLU */
+	float *gthr;      /* relu under MIME: dLoss/dt, overwritten by backward */
+	int thr_channel;  /* thr is [C] (one threshold per channel) */
 };
 
 struct pool {
@@ -54,6 +57,7 @@ struct mimetrain_net {
 	int n_params;
 	struct mimetrain_param *params;
 	struct pool pool;
+	int frozen; /* graph layers get no weight gradients (mimetrain_net_set_frozen) */
 };
 
 uint64_t mimetrain_rng_derive(uint64_t seed, uint64_t stream)
@@ -349,6 +353,21 @@ static void conv_backward(struct mimetrain_net *net, struct op *o, const float *
 	}
 }
 
+/* A frozen conv: only dLoss/dx (no weight or bias gradient). */
+static void conv_backward_frozen(struct mimetrain_net *net, struct op *o, const float *dy,
+                                 float *dx, int n)
+{
+	const int K = o->out.c, crs = o->in.c * o->k * o->k;
+	const long np = (long)n * o->out.h * o->out.w;
+	struct conv_job j = {.o = o, .n = n, .col = net->dcol, .dx = dx};
+
+	if (!dx)
+		return;
+	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, (int)np, K, 1.0f, o->w, crs, dy,
+	            (int)np, 0.0f, net->dcol, (int)np);
+	pool_run(&net->pool, col2im_job, &j);
+}
+
 /* ---- BatchNorm over [C][m] ---- */
 
 struct bn_job {
@@ -460,6 +479,97 @@ static void relu_backward_job(void *arg, int tid, int nt)
 	split(j->n, tid, nt, &lo, &hi);
 	for (long i = lo; i < hi; i++)
 		j->out[i] = j->y[i] > 0.0f ? j->dy[i] : 0.0f;
+}
+
+/* ---- MIME threshold mask in place of ReLU (mimetrain_net_set_threshold) ----
+ * Forward: m = (y - t >= 0), a = y * m (written as m ? y : +0, so t = 0 gives ReLU's bits).
+ * Backward, the step's straight-through estimate of Dynamic Sparse Training (Liu et al.
+ * 2020): H'(x) = 2 - 4|x| for |x| <= 0.4, 0.4 for 0.4 < |x| <= 1, 0 beyond; then
+ *   da/dy = m + y H'(y - t),   da/dt = -y H'(y - t),
+ * dL/dt summed over the minibatch (and over H, W for per-channel thresholds). */
+
+float mimetrain_mask_dstep(float x)
+{
+	const float ax = fabsf(x);
+
+	if (ax <= 0.4f)
+		return 2.0f - 4.0f * ax;
+	if (ax <= 1.0f)
+		return 0.4f;
+	return 0.0f;
+}
+
+struct mask_job {
+	const struct op *o;
+	int n;
+	const float *x, *dy; /* x: the pre-activation y; dy: dLoss/da */
+	float *y, *dx;       /* y: the activation a; dx: dLoss/dy */
+};
+
+/* The threshold of neuron (c, p) (p: pixel within the plane). */
+static inline float mask_t(const struct op *o, long c, long p, long hw)
+{
+	return o->thr_channel ? o->thr[c] : o->thr[c * hw + p];
+}
+
+static void mask_forward_job(void *arg, int tid, int nt)
+{
+	const struct mask_job *j = arg;
+	const struct op *o = j->o;
+	const long hw = o->flat_in ? 1 : (long)o->in.h * o->in.w;
+	const long C = o->flat_in ? mime_shape_size(&o->in) : o->in.c;
+	long lo, hi;
+
+	split(C, tid, nt, &lo, &hi);
+	for (long c = lo; c < hi; c++)
+		for (int b = 0; b < j->n; b++) {
+			/* spatial: [C][N][HW]; flat: [N][F] with F = C */
+			const long base = o->flat_in ? (long)b * C + c : (c * j->n + b) * hw;
+
+			for (long p = 0; p < hw; p++) {
+				const float y = j->x[base + p];
+				const int m = y - mask_t(o, c, p, hw) >= 0.0f;
+
+				j->y[base + p] = (m && y != 0.0f) ? y : 0.0f;
+			}
+		}
+}
+
+static void mask_backward_job(void *arg, int tid, int nt)
+{
+	const struct mask_job *j = arg;
+	const struct op *o = j->o;
+	const long hw = o->flat_in ? 1 : (long)o->in.h * o->in.w;
+	const long C = o->flat_in ? mime_shape_size(&o->in) : o->in.c;
+	long lo, hi;
+
+	split(C, tid, nt, &lo, &hi);
+	for (long c = lo; c < hi; c++) {
+		double gc = 0; /* per-channel sum */
+
+		if (!o->thr_channel)
+			for (long p = 0; p < hw; p++)
+				o->gthr[c * hw + p] = 0.0f;
+		for (int b = 0; b < j->n; b++) {
+			const long base = o->flat_in ? (long)b * C + c : (c * j->n + b) * hw;
+
+			for (long p = 0; p < hw; p++) {
+				const float y = j->x[base + p], dy = j->dy[base + p];
+				const float d = y - mask_t(o, c, p, hw);
+				const float h = mimetrain_mask_dstep(d);
+				const float m = d >= 0.0f ? 1.0f : 0.0f;
+
+				if (j->dx)
+					j->dx[base + p] = dy * (m + y * h);
+				if (o->thr_channel)
+					gc += (double)(-dy * y * h);
+				else
+					o->gthr[c * hw + p] += -dy * y * h;
+			}
+		}
+		if (o->thr_channel)
+			o->gthr[c] = (float)gc;
+	}
 }
 
 /* ---- maxpool over planes [C*N][H][W] ---- */
@@ -859,6 +969,18 @@ struct mimetrain_param *mimetrain_net_params(struct mimetrain_net *net, int *ret
 
 /* ---- forward / backward ---- */
 
+/* The lowest op whose backward matters: 0 unless frozen; frozen, the lowest thresholded
+ * ReLU, else the head. */
+static int lowest_trainable_op(const struct mimetrain_net *net)
+{
+	if (!net->frozen)
+		return 0;
+	for (int i = 0; i < net->n_ops; i++)
+		if (net->ops[i].kind == OP_RELU && net->ops[i].thr)
+			return i;
+	return net->n_ops - 1;
+}
+
 const float *mimetrain_net_forward(struct mimetrain_net *net, const float *x, int n, int train)
 {
 	const struct mime_shape *in = &net->graph.input;
@@ -890,8 +1012,12 @@ const float *mimetrain_net_forward(struct mimetrain_net *net, const float *x, in
 		case OP_RELU: {
 			struct ew_job j = {
 				.x = a, .out = y, .n = (long)n * mime_shape_size(&o->in)};
+			struct mask_job mj = {.o = o, .n = n, .x = a, .y = y};
 
-			pool_run(&net->pool, relu_forward_job, &j);
+			if (o->thr)
+				pool_run(&net->pool, mask_forward_job, &mj);
+			else
+				pool_run(&net->pool, relu_forward_job, &j);
 			break;
 		}
 		case OP_POOL: {
@@ -952,15 +1078,19 @@ void mimetrain_net_backward(struct mimetrain_net *net, int want_input_grad)
 {
 	const struct mime_shape *in = &net->graph.input;
 	const int n = net->n;
+	const int stop = want_input_grad ? 0 : lowest_trainable_op(net);
 
-	for (int i = net->n_ops - 1; i >= 0; i--) {
+	for (int i = net->n_ops - 1; i >= stop; i--) {
 		struct op *o = &net->ops[i];
 		const float *dy = net->grad[i + 1];
 		float *dx = (i > 0 || want_input_grad) ? net->grad[i] : NULL;
 
 		switch (o->kind) {
 		case OP_CONV:
-			conv_backward(net, o, dy, dx, n);
+			if (net->frozen && o->layer >= 0)
+				conv_backward_frozen(net, o, dy, dx, n);
+			else
+				conv_backward(net, o, dy, dx, n);
 			break;
 		case OP_BN: {
 			struct bn_job j = {.net = net,
@@ -973,7 +1103,12 @@ void mimetrain_net_backward(struct mimetrain_net *net, int want_input_grad)
 			break;
 		}
 		case OP_RELU:
-			if (dx) {
+			if (o->thr) {
+				struct mask_job mj = {
+					.o = o, .n = n, .x = net->act[i], .dy = dy, .dx = dx};
+
+				pool_run(&net->pool, mask_backward_job, &mj);
+			} else if (dx) {
 				struct ew_job j = {.y = net->act[i + 1],
 				                   .dy = dy,
 				                   .out = dx,
@@ -999,7 +1134,16 @@ void mimetrain_net_backward(struct mimetrain_net *net, int want_input_grad)
 				nc_to_cn(dy, dx, o->in.c, n, (long)o->in.h * o->in.w);
 			break;
 		case OP_FC:
-			fc_backward(o, net->act[i], dy, dx, n);
+			if (net->frozen && o->layer >= 0) {
+				if (dx) /* frozen: only the gradient of the input */
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n,
+					            (int)mime_shape_size(&o->in), o->out.c, 1.0f,
+					            dy, o->out.c, o->w,
+					            (int)mime_shape_size(&o->in), 0.0f, dx,
+					            (int)mime_shape_size(&o->in));
+			} else {
+				fc_backward(o, net->act[i], dy, dx, n);
+			}
 			break;
 		}
 	}
@@ -1154,5 +1298,50 @@ int mimetrain_net_load(struct mimetrain_net *net, FILE *f, struct mime_errinfo *
 		if (r < 0)
 			return r;
 	}
+	return 0;
+}
+
+/* ---- MIME hooks (additive) ---- */
+
+int mimetrain_net_set_threshold(struct mimetrain_net *net, int i, const float *t, float *gt,
+                                int per_channel)
+{
+	struct op *o;
+
+	if (i < 0 || i >= net->graph.n_layers)
+		return MIME_EINVAL;
+	o = layer_op(net, i, OP_RELU);
+	if (!o || (t && !gt))
+		return MIME_EINVAL;
+	o->thr = t;
+	o->gthr = t ? gt : NULL;
+	o->thr_channel = t ? per_channel : 0;
+	return 0;
+}
+
+void mimetrain_net_set_frozen(struct mimetrain_net *net, int frozen)
+{
+	net->frozen = frozen;
+}
+
+int mimetrain_net_act_zeros(const struct mimetrain_net *net, int i, int64_t *ret_zeros,
+                            int64_t *ret_neurons)
+{
+	const struct op *o;
+	long total;
+	int64_t z = 0;
+	const float *a;
+
+	if (i < 0 || i >= net->graph.n_layers)
+		return MIME_EINVAL;
+	o = layer_op(net, i, OP_RELU);
+	if (!o)
+		return MIME_EINVAL;
+	a = net->act[o - net->ops + 1];
+	total = (long)net->n * mime_shape_size(&o->in);
+	for (long k = 0; k < total; k++)
+		z += a[k] == 0.0f;
+	*ret_zeros = z;
+	*ret_neurons = total;
 	return 0;
 }

@@ -130,3 +130,34 @@ int mimetrain_net_set_layer(struct mimetrain_net *net, int i, const float *w, co
  * MIME_EFORMAT (size mismatch). */
 int mimetrain_net_save(const struct mimetrain_net *net, FILE *f);
 int mimetrain_net_load(struct mimetrain_net *net, FILE *f, struct mime_errinfo *ei);
+
+/* ---- MIME (train/mime.h): thresholds in place of ReLU, a frozen body ----
+ * The threshold mask replaces the ReLU after graph layer i: m = (y - t >= 0), a = y * m
+ * (a ReLU's +0 where y = 0, so all-zero thresholds reproduce ReLU bit for bit). Backward uses
+ * the straight-through estimate of the step from Dynamic Sparse Training (Liu et al. 2020):
+ *   H'(x) = 2 - 4|x| (|x| <= 0.4), 0.4 (0.4 < |x| <= 1), 0 (|x| > 1)
+ *   da/dy = m + y H'(y - t)        da/dt = -y H'(y - t)
+ * and writes dLoss/dt summed over the minibatch (and over H, W when per_channel) to gt. */
+
+/* H'(x) above. */
+float mimetrain_mask_dstep(float x);
+
+/* Sets the thresholds of graph layer i (a conv/fc with ReLU): t is [C,H,W] of the layer's
+ * output ([out] for fc), or [C] when per_channel; gt, as long as t, receives dLoss/dt at
+ * every backward. Both are borrowed until replaced; t = NULL restores ReLU. Returns 0 or
+ * MIME_EINVAL (no ReLU after layer i, or t without gt). */
+int mimetrain_net_set_threshold(struct mimetrain_net *net, int i, const float *t, float *gt,
+                                int per_channel);
+
+/* frozen = 1: backward computes no gradient for any graph layer's weights, biases or
+ * BatchNorm (their g are left as they were), only for thresholds and the head, and stops
+ * below the lowest thresholded layer (or at the head when there is none), unless
+ * want_input_grad asks for dLoss/dx. The weights themselves are never written by backward;
+ * an optimizer given only thresholds and head leaves them byte-identical. */
+void mimetrain_net_set_frozen(struct mimetrain_net *net, int frozen);
+
+/* In the last forward, the number of zero activations after graph layer i's ReLU or mask
+ * (*ret_zeros) out of all of them (*ret_neurons = n * neurons of the layer). Returns 0 or
+ * MIME_EINVAL (no activation after layer i). */
+int mimetrain_net_act_zeros(const struct mimetrain_net *net, int i, int64_t *ret_zeros,
+                            int64_t *ret_neurons);
