@@ -336,6 +336,38 @@ static int parse_input(json_t *ji, const struct mime_graph *g, struct mime_input
 	return 0;
 }
 
+/* Keeps every key of task jt that parse_task() does not read in t->extra_json. */
+static int parse_task_extra(json_t *jt, struct mime_task_spec *t)
+{
+	static const char *const known[] = {"name",       "classes",  "n_classes", "input",
+	                                    "thresholds", "accuracy", NULL};
+	json_t *extra = json_object(), *v;
+	const char *key;
+	int is_known;
+
+	if (!extra)
+		return -ENOMEM;
+	json_object_foreach(jt, key, v)
+	{
+		is_known = 0;
+		for (int k = 0; known[k]; k++)
+			is_known |= strcmp(key, known[k]) == 0;
+		if (!is_known && json_object_set(extra, key, v) < 0) {
+			json_decref(extra);
+			return -ENOMEM;
+		}
+	}
+	if (json_object_size(extra) > 0) {
+		t->extra_json = json_dumps(extra, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (!t->extra_json) {
+			json_decref(extra);
+			return -ENOMEM;
+		}
+	}
+	json_decref(extra);
+	return 0;
+}
+
 static int parse_task(json_t *jt, int i, const struct mime_graph *g, struct mime_task_spec *t,
                       struct mime_errinfo *ei)
 {
@@ -422,7 +454,7 @@ static int parse_task(json_t *jt, int i, const struct mime_graph *g, struct mime
 	if (v && !json_is_object(v))
 		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s.sparsity is not an object",
 		                        where);
-	return 0;
+	return parse_task_extra(jt, t);
 }
 
 static int parse_root(json_t *root, struct mime_manifest *m, struct mime_errinfo *ei)
@@ -602,6 +634,18 @@ static json_t *format_task(const struct mime_task_spec *t)
 	                    json_string((unsigned)t->thresholds < 3 ? thr[t->thresholds] : "?"));
 	if (t->accuracy >= 0.0)
 		json_object_set_new(o, "accuracy", json_real(t->accuracy));
+	if (t->extra_json) {
+		json_t *extra = json_loads(t->extra_json, 0, NULL);
+
+		if (!json_is_object(extra)) { /* a caller's mistake: refuse rather than drop it */
+			json_decref(extra);
+			json_decref(o);
+			return NULL;
+		}
+		/* the keys above win: extra cannot redefine what the network computes */
+		json_object_update_missing(o, extra);
+		json_decref(extra);
+	}
 	return o;
 }
 
@@ -661,6 +705,7 @@ void mime_manifest_free(struct mime_manifest *m)
 		for (int k = 0; m->tasks[i].class_names && k < m->tasks[i].n_classes; k++)
 			free(m->tasks[i].class_names[k]);
 		free(m->tasks[i].class_names);
+		free(m->tasks[i].extra_json);
 	}
 	free(m->tasks);
 	free(m->provenance_json);

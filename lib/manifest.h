@@ -16,7 +16,8 @@
  *                             "fit":"stretch"|"pad", "invert":false,
  *                             "mean":[0.286], "std":[0.353] },
  *                  "thresholds": "none"|"element"|"channel",
- *                  "accuracy": 0.93, "sparsity": {"conv1":0.6, ...} } ],
+ *                  "accuracy": 0.93, "sparsity": {"conv1":0.6, ...},
+ *                  ...any other key, kept in extra_json } ],
  *     "provenance": { "command": "...", "seed": 1, "data": "...", "date": "...", ... } }
  *
  * Tensors (all F32, little endian):
@@ -60,6 +61,10 @@ struct mime_task_spec {
 	struct mime_input_spec input;
 	enum mime_thresholds thresholds;
 	double accuracy; /* measured test accuracy as a fraction, < 0 when unknown */
+	/* The task's other keys ("sparsity", "baselines", "training", ...) as one serialised
+	 * JSON object, kept verbatim through parse and format; NULL when there are none. Owned
+	 * by a parsed manifest; a caller-built task may point it at its own string. */
+	char *extra_json;
 };
 
 struct mime_manifest {
