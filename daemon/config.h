@@ -35,8 +35,9 @@ struct mimed_config {
 	double latency_budget_ms;     /* 0: none */
 	size_t max_message_bytes;
 	int max_connections;
-	int max_pending;          /* calls in flight per connection before reading pauses */
-	uint64_t idle_timeout_ms; /* 0: never */
+	int max_pending;             /* calls in flight per connection before reading pauses */
+	uint64_t idle_timeout_ms;    /* 0: never */
+	uint64_t message_timeout_ms; /* a started message must end within this; 0: never */
 	uint64_t shutdown_timeout_ms;
 	size_t max_write_queue_bytes; /* replies a slow reader may leave unread */
 	char *admin_group;            /* NULL: root and our own uid only */

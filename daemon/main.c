@@ -259,11 +259,25 @@ static void on_signal(uv_signal_t *h, int signum)
 		mimed_server_shutdown(d);
 		return;
 	case SIGUSR1:
-	case SIGUSR2:
-		mimed_log(d, LOG_NOTICE,
-		          "%s: the bundle has one phase, nothing to step to, ignoring",
-		          signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+	case SIGUSR2: {
+		/* One step down / up, as a pin; SetPhase "auto" unpins. The bundle has one
+		 * phase until phases exist, so the step ends at phase 1. */
+		int n_phases = 1, from = d->phase;
+		int to = signum == SIGUSR1 ? from - 1 : from + 1;
+
+		to = to < 1 ? 1 : to > n_phases ? n_phases : to;
+		d->phase = to;
+		d->pinned = true;
+		mimed_log(d, LOG_NOTICE, "%s: phase %d -> %d, pinned%s",
+		          signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2", from, to,
+		          to == from ? " (no phase further that way)" : "");
+		mimed_server_emit(d, "phase",
+		                  json_pack("{s:i,s:i,s:b,s:s,s:I}", "from", from, "to", to,
+		                            "pinned", 1, "cause",
+		                            signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2", "switch_us",
+		                            (json_int_t)0));
 		return;
+	}
 	}
 }
 

@@ -151,6 +151,7 @@ struct mimed_conn {
 	pid_t pid;
 	bool admin;
 	uint64_t last_active_ns;
+	uint64_t partial_since_ns; /* an incomplete message has been waiting since; 0: none */
 	struct mimed_framer framer;
 	struct mimed_call *head, *tail; /* calls not yet answered, in order */
 	int n_calls;

@@ -777,6 +777,32 @@ static bool read_u64_file(const char *path, uint64_t *ret)
 	return ok;
 }
 
+/* "some avg10=0.12 avg60=..." lines of a PSI file into {"some_avg10":..,"full_avg10":..}. */
+static void memory_pressure(json_t *status, const char *path)
+{
+	json_t *psi = json_object();
+	char line[256], kind[8];
+	double avg10;
+	FILE *f;
+
+	if (json_object_get(status, "memory_pressure") || !(f = fopen(path, "re"))) {
+		json_decref(psi);
+		return;
+	}
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%7s avg10=%lf", kind, &avg10) == 2) {
+			char key[24];
+
+			snprintf(key, sizeof(key), "%s_avg10", kind);
+			json_object_set_new(psi, key, json_real(avg10));
+		}
+	fclose(f);
+	if (json_object_size(psi))
+		json_object_set_new(status, "memory_pressure", psi);
+	else
+		json_decref(psi);
+}
+
 static void cgroup_memory(json_t *status)
 {
 	char line[512], path[600];
@@ -797,8 +823,11 @@ static void cgroup_memory(json_t *status)
 		if (read_u64_file(path, &v))
 			json_object_set_new(status, "cgroup_memory_high",
 			                    json_integer((json_int_t)v));
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.pressure", line + 3);
+		memory_pressure(status, path);
 	}
 	fclose(f);
+	memory_pressure(status, "/proc/pressure/memory");
 }
 
 static uint64_t rss_bytes(void)
@@ -1091,6 +1120,10 @@ static void conn_process(struct mimed_conn *c)
 		dispatch(d, c, &vc);
 		mimed_varlink_call_fini(&vc);
 	}
+	if (mimed_framer_pending(&c->framer) == 0)
+		c->partial_since_ns = 0;
+	else if (!c->partial_since_ns)
+		c->partial_since_ns = mimed_now_ns();
 	if (!c->closing && !c->eof) {
 		bool want = c->n_calls < d->cfg.max_pending;
 
@@ -1380,11 +1413,20 @@ void mimed_server_tick(struct mimed *d)
 		expired = mimed_queue_remove_if(&d->queue, match_expired, &now);
 		finish_removed(d, expired, MIMED_REQ_TIMEOUT);
 	}
-	if (d->cfg.idle_timeout_ms == 0)
-		return;
 	for (struct mimed_conn *c = d->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->n_calls == 0 &&
+		if (d->cfg.message_timeout_ms && c->reading && c->partial_since_ns &&
+		    now - c->partial_since_ns > d->cfg.message_timeout_ms * 1000000u) {
+			char desc[128];
+
+			snprintf(desc, sizeof(desc),
+			         "message not completed within %llu ms (it must end with a NUL "
+			         "byte)",
+			         (unsigned long long)d->cfg.message_timeout_ms);
+			conn_protocol_error(c, desc);
+			continue;
+		}
+		if (d->cfg.idle_timeout_ms && c->n_calls == 0 && !c->partial_since_ns &&
 		    now - c->last_active_ns > d->cfg.idle_timeout_ms * 1000000u) {
 			mimed_log(d, LOG_DEBUG, "connection uid=%u pid=%d idle, closing",
 			          (unsigned)c->uid, (int)c->pid);

@@ -77,6 +77,7 @@ static void test_config_shipped_file_equals_defaults(void **state)
 	assert_int_equal(c.max_connections, def.max_connections);
 	assert_int_equal(c.max_pending, def.max_pending);
 	assert_int_equal(c.idle_timeout_ms, def.idle_timeout_ms);
+	assert_int_equal(c.message_timeout_ms, def.message_timeout_ms);
 	assert_int_equal(c.max_write_queue_bytes, def.max_write_queue_bytes);
 	assert_int_equal(c.shutdown_timeout_ms, def.shutdown_timeout_ms);
 	assert_int_equal(c.memory_budget_bytes, 0);

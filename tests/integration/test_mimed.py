@@ -500,6 +500,41 @@ def reload(ctx):
 
 
 @test
+def signals_step_phase_as_pins(ctx):
+    a = ctx.a
+    w = a.conn()
+    w.send('io.mime.WatchEvents', more=True)
+    assert w.recv()['parameters']['event']['kind'] == 'watching'
+    a.p.send_signal(signal.SIGUSR1)
+    ev = w.recv()['parameters']['event']
+    assert ev['kind'] == 'phase' and ev['data']['cause'] == 'SIGUSR1', ev
+    assert ev['data']['to'] == 1 and ev['data']['pinned'] is True
+    c = a.conn()
+    st = c.call('io.mime.GetStatus')['status']
+    assert st['phase'] == 1 and st['pinned'] is True
+    a.p.send_signal(signal.SIGUSR2)
+    assert w.recv()['parameters']['event']['data']['cause'] == 'SIGUSR2'
+    assert c.call('io.mime.SetPhase', {'phase': 'auto'})['pinned'] is False
+    c.close()
+    w.close()
+
+
+@test
+def slow_client_times_out(ctx):
+    c = ctx.b.conn()  # b: limits.message_timeout 300ms
+    c.s.sendall(b'{"method": "io.mime.ListT')
+    t0 = time.time()
+    r = c.recv()
+    assert r['error'] == 'io.mime.InvalidRequest', r
+    assert 'not completed' in r['parameters']['description'], r
+    assert 0.2 < time.time() - t0 < 5
+    c.close()
+    c = ctx.b.conn()
+    assert c.call('io.mime.ListTasks')['tasks']
+    c.close()
+
+
+@test
 def sigterm_drains(ctx):
     b = ctx.b
     conns = [b.conn() for _ in range(3)]
@@ -627,7 +662,7 @@ def main():
         # b batches slowly: a batch of 8 never fills a queue of 4, so requests wait
         # max_wait (300 ms) in a full queue.
         ctx.b = Daemon(tmp, 'b', bundle, 'batching:\n  max_batch: 8\n  max_wait: 300ms\n'
-                       '  queue_capacity: 4\n', workers=1)
+                       '  queue_capacity: 4\nlimits:\n  message_timeout: 300ms\n', workers=1)
         try:
             for t in TESTS:
                 only = os.environ.get('ONLY')
