@@ -527,14 +527,18 @@ void mimed_server_emit(struct mimed *d, const char *kind, json_t *data)
 
 /* ---- methods --------------------------------------------------------------------------------- */
 
-static bool get_int(json_t *params, const char *name, json_int_t lo, json_int_t hi, json_int_t *ret,
-                    struct mimed_call *call)
+/* An optional integer parameter in [lo, hi]; prefix names the item ("items[3].") in the
+ * error. Returns false after replying InvalidParameter. */
+static bool get_int(json_t *params, const char *key, const char *prefix, json_int_t lo,
+                    json_int_t hi, json_int_t *ret, struct mimed_call *call)
 {
-	json_t *v = json_object_get(params, name);
+	json_t *v = json_object_get(params, key);
+	char name[64];
 
 	if (!v || json_is_null(v))
 		return true;
 	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+		snprintf(name, sizeof(name), "%s%s", prefix, key);
 		call_invalid_param(call, name, "'%s' must be an integer in [%lld, %lld]", name,
 		                   (long long)lo, (long long)hi);
 		return false;
@@ -554,17 +558,125 @@ static bool check_magic(const uint8_t *data, size_t n, const char *format)
 	return false;
 }
 
-/* Validates one item (task, image, top_k) and fills req; on failure replies and returns
- * false. prefix names the item in messages ("" or "items[3].") */
+/* The shape of a raw tensor: 1 to 3 positive ints into dims; their product in *ret_n. */
+static bool raw_shape(json_t *js, int64_t *dims, int *ret_ndim, size_t *ret_n)
+{
+	size_t i, n = 1;
+	json_t *v;
+
+	if (!json_is_array(js) || json_array_size(js) < 1 || json_array_size(js) > 3)
+		return false;
+	json_array_foreach(js, i, v)
+	{
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > MIME_IMAGE_MAX_SIDE)
+			return false;
+		dims[i] = json_integer_value(v);
+		n *= (size_t)dims[i];
+	}
+	*ret_ndim = (int)json_array_size(js);
+	*ret_n = n;
+	return n <= MIME_IMAGE_MAX_PIXELS * 3;
+}
+
+/* A raw tensor into req->input: "u8" is an image [H,W] or [H,W,C] (C 1 or 3, HWC) that is
+ * preprocessed like a decoded file; "f32" is the network input itself, [C,H,W] exactly as
+ * the task's input spec, little endian. Replies and returns false on failure. */
+static bool raw_input(struct mimed_call *call, const struct mimed_runtime *rt, int t,
+                      const char *format, json_t *jshape, const uint8_t *bytes, size_t n_bytes,
+                      const char *name, float *out)
+{
+	const struct mime_input_spec *spec = &rt->manifest->tasks[t].input;
+	struct mime_errinfo ei = {0};
+	struct mime_image img = {0};
+	int64_t dims[3] = {1, 1, 1};
+	int ndim, r;
+	size_t n;
+
+	if (!raw_shape(jshape, dims, &ndim, &n)) {
+		call_invalid_param(call, "shape",
+		                   "a raw tensor needs 'shape': 1 to 3 positive sizes ([H,W], "
+		                   "[H,W,C] for u8, [C,H,W] for f32)");
+		return false;
+	}
+	if (strcmp(format, "f32") == 0) {
+		if (ndim != 3 || dims[0] != spec->channels || dims[1] != spec->height ||
+		    dims[2] != spec->width) {
+			call_error_desc(
+				call, MIMED_ERR_INVALID_IMAGE,
+				"'%s': an f32 tensor must have the task's input shape [%d,%d,%d]",
+				name, spec->channels, spec->height, spec->width);
+			return false;
+		}
+		if (n_bytes != n * 4) {
+			call_error_desc(
+				call, MIMED_ERR_INVALID_IMAGE,
+				"'%s': shape [%d,%d,%d] needs %zu bytes of float32, got %zu", name,
+				spec->channels, spec->height, spec->width, n * 4, n_bytes);
+			return false;
+		}
+		for (size_t i = 0; i < n; i++) {
+			uint32_t u = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
+			             (uint32_t)bytes[4 * i + 2] << 16 |
+			             (uint32_t)bytes[4 * i + 3] << 24;
+			float f;
+
+			memcpy(&f, &u, sizeof(f));
+			if (!isfinite(f)) {
+				call_error_desc(call, MIMED_ERR_INVALID_IMAGE,
+				                "'%s': element %zu is not a finite number", name,
+				                i);
+				return false;
+			}
+			out[i] = f;
+		}
+		return true;
+	}
+	if (ndim == 1 || (ndim == 3 && dims[2] != 1 && dims[2] != 3)) {
+		call_error_desc(call, MIMED_ERR_INVALID_IMAGE,
+		                "'%s': a u8 image is [H,W] or [H,W,C] with C 1 or 3", name);
+		return false;
+	}
+	if (n_bytes != n) {
+		call_error_desc(call, MIMED_ERR_INVALID_IMAGE,
+		                "'%s': shape %lldx%lldx%lld needs %zu bytes, got %zu", name,
+		                (long long)dims[0], (long long)dims[1], (long long)dims[2], n,
+		                n_bytes);
+		return false;
+	}
+	img.height = (int)dims[0];
+	img.width = (int)dims[1];
+	img.channels = (int)dims[2];
+	img.pixels = malloc(n * sizeof(float));
+	if (!img.pixels) {
+		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		img.pixels[i] = (float)bytes[i] / 255.0f;
+	r = mime_image_preprocess(&img, spec, out, &ei);
+	mime_image_free(&img);
+	if (r < 0) {
+		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
+		                mime_strerror(r), ei.msg);
+		return false;
+	}
+	return true;
+}
+
+/* Validates one item (task, image, format, shape, top_k) and fills req; on failure replies
+ * and returns false. prefix names the item in messages ("" or "items[3].") */
 static bool req_prepare(struct mimed *d, struct mimed_call *call, struct mimed_req *req,
                         json_t *item, const char *prefix, uint64_t deadline_ns)
 {
+	static const char *const formats[] = {"png", "pgm", "ppm", "u8", "f32"};
 	struct mimed_runtime *rt = d->rt;
 	json_t *jt = json_object_get(item, "task"), *ji = json_object_get(item, "image");
 	json_t *jf = json_object_get(item, "format");
 	json_int_t top = TOP_K_DEFAULT, phase = 1;
 	struct mime_errinfo ei = {0};
 	struct mime_image img;
+	const char *format = NULL;
 	char name[64];
 	uint8_t *bytes;
 	size_t n_bytes;
@@ -581,21 +693,21 @@ static bool req_prepare(struct mimed *d, struct mimed_call *call, struct mimed_r
 		           json_pack("{s:s}", "task", json_string_value(jt)));
 		return false;
 	}
-	snprintf(name, sizeof(name), "%stop_k", prefix);
-	if (!get_int(item, "top_k", 1, MIMED_MAX_TOP_K, &top, call))
+	if (!get_int(item, "top_k", prefix, 1, MIMED_MAX_TOP_K, &top, call))
 		return false;
-	if (!get_int(item, "phase", 1, 1, &phase, call))
+	if (!get_int(item, "phase", prefix, 1, 1, &phase, call))
 		return false;
 	snprintf(name, sizeof(name), "%sformat", prefix);
-	if (jf && !json_is_null(jf) &&
-	    (!json_is_string(jf) || (strcmp(json_string_value(jf), "png") != 0 &&
-	                             strcmp(json_string_value(jf), "pgm") != 0 &&
-	                             strcmp(json_string_value(jf), "ppm") != 0))) {
-		call_invalid_param(call, name,
-		                   "'%s' must be png, pgm or ppm (raw tensors are not "
-		                   "supported yet)",
-		                   name);
-		return false;
+	if (jf && !json_is_null(jf)) {
+		for (size_t i = 0; json_is_string(jf) && i < sizeof(formats) / sizeof(formats[0]);
+		     i++)
+			if (strcmp(json_string_value(jf), formats[i]) == 0)
+				format = formats[i];
+		if (!format) {
+			call_invalid_param(call, name, "'%s' must be png, pgm, ppm, u8 or f32",
+			                   name);
+			return false;
+		}
 	}
 	snprintf(name, sizeof(name), "%simage", prefix);
 	if (!json_is_string(ji)) {
@@ -613,33 +725,42 @@ static bool req_prepare(struct mimed *d, struct mimed_call *call, struct mimed_r
 		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s' is not valid base64", name);
 		return false;
 	}
-	if (jf && json_is_string(jf) && !check_magic(bytes, n_bytes, json_string_value(jf))) {
-		free(bytes);
-		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s' is not a %s file", name,
-		                json_string_value(jf));
-		return false;
-	}
-	r = mime_image_decode(bytes, n_bytes, &img, &ei);
-	free(bytes);
-	if (r < 0) {
-		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
-		                mime_strerror(r), ei.msg);
-		return false;
-	}
 	req->input = malloc((size_t)rt->input_floats * sizeof(float));
 	req->top_class = malloc((size_t)top * sizeof(int));
 	req->top_prob = malloc((size_t)top * sizeof(float));
 	if (!req->input || !req->top_class || !req->top_prob) {
-		mime_image_free(&img);
+		free(bytes);
 		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
 		return false;
 	}
-	r = mime_image_preprocess(&img, &rt->manifest->tasks[t].input, req->input, &ei);
-	mime_image_free(&img);
-	if (r < 0) {
-		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
-		                mime_strerror(r), ei.msg);
-		return false;
+	if (format && (strcmp(format, "u8") == 0 || strcmp(format, "f32") == 0)) {
+		bool ok = raw_input(call, rt, t, format, json_object_get(item, "shape"), bytes,
+		                    n_bytes, name, req->input);
+
+		free(bytes);
+		if (!ok)
+			return false;
+	} else {
+		if (format && !check_magic(bytes, n_bytes, format)) {
+			free(bytes);
+			call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s' is not a %s file",
+			                name, format);
+			return false;
+		}
+		r = mime_image_decode(bytes, n_bytes, &img, &ei);
+		free(bytes);
+		if (r < 0) {
+			call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
+			                mime_strerror(r), ei.msg);
+			return false;
+		}
+		r = mime_image_preprocess(&img, &rt->manifest->tasks[t].input, req->input, &ei);
+		mime_image_free(&img);
+		if (r < 0) {
+			call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
+			                mime_strerror(r), ei.msg);
+			return false;
+		}
 	}
 	req->call = call;
 	req->rt = rt;
@@ -690,7 +811,7 @@ static void m_infer(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_
 		conn_close(c, false);
 		return;
 	}
-	if (!get_int(vc->params, "deadline_ms", 0, 86400000, &deadline_ms, call))
+	if (!get_int(vc->params, "deadline_ms", "", 0, 86400000, &deadline_ms, call))
 		return;
 	if (!req_prepare(d, call, &call->reqs[0], vc->params, "", deadline_of(deadline_ms)))
 		return;
@@ -718,7 +839,7 @@ static void m_infer_batch(struct mimed *d, struct mimed_conn *c, struct mimed_va
 								: (size_t)MAX_BATCH_ITEMS);
 		return;
 	}
-	if (!get_int(vc->params, "deadline_ms", 0, 86400000, &deadline_ms, call))
+	if (!get_int(vc->params, "deadline_ms", "", 0, 86400000, &deadline_ms, call))
 		return;
 	deadline = deadline_of(deadline_ms);
 	for (size_t i = 0; i < n; i++) {

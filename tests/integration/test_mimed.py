@@ -326,6 +326,38 @@ def named_errors_and_keeps_serving(ctx):
 
 
 @test
+def raw_tensors(ctx):
+    c = ctx.a.conn()
+    img = pgm(16, 16, 3)
+    px = img[len(b'P5\n16 16\n255\n'):]
+    from_file = infer(c, 'alpha', img)
+    raw = infer(c, 'alpha', px, format='u8', shape=[16, 16])
+    assert raw['top'] == from_file['top'], (raw, from_file)
+    raw3 = infer(c, 'alpha', px, format='u8', shape=[16, 16, 1])
+    assert raw3['top'] == from_file['top']
+    # f32: the network input itself ((v - 0.5) / 0.25 for task alpha).
+    f32 = struct.pack('<256f', *[(b / 255.0 - 0.5) / 0.25 for b in px])
+    r = infer(c, 'alpha', f32, format='f32', shape=[1, 16, 16])
+    assert r['label'] == from_file['label']
+    for a, b in zip(r['top'], from_file['top']):
+        assert abs(a['score'] - b['score']) < 1e-4
+    # Wrong pixel counts and shapes are named errors.
+    p = expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                     {'task': 'alpha', 'image': b64(px[:-1]), 'format': 'u8', 'shape': [16, 16]})
+    assert 'needs 256 bytes, got 255' in p['description'], p
+    expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': b64(f32), 'format': 'f32', 'shape': [1, 8, 32]})
+    expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': b64(struct.pack('<256f', *([float('nan')] * 256))),
+                  'format': 'f32', 'shape': [1, 16, 16]})
+    expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': b64(px), 'format': 'u8'})
+    expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.Infer',
+                 {'task': 'alpha', 'image': b64(px), 'format': 'jpeg'})
+    c.close()
+
+
+@test
 def pipelined_replies_in_order(ctx):
     c = ctx.a.conn()
     tasks = ['alpha', 'beta', 'gamma', 'beta', 'alpha', 'gamma'] * 4
