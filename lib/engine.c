@@ -40,7 +40,8 @@ struct layer_plan {
 	int crs;    /* conv: C*R*S */
 	int chunk;  /* conv: columns per chunk (the last chunk of a sample may be short) */
 	int cps;    /* conv: chunks per sample */
-	float *wp;  /* conv, packed path: packed weights (owned) */
+	struct mime_gemm_weights gw; /* conv, packed path: packed weights (owned) */
+	int sparse;                  /* gw drops all-zero panel columns */
 	struct mime_conv_geom geom;
 };
 
@@ -115,8 +116,8 @@ static void conv_job(struct mime_engine *e, int tid)
 
 		if (e->cfg.conv == MIME_CONV_PACKED) {
 			mime_gemm_pack_b(&e->arch, g, in_n, (int)p0, nc, ts->col, ts->acc);
-			int64_t z = mime_gemm_conv(&e->arch, lp->wp, ts->col, g->k, lp->crs, nc,
-			                           (int)p0, (int)P, lp->b, &e->masks[n], apply,
+			int64_t z = mime_gemm_conv(&e->arch, &lp->gw, ts->col, nc, (int)p0, (int)P,
+			                           lp->b, &e->masks[n], apply,
 			                           e->job.out + n * g->k * P);
 			if (lp->masked >= 0)
 				ts->zeros[n] += z;
@@ -269,14 +270,16 @@ static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
 
 				lp->chunk = (lp->chunk + nr - 1) / nr * nr;
 				lp->cps = (lp->out.h * lp->out.w + lp->chunk - 1) / lp->chunk;
-				lp->wp = xaligned(
-					sizeof(float) *
-					mime_gemm_packed_a_floats(&e->arch, s->out, lp->crs));
-				if (!lp->wp)
+				/* Stated rule: block-sparse when at least 1 in 8 panel columns is
+				 * all zero; below that the index costs about what it saves. */
+				lp->sparse =
+					8 * mime_gemm_zero_columns(&e->arch, lp->w, s->out,
+				                                   lp->crs) >=
+					(int64_t)((s->out + e->arch.mr - 1) / e->arch.mr) * lp->crs;
+				if (mime_gemm_weights_pack(&e->arch, lp->w, s->out, lp->crs,
+				                           lp->sparse, &lp->gw) < 0)
 					return -ENOMEM;
-				mime_gemm_pack_a(&e->arch, lp->w, s->out, lp->crs, lp->wp);
-				e->plan_bytes += sizeof(float) * mime_gemm_packed_a_floats(
-									 &e->arch, s->out, lp->crs);
+				e->plan_bytes += mime_gemm_weights_bytes(&lp->gw);
 			}
 		}
 		if ((size_t)mime_shape_size(&lp->out) > e->act_floats)
@@ -394,7 +397,7 @@ void mime_engine_destroy(struct mime_engine *e)
 		}
 	free(e->ts);
 	for (int i = 0; i < e->n_layers; i++)
-		free(e->L[i].wp);
+		mime_gemm_weights_free(&e->L[i].gw);
 	free(e->masks);
 	free(e->zeros);
 	free(e->logits);

@@ -2,7 +2,9 @@
 /* gemm -- see gemm.h. */
 #include "lib/gemm.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -39,17 +41,89 @@ void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch)
 	}
 }
 
-size_t mime_gemm_packed_a_floats(const struct mime_gemm_arch *a, int K, int CRS)
+static int column_is_zero(const float *W, int K, int CRS, int k0, int mr, int c)
 {
-	return (size_t)((K + a->mr - 1) / a->mr) * CRS * a->mr;
+	for (int r = 0; r < mr && k0 + r < K; r++)
+		if (W[(int64_t)(k0 + r) * CRS + c] != 0.0f)
+			return 0;
+	return 1;
 }
 
-void mime_gemm_pack_a(const struct mime_gemm_arch *a, const float *W, int K, int CRS, float *packed)
+int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, int K, int CRS)
 {
+	int64_t n = 0;
+
 	for (int k0 = 0; k0 < K; k0 += a->mr)
 		for (int c = 0; c < CRS; c++)
-			for (int r = 0; r < a->mr; r++)
-				*packed++ = k0 + r < K ? W[(int64_t)(k0 + r) * CRS + c] : 0.0f;
+			n += column_is_zero(W, K, CRS, k0, a->mr, c);
+	return n;
+}
+
+static void *aligned_floats(size_t n)
+{
+	void *p = NULL;
+	size_t bytes = (n ? n : 1) * sizeof(float);
+
+	bytes = (bytes + 63) / 64 * 64;
+	return posix_memalign(&p, 64, bytes) == 0 ? p : NULL;
+}
+
+int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
+                           int sparse, struct mime_gemm_weights *ret_weights)
+{
+	const int mr = a->mr, panels = (K + mr - 1) / mr;
+	struct mime_gemm_weights w = {.K = K, .CRS = CRS, .mr = mr};
+	float *v;
+
+	w.n_cols = (int64_t)panels * CRS;
+	if (sparse) {
+		w.n_cols -= mime_gemm_zero_columns(a, W, K, CRS);
+		w.cols = malloc(sizeof(int32_t) * (size_t)(w.n_cols ? w.n_cols : 1));
+		w.start = malloc(sizeof(int64_t) * (size_t)(panels + 1));
+	}
+	w.values = aligned_floats((size_t)w.n_cols * mr);
+	if (!w.values || (sparse && (!w.cols || !w.start))) {
+		mime_gemm_weights_free(&w);
+		return -ENOMEM;
+	}
+	v = w.values;
+	for (int p = 0, n = 0; p < panels; p++) {
+		const int k0 = p * mr;
+
+		if (sparse)
+			w.start[p] = n;
+		for (int c = 0; c < CRS; c++) {
+			if (sparse) {
+				if (column_is_zero(W, K, CRS, k0, mr, c))
+					continue;
+				w.cols[n++] = c;
+			}
+			for (int r = 0; r < mr; r++)
+				*v++ = k0 + r < K ? W[(int64_t)(k0 + r) * CRS + c] : 0.0f;
+		}
+		if (sparse && p == panels - 1)
+			w.start[panels] = n;
+	}
+	*ret_weights = w;
+	return 0;
+}
+
+void mime_gemm_weights_free(struct mime_gemm_weights *w)
+{
+	free(w->values);
+	free(w->cols);
+	free(w->start);
+	*w = (struct mime_gemm_weights){0};
+}
+
+size_t mime_gemm_weights_bytes(const struct mime_gemm_weights *w)
+{
+	size_t n = sizeof(float) * (size_t)w->n_cols * w->mr;
+
+	if (w->cols)
+		n += sizeof(int32_t) * (size_t)w->n_cols +
+		     sizeof(int64_t) * (size_t)((w->K + w->mr - 1) / w->mr + 1);
+	return n;
 }
 
 size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np)
@@ -114,81 +188,116 @@ void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geo
 
 /* Microkernels: tile[MR][NR] = sum over i < crs of a[i][r] * b[i][j], i in increasing order. */
 
-static void ukr_scalar(int crs, const float *a, const float *b, float *tile)
+static void ukr_scalar(int n, const float *a, const float *b, const int32_t *cols, float *tile)
 {
 	float acc[4][8] = {{0}};
 
-	for (int i = 0; i < crs; i++, a += 4, b += 8)
+	for (int i = 0; i < n; i++, a += 4) {
+		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 8;
+
 		for (int r = 0; r < 4; r++)
 			for (int j = 0; j < 8; j++)
-				acc[r][j] = fmaf(a[r], b[j], acc[r][j]);
+				acc[r][j] = fmaf(a[r], bb[j], acc[r][j]);
+	}
 	memcpy(tile, acc, sizeof(acc));
 }
 
 #ifdef MIME_X86
-__attribute__((target("avx2,fma"))) static void ukr_avx2(int crs, const float *a, const float *b,
-                                                         float *tile)
+/* The kernels are written out by hand so the accumulators stay in registers at -O2. Each is
+ * one always-inline body instantiated twice: dense (cols == NULL, the compiler drops the
+ * index) and block-sparse (b row = cols[i]). */
+#define ROW2(r, LOADA, FMA)                                                                        \
+	do {                                                                                       \
+		const VEC ar = LOADA(a + (r));                                                     \
+		c##r##0 = FMA(ar, b0, c##r##0);                                                    \
+		c##r##1 = FMA(ar, b1, c##r##1);                                                    \
+	} while (0)
+#define STORE2(r, STORE, W)                                                                        \
+	do {                                                                                       \
+		STORE(tile + (r)*2 * (W), c##r##0);                                                \
+		STORE(tile + (r)*2 * (W) + (W), c##r##1);                                          \
+	} while (0)
+
+#define VEC __m256
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+ukr_avx2_body(int n, const float *a, const float *b, const int32_t *cols, float *tile)
 {
-	__m256 c[6][2];
+	__m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+	__m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 
-	for (int r = 0; r < 6; r++)
-		c[r][0] = c[r][1] = _mm256_setzero_ps();
-	for (int i = 0; i < crs; i++, a += 6, b += 16) {
-		const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+	for (int i = 0; i < n; i++, a += 6) {
+		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 16;
+		const __m256 b0 = _mm256_load_ps(bb), b1 = _mm256_load_ps(bb + 8);
 
-		for (int r = 0; r < 6; r++) {
-			const __m256 ar = _mm256_broadcast_ss(a + r);
-
-			c[r][0] = _mm256_fmadd_ps(ar, b0, c[r][0]);
-			c[r][1] = _mm256_fmadd_ps(ar, b1, c[r][1]);
-		}
+		ROW2(0, _mm256_broadcast_ss, _mm256_fmadd_ps);
+		ROW2(1, _mm256_broadcast_ss, _mm256_fmadd_ps);
+		ROW2(2, _mm256_broadcast_ss, _mm256_fmadd_ps);
+		ROW2(3, _mm256_broadcast_ss, _mm256_fmadd_ps);
+		ROW2(4, _mm256_broadcast_ss, _mm256_fmadd_ps);
+		ROW2(5, _mm256_broadcast_ss, _mm256_fmadd_ps);
 	}
-	for (int r = 0; r < 6; r++) {
-		_mm256_store_ps(tile + r * 16, c[r][0]);
-		_mm256_store_ps(tile + r * 16 + 8, c[r][1]);
-	}
+	STORE2(0, _mm256_store_ps, 8);
+	STORE2(1, _mm256_store_ps, 8);
+	STORE2(2, _mm256_store_ps, 8);
+	STORE2(3, _mm256_store_ps, 8);
+	STORE2(4, _mm256_store_ps, 8);
+	STORE2(5, _mm256_store_ps, 8);
+}
+#undef VEC
+
+__attribute__((target("avx2,fma"))) static void ukr_avx2(int n, const float *a, const float *b,
+                                                         const int32_t *cols, float *tile)
+{
+	if (cols)
+		ukr_avx2_body(n, a, b, cols, tile);
+	else
+		ukr_avx2_body(n, a, b, NULL, tile);
 }
 
-/* Written out by hand: the 16 accumulators must stay in registers at -O2. */
-#define AVX512_ROW(r)                                                                              \
-	do {                                                                                       \
-		const __m512 ar = _mm512_set1_ps(a[r]);                                            \
-		c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);                                        \
-		c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1);                                        \
-	} while (0)
-#define AVX512_STORE(r)                                                                            \
-	do {                                                                                       \
-		_mm512_store_ps(tile + (r)*32, c##r##0);                                           \
-		_mm512_store_ps(tile + (r)*32 + 16, c##r##1);                                      \
-	} while (0)
+#define VEC __m512
+__attribute__((target("avx512f"), always_inline)) static inline __m512 bcast512(const float *p)
+{
+	return _mm512_set1_ps(*p);
+}
 
-__attribute__((target("avx512f"))) static void ukr_avx512(int crs, const float *a, const float *b,
-                                                          float *tile)
+__attribute__((target("avx512f"), always_inline)) static inline void
+ukr_avx512_body(int n, const float *a, const float *b, const int32_t *cols, float *tile)
 {
 	__m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00;
 	__m512 c61 = c00, c70 = c00, c71 = c00;
 
-	for (int i = 0; i < crs; i++, a += 8, b += 32) {
-		const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+	for (int i = 0; i < n; i++, a += 8) {
+		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 32;
+		const __m512 b0 = _mm512_load_ps(bb), b1 = _mm512_load_ps(bb + 16);
 
-		AVX512_ROW(0);
-		AVX512_ROW(1);
-		AVX512_ROW(2);
-		AVX512_ROW(3);
-		AVX512_ROW(4);
-		AVX512_ROW(5);
-		AVX512_ROW(6);
-		AVX512_ROW(7);
+		ROW2(0, bcast512, _mm512_fmadd_ps);
+		ROW2(1, bcast512, _mm512_fmadd_ps);
+		ROW2(2, bcast512, _mm512_fmadd_ps);
+		ROW2(3, bcast512, _mm512_fmadd_ps);
+		ROW2(4, bcast512, _mm512_fmadd_ps);
+		ROW2(5, bcast512, _mm512_fmadd_ps);
+		ROW2(6, bcast512, _mm512_fmadd_ps);
+		ROW2(7, bcast512, _mm512_fmadd_ps);
 	}
-	AVX512_STORE(0);
-	AVX512_STORE(1);
-	AVX512_STORE(2);
-	AVX512_STORE(3);
-	AVX512_STORE(4);
-	AVX512_STORE(5);
-	AVX512_STORE(6);
-	AVX512_STORE(7);
+	STORE2(0, _mm512_store_ps, 16);
+	STORE2(1, _mm512_store_ps, 16);
+	STORE2(2, _mm512_store_ps, 16);
+	STORE2(3, _mm512_store_ps, 16);
+	STORE2(4, _mm512_store_ps, 16);
+	STORE2(5, _mm512_store_ps, 16);
+	STORE2(6, _mm512_store_ps, 16);
+	STORE2(7, _mm512_store_ps, 16);
+}
+#undef VEC
+
+__attribute__((target("avx512f"))) static void ukr_avx512(int n, const float *a, const float *b,
+                                                          const int32_t *cols, float *tile)
+{
+	if (cols)
+		ukr_avx512_body(n, a, b, cols, tile);
+	else
+		ukr_avx512_body(n, a, b, NULL, tile);
 }
 
 /* The conv epilogue on a 8 x 32 tile with AVX-512: bias, mask, zero count, masked stores. */
@@ -233,16 +342,20 @@ epilogue_avx512(const float *tile, int kn, int jn, int k0, int j0, int p0, int P
 }
 #endif
 
-int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const float *packed_a, const float *packed_b,
-                       int K, int CRS, int np, int p0, int P, const float *bias,
+int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_weights *w,
+                       const float *packed_b, int np, int p0, int P, const float *bias,
                        const struct mime_mask_ref *mask, int apply_mask, float *out_sample)
 {
-	const int mr = a->mr, nr = a->nr;
+	const int mr = a->mr, nr = a->nr, K = w->K, CRS = w->CRS;
 	float tile[MAX_MR * MAX_NR] __attribute__((aligned(64)));
 	int64_t zeros = 0;
 
 	for (int k0 = 0; k0 < K; k0 += mr) {
-		const float *ap = packed_a + (int64_t)(k0 / mr) * CRS * mr;
+		const int p = k0 / mr;
+		const int64_t c0 = w->start ? w->start[p] : (int64_t)p * CRS;
+		const int n = (int)(w->start ? w->start[p + 1] - c0 : CRS);
+		const float *ap = w->values + c0 * mr;
+		const int32_t *cols = w->cols ? w->cols + c0 : NULL;
 		const int kn = K - k0 < mr ? K - k0 : mr;
 
 		for (int j0 = 0; j0 < np; j0 += nr) {
@@ -252,16 +365,16 @@ int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const float *packed_a, co
 			switch (a->simd) {
 #ifdef MIME_X86
 			case MIME_SIMD_AVX512:
-				ukr_avx512(CRS, ap, bp, tile);
+				ukr_avx512(n, ap, bp, cols, tile);
 				zeros += epilogue_avx512(tile, kn, jn, k0, j0, p0, P, bias, mask,
 				                         apply_mask, out_sample);
 				continue;
 			case MIME_SIMD_AVX2:
-				ukr_avx2(CRS, ap, bp, tile);
+				ukr_avx2(n, ap, bp, cols, tile);
 				break;
 #endif
 			default:
-				ukr_scalar(CRS, ap, bp, tile);
+				ukr_scalar(n, ap, bp, cols, tile);
 				break;
 			}
 			/* Epilogue while the tile is hot: bias, mask, zero count, store. */

@@ -8,7 +8,8 @@
  * Every output is the sum over c*R*S in increasing order, whatever the batch, chunk or
  * thread, so a sample's result does not depend on what it is batched with.
  *
- * Layouts: packed weights [ceil(K/MR)][CRS][MR] (kernels past K are zero); packed patches
+ * Layouts: packed weights [ceil(K/MR)][CRS][MR] (kernels past K are zero; see
+ * struct mime_gemm_weights for the block-sparse form); packed patches
  * [ceil(np/NR)][CRS][NR] (pixels past np are zero). Both 64-byte aligned by the caller.
  * Ownership: callers own every buffer. Threads: reentrant; no allocation. */
 #pragma once
@@ -34,10 +35,28 @@ struct mime_gemm_arch {
  * (want = -1: best). */
 void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch);
 
-/* Floats needed for K x CRS packed weights. */
-size_t mime_gemm_packed_a_floats(const struct mime_gemm_arch *a, int K, int CRS);
-void mime_gemm_pack_a(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
-                      float *packed);
+/* Packed weights. Dense: panel p (kernels p*MR .. p*MR+MR-1) holds CRS columns of MR values.
+ * Block-sparse (SIMD-aware fine-grain pruning, the Multi-phase CNN paper's W_uv groups): a
+ * panel column whose MR values are all zero is not stored, and each panel lists the columns
+ * it keeps, so a zero group costs no instruction and no byte. Groups of W_uv rows with
+ * MR | W_uv (e.g. W_uv = 16 on AVX-512, MR = 8) map to whole panel columns. */
+struct mime_gemm_weights {
+	int K, CRS, mr;
+	float *values;  /* panel p's values: values + start[p] * mr (dense: p * CRS * mr) */
+	int32_t *cols;  /* kept column indices, increasing per panel; NULL when dense */
+	int64_t *start; /* [panels + 1] offsets into cols; NULL when dense */
+	int64_t n_cols; /* stored columns over all panels */
+};
+
+/* Number of all-zero MR x 1 panel columns of W [K, CRS] (what sparse packing drops). */
+int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, int K, int CRS);
+
+/* Packs W [K, CRS] (row-major) for a; sparse = 1 drops all-zero panel columns. Allocates
+ * (64-byte aligned); returns 0 or -ENOMEM. */
+int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
+                           int sparse, struct mime_gemm_weights *ret_weights);
+void mime_gemm_weights_free(struct mime_gemm_weights *w); /* zeroes *w; NULL fields fine */
+size_t mime_gemm_weights_bytes(const struct mime_gemm_weights *w);
 
 /* Floats needed for the packed patches of np pixels. */
 size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np);
@@ -50,6 +69,6 @@ void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geo
 /* out_sample[k, p0 + j] = mask(sum_crs W[k, crs] * X[crs, j] + bias[k]) for every kernel k
  * and j < np; P = OH*OW is the row stride of out_sample ([K, P]). Returns the number of zero
  * outputs written when apply_mask is set (else 0). */
-int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const float *packed_a, const float *packed_b,
-                       int K, int CRS, int np, int p0, int P, const float *bias,
+int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_weights *w,
+                       const float *packed_b, int np, int p0, int P, const float *bias,
                        const struct mime_mask_ref *mask, int apply_mask, float *out_sample);
