@@ -31,6 +31,7 @@ struct mimed_config {
 	size_t queue_capacity;
 	int workers;
 	int threads;                  /* engine threads per worker */
+	int blas_threads;             /* OpenBLAS threads; 0: auto */
 	uint64_t memory_budget_bytes; /* 0: none */
 	double latency_budget_ms;     /* 0: none */
 	size_t max_message_bytes;

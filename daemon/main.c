@@ -159,7 +159,7 @@ int mimed_reload(struct mimed *d, char *err, size_t err_len)
 	struct mime_errinfo ei = {0};
 	struct mimed_config c;
 	const char *path;
-	bool have_gid;
+	bool have_gid, budget_changed;
 	gid_t gid = 0;
 	int r;
 
@@ -212,6 +212,8 @@ int mimed_reload(struct mimed *d, char *err, size_t err_len)
 		d->rt = rt;
 	}
 	/* Budgets set through the socket stay unless the file changed that budget. */
+	budget_changed = c.memory_budget_bytes != d->cfg.memory_budget_bytes ||
+	                 c.latency_budget_ms != d->cfg.latency_budget_ms;
 	if (c.memory_budget_bytes != d->cfg.memory_budget_bytes)
 		d->budget_memory_bytes = c.memory_budget_bytes;
 	if (c.latency_budget_ms != d->cfg.latency_budget_ms)
@@ -229,6 +231,8 @@ int mimed_reload(struct mimed *d, char *err, size_t err_len)
 		conn->framer.max_bytes = c.max_message_bytes;
 	mimed_log(d, LOG_NOTICE, "reloaded %s", d->config_path ? d->config_path : "(defaults)");
 	mimed_server_emit(d, "reload", json_pack("{s:s}", "bundle", d->rt->bundle_path));
+	if (budget_changed)
+		mimed_budget_changed(d, "config");
 	mimed_notify(d, "READY=1\nSTATUS=serving %d tasks, phase %d", d->rt->manifest->n_tasks,
 	             d->phase);
 	return 0;
@@ -324,7 +328,7 @@ int main(int argc, char **argv)
 	struct mime_errinfo ei = {0};
 	char err[512];
 	const char *path;
-	int opt, r;
+	int opt, r, blas_threads;
 
 	while ((opt = getopt_long(argc, argv, "c:b:s:fh", opts, NULL)) != -1) {
 		switch (opt) {
@@ -377,8 +381,17 @@ int main(int argc, char **argv)
 		d.watchdog_usec = 0;
 #endif
 	signal(SIGPIPE, SIG_IGN);
-	/* Workers x engine threads share the cores: the engines thread themselves. */
-	openblas_set_num_threads(1);
+	/* Workers x engine threads x BLAS threads share the cores. Debian's pthread OpenBLAS
+	 * serialises concurrent calls, so BLAS threads only pay with one single-threaded
+	 * engine; engines with threads of their own want OpenBLAS single-threaded. */
+	blas_threads = d.cfg.blas_threads;
+	if (blas_threads == 0) {
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+		blas_threads =
+			d.cfg.workers == 1 && d.cfg.threads == 1 && cores > 1 ? (int)cores : 1;
+	}
+	openblas_set_num_threads(blas_threads);
 
 	d.n_workers = d.cfg.workers;
 	path = bundle_path(&d, &d.cfg);
@@ -426,12 +439,12 @@ int main(int argc, char **argv)
 	}
 	uv_timer_start(&d.tick, on_tick, TICK_MS, TICK_MS);
 	mimed_log(&d, LOG_NOTICE,
-	          "serving bundle '%s' (%d tasks) on %s%s: workers=%d threads=%d max_batch=%d "
-	          "max_wait_us=%llu queue=%zu",
+	          "serving bundle '%s' (%d tasks) on %s: workers=%d threads=%d blas_threads=%d "
+	          "max_batch=%d max_wait_us=%llu queue=%zu",
 	          path, d.rt->manifest->n_tasks,
-	          d.activated ? "the socket from systemd" : d.socket_path, "", d.n_workers,
-	          d.cfg.threads, d.cfg.max_batch, (unsigned long long)d.cfg.max_wait_us,
-	          d.cfg.queue_capacity);
+	          d.activated ? "the socket from systemd" : d.socket_path, d.n_workers,
+	          d.cfg.threads, blas_threads, d.cfg.max_batch,
+	          (unsigned long long)d.cfg.max_wait_us, d.cfg.queue_capacity);
 	mimed_notify(&d, "READY=1\nSTATUS=serving %d tasks, phase %d", d.rt->manifest->n_tasks,
 	             d.phase);
 

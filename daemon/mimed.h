@@ -254,6 +254,8 @@ void mimed_server_shutdown(struct mimed *d); /* stop accepting, drain, then stop
 void mimed_server_close_all(struct mimed *d);
 void mimed_server_emit(struct mimed *d, const char *kind, json_t *data); /* takes data */
 void mimed_server_check_drained(struct mimed *d);
+/* Logs (a budget below the lowest phase: a warning) and emits a budget event. */
+void mimed_budget_changed(struct mimed *d, const char *source);
 
 /* main.c */
 int mimed_reload(struct mimed *d, char *err, size_t err_len);

@@ -976,6 +976,24 @@ static json_t *budgets_json(struct mimed *d)
 	return b;
 }
 
+void mimed_budget_changed(struct mimed *d, const char *source)
+{
+	uint64_t rss = rss_bytes();
+	bool fits = !d->budget_memory_bytes || rss <= d->budget_memory_bytes;
+
+	/* One phase until bundles have more: the lowest phase is all there is. */
+	if (!fits)
+		mimed_log(d, LOG_WARNING,
+		          "memory budget %llu bytes is below what phase %d takes (rss %llu bytes); "
+		          "staying at the lowest phase",
+		          (unsigned long long)d->budget_memory_bytes, d->phase,
+		          (unsigned long long)rss);
+	mimed_server_emit(d, "budget",
+	                  json_pack("{s:o,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d), "source",
+	                            source, "memory_fits", fits, "rss_bytes", (json_int_t)rss,
+	                            "phase", d->phase));
+}
+
 static void m_get_status(struct mimed *d, struct mimed_call *call)
 {
 	static const double p[] = {50, 95, 99};
@@ -1035,8 +1053,7 @@ static void m_set_budget(struct mimed *d, struct mimed_call *call, json_t *param
 	mimed_log(d, LOG_NOTICE, "budget memory_bytes=%llu latency_ms=%g source=socket uid=%u",
 	          (unsigned long long)d->budget_memory_bytes, d->budget_latency_ms,
 	          (unsigned)call->conn->uid);
-	mimed_server_emit(d, "budget",
-	                  json_pack("{s:o,s:s}", "budgets", budgets_json(d), "source", "socket"));
+	mimed_budget_changed(d, "socket");
 	call_ok(call, json_pack("{s:o}", "budgets", budgets_json(d)));
 }
 

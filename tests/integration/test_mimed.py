@@ -393,6 +393,10 @@ def status_and_admin(ctx):
     expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetPhase', {'phase': 2})
     expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetBudget',
                  {'memory_bytes': -1})
+    # A budget below what the only phase takes: the lowest phase stays, with a warning.
+    c.call('io.mime.SetBudget', {'memory_bytes': 4096})
+    assert c.call('io.mime.GetStatus')['status']['phase'] == 1
+    assert 'below what phase 1 takes' in ctx.a.read_log()
     c.call('io.mime.SetBudget', {'memory_bytes': 0, 'latency_ms': 0})
     c.close()
 
@@ -451,6 +455,7 @@ def watch_events(ctx):
             assert e['data']['tasks'] == ['gamma'] and e['data']['mode'] == 'singular'
             assert 'energy' in e['data'] and 'sparsity' in e['data']
     assert 'batch' in kinds, kinds
+    assert e['data']['memory_fits'] is True and e['data']['source'] == 'socket', e
     c.call('io.mime.SetBudget', {'latency_ms': 0})
     c.close()
     w.close()
@@ -563,6 +568,45 @@ def slow_client_times_out(ctx):
     c.close()
     c = ctx.b.conn()
     assert c.call('io.mime.ListTasks')['tasks']
+    c.close()
+
+
+@test
+def connection_cap(ctx):
+    conns = [ctx.b.conn() for _ in range(6)]  # b: limits.max_connections 6
+    for x in conns:
+        assert x.call('io.mime.ListTasks')['tasks']
+    extra = ctx.b.conn()
+    try:
+        extra.call('io.mime.ListTasks')
+        raise AssertionError('a 7th connection was served')
+    except (EOFError, ConnectionResetError, BrokenPipeError):
+        pass
+    extra.close()
+    conns.pop().close()
+    time.sleep(0.1)
+    again = ctx.b.conn()
+    assert again.call('io.mime.ListTasks')['tasks']
+    again.close()
+    for x in conns:
+        x.close()
+    assert 'too many connections' in ctx.b.read_log()
+
+
+@test
+def reload_same_path_new_file(ctx):
+    a = ctx.a
+    c = a.conn()
+    before = infer(c, 'gamma', pgm(16, 16, 8))
+    subprocess.check_call([MKBUNDLE, a.bundle, '11'])  # rewritten in place (rename)
+    a.p.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        after = infer(c, 'gamma', pgm(16, 16, 8))
+        if after['top'] != before['top']:
+            break
+        time.sleep(0.05)
+    assert after['top'] != before['top'], 'the rewritten bundle was not reloaded'
     c.close()
 
 
@@ -694,7 +738,8 @@ def main():
         # b batches slowly: a batch of 8 never fills a queue of 4, so requests wait
         # max_wait (300 ms) in a full queue.
         ctx.b = Daemon(tmp, 'b', bundle, 'batching:\n  max_batch: 8\n  max_wait: 300ms\n'
-                       '  queue_capacity: 4\nlimits:\n  message_timeout: 300ms\n', workers=1)
+                       '  queue_capacity: 4\nlimits:\n  message_timeout: 300ms\n'
+                       '  max_connections: 6\n', workers=1)
         try:
             for t in TESTS:
                 only = os.environ.get('ONLY')
