@@ -1,6 +1,12 @@
 #!/bin/sh
-# demo.sh -- the README's main job: install, build, fetch data if missing, classify the
-# shipped sample images with the shipped model.
+# demo.sh -- the README's main job on the shipped defaults: install what is missing, build,
+# fetch the datasets if missing, then
+#   1. classify the shipped sample images offline (mimectl run) and measure the shipped
+#      model's test accuracy through the inference engine (mime-train eval);
+#   2. start mimed on the shipped bundle on a temporary socket, send interleaved requests of
+#      every task, change the budgets (socket API and signals), show the status with the
+#      modelled energy, print the daemon's batch records, and stop it cleanly (SIGTERM).
+# MIME_BUILD_DIR overrides the build directory (default build/).
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -8,4 +14,82 @@ B=${MIME_BUILD_DIR:-build}
 [ -d "$B" ] || meson setup "$B" --werror
 meson compile -C "$B"
 MIME_TRAIN="$B/train/mime-train" ./scripts/fetch-data.sh # after the build: it runs mime-train
-echo "demo: not complete yet"
+
+DATA=${MIME_DATA:-$HOME/.cache/mime/data}
+MIMECTL="$B/client/mimectl"
+TRAIN="$B/train/mime-train"
+BUNDLE=models/demo.mime
+[ -f "$BUNDLE" ] || BUNDLE=models/fmnist-parent.mime
+
+say() { printf '\n== %s\n' "$*"; }
+
+tasks=$("$TRAIN" bundle inspect "$BUNDLE" | sed -n 's/^  \([A-Za-z0-9_.-]*\): [0-9]* classes.*/\1/p')
+[ -n "$tasks" ] || { echo "demo: $BUNDLE lists no tasks" >&2; exit 1; }
+
+say "bundle $BUNDLE"
+"$TRAIN" bundle verify "$BUNDLE"
+
+for t in $tasks; do
+	[ -d "models/samples/$t" ] || continue
+	say "offline: mimectl run --bundle $BUNDLE --task $t models/samples/$t/*.png"
+	"$MIMECTL" run --bundle "$BUNDLE" --task "$t" --top 2 "models/samples/$t"/*.png
+	if [ -f "$DATA/$t/t10k-images-idx3-ubyte.gz" ]; then
+		say "accuracy of task $t on its test split (through the inference engine)"
+		"$TRAIN" eval --bundle "$BUNDLE" --task "$t" --threads 2 \
+			--images "$DATA/$t/t10k-images-idx3-ubyte.gz" \
+			--labels "$DATA/$t/t10k-labels-idx1-ubyte.gz"
+	fi
+done
+
+# --- the daemon -------------------------------------------------------------------------
+RUN=$(mktemp -d)
+SOCK="$RUN/mimed.sock"
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$RUN"' EXIT INT TERM
+say "starting mimed --bundle $BUNDLE --socket $SOCK"
+"$B/daemon/mimed" --bundle "$BUNDLE" --socket "$SOCK" 2>"$RUN/mimed.log" &
+PID=$!
+i=0
+while [ ! -S "$SOCK" ]; do
+	i=$((i + 1))
+	[ "$i" -lt 100 ] || { cat "$RUN/mimed.log"; echo "demo: mimed did not start" >&2; exit 1; }
+	sleep 0.1
+done
+export MIME_SOCKET="$SOCK"
+
+say "mimectl tasks"
+"$MIMECTL" tasks
+
+say "interleaved requests of every task"
+for n in 0 1 2; do
+	for t in $tasks; do
+		f=$(ls "models/samples/$t"/*-"$n".png 2>/dev/null | head -n 3 || true)
+		# shellcheck disable=SC2086
+		[ -z "$f" ] || "$MIMECTL" infer --task "$t" $f
+	done
+done
+
+say "closed-loop load: mimectl bench -n 600 -c 8 (tasks interleaved)"
+"$MIMECTL" bench -n 600 -c 8
+
+say "budgets through the socket: mimectl budget --memory 64M --latency 5ms"
+"$MIMECTL" budget --memory 64M --latency 5ms
+say "phase down / up through signals (SIGUSR1, SIGUSR2), then back to auto"
+kill -USR1 "$PID"
+sleep 0.2
+"$MIMECTL" status | sed -n '1,3p'
+kill -USR2 "$PID"
+sleep 0.2
+"$MIMECTL" phase auto
+"$MIMECTL" status | sed -n '1,3p'
+
+say "mimectl status"
+"$MIMECTL" status
+
+say "stopping mimed (SIGTERM: drain, answer, exit 0)"
+kill -TERM "$PID"
+wait "$PID"
+PID=
+say "the daemon's log: one key=value record per batch (with modelled accelerator energy)"
+grep -E 'batch id=' "$RUN/mimed.log" | tail -n 5
+grep -vE 'batch id=' "$RUN/mimed.log" | tail -n 12
+say "demo done"
