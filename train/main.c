@@ -11,6 +11,10 @@ static const struct {
 	const char *help;
 } commands[] = {
 	{"parent", mimetrain_cmd_parent, "train the parent network on a dataset, write a bundle"},
+	{"thresholds", mimetrain_cmd_thresholds,
+         "MIME: learn a task's thresholds and head on the frozen parent"},
+	{"finetune", mimetrain_cmd_finetune,
+         "baselines: fine-tune a copy of the parent, or --head-only, for a task"},
 	{"eval", mimetrain_cmd_eval, "accuracy and sparsity of a bundle's task on IDX data"},
 	{"bundle", mimetrain_cmd_bundle, "inspect | verify | import bundles"},
 	{"data", mimetrain_cmd_data, "convert the mnist | digits child-task data to IDX"},
@@ -21,7 +25,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: mime-train COMMAND [ARGS...]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n'mime-train COMMAND --help' describes a command.\n");
 }
 
