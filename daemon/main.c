@@ -184,8 +184,8 @@ int mimed_reload(struct mimed *d, char *err, size_t err_len)
 	if (mimed_runtime_stale(d->rt, path, c.max_batch, c.threads)) {
 		r = mimed_runtime_load(d, &c, path, &rt, &ei);
 		if (r < 0) {
-			snprintf(err, err_len, "bundle '%s': %s: %s", path, mime_strerror(r),
-			         ei.msg);
+			snprintf(err, err_len, "bundle '%s': %s", path,
+			         ei.msg[0] ? ei.msg : mime_strerror(r));
 			goto out_cfg;
 		}
 	} else if (c.n_tasks || d->cfg.n_tasks) {
@@ -397,7 +397,12 @@ int main(int argc, char **argv)
 	path = bundle_path(&d, &d.cfg);
 	r = mimed_runtime_load(&d, &d.cfg, path, &d.rt, &ei);
 	if (r < 0) {
-		mimed_log(&d, LOG_ERR, "bundle '%s': %s: %s", path, mime_strerror(r), ei.msg);
+		mimed_log(&d, LOG_ERR, "bundle '%s': %s%s", path,
+		          ei.msg[0] ? ei.msg : mime_strerror(r),
+		          d.cli_bundle || d.cfg.bundle
+		                  ? ""
+		                  : " (no bundle given: pass --bundle FILE or set 'bundle' in the "
+		                    "configuration)");
 		r = 1;
 		goto out_socket;
 	}

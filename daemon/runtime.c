@@ -58,7 +58,7 @@ int mimed_runtime_load(struct mimed *d, const struct mimed_config *cfg, const ch
 	int r;
 
 	if (stat(path, &st) < 0)
-		return mime_errinfo_set(ei, -errno, "bundle '%s': %s", path, strerror(errno));
+		return mime_errinfo_set(ei, -errno, "%s", strerror(errno));
 	rt = calloc(1, sizeof(*rt));
 	if (!rt)
 		return -ENOMEM;

@@ -18,9 +18,9 @@ import time
 import traceback
 import zlib
 
-MIMED = os.environ.get('MIMED', 'build/daemon/mimed')
-MKBUNDLE = os.environ.get('MKBUNDLE', 'build/daemon/mkbundle')
-MIMECTL = os.environ.get('MIMECTL', 'build/client/mimectl')
+MIMED = os.path.abspath(os.environ.get('MIMED', 'build/daemon/mimed'))
+MKBUNDLE = os.path.abspath(os.environ.get('MKBUNDLE', 'build/daemon/mkbundle'))
+MIMECTL = os.path.abspath(os.environ.get('MIMECTL', 'build/client/mimectl'))
 IFACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'docs',
                      'io.mime.varlink')
 
@@ -720,6 +720,55 @@ def systemd_socket_activation_and_notify(ctx):
             p.wait()
         log.close()
         notify.close()
+
+
+@test
+def shipped_bundle_with_defaults(ctx):
+    """mimed with no configuration at all, from the source tree: the shipped bundle, the
+    socket in $RUNTIME_DIRECTORY, and the sample images of each task get their labels."""
+    root = os.path.abspath(os.path.join(os.path.dirname(IFACE), '..'))
+    shipped = [b for b in ('models/demo.mime', 'models/fmnist-parent.mime')
+               if os.path.exists(os.path.join(root, b))]
+    if not shipped:
+        print('skip shipped_bundle_with_defaults: no shipped bundle in models/ yet')
+        return
+    rundir = os.path.join(ctx.tmp, 'run')
+    os.makedirs(rundir)
+    env = dict(os.environ, RUNTIME_DIRECTORY=rundir)
+    for k in ('NOTIFY_SOCKET', 'LISTEN_FDS', 'JOURNAL_STREAM'):
+        env.pop(k, None)
+    log = open(os.path.join(ctx.tmp, 'shipped.log'), 'wb')
+    p = subprocess.Popen([MIMED], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    sock = os.path.join(rundir, 'mimed.sock')
+    try:
+        for _ in range(500):
+            if os.path.exists(sock) or p.poll() is not None:
+                break
+            time.sleep(0.02)
+        c = Conn(sock)
+        tasks = [t['name'] for t in c.call('io.mime.ListTasks')['tasks']]
+        total = right = 0
+        for task in tasks:
+            d = os.path.join(root, 'models', 'samples', task)
+            if not os.path.isdir(d):
+                continue
+            for f in sorted(os.listdir(d)):
+                label = int(f.split('-')[0])
+                with open(os.path.join(d, f), 'rb') as fh:
+                    r = infer(c, task, fh.read())
+                total += 1
+                right += r['label'] == label
+        print('shipped bundle %s: %d of %d sample images labelled as expected'
+              % (shipped[0], right, total))
+        assert total == 0 or right >= 0.8 * total, (right, total)
+        c.close()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
 
 
 class Ctx:
