@@ -3,6 +3,10 @@
  * inference engine (the same code path the daemon serves), per-class accuracy, and per
  * masked layer the mean fraction of output neurons that were zero ("sparsity").
  * IDX images are taken as 8-bit gray in [0,1] and preprocessed to the task's input spec.
+ * --mode picks what serves the task: "mime" (default: the bundle's task as the daemon serves
+ * it, thresholds if it has them), "conventional" (the fine-tuned copy conventional/<task>/...
+ * written by `mime-train finetune`, ReLU) or "head-only" (the parent with ReLU and the head
+ * headonly/<task>/head.*). The model is the bundle's with that task's views replaced.
  * Exit codes: 0 ok, 1 failure (message on stderr), 2 usage. */
 #include <cblas.h>
 #include <getopt.h>
@@ -24,7 +28,65 @@
 static void eval_usage(FILE *f)
 {
 	fprintf(f, "usage: mime-train eval --bundle FILE --task NAME --images IDX --labels IDX\n"
-	           "                       [--limit N] [--threads N] [--json]\n");
+	           "                       [--limit N] [--threads N] [--json]\n"
+	           "                       [--mode mime|conventional|head-only]\n");
+}
+
+/* A view of tensor name that must hold exactly n_floats F32 values, or NULL. */
+static const float *eval_tensor(const struct mime_bundle *b, const char *name, size_t n_floats)
+{
+	struct mime_tensor_view v;
+
+	if (mime_bundle_tensor(b, name, &v) < 0 || v.dtype != MIME_DTYPE_F32 ||
+	    v.n_bytes != n_floats * sizeof(float))
+		return NULL;
+	return v.data;
+}
+
+/* Replaces task's views in m by the baseline's: mode 1 conventional, 2 head-only. */
+static int eval_use_baseline(const struct mime_bundle *b, struct mime_model *m, int task, int mode)
+{
+	const char *pre = mode == 1 ? "conventional" : "headonly";
+	struct mime_task_params *tp = &m->tasks[task];
+	struct mime_shape shapes[MIME_MAX_LAYERS];
+	char name[MIME_NAME_MAX * 2 + 32];
+	int feat;
+
+	if (mime_graph_check(&m->graph, shapes, NULL) < 0)
+		return -1;
+	feat = (int)mime_shape_size(&shapes[m->graph.n_layers - 1]);
+	snprintf(name, sizeof(name), "%s/%s/head.weight", pre, tp->name);
+	tp->head_w = eval_tensor(b, name, (size_t)tp->n_classes * feat);
+	snprintf(name, sizeof(name), "%s/%s/head.bias", pre, tp->name);
+	tp->head_b = eval_tensor(b, name, (size_t)tp->n_classes);
+	if (!tp->head_w || !tp->head_b) {
+		fprintf(stderr, "mime-train: no %s/%s/head.weight|bias of the right shape\n", pre,
+		        tp->name);
+		return -1;
+	}
+	tp->granularity = MIME_THR_NONE;
+	memset(tp->thresholds, 0, sizeof(tp->thresholds));
+	for (int i = 0; mode == 1 && i < m->graph.n_layers; i++) {
+		const struct mime_layer_spec *l = &m->graph.layers[i];
+		long nw;
+
+		if (l->kind != MIME_LAYER_CONV && l->kind != MIME_LAYER_FC)
+			continue;
+		nw = mime_graph_layer_params(l, i ? &shapes[i - 1] : &m->graph.input) - l->out;
+		snprintf(name, sizeof(name), "%s/%s/%s.weight", pre, tp->name, l->name);
+		m->weight[i] = eval_tensor(b, name, (size_t)nw);
+		snprintf(name, sizeof(name), "%s/%s/%s.bias", pre, tp->name, l->name);
+		m->bias[i] = eval_tensor(b, name, (size_t)l->out);
+		if (!m->weight[i] || !m->bias[i]) {
+			fprintf(stderr, "mime-train: no %s/%s/%s.weight|bias of the right shape\n",
+			        pre, tp->name, l->name);
+			return -1;
+		}
+	}
+	/* one task only: the others would run on the baseline's weights */
+	m->tasks[0] = *tp;
+	m->n_tasks = 1;
+	return 0;
 }
 
 static double now_s(void)
@@ -38,18 +100,15 @@ static double now_s(void)
 int mimetrain_cmd_eval(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"bundle", required_argument, NULL, 'b'},
-		{"task", required_argument, NULL, 't'},
-		{"images", required_argument, NULL, 'i'},
-		{"labels", required_argument, NULL, 'l'},
-		{"limit", required_argument, NULL, 'n'},
-		{"threads", required_argument, NULL, 'T'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{"bundle", required_argument, NULL, 'b'}, {"task", required_argument, NULL, 't'},
+		{"images", required_argument, NULL, 'i'}, {"labels", required_argument, NULL, 'l'},
+		{"limit", required_argument, NULL, 'n'},  {"threads", required_argument, NULL, 'T'},
+		{"json", no_argument, NULL, 'j'},         {"mode", required_argument, NULL, 'm'},
+		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	const char *bundle = NULL, *task_name = NULL, *images = NULL, *labels = NULL;
-	int json = 0, threads = 1, c, r, task, status = 1;
+	int json = 0, threads = 1, c, r, task, status = 1, mode = 0;
+	static const char *const mode_names[] = {"mime", "conventional", "head-only"};
 	long limit = -1;
 	struct mime_errinfo ei = {0};
 	struct mime_bundle *b = NULL;
@@ -66,7 +125,7 @@ int mimetrain_cmd_eval(int argc, char **argv)
 	double t0, secs;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "b:t:i:l:n:T:jh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:t:i:l:n:T:jm:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			bundle = optarg;
@@ -88,6 +147,14 @@ int mimetrain_cmd_eval(int argc, char **argv)
 			break;
 		case 'j':
 			json = 1;
+			break;
+		case 'm':
+			for (mode = 0; mode < 3 && strcmp(optarg, mode_names[mode]) != 0; mode++)
+				;
+			if (mode == 3) {
+				eval_usage(stderr);
+				return 2;
+			}
 			break;
 		case 'h':
 			eval_usage(stdout);
@@ -124,6 +191,11 @@ int mimetrain_cmd_eval(int argc, char **argv)
 		goto out;
 	}
 	r = mime_model_from_bundle(b, &m, &ei);
+	if (r == 0 && mode != 0) {
+		if (eval_use_baseline(b, &m, task, mode) < 0)
+			goto out;
+		task = 0;
+	}
 	if (r == 0) {
 		if (threads > 1)
 			openblas_set_num_threads(1);
@@ -205,6 +277,7 @@ int mimetrain_cmd_eval(int argc, char **argv)
 
 		json_object_set_new(o, "bundle", json_string(bundle));
 		json_object_set_new(o, "task", json_string(ts->name));
+		json_object_set_new(o, "mode", json_string(mode_names[mode]));
 		json_object_set_new(o, "images", json_integer(n));
 		json_object_set_new(o, "accuracy", json_real((double)hits / (double)n));
 		for (int k = 0; k < ts->n_classes; k++)

@@ -13,7 +13,9 @@
  *               provenance.baselines.<task>.finetune|head_only.
  * Every run appends to provenance.steps. The parent's weights are verified byte-identical
  * (a checksum of the bundle's parent tensors and of the trainer's copy, before and after).
- * The input spec of a task already in the bundle is kept; a new task's is the graph's shape,
+ * finetune needs the task in the bundle already (thresholds first), so that the three modes
+ * share its input spec and eval --mode finds it. The input spec of a task already in the
+ * bundle is kept; a new task's is the graph's shape,
  * "stretch" when its images have that size and "pad" (aspect kept, centered) otherwise,
  * with the mean and std of its training images after that step.
  * Exit codes: 0 ok, 1 failure (message on stderr), 2 usage. */
@@ -588,6 +590,14 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 		goto out;
 	}
 	task = mime_manifest_task(&m, o.task);
+	if (task < 0 && mode != MIMETRAIN_MODE_MIME) {
+		/* the baselines reuse the task's input spec and classes, so that all three
+		 * modes see the same inputs, and `mime-train eval --mode` finds the task */
+		fprintf(stderr,
+		        "mime-train: task '%s' is not in %s: run `mime-train thresholds` first\n",
+		        o.task, o.bundle);
+		goto out;
+	}
 	if (o.classes) {
 		class_names = split_classes(o.classes, &n_classes);
 		if (!class_names) {
