@@ -1269,6 +1269,9 @@ static void conn_process(struct mimed_conn *c)
 			if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
 				c->reading = true;
 		} else if (!want && c->reading) {
+			mimed_log(d, LOG_DEBUG,
+			          "connection uid=%u pid=%d has %d calls in flight, pausing reads",
+			          (unsigned)c->uid, (int)c->pid, c->n_calls);
 			uv_read_stop((uv_stream_t *)&c->pipe);
 			c->reading = false;
 		}

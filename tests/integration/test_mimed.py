@@ -371,7 +371,17 @@ def pipelined_replies_in_order(ctx):
     for t in tasks:
         assert c.reply()['result']['task'] == t
     assert 'status' in c.reply()
+    # Far more than limits.max_pending (64) in one burst: mimed stops reading the
+    # connection while 64 are in flight and resumes as replies go out; none is lost.
+    n = 300
+    blob = b''.join(json.dumps({'method': 'io.mime.Infer', 'parameters': {
+        'task': tasks[i % len(tasks)], 'image': b64(pgm(16, 16, i % 7)), 'top_k': 1}}).encode()
+        + b'\0' for i in range(n))
+    c.s.sendall(blob)
+    for i in range(n):
+        assert c.reply()['result']['task'] == tasks[i % len(tasks)]
     c.close()
+    assert 'calls in flight, pausing reads' in ctx.a.read_log()
 
 
 @test
