@@ -1096,8 +1096,8 @@ static void m_reload(struct mimed *d, struct mimed_call *call)
 static void m_get_info(struct mimed *d, struct mimed_call *call)
 {
 	call_ok(call, json_pack("{s:s,s:s,s:s,s:s,s:[s,s]}", "vendor", "mime", "product", "mimed",
-	                        "version", MIMED_VERSION, "url", "https://github.com/mime/mime",
-	                        "interfaces", "org.varlink.service", "io.mime"));
+	                        "version", MIMED_VERSION, "url", "", "interfaces",
+	                        "org.varlink.service", "io.mime"));
 }
 
 static void m_describe(struct mimed *d, struct mimed_call *call, json_t *params)
