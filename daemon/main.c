@@ -214,8 +214,10 @@ int mimed_reload(struct mimed *d, char *err, size_t err_len)
 	/* Budgets set through the socket stay unless the file changed that budget. */
 	budget_changed = c.memory_budget_bytes != d->cfg.memory_budget_bytes ||
 	                 c.latency_budget_ms != d->cfg.latency_budget_ms;
-	if (c.memory_budget_bytes != d->cfg.memory_budget_bytes)
+	if (c.memory_budget_bytes != d->cfg.memory_budget_bytes) {
 		d->budget_memory_bytes = c.memory_budget_bytes;
+		d->budget_memory_source = "config";
+	}
 	if (c.latency_budget_ms != d->cfg.latency_budget_ms)
 		d->budget_latency_ms = c.latency_budget_ms;
 	free(c.socket);
@@ -293,11 +295,16 @@ static void on_tick(uv_timer_t *t)
 	mimed_server_tick(d);
 	if (d->watchdog_usec && now - d->last_watchdog_ns >= d->watchdog_usec * 500u) {
 		d->last_watchdog_ns = now;
+		mimed_notify(d, "WATCHDOG=1");
+	}
+	if (d->notify && now - d->last_status_ns >= 5000000000u) {
+		d->last_status_ns = now;
 		mimed_notify(d,
-		             "WATCHDOG=1\nSTATUS=serving %d tasks, phase %d, queue %zu, "
-		             "%d connections, %llu requests",
-		             d->rt->manifest->n_tasks, d->phase, mimed_queue_len(&d->queue),
-		             d->n_conns, (unsigned long long)d->n_requests);
+		             "STATUS=serving %d tasks, phase %d (%s), queue %zu, %d connections, "
+		             "%llu requests",
+		             d->rt->manifest->n_tasks, d->phase, d->pinned ? "pinned" : "auto",
+		             mimed_queue_len(&d->queue), d->n_conns,
+		             (unsigned long long)d->n_requests);
 	}
 }
 
@@ -366,6 +373,7 @@ int main(int argc, char **argv)
 	}
 	d.log.max = d.cfg.log_level;
 	d.budget_memory_bytes = d.cfg.memory_budget_bytes;
+	d.budget_memory_source = "config";
 	d.budget_latency_ms = d.cfg.latency_budget_ms;
 	d.socket_path = d.cfg.socket ? strdup(d.cfg.socket) : default_socket();
 	if (!d.socket_path) {

@@ -215,7 +215,8 @@ struct mimed {
 	uint64_t start_ns;
 
 	/* Budgets and phases (one phase until bundles have more). */
-	uint64_t budget_memory_bytes;
+	uint64_t budget_memory_bytes;     /* set by config or socket; 0: none */
+	const char *budget_memory_source; /* "config" or "socket" (static strings) */
 	double budget_latency_ms;
 	int phase;
 	bool pinned;
@@ -232,6 +233,7 @@ struct mimed {
 	bool notify;
 	uint64_t watchdog_usec;
 	uint64_t last_watchdog_ns;
+	uint64_t last_status_ns;
 };
 
 /* runtime.c */
@@ -254,6 +256,9 @@ void mimed_server_shutdown(struct mimed *d); /* stop accepting, drain, then stop
 void mimed_server_close_all(struct mimed *d);
 void mimed_server_emit(struct mimed *d, const char *kind, json_t *data); /* takes data */
 void mimed_server_check_drained(struct mimed *d);
+/* The memory budget in force: the set one, lowered by the cgroup's memory.high and
+ * memory.max when they are tighter; 0 when there is none. *ret_source says which. */
+uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source);
 /* Logs (a budget below the lowest phase: a warning) and emits a budget event. */
 void mimed_budget_changed(struct mimed *d, const char *source);
 

@@ -924,12 +924,16 @@ static void memory_pressure(json_t *status, const char *path)
 		json_decref(psi);
 }
 
-static void cgroup_memory(json_t *status)
+/* The daemon's cgroup v2 memory limits ("max" or unreadable: 0) and the path of its PSI
+ * file, from /proc/self/cgroup. */
+static void cgroup_limits(uint64_t *ret_max, uint64_t *ret_high, char *psi, size_t psi_len)
 {
 	char line[512], path[600];
 	FILE *f = fopen("/proc/self/cgroup", "re");
-	uint64_t v;
 
+	*ret_max = *ret_high = 0;
+	if (psi_len)
+		psi[0] = 0;
 	if (!f)
 		return;
 	while (fgets(line, sizeof(line), f)) {
@@ -937,18 +941,52 @@ static void cgroup_memory(json_t *status)
 			continue;
 		line[strcspn(line, "\n")] = 0;
 		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
-		if (read_u64_file(path, &v))
-			json_object_set_new(status, "cgroup_memory_max",
-			                    json_integer((json_int_t)v));
+		if (!read_u64_file(path, ret_max))
+			*ret_max = 0;
 		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.high", line + 3);
-		if (read_u64_file(path, &v))
-			json_object_set_new(status, "cgroup_memory_high",
-			                    json_integer((json_int_t)v));
-		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.pressure", line + 3);
-		memory_pressure(status, path);
+		if (!read_u64_file(path, ret_high))
+			*ret_high = 0;
+		snprintf(psi, psi_len, "/sys/fs/cgroup%s/memory.pressure", line + 3);
 	}
 	fclose(f);
+}
+
+uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source)
+{
+	uint64_t max, high, b = d->budget_memory_bytes;
+	const char *source = b ? d->budget_memory_source : "none";
+
+	cgroup_limits(&max, &high, NULL, 0);
+	if (high && (!b || high < b)) {
+		b = high;
+		source = "cgroup memory.high";
+	}
+	if (max && (!b || max < b)) {
+		b = max;
+		source = "cgroup memory.max";
+	}
+	*ret_source = source;
+	return b;
+}
+
+static void cgroup_memory(struct mimed *d, json_t *status)
+{
+	uint64_t max, high, eff;
+	const char *source;
+	char psi[600];
+
+	cgroup_limits(&max, &high, psi, sizeof(psi));
+	if (max)
+		json_object_set_new(status, "cgroup_memory_max", json_integer((json_int_t)max));
+	if (high)
+		json_object_set_new(status, "cgroup_memory_high", json_integer((json_int_t)high));
+	if (psi[0])
+		memory_pressure(status, psi);
 	memory_pressure(status, "/proc/pressure/memory");
+	eff = mimed_memory_budget(d, &source);
+	if (eff)
+		json_object_set_new(status, "memory_budget_bytes", json_integer((json_int_t)eff));
+	json_object_set_new(status, "memory_budget_source", json_string(source));
 }
 
 static uint64_t rss_bytes(void)
@@ -979,15 +1017,16 @@ static json_t *budgets_json(struct mimed *d)
 void mimed_budget_changed(struct mimed *d, const char *source)
 {
 	uint64_t rss = rss_bytes();
-	bool fits = !d->budget_memory_bytes || rss <= d->budget_memory_bytes;
+	const char *src;
+	uint64_t budget = mimed_memory_budget(d, &src);
+	bool fits = !budget || rss <= budget;
 
 	/* One phase until bundles have more: the lowest phase is all there is. */
 	if (!fits)
 		mimed_log(d, LOG_WARNING,
-		          "memory budget %llu bytes is below what phase %d takes (rss %llu bytes); "
-		          "staying at the lowest phase",
-		          (unsigned long long)d->budget_memory_bytes, d->phase,
-		          (unsigned long long)rss);
+		          "memory budget %llu bytes (%s) is below what phase %d takes (rss %llu "
+		          "bytes); staying at the lowest phase",
+		          (unsigned long long)budget, src, d->phase, (unsigned long long)rss);
 	mimed_server_emit(d, "budget",
 	                  json_pack("{s:o,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d), "source",
 	                            source, "memory_fits", fits, "rss_bytes", (json_int_t)rss,
@@ -1027,7 +1066,7 @@ static void m_get_status(struct mimed *d, struct mimed_call *call)
 	                   tasks, "uptime_s", (double)(mimed_now_ns() - d->start_ns) / 1e9,
 	                   "bundle", d->rt->bundle_path, "energy", energy);
 	if (status)
-		cgroup_memory(status);
+		cgroup_memory(d, status);
 	call_ok(call, json_pack("{s:o}", "status", status));
 }
 
@@ -1046,8 +1085,10 @@ static void m_set_budget(struct mimed *d, struct mimed_call *call, json_t *param
 		call_invalid_param(call, "latency_ms", "'latency_ms' must be a number >= 0");
 		return;
 	}
-	if (mem && json_is_integer(mem))
+	if (mem && json_is_integer(mem)) {
 		d->budget_memory_bytes = (uint64_t)json_integer_value(mem);
+		d->budget_memory_source = "socket";
+	}
 	if (lat && json_is_number(lat))
 		d->budget_latency_ms = json_number_value(lat);
 	mimed_log(d, LOG_NOTICE, "budget memory_bytes=%llu latency_ms=%g source=socket uid=%u",

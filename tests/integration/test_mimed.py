@@ -397,7 +397,12 @@ def status_and_admin(ctx):
     assert {t['name'] for t in st['tasks']} == {'alpha', 'beta', 'gamma'}
     b = c.call('io.mime.SetBudget', {'memory_bytes': 48 << 20, 'latency_ms': 5})['budgets']
     assert b == {'memory_bytes': 48 << 20, 'latency_ms': 5.0}, b
-    assert c.call('io.mime.GetStatus')['status']['budgets'] == b
+    st = c.call('io.mime.GetStatus')['status']
+    assert st['budgets'] == b
+    assert st['memory_budget_source'] in ('socket', 'cgroup memory.high', 'cgroup memory.max')
+    assert st['memory_budget_bytes'] <= 48 << 20
+    if st['memory_budget_source'] == 'socket':
+        assert st['memory_budget_bytes'] == 48 << 20
     assert c.call('io.mime.SetPhase', {'phase': 1}) == {'phase': 1, 'pinned': True}
     assert c.call('io.mime.SetPhase', {'phase': 'auto'}) == {'phase': 1, 'pinned': False}
     expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetPhase', {'phase': 2})
