@@ -358,6 +358,10 @@ int mimectl_cmd_status(int argc, char **argv)
 	                           json_number_value(json_object_get(b, "latency_ms"))),
 	                  buf2)
 	               : "none");
+	if (json_object_get(s, "memory_budget_bytes"))
+		printf("in force    memory %s (%s)\n",
+		       human_bytes((double)jint(s, "memory_budget_bytes"), buf1, sizeof(buf1)),
+		       json_string_value(json_object_get(s, "memory_budget_source")));
 	printf("memory      rss %s, cgroup memory.max %s, memory.high %s\n",
 	       human_bytes((double)jint(s, "rss_bytes"), buf1, sizeof(buf1)),
 	       json_object_get(s, "cgroup_memory_max")

@@ -382,6 +382,14 @@ def pipelined_replies_in_order(ctx):
         assert c.reply()['result']['task'] == tasks[i % len(tasks)]
     c.close()
     assert 'calls in flight, pausing reads' in ctx.a.read_log()
+    # oneway: the call runs, no reply comes; the next call's reply is the next message.
+    c = ctx.a.conn()
+    before = c.call('io.mime.GetStatus')['status']['requests']
+    c.send('io.mime.Infer', {'task': 'alpha', 'image': b64(pgm(16, 16, 1))}, oneway=True)
+    c.send('io.mime.ListTasks', oneway=True)
+    r = c.call('io.mime.GetStatus')
+    assert 'status' in r and r['status']['requests'] == before + 1, r
+    c.close()
 
 
 @test
