@@ -14,11 +14,15 @@
  * cache-sized panels. Chunks never span samples and their sizes do not depend on the batch:
  * OpenBLAS' results depend on the GEMM's shape, and this way a sample's result is bit for
  * bit the same alone or in any mixed batch (tested). FC layers run one GEMM row per sample
- * for the same reason. With n_threads > 1 the caller should run OpenBLAS single-threaded
- * (openblas_set_num_threads(1)); with n_threads = 1, OpenBLAS may use its own threads.
+ * for the same reason.
  *
- * Threads: a pool of n_threads - 1 workers waits on a condition variable between layers;
- * a job is (function, layer) and each worker takes every n_threads-th chunk. */
+ * Threads: a pool of n_threads - 1 workers waits on a condition variable for a job. With at
+ * least n_threads samples the job is the whole network over a contiguous range of samples per
+ * thread (one join per forward); with fewer, a job is one layer and each thread takes every
+ * n_threads-th chunk of pixels. Either way a sample meets the same chunks and the same
+ * kernels, so its result does not depend on the mode. The threads call OpenBLAS concurrently
+ * (fc layers, heads, the BLAS conv path), which is only correct with OpenBLAS single-threaded:
+ * creating a threaded engine sets that. */
 #include "lib/engine.h"
 
 #include <cblas.h>
@@ -66,15 +70,16 @@ struct mime_engine {
 	float *act[2];
 	float *logits;
 	int64_t *zeros;              /* [max_batch, n_masked] */
-	struct mime_mask_ref *masks; /* [max_batch], rebuilt per masked layer */
+	struct mime_mask_ref *masks; /* [n_layers][max_batch], filled per forward */
 	struct thread_scratch *ts;   /* [n_threads] */
 
 	/* Current job, read by workers after the generation changes. */
 	struct {
-		const struct layer_plan *lp;
+		const struct layer_plan *lp; /* NULL: each thread runs whole samples */
 		int batch;
 		const float *in;
 		float *out;
+		const int *tasks;
 	} job;
 	pthread_t *workers;
 	int n_workers_started;
@@ -95,70 +100,165 @@ static void *xaligned(size_t n_bytes)
 	return posix_memalign(&p, ALIGN, n_bytes) == 0 ? p : NULL;
 }
 
-/* Runs chunk tid, tid + T, ... of the current conv job. */
-static void conv_job(struct mime_engine *e, int tid)
+/* The mask of sample b at layer i. */
+static const struct mime_mask_ref *mask_of(const struct mime_engine *e, int i, int b)
 {
-	const struct layer_plan *lp = e->job.lp;
+	return &e->masks[(int64_t)i * e->cfg.max_batch + b];
+}
+
+/* Conv chunks first, first + step, ... among the chunks of samples [s0, s1). The zero count
+ * of sample n is added to zrow[n * zstride]. */
+static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *lp, const float *in,
+                       float *out, int s0, int s1, int first, int step, int64_t *zrow, int zstride,
+                       int sbase)
+{
 	const struct mime_conv_geom *g = &lp->geom;
 	const int64_t P = (int64_t)g->oh * g->ow;
-	const int T = e->cfg.n_threads;
+	const int64_t in_size = (int64_t)g->c * g->h * g->w;
 	struct thread_scratch *ts = &e->ts[tid];
 	const int apply = lp->spec->act == MIME_ACT_RELU;
+	const int li = (int)(lp - e->L);
 
-	if (lp->masked >= 0)
-		memset(ts->zeros, 0, sizeof(int64_t) * e->job.batch);
-	for (int64_t ci = tid; ci < (int64_t)lp->cps * e->job.batch; ci += T) {
+	for (int64_t ci = (int64_t)s0 * lp->cps + first; ci < (int64_t)s1 * lp->cps; ci += step) {
 		const int64_t n = ci / lp->cps, p0 = (ci % lp->cps) * lp->chunk;
 		const int nc = (int)(P - p0 < lp->chunk ? P - p0 : lp->chunk);
-		const int64_t j0 = n * P + p0;
-
-		const float *in_n = e->job.in + n * (int64_t)g->c * g->h * g->w;
+		const float *in_n = in + n * in_size;
+		int64_t z;
 
 		if (e->cfg.conv == MIME_CONV_PACKED) {
 			mime_gemm_pack_b(&e->arch, g, in_n, (int)p0, nc, ts->col, ts->acc);
-			int64_t z = mime_gemm_conv(&e->arch, &lp->gw, ts->col, nc, (int)p0, (int)P,
-			                           lp->b, &e->masks[n], apply,
-			                           e->job.out + n * g->k * P);
-			if (lp->masked >= 0)
-				ts->zeros[n] += z;
-			continue;
-		}
-		if (g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0) {
-			/* 1x1 conv: the input planes are the panel. */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc, lp->crs,
-			            1.0f, lp->w, lp->crs, in_n + p0, (int)P, 0.0f, ts->acc, nc);
+			z = mime_gemm_conv(&e->arch, &lp->gw, ts->col, nc, (int)p0, (int)P, lp->b,
+			                   mask_of(e, li, sbase + (int)n), apply,
+			                   out + n * g->k * P);
 		} else {
-			mime_im2col(g, in_n, (int)p0, nc, ts->col);
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc, lp->crs,
-			            1.0f, lp->w, lp->crs, ts->col, nc, 0.0f, ts->acc, nc);
+			if (g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0) {
+				/* 1x1 conv: the input planes are the panel. */
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc,
+				            lp->crs, 1.0f, lp->w, lp->crs, in_n + p0, (int)P, 0.0f,
+				            ts->acc, nc);
+			} else {
+				mime_im2col(g, in_n, (int)p0, nc, ts->col);
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc,
+				            lp->crs, 1.0f, lp->w, lp->crs, ts->col, nc, 0.0f,
+				            ts->acc, nc);
+			}
+			z = 0;
+			/* The chunk lies in sample n: hand the epilogue that sample alone. */
+			mime_conv_epilogue(ts->acc, g->k, p0, nc, (int)P, lp->b,
+			                   mask_of(e, li, sbase + (int)n), apply,
+			                   out + n * g->k * P, &z);
 		}
-		mime_conv_epilogue(ts->acc, g->k, j0, nc, (int)P, lp->b, e->masks, apply,
-		                   e->job.out, lp->masked >= 0 ? ts->zeros : NULL);
+		if (lp->masked >= 0)
+			zrow[n * zstride] += z;
 	}
 }
 
-static void pool_job(struct mime_engine *e, int tid)
+static void pool_range(const struct layer_plan *lp, const float *in, float *out, int p0, int n)
 {
-	const struct layer_plan *lp = e->job.lp;
-	const int T = e->cfg.n_threads;
-	const int planes = lp->in.c * e->job.batch;
-	const int per = (planes + T - 1) / T;
-	const int p0 = tid * per;
-	const int n = planes - p0 < per ? planes - p0 : per;
-
 	if (n <= 0)
 		return;
-	mime_maxpool(e->job.in + (int64_t)p0 * lp->in.h * lp->in.w, n, lp->in.h, lp->in.w,
+	mime_maxpool(in + (int64_t)p0 * lp->in.h * lp->in.w, n, lp->in.h, lp->in.w,
 	             lp->spec->kernel, lp->spec->stride, lp->out.h, lp->out.w,
-	             e->job.out + (int64_t)p0 * lp->out.h * lp->out.w);
+	             out + (int64_t)p0 * lp->out.h * lp->out.w);
 }
 
+static void fc_range(struct mime_engine *e, const struct layer_plan *lp, const float *in,
+                     float *out, int s0, int s1, int sbase)
+{
+	const int n_in = (int)mime_shape_size(&lp->in), n_out = lp->spec->out;
+	const int apply = lp->spec->act == MIME_ACT_RELU;
+	const int li = (int)(lp - e->L);
+
+	/* One GEMM row per sample: OpenBLAS' result would depend on M otherwise. */
+	for (int b = s0; b < s1; b++) {
+		float *y = out + (int64_t)b * n_out;
+		int64_t z;
+
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, n_out, n_in, 1.0f,
+		            in + (int64_t)b * n_in, n_in, lp->w, n_in, 0.0f, y, n_out);
+		z = mime_fc_epilogue(y, n_out, lp->b, mask_of(e, li, sbase + b), apply);
+		if (lp->masked >= 0)
+			e->zeros[(int64_t)(sbase + b) * e->n_masked + lp->masked] = z;
+	}
+}
+
+static void heads_range(struct mime_engine *e, const float *x, const int *tasks, float *logits,
+                        int n)
+{
+	const int feat = (int)mime_shape_size(&e->feat);
+
+	/* Per-task heads: tiny next to the trunk, one gemv per sample. */
+	for (int b = 0; b < n; b++) {
+		const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
+		float *lg = logits + (int64_t)b * e->max_classes;
+
+		memcpy(lg, tp->head_b, sizeof(float) * tp->n_classes);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, tp->n_classes, feat, 1.0f, tp->head_w,
+		            feat, x + (int64_t)b * feat, 1, 1.0f, lg, 1);
+		for (int c = tp->n_classes; c < e->max_classes; c++)
+			lg[c] = 0.0f;
+	}
+}
+
+/* Runs every layer and the heads for samples [s0, s1) on thread tid alone. The thread works
+ * in its own slice of the activation buffers, [s0, s1) x the largest layer, indexing its
+ * samples from 0 there: threads move through the layers at their own pace, so sharing the
+ * batch layout (stride = the layer's size) would let one thread's layer i+2 overwrite what
+ * another still reads for layer i+1. */
+static void samples_range(struct mime_engine *e, int tid, const float *in, int s0, int s1)
+{
+	const int nb = s1 - s0;
+	const float *x = in + (int64_t)s0 * mime_shape_size(&e->model.graph.input);
+	int cur = 0;
+
+	for (int i = 0; i < e->n_layers; i++) {
+		const struct layer_plan *lp = &e->L[i];
+		float *y = e->act[cur] + (int64_t)s0 * e->act_floats;
+
+		switch (lp->spec->kind) {
+		case MIME_LAYER_CONV:
+			conv_range(e, tid, lp, x, y, 0, nb, 0, 1,
+			           e->zeros + (int64_t)s0 * e->n_masked + lp->masked, e->n_masked,
+			           s0);
+			break;
+		case MIME_LAYER_MAXPOOL:
+			pool_range(lp, x, y, 0, nb * lp->in.c);
+			break;
+		case MIME_LAYER_FLATTEN:
+			continue; /* NCHW per sample is already flat */
+		case MIME_LAYER_FC:
+			fc_range(e, lp, x, y, 0, nb, s0);
+			break;
+		}
+		x = y;
+		cur ^= 1;
+	}
+	heads_range(e, x, e->job.tasks + s0, e->logits + (int64_t)s0 * e->max_classes, nb);
+}
+
+/* Thread tid's share of the current job. */
 static void run_job(struct mime_engine *e, int tid)
 {
-	if (e->job.lp->spec->kind == MIME_LAYER_CONV)
-		conv_job(e, tid);
-	else
-		pool_job(e, tid);
+	const struct layer_plan *lp = e->job.lp;
+	const int T = e->cfg.n_threads, B = e->job.batch;
+
+	if (!lp) {
+		/* Sample-parallel: contiguous sample ranges, whole network, one join. */
+		samples_range(e, tid, e->job.in, (int)((int64_t)B * tid / T),
+		              (int)((int64_t)B * (tid + 1) / T));
+		return;
+	}
+	if (lp->spec->kind == MIME_LAYER_CONV) {
+		struct thread_scratch *ts = &e->ts[tid];
+
+		memset(ts->zeros, 0, sizeof(int64_t) * B);
+		conv_range(e, tid, lp, e->job.in, e->job.out, 0, B, tid, T, ts->zeros, 1, 0);
+	} else {
+		const int planes = lp->in.c * B, per = (planes + T - 1) / T;
+
+		pool_range(lp, e->job.in, e->job.out, tid * per,
+		           planes - tid * per < per ? planes - tid * per : per);
+	}
 }
 
 static void *worker_main(void *arg)
@@ -336,7 +436,7 @@ static int alloc_plan(struct mime_engine *e)
 	}
 	e->logits = xaligned(sizeof(float) * (size_t)e->max_classes * B);
 	e->zeros = calloc((size_t)B * (e->n_masked ? e->n_masked : 1), sizeof(int64_t));
-	e->masks = calloc((size_t)B, sizeof(*e->masks));
+	e->masks = calloc((size_t)B * e->n_layers, sizeof(*e->masks));
 	e->ts = calloc((size_t)T, sizeof(*e->ts));
 	if (!e->logits || !e->zeros || !e->masks || !e->ts)
 		return -ENOMEM;
@@ -438,6 +538,11 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 		mime_errinfo_set(ei, r, "engine: cannot allocate the plan");
 		goto out_destroy;
 	}
+	/* Concurrent calls into a multi-threaded OpenBLAS give wrong results (seen in the
+	 * tests under ASan), and the engine's threads call it concurrently (fc, heads, the
+	 * BLAS conv path): with threads of its own, OpenBLAS must run single-threaded. */
+	if (e->cfg.n_threads > 1 && openblas_get_num_threads() > 1)
+		openblas_set_num_threads(1);
 	r = start_workers(e);
 	if (r < 0) {
 		mime_errinfo_set(ei, r, "engine: cannot start threads");
@@ -449,25 +554,6 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 out_destroy:
 	mime_engine_destroy(e);
 	return r;
-}
-
-static void fc_forward(struct mime_engine *e, const struct layer_plan *lp, int batch,
-                       const float *in, float *out)
-{
-	const int n_in = (int)mime_shape_size(&lp->in), n_out = lp->spec->out;
-	const int apply = lp->spec->act == MIME_ACT_RELU;
-
-	for (int b = 0; b < batch; b++)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, n_out, n_in, 1.0f,
-		            in + (int64_t)b * n_in, n_in, lp->w, n_in, 0.0f,
-		            out + (int64_t)b * n_out, n_out);
-	for (int b = 0; b < batch; b++) {
-		int64_t z = mime_fc_epilogue(out + (int64_t)b * n_out, n_out, lp->b, &e->masks[b],
-		                             apply);
-
-		if (lp->masked >= 0)
-			e->zeros[(int64_t)b * e->n_masked + lp->masked] = z;
-	}
 }
 
 int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const int *tasks,
@@ -482,25 +568,32 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 		if (tasks[b] < 0 || tasks[b] >= e->model.n_tasks)
 			return MIME_EINVAL;
 	memset(e->zeros, 0, sizeof(int64_t) * batch * (e->n_masked ? e->n_masked : 1));
+	for (int i = 0; i < e->n_layers; i++)
+		for (int b = 0; b < batch; b++) {
+			const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
+			struct mime_mask_ref *mk = &e->masks[(int64_t)i * e->cfg.max_batch + b];
+
+			*mk = e->L[i].masked >= 0
+			              ? (struct mime_mask_ref){tp->thresholds[i], tp->granularity}
+			              : (struct mime_mask_ref){NULL, MIME_THR_NONE};
+		}
+	e->job.batch = batch;
+	e->job.tasks = tasks;
+	if (e->cfg.n_threads > 1 && batch >= e->cfg.n_threads) {
+		/* Enough samples for every thread: split the batch, not the layers. */
+		e->job.lp = NULL;
+		e->job.in = in;
+		parallel_run(e);
+		goto done;
+	}
 	for (int i = 0; i < e->n_layers; i++) {
 		const struct layer_plan *lp = &e->L[i];
 		float *y = e->act[cur];
 
-		if (lp->masked >= 0)
-			for (int b = 0; b < batch; b++) {
-				const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
-
-				e->masks[b].thr = tp->thresholds[i];
-				e->masks[b].granularity = tp->granularity;
-			}
-		else
-			for (int b = 0; b < batch; b++)
-				e->masks[b] = (struct mime_mask_ref){NULL, MIME_THR_NONE};
 		switch (lp->spec->kind) {
 		case MIME_LAYER_CONV:
 		case MIME_LAYER_MAXPOOL:
 			e->job.lp = lp;
-			e->job.batch = batch;
 			e->job.in = x;
 			e->job.out = y;
 			parallel_run(e);
@@ -513,27 +606,14 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 		case MIME_LAYER_FLATTEN:
 			continue; /* NCHW per sample is already flat */
 		case MIME_LAYER_FC:
-			fc_forward(e, lp, batch, x, y);
+			fc_range(e, lp, x, y, 0, batch, 0);
 			break;
 		}
 		x = y;
 		cur ^= 1;
 	}
-	/* Per-task heads: tiny next to the trunk, one gemv per sample. */
-	{
-		const int feat = (int)mime_shape_size(&e->feat);
-
-		for (int b = 0; b < batch; b++) {
-			const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
-			float *lg = e->logits + (int64_t)b * e->max_classes;
-
-			memcpy(lg, tp->head_b, sizeof(float) * tp->n_classes);
-			cblas_sgemv(CblasRowMajor, CblasNoTrans, tp->n_classes, feat, 1.0f,
-			            tp->head_w, feat, x + (int64_t)b * feat, 1, 1.0f, lg, 1);
-			for (int c = tp->n_classes; c < e->max_classes; c++)
-				lg[c] = 0.0f;
-		}
-	}
+	heads_range(e, x, tasks, e->logits, batch);
+done:
 	*ret_result = (struct mime_engine_result){
 		.batch = batch,
 		.n_masked = e->n_masked,

@@ -5,8 +5,11 @@
  * task; ReLU when the task has none) and zero counting fused into one epilogue pass.
  * Ownership: an engine borrows its model (and so the bundle under it) and owns its plan:
  * activation buffers and scratch sized once for max_batch; forward never allocates.
- * Threads: one forward at a time per engine; the engine itself uses OpenBLAS' threads and
- * n_threads of its own for the epilogues, set at creation. */
+ * Threads: one forward at a time per engine. With n_threads > 1 the engine runs n_threads - 1
+ * threads of its own (the caller is the n-th): a batch of at least n_threads samples is split
+ * by samples (one join per forward), a smaller one layer by layer over chunks of pixels. Its
+ * threads call OpenBLAS concurrently, so creating such an engine sets OpenBLAS to one thread
+ * (openblas_set_num_threads(1), process wide). With n_threads = 1 OpenBLAS keeps its own. */
 #pragma once
 
 #include <stdint.h>

@@ -164,9 +164,27 @@ void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geo
 					} else {
 						const float *src = src_plane + (int64_t)ih * g->w;
 
-						for (int i = 0; i < seg; i++, iw += g->stride)
-							dst[i] = (iw >= 0 && iw < g->w) ? src[iw]
-							                                : 0.0f;
+						if (g->stride == 1) {
+							/* Padding on the left, a straight copy,
+							 * padding on the right. */
+							int lo = iw < 0 ? -iw : 0;
+							int hi = g->w - iw < seg ? g->w - iw : seg;
+
+							lo = lo > seg ? seg : lo;
+							hi = hi < lo ? lo : hi;
+							for (int i = 0; i < lo; i++)
+								dst[i] = 0.0f;
+							memcpy(dst + lo, src + iw + lo,
+							       sizeof(float) * (hi - lo));
+							for (int i = hi; i < seg; i++)
+								dst[i] = 0.0f;
+						} else {
+							for (int i = 0; i < seg;
+							     i++, iw += g->stride)
+								dst[i] = (iw >= 0 && iw < g->w)
+								                 ? src[iw]
+								                 : 0.0f;
+						}
 					}
 					j += seg;
 					ow += seg;
