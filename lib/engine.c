@@ -44,6 +44,8 @@ struct layer_plan {
 	int crs;    /* conv: C*R*S */
 	int chunk;  /* conv: columns per chunk (the last chunk of a sample may be short) */
 	int cps;    /* conv: chunks per sample */
+	struct mime_shape full;      /* output shape of the whole parent */
+	int64_t lda;                 /* conv: full C*R*S; fc: full input width */
 	struct mime_gemm_weights gw; /* conv, packed path: packed weights (owned) */
 	int sparse;                  /* gw drops all-zero panel columns */
 	struct mime_conv_geom geom;
@@ -56,7 +58,9 @@ struct thread_scratch {
 };
 
 struct mime_engine {
-	struct mime_model model; /* copy of the caller's struct; arrays borrowed */
+	struct mime_model model;              /* copy of the caller's struct; arrays borrowed */
+	const struct mime_task_params *tasks; /* the current phase's heads and thresholds */
+	struct mime_phase phase;              /* the current phase (k_active per layer) */
 	struct mime_engine_config cfg;
 	struct mime_gemm_arch arch;
 	int n_layers;
@@ -66,7 +70,7 @@ struct mime_engine {
 	int masked_layer[MIME_MAX_LAYERS];
 	int64_t neurons[MIME_MAX_LAYERS];
 	int max_classes;
-	size_t act_floats, plan_bytes;
+	size_t act_floats, plan_bytes, base_bytes; /* base: buffers, without packed weights */
 	float *act[2];
 	float *logits;
 	int64_t *zeros;              /* [max_batch, n_masked] */
@@ -134,12 +138,12 @@ static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *
 			if (g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0) {
 				/* 1x1 conv: the input planes are the panel. */
 				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc,
-				            lp->crs, 1.0f, lp->w, lp->crs, in_n + p0, (int)P, 0.0f,
-				            ts->acc, nc);
+				            lp->crs, 1.0f, lp->w, (int)lp->lda, in_n + p0, (int)P,
+				            0.0f, ts->acc, nc);
 			} else {
 				mime_im2col(g, in_n, (int)p0, nc, ts->col);
 				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, nc,
-				            lp->crs, 1.0f, lp->w, lp->crs, ts->col, nc, 0.0f,
+				            lp->crs, 1.0f, lp->w, (int)lp->lda, ts->col, nc, 0.0f,
 				            ts->acc, nc);
 			}
 			z = 0;
@@ -165,7 +169,7 @@ static void pool_range(const struct layer_plan *lp, const float *in, float *out,
 static void fc_range(struct mime_engine *e, const struct layer_plan *lp, const float *in,
                      float *out, int s0, int s1, int sbase)
 {
-	const int n_in = (int)mime_shape_size(&lp->in), n_out = lp->spec->out;
+	const int n_in = (int)mime_shape_size(&lp->in), n_out = lp->out.c;
 	const int apply = lp->spec->act == MIME_ACT_RELU;
 	const int li = (int)(lp - e->L);
 
@@ -175,7 +179,7 @@ static void fc_range(struct mime_engine *e, const struct layer_plan *lp, const f
 		int64_t z;
 
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, n_out, n_in, 1.0f,
-		            in + (int64_t)b * n_in, n_in, lp->w, n_in, 0.0f, y, n_out);
+		            in + (int64_t)b * n_in, n_in, lp->w, (int)lp->lda, 0.0f, y, n_out);
 		z = mime_fc_epilogue(y, n_out, lp->b, mask_of(e, li, sbase + b), apply);
 		if (lp->masked >= 0)
 			e->zeros[(int64_t)(sbase + b) * e->n_masked + lp->masked] = z;
@@ -189,7 +193,7 @@ static void heads_range(struct mime_engine *e, const float *x, const int *tasks,
 
 	/* Per-task heads: tiny next to the trunk, one gemv per sample. */
 	for (int b = 0; b < n; b++) {
-		const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
+		const struct mime_task_params *tp = &e->tasks[tasks[b]];
 		float *lg = logits + (int64_t)b * e->max_classes;
 
 		memcpy(lg, tp->head_b, sizeof(float) * tp->n_classes);
@@ -323,6 +327,7 @@ static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
 		lp->spec = s;
 		lp->in = in;
 		lp->out = shapes[i];
+		lp->full = shapes[i];
 		lp->masked = -1;
 		if (s->kind == MIME_LAYER_CONV || s->kind == MIME_LAYER_FC) {
 			lp->w = e->model.weight[i];
@@ -332,6 +337,8 @@ static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
 				                        "engine: layer '%s' has no weights",
 				                        s->name);
 		}
+		if (s->kind == MIME_LAYER_FC)
+			lp->lda = mime_shape_size(&in);
 		if (mime_graph_layer_masked(g, i)) {
 			lp->masked = e->n_masked;
 			e->masked_layer[e->n_masked] = i;
@@ -355,6 +362,7 @@ static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
 				.ow = lp->out.w,
 			};
 			lp->crs = in.c * s->kernel * s->kernel;
+			lp->lda = lp->crs;
 			/* A panel of about 256 KiB (L2-sized), 64 to 1024 columns; at least one
 			 * chunk per thread when each gets 16 pixels or more. */
 			chunk = (int)(65536 / lp->crs);
@@ -370,16 +378,6 @@ static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
 
 				lp->chunk = (lp->chunk + nr - 1) / nr * nr;
 				lp->cps = (lp->out.h * lp->out.w + lp->chunk - 1) / lp->chunk;
-				/* Stated rule: block-sparse when at least 1 in 8 panel columns is
-				 * all zero; below that the index costs about what it saves. */
-				lp->sparse =
-					8 * mime_gemm_zero_columns(&e->arch, lp->w, s->out,
-				                                   lp->crs) >=
-					(int64_t)((s->out + e->arch.mr - 1) / e->arch.mr) * lp->crs;
-				if (mime_gemm_weights_pack(&e->arch, lp->w, s->out, lp->crs,
-				                           lp->sparse, &lp->gw) < 0)
-					return -ENOMEM;
-				e->plan_bytes += mime_gemm_weights_bytes(&lp->gw);
 			}
 		}
 		if ((size_t)mime_shape_size(&lp->out) > e->act_floats)
@@ -447,8 +445,8 @@ static int alloc_plan(struct mime_engine *e)
 		if (!e->ts[t].col || !e->ts[t].acc || !e->ts[t].zeros)
 			return -ENOMEM;
 	}
-	e->plan_bytes += sizeof(float) * (2 * e->act_floats * B + (size_t)e->max_classes * B +
-	                                  (size_t)T * (col_max + acc_max));
+	e->base_bytes = sizeof(float) * (2 * e->act_floats * B + (size_t)e->max_classes * B +
+	                                 (size_t)T * (col_max + acc_max));
 	return 0;
 }
 
@@ -538,6 +536,9 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 		mime_errinfo_set(ei, r, "engine: cannot allocate the plan");
 		goto out_destroy;
 	}
+	r = mime_engine_set_phase(e, NULL, NULL, ei);
+	if (r < 0)
+		goto out_destroy;
 	/* Concurrent calls into a multi-threaded OpenBLAS give wrong results (seen in the
 	 * tests under ASan), and the engine's threads call it concurrently (fc, heads, the
 	 * BLAS conv path): with threads of its own, OpenBLAS must run single-threaded. */
@@ -570,7 +571,7 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 	memset(e->zeros, 0, sizeof(int64_t) * batch * (e->n_masked ? e->n_masked : 1));
 	for (int i = 0; i < e->n_layers; i++)
 		for (int b = 0; b < batch; b++) {
-			const struct mime_task_params *tp = &e->model.tasks[tasks[b]];
+			const struct mime_task_params *tp = &e->tasks[tasks[b]];
 			struct mime_mask_ref *mk = &e->masks[(int64_t)i * e->cfg.max_batch + b];
 
 			*mk = e->L[i].masked >= 0
@@ -686,4 +687,111 @@ void mime_engine_describe(const struct mime_engine *e, enum mime_conv_impl *ret_
 		*ret_conv = e->cfg.conv;
 	if (ret_arch)
 		*ret_arch = e->arch;
+}
+
+int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
+                          const struct mime_task_params *tasks, struct mime_errinfo *ei)
+{
+	static const struct mime_phase whole; /* const: every layer fully active */
+	struct mime_gemm_weights gw[MIME_MAX_LAYERS];
+	struct mime_shape in_s[MIME_MAX_LAYERS], out_s[MIME_MAX_LAYERS];
+	struct mime_shape cur = e->model.graph.input;
+	size_t packed = 0;
+	int sparse[MIME_MAX_LAYERS] = {0};
+
+	if (!ph)
+		ph = &whole;
+	if (!tasks)
+		tasks = e->model.tasks;
+	for (int t = 0; t < e->model.n_tasks; t++)
+		if (tasks[t].n_classes < 1 || tasks[t].n_classes > e->max_classes ||
+		    !tasks[t].head_w || !tasks[t].head_b)
+			return mime_errinfo_set(ei, MIME_EINVAL,
+			                        "phase: task %d has no usable head", t);
+	/* Shapes of the sub-network. */
+	for (int i = 0; i < e->n_layers; i++) {
+		const struct layer_plan *lp = &e->L[i];
+		const struct mime_phase_layer *pl = &ph->layer[i];
+		struct mime_shape out = lp->full;
+
+		switch (lp->spec->kind) {
+		case MIME_LAYER_CONV:
+		case MIME_LAYER_FC:
+			out.c = pl->k_active ? pl->k_active : lp->spec->out;
+			if (out.c < 1 || out.c > lp->spec->out)
+				return mime_errinfo_set(
+					ei, MIME_EINVAL,
+					"phase: layer '%s': %d kernels active of %d",
+					lp->spec->name, out.c, lp->spec->out);
+			break;
+		case MIME_LAYER_MAXPOOL:
+			out.c = cur.c;
+			break;
+		case MIME_LAYER_FLATTEN:
+			out = (struct mime_shape){(int)mime_shape_size(&cur), 1, 1};
+			break;
+		}
+		if (pl->keep && (ph->wuv <= 0 || lp->spec->kind != MIME_LAYER_CONV))
+			return mime_errinfo_set(ei, MIME_EINVAL,
+			                        "phase: layer '%s': a fine-grain mask needs a conv "
+			                        "layer and a group height",
+			                        lp->spec->name);
+		if (pl->keep && e->cfg.conv == MIME_CONV_BLAS)
+			return mime_errinfo_set(
+				ei, MIME_EUNSUPPORTED,
+				"phase: fine-grain masks need the packed conv path");
+		in_s[i] = cur;
+		out_s[i] = out;
+		cur = out;
+	}
+	/* Pack the phase's weights; nothing changes until all of them are packed. */
+	memset(gw, 0, sizeof(gw));
+	for (int i = 0; i < e->n_layers; i++) {
+		const struct layer_plan *lp = &e->L[i];
+		const int K = out_s[i].c, CRS = in_s[i].c * lp->spec->kernel * lp->spec->kernel;
+		const uint8_t *keep = ph->layer[i].keep;
+
+		if (lp->spec->kind != MIME_LAYER_CONV || e->cfg.conv != MIME_CONV_PACKED)
+			continue;
+		/* Stated rule: block-sparse when at least 1 in 8 panel columns is all zero;
+		 * below that the index costs about what it saves. */
+		sparse[i] = 8 * mime_gemm_zero_columns_sub(&e->arch, lp->w, lp->lda, K, CRS, keep,
+		                                           ph->wuv) >=
+		            (int64_t)((K + e->arch.mr - 1) / e->arch.mr) * CRS;
+		if (mime_gemm_weights_pack_sub(&e->arch, lp->w, lp->lda, K, CRS, keep, ph->wuv,
+		                               sparse[i], &gw[i]) < 0) {
+			for (int j = 0; j < i; j++)
+				mime_gemm_weights_free(&gw[j]);
+			return mime_errinfo_set(ei, -ENOMEM, "phase: cannot pack the weights");
+		}
+		packed += mime_gemm_weights_bytes(&gw[i]);
+	}
+	/* Commit. */
+	for (int i = 0; i < e->n_layers; i++) {
+		struct layer_plan *lp = &e->L[i];
+
+		lp->in = in_s[i];
+		lp->out = out_s[i];
+		if (lp->spec->kind == MIME_LAYER_CONV) {
+			lp->geom.c = in_s[i].c;
+			lp->geom.k = out_s[i].c;
+			lp->crs = in_s[i].c * lp->spec->kernel * lp->spec->kernel;
+			mime_gemm_weights_free(&lp->gw);
+			lp->gw = gw[i];
+			lp->sparse = sparse[i];
+		}
+		if (lp->masked >= 0)
+			e->neurons[lp->masked] = mime_shape_size(&lp->out);
+		e->phase.layer[i] = (struct mime_phase_layer){out_s[i].c, NULL};
+	}
+	e->phase.wuv = ph->wuv;
+	e->feat = cur;
+	e->tasks = tasks;
+	e->plan_bytes = e->base_bytes + packed;
+	return 0;
+}
+
+int64_t mime_engine_neurons(const struct mime_engine *e, int k)
+{
+	return k >= 0 && k < e->n_masked ? e->neurons[k] : -1;
 }

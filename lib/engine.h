@@ -16,6 +16,7 @@
 
 #include "lib/gemm.h"
 #include "lib/model.h"
+#include "lib/phase.h"
 
 struct mime_engine; /* opaque */
 
@@ -74,3 +75,17 @@ void mime_engine_describe(const struct mime_engine *e, enum mime_conv_impl *ret_
 
 /* Graph index of the k-th masked layer. */
 int mime_engine_result_layer(const struct mime_engine *e, int k);
+
+/* Enters a phase between forwards: ph (NULL = the whole parent) picks the active kernels and
+ * fine-grain masks of every layer; tasks (model->n_tasks entries; NULL = the model's) are the
+ * heads and thresholds of this phase, sized for its sub-network: head [n_classes, features of
+ * the phase], thresholds [k_active, H, W] or [k_active]. The engine repacks the phase's
+ * weights (a coarse step really changes the packed bytes, see mime_engine_plan_bytes); the
+ * plan's buffers were sized for the whole parent, so no activation buffer moves. On failure
+ * (MIME_EINVAL: k_active out of range, keep without wuv; MIME_EUNSUPPORTED: fine masks on the
+ * OpenBLAS path; -ENOMEM) the previous phase stays in force. */
+int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
+                          const struct mime_task_params *tasks, struct mime_errinfo *ei);
+
+/* Output neurons of masked layer k in the current phase. */
+int64_t mime_engine_neurons(const struct mime_engine *e, int k);

@@ -41,22 +41,48 @@ void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch)
 	}
 }
 
-static int column_is_zero(const float *W, int K, int CRS, int k0, int mr, int c)
+/* A view of the weights to pack: rows [0, K) and columns [0, CRS) of a row-major matrix with
+ * leading dimension lda, with the fine-grain groups keep says are pruned read as zero. */
+struct wsrc {
+	const float *W;
+	int64_t lda;
+	int K, CRS;
+	const uint8_t *keep; /* [ceil(K / wuv)][CRS] or NULL */
+	int wuv;
+};
+
+static float wsrc_at(const struct wsrc *s, int k, int c)
 {
-	for (int r = 0; r < mr && k0 + r < K; r++)
-		if (W[(int64_t)(k0 + r) * CRS + c] != 0.0f)
+	if (k >= s->K)
+		return 0.0f;
+	if (s->keep && !s->keep[(int64_t)(k / s->wuv) * s->CRS + c])
+		return 0.0f;
+	return s->W[(int64_t)k * s->lda + c];
+}
+
+static int column_is_zero(const struct wsrc *s, int k0, int mr, int c)
+{
+	for (int r = 0; r < mr && k0 + r < s->K; r++)
+		if (wsrc_at(s, k0 + r, c) != 0.0f)
 			return 0;
 	return 1;
 }
 
-int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, int K, int CRS)
+static int64_t zero_columns(const struct wsrc *s, int mr)
 {
 	int64_t n = 0;
 
-	for (int k0 = 0; k0 < K; k0 += a->mr)
-		for (int c = 0; c < CRS; c++)
-			n += column_is_zero(W, K, CRS, k0, a->mr, c);
+	for (int k0 = 0; k0 < s->K; k0 += mr)
+		for (int c = 0; c < s->CRS; c++)
+			n += column_is_zero(s, k0, mr, c);
 	return n;
+}
+
+int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, int K, int CRS)
+{
+	const struct wsrc s = {W, CRS, K, CRS, NULL, 1};
+
+	return zero_columns(&s, a->mr);
 }
 
 static void *aligned_floats(size_t n)
@@ -68,16 +94,16 @@ static void *aligned_floats(size_t n)
 	return posix_memalign(&p, 64, bytes) == 0 ? p : NULL;
 }
 
-int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
-                           int sparse, struct mime_gemm_weights *ret_weights)
+static int pack(const struct mime_gemm_arch *a, const struct wsrc *s, int sparse,
+                struct mime_gemm_weights *ret_weights)
 {
-	const int mr = a->mr, panels = (K + mr - 1) / mr;
+	const int mr = a->mr, K = s->K, CRS = s->CRS, panels = (K + mr - 1) / mr;
 	struct mime_gemm_weights w = {.K = K, .CRS = CRS, .mr = mr};
 	float *v;
 
 	w.n_cols = (int64_t)panels * CRS;
 	if (sparse) {
-		w.n_cols -= mime_gemm_zero_columns(a, W, K, CRS);
+		w.n_cols -= zero_columns(s, mr);
 		w.cols = malloc(sizeof(int32_t) * (size_t)(w.n_cols ? w.n_cols : 1));
 		w.start = malloc(sizeof(int64_t) * (size_t)(panels + 1));
 	}
@@ -94,18 +120,45 @@ int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K
 			w.start[p] = n;
 		for (int c = 0; c < CRS; c++) {
 			if (sparse) {
-				if (column_is_zero(W, K, CRS, k0, mr, c))
+				if (column_is_zero(s, k0, mr, c))
 					continue;
 				w.cols[n++] = c;
 			}
 			for (int r = 0; r < mr; r++)
-				*v++ = k0 + r < K ? W[(int64_t)(k0 + r) * CRS + c] : 0.0f;
+				*v++ = wsrc_at(s, k0 + r, c);
 		}
 		if (sparse && p == panels - 1)
 			w.start[panels] = n;
 	}
 	*ret_weights = w;
 	return 0;
+}
+
+int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
+                           int sparse, struct mime_gemm_weights *ret_weights)
+{
+	const struct wsrc s = {W, CRS, K, CRS, NULL, 1};
+
+	return pack(a, &s, sparse, ret_weights);
+}
+
+int mime_gemm_weights_pack_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda, int K,
+                               int CRS, const uint8_t *keep, int wuv, int sparse,
+                               struct mime_gemm_weights *ret_weights)
+{
+	const struct wsrc s = {W, lda, K, CRS, keep, wuv > 0 ? wuv : 1};
+
+	if (keep && wuv <= 0)
+		return -EINVAL;
+	return pack(a, &s, sparse, ret_weights);
+}
+
+int64_t mime_gemm_zero_columns_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda,
+                                   int K, int CRS, const uint8_t *keep, int wuv)
+{
+	const struct wsrc s = {W, lda, K, CRS, keep, wuv > 0 ? wuv : 1};
+
+	return zero_columns(&s, a->mr);
 }
 
 void mime_gemm_weights_free(struct mime_gemm_weights *w)

@@ -55,6 +55,15 @@ int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, i
  * (64-byte aligned); returns 0 or -ENOMEM. */
 int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
                            int sparse, struct mime_gemm_weights *ret_weights);
+/* The same for a sub-matrix and a fine-grain mask: rows [0, K) and columns [0, CRS) of W with
+ * leading dimension lda (a phase's first K kernels over its first C input channels), and
+ * keep[(k / wuv) * CRS + c] == 0 reads group (k / wuv, c) as zero (keep may be NULL).
+ * Returns 0, -ENOMEM, or -EINVAL (keep without a positive wuv). */
+int mime_gemm_weights_pack_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda, int K,
+                               int CRS, const uint8_t *keep, int wuv, int sparse,
+                               struct mime_gemm_weights *ret_weights);
+int64_t mime_gemm_zero_columns_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda,
+                                   int K, int CRS, const uint8_t *keep, int wuv);
 void mime_gemm_weights_free(struct mime_gemm_weights *w); /* zeroes *w; NULL fields fine */
 size_t mime_gemm_weights_bytes(const struct mime_gemm_weights *w);
 

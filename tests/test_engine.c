@@ -543,6 +543,111 @@ static void test_engine_forward_rejects_bad_arguments(void **state)
 	net_free(&n);
 }
 
+/* Copies rows [0, k) x columns [0, c) of a row-major [rows, lda] matrix. */
+static float *slice(const float *w, int lda, int k, int c)
+{
+	float *o = malloc(sizeof(float) * (size_t)k * c);
+
+	for (int i = 0; i < k; i++)
+		memcpy(o + (size_t)i * c, w + (size_t)i * lda, sizeof(float) * c);
+	return o;
+}
+
+/* A phase (first k kernels of every layer + a fine-grain mask on one conv) gives bit for bit
+ * what a network built from the sliced, masked weights gives; a bad phase changes nothing;
+ * going back to the whole parent restores the original results. */
+static void test_engine_set_phase_equals_sliced_network(void **state)
+{
+	struct mime_graph g;
+	struct net n, sub;
+	enum mime_thresholds gran[2] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL};
+	int classes[2] = {5, 3}, tasks[4] = {0, 1, 1, 0};
+	struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 2};
+	struct mime_engine *e = NULL, *es = NULL;
+	struct mime_engine_result r1, r2;
+	struct mime_phase ph = {.wuv = 16};
+	struct mime_errinfo ei = {0};
+	uint64_t rng = 4;
+	float *in, *full_logits;
+	uint8_t *keep;
+	size_t full_bytes;
+	const int ka[6] = {5, 0, 7, 0, 0, 9}; /* conv 8->5, conv 12->7, fc 16->9 */
+
+	(void)state;
+	small_vgg(&g, 1, 16, 16);
+	net_init(&n, &g, 2, gran, classes, 8);
+	in = rand_array(&rng, 4 * 256, 0.0f, 1.0f);
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
+	full_bytes = mime_engine_plan_bytes(e);
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
+	full_logits = malloc(sizeof(float) * 4 * r1.max_classes);
+	memcpy(full_logits, r1.logits, sizeof(float) * 4 * r1.max_classes);
+
+	/* The sliced network: graph with fewer kernels, weights cut, one mask applied. */
+	{
+		struct mime_graph gs = g;
+
+		gs.layers[0].out = 5;
+		gs.layers[2].out = 7;
+		gs.layers[5].out = 9;
+		net_init(&sub, &gs, 2, gran, classes, 8); /* shapes and heads; weights replaced */
+	}
+	for (int i = 0; i < 6; i++)
+		ph.layer[i].k_active = ka[i];
+	free(sub.w[0]);
+	sub.w[0] = slice(n.w[0], 9, 5, 9);
+	free(sub.w[2]);
+	sub.w[2] = slice(n.w[2], 8 * 9, 7, 5 * 9);
+	free(sub.w[5]);
+	sub.w[5] = slice(n.w[5], 12 * 4 * 4, 9, 7 * 4 * 4);
+	for (int i = 0; i < 6; i++) {
+		if (!sub.w[i])
+			continue;
+		memcpy(sub.b[i], n.b[i], sizeof(float) * (size_t)sub.m.graph.layers[i].out);
+		sub.m.weight[i] = sub.w[i];
+		sub.m.bias[i] = sub.b[i];
+	}
+	/* Fine grain on conv l2: drop about half of its W_uv x 1 groups. */
+	keep = malloc(1 * 5 * 9);
+	for (int c = 0; c < 5 * 9; c++) {
+		keep[c] = (mime_test_rand(&rng) & 1) != 0;
+		if (!keep[c])
+			for (int k = 0; k < 7; k++)
+				sub.w[2][k * 45 + c] = 0.0f;
+	}
+	ph.layer[2].keep = keep;
+	/* Phase tasks: the sliced network's heads and thresholds. */
+	assert_int_equal(mime_engine_set_phase(e, &ph, sub.tasks, &ei), 0);
+	assert_true(mime_engine_plan_bytes(e) < full_bytes);
+	assert_int_equal(mime_engine_neurons(e, 0), 5 * 16 * 16);
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
+	assert_int_equal(mime_engine_create(&sub.m, &cfg, &es, NULL), 0);
+	assert_int_equal(mime_engine_forward(es, 4, in, tasks, &r2), 0);
+	assert_int_equal(r1.max_classes, r2.max_classes);
+	assert_memory_equal(r1.logits, r2.logits, sizeof(float) * 4 * r1.max_classes);
+	assert_memory_equal(r1.zeros, r2.zeros, sizeof(int64_t) * 4 * r1.n_masked);
+
+	/* A bad phase is refused and the current one stays. */
+	ph.layer[0].k_active = 9;
+	assert_int_equal(mime_engine_set_phase(e, &ph, sub.tasks, &ei), MIME_EINVAL);
+	assert_non_null(strstr(ei.msg, "l0"));
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
+	assert_memory_equal(r1.logits, r2.logits, sizeof(float) * 4 * r1.max_classes);
+
+	/* Back to the whole parent. */
+	assert_int_equal(mime_engine_set_phase(e, NULL, NULL, &ei), 0);
+	assert_int_equal(mime_engine_plan_bytes(e), full_bytes);
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
+	assert_memory_equal(r1.logits, full_logits, sizeof(float) * 4 * r1.max_classes);
+	mime_engine_destroy(e);
+	mime_engine_destroy(es);
+	free(keep);
+	free(in);
+	free(full_logits);
+	net_free(&n);
+	net_free(&sub);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -553,6 +658,7 @@ int main(void)
 		cmocka_unit_test(test_engine_zero_thresholds_equal_relu),
 		cmocka_unit_test(test_engine_threshold_equal_fires),
 		cmocka_unit_test(test_engine_forward_rejects_bad_arguments),
+		cmocka_unit_test(test_engine_set_phase_equals_sliced_network),
 	};
 
 	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
