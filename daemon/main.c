@@ -389,6 +389,9 @@ int main(int argc, char **argv)
 		d.watchdog_usec = 0;
 #endif
 	signal(SIGPIPE, SIG_IGN);
+	/* Images are decoded in libuv's thread pool, off the loop thread; two threads are
+	 * plenty next to the workers. */
+	setenv("UV_THREADPOOL_SIZE", "2", 0);
 	/* Workers x engine threads x BLAS threads share the cores. Debian's pthread OpenBLAS
 	 * serialises concurrent calls, so BLAS threads only pay with one single-threaded
 	 * engine; engines with threads of their own want OpenBLAS single-threaded. */

@@ -3,7 +3,8 @@
  * ->data points to it (connections point to their struct mimed_conn, which points to it).
  *
  * A call (one Varlink message) owns n_items requests; each request is one image for one
- * task and travels loop -> queue -> worker -> done list -> loop. A connection answers its
+ * task and travels loop (checks) -> thread pool (base64, decode, preprocess) -> loop ->
+ * queue -> worker -> done list -> loop. A connection answers its
  * calls in order (Varlink has no call ids); a call holds a reference on its connection, so a
  * client that disconnects mid-request only marks its requests cancelled: the memory stays
  * until the last one comes back, and nothing is written to the closed socket.
@@ -19,6 +20,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
@@ -34,6 +36,8 @@
 #include "lib/model.h"
 
 #define MIMED_MAX_TOP_K 1000
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct mimed;
 
@@ -131,9 +135,11 @@ struct mimed_call {
 	bool done;   /* reply (or nothing, for oneway) ready to go out */
 	char *reply; /* NUL-terminated message, reply_len bytes with the NUL */
 	size_t reply_len;
-	int n_items, n_pending;
+	int n_items;
+	int n_preparing;   /* items still being decoded in the thread pool */
+	int n_pending;     /* items queued or running */
 	const char *error; /* the first failure among the items */
-	char error_desc[160];
+	char error_desc[256];
 	struct mimed_req reqs[];
 };
 

@@ -558,6 +558,38 @@ static bool check_magic(const uint8_t *data, size_t n, const char *format)
 	return false;
 }
 
+/* An item being decoded off the loop thread (libuv's thread pool): base64, the image file
+ * or raw tensor, and the preprocessing to the task's input spec, into req->input. The work
+ * reads only this struct, the request's input buffer and the runtime (immutable, held by
+ * the request); it reports through error and desc, which the loop reads in prep_done(). */
+struct prep {
+	uv_work_t work;
+	struct mimed_call *call;
+	struct mimed_req *req;
+	json_t *image;      /* a reference taken on the loop thread; read-only meanwhile */
+	const char *format; /* static: NULL (sniffed), "png", "pgm", "ppm", "u8" or "f32" */
+	int64_t dims[3];    /* raw tensors: the shape, padded with 1 */
+	int ndim;
+	size_t n_elems;
+	size_t max_bytes;
+	char name[64];
+	const char *error; /* a Varlink error name, when the item failed */
+	char desc[256];
+};
+
+static void prep_fail(struct prep *p, const char *error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void prep_fail(struct prep *p, const char *error, const char *fmt, ...)
+{
+	va_list ap;
+
+	p->error = error;
+	va_start(ap, fmt);
+	vsnprintf(p->desc, sizeof(p->desc), fmt, ap);
+	va_end(ap);
+}
+
 /* The shape of a raw tensor: 1 to 3 positive ints into dims; their product in *ret_n. */
 static bool raw_shape(json_t *js, int64_t *dims, int *ret_ndim, size_t *ret_n)
 {
@@ -579,42 +611,29 @@ static bool raw_shape(json_t *js, int64_t *dims, int *ret_ndim, size_t *ret_n)
 	return n <= MIME_IMAGE_MAX_PIXELS * 3;
 }
 
-/* A raw tensor into req->input: "u8" is an image [H,W] or [H,W,C] (C 1 or 3, HWC) that is
- * preprocessed like a decoded file; "f32" is the network input itself, [C,H,W] exactly as
- * the task's input spec, little endian. Replies and returns false on failure. */
-static bool raw_input(struct mimed_call *call, const struct mimed_runtime *rt, int t,
-                      const char *format, json_t *jshape, const uint8_t *bytes, size_t n_bytes,
-                      const char *name, float *out)
+/* A raw tensor into out: "u8" is an image [H,W] or [H,W,C] (C 1 or 3, HWC) preprocessed
+ * like a decoded file; "f32" is the network input itself, [C,H,W] exactly as the task's
+ * input spec, little endian. */
+static void prep_raw(struct prep *p, const struct mime_input_spec *spec, const uint8_t *bytes,
+                     size_t n_bytes, float *out)
 {
-	const struct mime_input_spec *spec = &rt->manifest->tasks[t].input;
 	struct mime_errinfo ei = {0};
 	struct mime_image img = {0};
-	int64_t dims[3] = {1, 1, 1};
-	int ndim, r;
-	size_t n;
+	size_t n = p->n_elems;
+	int r;
 
-	if (!raw_shape(jshape, dims, &ndim, &n)) {
-		call_invalid_param(call, "shape",
-		                   "a raw tensor needs 'shape': 1 to 3 positive sizes ([H,W], "
-		                   "[H,W,C] for u8, [C,H,W] for f32)");
-		return false;
-	}
-	if (strcmp(format, "f32") == 0) {
-		if (ndim != 3 || dims[0] != spec->channels || dims[1] != spec->height ||
-		    dims[2] != spec->width) {
-			call_error_desc(
-				call, MIMED_ERR_INVALID_IMAGE,
-				"'%s': an f32 tensor must have the task's input shape [%d,%d,%d]",
-				name, spec->channels, spec->height, spec->width);
-			return false;
-		}
-		if (n_bytes != n * 4) {
-			call_error_desc(
-				call, MIMED_ERR_INVALID_IMAGE,
-				"'%s': shape [%d,%d,%d] needs %zu bytes of float32, got %zu", name,
-				spec->channels, spec->height, spec->width, n * 4, n_bytes);
-			return false;
-		}
+	if (strcmp(p->format, "f32") == 0) {
+		if (p->ndim != 3 || p->dims[0] != spec->channels || p->dims[1] != spec->height ||
+		    p->dims[2] != spec->width)
+			return prep_fail(p, MIMED_ERR_INVALID_IMAGE,
+			                 "'%s': an f32 tensor must have the task's input shape "
+			                 "[%d,%d,%d]",
+			                 p->name, spec->channels, spec->height, spec->width);
+		if (n_bytes != n * 4)
+			return prep_fail(
+				p, MIMED_ERR_INVALID_IMAGE,
+				"'%s': shape [%d,%d,%d] needs %zu bytes of float32, got %zu",
+				p->name, spec->channels, spec->height, spec->width, n * 4, n_bytes);
 		for (size_t i = 0; i < n; i++) {
 			uint32_t u = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
 			             (uint32_t)bytes[4 * i + 2] << 16 |
@@ -622,65 +641,116 @@ static bool raw_input(struct mimed_call *call, const struct mimed_runtime *rt, i
 			float f;
 
 			memcpy(&f, &u, sizeof(f));
-			if (!isfinite(f)) {
-				call_error_desc(call, MIMED_ERR_INVALID_IMAGE,
-				                "'%s': element %zu is not a finite number", name,
-				                i);
-				return false;
-			}
+			if (!isfinite(f))
+				return prep_fail(p, MIMED_ERR_INVALID_IMAGE,
+				                 "'%s': element %zu is not a finite number",
+				                 p->name, i);
 			out[i] = f;
 		}
-		return true;
+		return;
 	}
-	if (ndim == 1 || (ndim == 3 && dims[2] != 1 && dims[2] != 3)) {
-		call_error_desc(call, MIMED_ERR_INVALID_IMAGE,
-		                "'%s': a u8 image is [H,W] or [H,W,C] with C 1 or 3", name);
-		return false;
-	}
-	if (n_bytes != n) {
-		call_error_desc(call, MIMED_ERR_INVALID_IMAGE,
-		                "'%s': shape %lldx%lldx%lld needs %zu bytes, got %zu", name,
-		                (long long)dims[0], (long long)dims[1], (long long)dims[2], n,
-		                n_bytes);
-		return false;
-	}
-	img.height = (int)dims[0];
-	img.width = (int)dims[1];
-	img.channels = (int)dims[2];
+	if (p->ndim == 1 || (p->ndim == 3 && p->dims[2] != 1 && p->dims[2] != 3))
+		return prep_fail(p, MIMED_ERR_INVALID_IMAGE,
+		                 "'%s': a u8 image is [H,W] or [H,W,C] with C 1 or 3", p->name);
+	if (n_bytes != n)
+		return prep_fail(p, MIMED_ERR_INVALID_IMAGE,
+		                 "'%s': shape %lldx%lldx%lld needs %zu bytes, got %zu", p->name,
+		                 (long long)p->dims[0], (long long)p->dims[1],
+		                 (long long)p->dims[2], n, n_bytes);
+	img.height = (int)p->dims[0];
+	img.width = (int)p->dims[1];
+	img.channels = (int)p->dims[2];
 	img.pixels = malloc(n * sizeof(float));
-	if (!img.pixels) {
-		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
-		return false;
-	}
+	if (!img.pixels)
+		return prep_fail(p, MIMED_ERR_INTERNAL, "out of memory");
 	for (size_t i = 0; i < n; i++)
 		img.pixels[i] = (float)bytes[i] / 255.0f;
 	r = mime_image_preprocess(&img, spec, out, &ei);
 	mime_image_free(&img);
-	if (r < 0) {
-		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
-		                mime_strerror(r), ei.msg);
-		return false;
-	}
-	return true;
+	if (r < 0)
+		prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", p->name, mime_strerror(r),
+		          ei.msg);
 }
 
-/* Validates one item (task, image, format, shape, top_k) and fills req; on failure replies
- * and returns false. prefix names the item in messages ("" or "items[3].") */
-static bool req_prepare(struct mimed *d, struct mimed_call *call, struct mimed_req *req,
-                        json_t *item, const char *prefix, uint64_t deadline_ns)
+/* The thread-pool half: everything that costs CPU in proportion to the image. */
+static void prep_work(uv_work_t *w)
+{
+	struct prep *p = container_of(w, struct prep, work);
+	const struct mime_input_spec *spec = &p->req->rt->manifest->tasks[p->req->task].input;
+	struct mime_errinfo ei = {0};
+	struct mime_image img;
+	uint8_t *bytes;
+	size_t n_bytes;
+	int r;
+
+	r = mimed_base64_decode(json_string_value(p->image), json_string_length(p->image),
+	                        p->max_bytes, &bytes, &n_bytes);
+	if (r == -ENOMEM)
+		return prep_fail(p, MIMED_ERR_INTERNAL, "out of memory");
+	if (r < 0)
+		return prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s' is not valid base64", p->name);
+	if (p->format && (strcmp(p->format, "u8") == 0 || strcmp(p->format, "f32") == 0)) {
+		prep_raw(p, spec, bytes, n_bytes, p->req->input);
+		free(bytes);
+		return;
+	}
+	if (p->format && !check_magic(bytes, n_bytes, p->format)) {
+		free(bytes);
+		return prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s' is not a %s file", p->name,
+		                 p->format);
+	}
+	r = mime_image_decode(bytes, n_bytes, &img, &ei);
+	free(bytes);
+	if (r < 0)
+		return prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", p->name,
+		                 mime_strerror(r), ei.msg);
+	r = mime_image_preprocess(&img, spec, p->req->input, &ei);
+	mime_image_free(&img);
+	if (r < 0)
+		prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", p->name, mime_strerror(r),
+		          ei.msg);
+}
+
+static void enqueue(struct mimed *d, struct mimed_call *call);
+
+/* The loop's half: once every item of the call is decoded, queue them all or fail. */
+static void prep_done(uv_work_t *w, int status)
+{
+	struct prep *p = container_of(w, struct prep, work);
+	struct mimed_call *call = p->call;
+	struct mimed *d = call->conn->d;
+
+	if (p->error && !call->error) {
+		call->error = p->error;
+		snprintf(call->error_desc, sizeof(call->error_desc), "%s", p->desc);
+	}
+	json_decref(p->image);
+	free(p);
+	if (--call->n_preparing > 0)
+		return;
+	if (call->error)
+		call_error_desc(call, call->error, "%s", call->error_desc);
+	else if (call->conn->closing)
+		call_error_desc(call, MIMED_ERR_INTERNAL, "cancelled");
+	else
+		enqueue(d, call);
+}
+
+/* Checks one item's parameters (task, top_k, phase, format, shape, image) on the loop
+ * thread, fills req and makes its struct prep; on failure replies and returns false.
+ * prefix names the item in messages ("" or "items[3].") */
+static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req *req, json_t *item,
+                      const char *prefix, uint64_t deadline_ns, struct prep **ret_prep)
 {
 	static const char *const formats[] = {"png", "pgm", "ppm", "u8", "f32"};
 	struct mimed_runtime *rt = d->rt;
 	json_t *jt = json_object_get(item, "task"), *ji = json_object_get(item, "image");
 	json_t *jf = json_object_get(item, "format");
 	json_int_t top = TOP_K_DEFAULT, phase = 1;
-	struct mime_errinfo ei = {0};
-	struct mime_image img;
 	const char *format = NULL;
+	struct prep *p;
 	char name[64];
-	uint8_t *bytes;
-	size_t n_bytes;
-	int t, r;
+	int t;
 
 	snprintf(name, sizeof(name), "%stask", prefix);
 	if (!json_is_string(jt)) {
@@ -715,53 +785,32 @@ static bool req_prepare(struct mimed *d, struct mimed_call *call, struct mimed_r
 		                   name);
 		return false;
 	}
-	r = mimed_base64_decode(json_string_value(ji), json_string_length(ji),
-	                        d->cfg.max_message_bytes, &bytes, &n_bytes);
-	if (r == -ENOMEM) {
-		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
-		return false;
-	}
-	if (r < 0) {
-		call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s' is not valid base64", name);
-		return false;
-	}
+	p = calloc(1, sizeof(*p));
 	req->input = malloc((size_t)rt->input_floats * sizeof(float));
 	req->top_class = malloc((size_t)top * sizeof(int));
 	req->top_prob = malloc((size_t)top * sizeof(float));
-	if (!req->input || !req->top_class || !req->top_prob) {
-		free(bytes);
+	if (!p || !req->input || !req->top_class || !req->top_prob) {
+		free(p);
 		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
 		return false;
 	}
-	if (format && (strcmp(format, "u8") == 0 || strcmp(format, "f32") == 0)) {
-		bool ok = raw_input(call, rt, t, format, json_object_get(item, "shape"), bytes,
-		                    n_bytes, name, req->input);
-
-		free(bytes);
-		if (!ok)
-			return false;
-	} else {
-		if (format && !check_magic(bytes, n_bytes, format)) {
-			free(bytes);
-			call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s' is not a %s file",
-			                name, format);
-			return false;
-		}
-		r = mime_image_decode(bytes, n_bytes, &img, &ei);
-		free(bytes);
-		if (r < 0) {
-			call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
-			                mime_strerror(r), ei.msg);
-			return false;
-		}
-		r = mime_image_preprocess(&img, &rt->manifest->tasks[t].input, req->input, &ei);
-		mime_image_free(&img);
-		if (r < 0) {
-			call_error_desc(call, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", name,
-			                mime_strerror(r), ei.msg);
-			return false;
-		}
+	p->dims[0] = p->dims[1] = p->dims[2] = 1;
+	if (format && (strcmp(format, "u8") == 0 || strcmp(format, "f32") == 0) &&
+	    !raw_shape(json_object_get(item, "shape"), p->dims, &p->ndim, &p->n_elems)) {
+		free(p);
+		snprintf(name, sizeof(name), "%sshape", prefix);
+		call_invalid_param(call, name,
+		                   "a raw tensor needs '%s': 1 to 3 positive sizes ([H,W] or "
+		                   "[H,W,C] for u8, [C,H,W] for f32)",
+		                   name);
+		return false;
 	}
+	p->call = call;
+	p->req = req;
+	p->image = json_incref(ji);
+	p->format = format;
+	p->max_bytes = d->cfg.max_message_bytes;
+	snprintf(p->name, sizeof(p->name), "%simage", prefix);
 	req->call = call;
 	req->rt = rt;
 	rt->refs++;
@@ -771,7 +820,29 @@ static bool req_prepare(struct mimed *d, struct mimed_call *call, struct mimed_r
 	req->deadline_ns = deadline_ns;
 	req->accepted_ns = mimed_now_ns();
 	req->status = MIMED_REQ_QUEUED;
+	*ret_prep = p;
 	return true;
+}
+
+/* Hands the checked items of call to the thread pool (all of them: the call is not touched
+ * after the last one starts, which may finish it). */
+static void prep_start(struct mimed *d, struct mimed_call *call, struct prep **preps, int n)
+{
+	call->n_preparing = n;
+	for (int i = 0; i < n; i++) {
+		if (uv_queue_work(&d->loop, &preps[i]->work, prep_work, prep_done) < 0) {
+			prep_work(&preps[i]->work); /* cannot happen with valid arguments */
+			prep_done(&preps[i]->work, 0);
+		}
+	}
+}
+
+static void preps_free(struct prep **preps, int n)
+{
+	for (int i = 0; i < n; i++) {
+		json_decref(preps[i]->image);
+		free(preps[i]);
+	}
 }
 
 static void enqueue(struct mimed *d, struct mimed_call *call)
@@ -806,6 +877,7 @@ static void m_infer(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_
 {
 	struct mimed_call *call = call_new(c, MIMED_CALL_INFER, 1, vc->oneway);
 	json_int_t deadline_ms = 0;
+	struct prep *p;
 
 	if (!call) {
 		conn_close(c, false);
@@ -813,14 +885,15 @@ static void m_infer(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_
 	}
 	if (!get_int(vc->params, "deadline_ms", "", 0, 86400000, &deadline_ms, call))
 		return;
-	if (!req_prepare(d, call, &call->reqs[0], vc->params, "", deadline_of(deadline_ms)))
+	if (!req_check(d, call, &call->reqs[0], vc->params, "", deadline_of(deadline_ms), &p))
 		return;
-	enqueue(d, call);
+	prep_start(d, call, &p, 1);
 }
 
 static void m_infer_batch(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_call *vc)
 {
 	json_t *items = json_object_get(vc->params, "items");
+	struct prep *preps[MAX_BATCH_ITEMS];
 	json_int_t deadline_ms = 0;
 	struct mimed_call *call;
 	size_t n = json_array_size(items);
@@ -842,19 +915,23 @@ static void m_infer_batch(struct mimed *d, struct mimed_conn *c, struct mimed_va
 	if (!get_int(vc->params, "deadline_ms", "", 0, 86400000, &deadline_ms, call))
 		return;
 	deadline = deadline_of(deadline_ms);
+	/* Every item is checked before any is decoded, so a bad one fails the call at once. */
 	for (size_t i = 0; i < n; i++) {
 		json_t *item = json_array_get(items, i);
 		char prefix[32];
 
 		snprintf(prefix, sizeof(prefix), "items[%zu].", i);
 		if (!json_is_object(item)) {
+			preps_free(preps, (int)i);
 			call_invalid_param(call, "items", "items[%zu] must be an object", i);
 			return;
 		}
-		if (!req_prepare(d, call, &call->reqs[i], item, prefix, deadline))
+		if (!req_check(d, call, &call->reqs[i], item, prefix, deadline, &preps[i])) {
+			preps_free(preps, (int)i);
 			return;
+		}
 	}
-	enqueue(d, call);
+	prep_start(d, call, preps, (int)n);
 }
 
 static void m_list_tasks(struct mimed *d, struct mimed_call *call)

@@ -387,8 +387,14 @@ def pipelined_replies_in_order(ctx):
     before = c.call('io.mime.GetStatus')['status']['requests']
     c.send('io.mime.Infer', {'task': 'alpha', 'image': b64(pgm(16, 16, 1))}, oneway=True)
     c.send('io.mime.ListTasks', oneway=True)
-    r = c.call('io.mime.GetStatus')
-    assert 'status' in r and r['status']['requests'] == before + 1, r
+    r = c.call('io.mime.GetStatus')  # the next message is this call's reply
+    assert 'status' in r, r
+    for _ in range(100):  # the oneway Infer ran (it may still be decoding just now)
+        if r['status']['requests'] == before + 1:
+            break
+        time.sleep(0.02)
+        r = c.call('io.mime.GetStatus')
+    assert r['status']['requests'] == before + 1, r
     c.close()
 
 
