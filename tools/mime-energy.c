@@ -4,7 +4,10 @@
  *                                   Singular/Pipelined x Cases 1-3, 90%-pruned comparison,
  *                                   PE-array and cache ablations, storage vs child tasks.
  *   mime-energy layer --input CxHxW --filters N [--kernel R --stride S --pad P | --fc] ...
- *   mime-energy net [--net vgg16] ...
+ *   mime-energy net [--net vgg16 | --graph conf/networks/NAME.yaml] ...
+ *   mime-energy net --bundle FILE --task T[,T2...] --images IDX[,IDX2...] [--limit N]
+ *                                   per-sample sparsities measured by the engine on real
+ *                                   images; Singular per task and Pipelined over the tasks.
  * Common: --config FILE (conf/accelerator.yaml), --set KEY=VALUE, --json.
  * Ownership: everything lives on main()'s stack or in files it writes.
  * Threads: one. */
@@ -19,13 +22,19 @@
 
 #include "lib/energy.h"
 #include "tools/energy_conf.h"
+#include "tools/energy_measure.h"
+#include "train/graphyaml.h"
 
 #define MAX_BATCH  1024
 #define N_PAPER    3 /* cifar10, cifar100, fmnist */
 #define VGG_LAYERS 15
 
 struct opts {
-	const char *config, *out, *paper_dir, *net;
+	const char *config, *out, *paper_dir, *net, *graph;
+	/* net --bundle: comma-separated lists split in place */
+	const char *bundle;
+	char *task_list, *image_list;
+	long limit;
 	const char *sets[32];
 	int n_sets;
 	int json;
@@ -51,8 +60,10 @@ static void usage(FILE *f)
 	      "       mime-energy layer --input CxHxW --filters N [--kernel R] [--stride S] "
 	      "[--pad P] [--fc]\n"
 	      "                         [--in-sparsity S] [--out-sparsity S] [--tasks 0,1,2]\n"
-	      "       mime-energy net [--net vgg16] [--in-sparsity S] [--out-sparsity S] "
-	      "[--tasks 0,1,2]\n"
+	      "       mime-energy net [--net vgg16 | --graph FILE.yaml] [--in-sparsity S] "
+	      "[--out-sparsity S] [--tasks 0,1,2]\n"
+	      "       mime-energy [net] --bundle FILE --task T[,T2...] --images IDX[,IDX2...] "
+	      "[--limit N]\n"
 	      "common: [--config conf/accelerator.yaml] [--set KEY=VALUE]... "
 	      "[--thresholds neuron|channel] [--json]\n",
 	      f);
@@ -329,17 +340,200 @@ static int cmd_layer(const struct opts *o, const struct mime_energy_hw *hw)
 	return answer(&one, hw, &net) < 0;
 }
 
+/* ---- net --bundle: sparsities measured by the engine on real images ---- */
+
+/* Splits a comma-separated list in place into v; returns the count, -1 above max. */
+static int split_list(char *s, const char **v, int max)
+{
+	int n = 0;
+
+	for (char *save = NULL, *tok = strtok_r(s, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (n >= max)
+			return -1;
+		v[n++] = tok;
+	}
+	return n;
+}
+
+/* Mean output sparsity of layer l over task t's samples. */
+static double mean_out(const struct energy_measurement *em, int baseline, int t, int l)
+{
+	double sum = 0;
+
+	for (int s = 0; s < em->n_samples; s++)
+		sum += energy_measurement_row(em, baseline, t, s)[l].out;
+	return sum / em->n_samples;
+}
+
+/* Cases 1-3 of one batch: Case-1/2 on the baselines' sparsities, Case-3 on MIME's; prints
+ * the per-layer tables and the ratios, or adds the reports to arr. */
+static int bundle_cases(const struct opts *o, const struct mime_energy_hw *hw,
+                        const struct mime_energy_net *net, const char *title, int batch,
+                        const int *tasks, const struct mime_energy_sparsity *sp_base,
+                        const struct mime_energy_sparsity *sp_mime, json_t *arr)
+{
+	struct mime_energy_report rep[3];
+
+	for (int k = 0; k < 3; k++) {
+		if (run(hw, net, batch, tasks, k == 2 ? sp_mime : sp_base, k + 1, &rep[k]) < 0)
+			return -1;
+		if (o->json) {
+			json_array_append_new(arr, report_json(net, &rep[k]));
+		} else {
+			if (k == 0)
+				printf("\n== %s ==\n", title);
+			print_report(stdout, net, &rep[k]);
+		}
+	}
+	if (!o->json)
+		printf("Case-1 / MIME: energy %.2fx, cycles %.2fx; Case-2 / MIME: energy %.2fx, "
+		       "cycles %.2fx; E_DRAM MIME / Case-2 %.2f\n",
+		       rep[0].total.e_total / rep[2].total.e_total,
+		       rep[0].total.cycles / rep[2].total.cycles,
+		       rep[1].total.e_total / rep[2].total.e_total,
+		       rep[1].total.cycles / rep[2].total.cycles,
+		       rep[2].total.e[MIME_ENERGY_DRAM] / rep[1].total.e[MIME_ENERGY_DRAM]);
+	return 0;
+}
+
+static int cmd_bundle(const struct opts *o, const struct mime_energy_hw *hw)
+{
+	static struct mime_energy_sparsity sp_base[MAX_BATCH * MIME_MAX_LAYERS],
+		sp_mime[MAX_BATCH * MIME_MAX_LAYERS];
+	static int tasks[MAX_BATCH];
+	const char *task[ENERGY_MEASURE_MAX_TASKS], *images[ENERGY_MEASURE_MAX_TASKS];
+	struct energy_measurement em = {0};
+	struct mime_errinfo ei = {0};
+	json_t *root = json_object(), *jt = json_array(), *jsing = json_object();
+	int n_tasks, n_images, n, L, r = 1;
+
+	n_tasks = o->task_list ? split_list(o->task_list, task, ENERGY_MEASURE_MAX_TASKS) : 0;
+	n_images = o->image_list ? split_list(o->image_list, images, ENERGY_MEASURE_MAX_TASKS) : 0;
+	if (n_tasks < 1 || n_images < 1 || o->limit < 1 || o->limit > MAX_BATCH) {
+		fprintf(stderr,
+		        "mime-energy: --bundle needs --task T[,T2...] (at most %d), "
+		        "--images IDX[,IDX2...] and --limit 1..%d\n",
+		        ENERGY_MEASURE_MAX_TASKS, MAX_BATCH);
+		json_decref(root);
+		json_decref(jt);
+		json_decref(jsing);
+		return 2;
+	}
+	if (energy_measure(o->bundle, task, n_tasks, images, n_images, (int)o->limit, &em, &ei) <
+	    0) {
+		fprintf(stderr, "mime-energy: %s\n", ei.msg);
+		goto out;
+	}
+	n = em.n_samples;
+	L = em.net.n_layers;
+	if (!o->json) {
+		printf("%s: %d image(s) per task; Case-3 runs on MIME's measured sparsity, "
+		       "Case-1/2 on each task's baseline's:",
+		       o->bundle, n);
+		for (int t = 0; t < n_tasks; t++)
+			printf(" %s=%s", em.task[t], em.baseline[t]);
+		printf("\nmean output sparsity per layer:\n%-10s", "layer");
+		for (int t = 0; t < n_tasks; t++)
+			printf(" %11.11s/M %11.11s/B", em.task[t], em.task[t]);
+		putchar('\n');
+		for (int l = 0; l < L; l++) {
+			printf("%-10s", em.net.layers[l].name);
+			for (int t = 0; t < n_tasks; t++)
+				printf(" %12.4f %12.4f", mean_out(&em, 0, t, l),
+				       mean_out(&em, 1, t, l));
+			putchar('\n');
+		}
+	}
+	for (int t = 0; t < n_tasks; t++) {
+		json_t *o_t = json_object(), *sp = json_object(), *reps = json_array();
+		char title[128];
+
+		json_object_set_new(o_t, "name", json_string(em.task[t]));
+		json_object_set_new(o_t, "baseline", json_string(em.baseline[t]));
+		for (int l = 0; l < L; l++)
+			json_object_set_new(sp, em.net.layers[l].name,
+			                    json_pack("{s:f,s:f}", "mime", mean_out(&em, 0, t, l),
+			                              "baseline", mean_out(&em, 1, t, l)));
+		json_object_set_new(o_t, "output_sparsity", sp);
+		json_array_append_new(jt, o_t);
+		for (int s = 0; s < n; s++)
+			tasks[s] = t;
+		snprintf(title, sizeof(title), "Singular: %s x %d", em.task[t], n);
+		if (bundle_cases(o, hw, &em.net, title, n, tasks,
+		                 energy_measurement_row(&em, 1, t, 0),
+		                 energy_measurement_row(&em, 0, t, 0), reps) < 0) {
+			json_decref(reps);
+			goto out;
+		}
+		json_object_set_new(jsing, em.task[t], reps);
+	}
+	json_object_set_new(root, "bundle", json_string(o->bundle));
+	json_object_set_new(root, "images_per_task", json_integer(n));
+	json_object_set_new(root, "tasks", jt);
+	json_object_set_new(root, "singular", jsing);
+	jt = jsing = NULL;
+	if (n_tasks > 1) {
+		json_t *reps = json_array();
+		char title[128];
+
+		/* sample s: task s mod n_tasks, that task's image s; a task named twice is one */
+		for (int s = 0; s < n; s++) {
+			const int t = s % n_tasks;
+
+			tasks[s] = 0;
+			while (strcmp(em.task[tasks[s]], em.task[t]) != 0)
+				tasks[s]++;
+			memcpy(&sp_base[s * L], energy_measurement_row(&em, 1, t, s),
+			       sizeof(*sp_base) * L);
+			memcpy(&sp_mime[s * L], energy_measurement_row(&em, 0, t, s),
+			       sizeof(*sp_mime) * L);
+		}
+		snprintf(title, sizeof(title), "Pipelined: %d samples, tasks in turn", n);
+		r = bundle_cases(o, hw, &em.net, title, n, tasks, sp_base, sp_mime, reps);
+		json_object_set_new(root, "pipelined", reps);
+		if (r < 0) {
+			r = 1;
+			goto out;
+		}
+	}
+	if (o->json) {
+		json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(8));
+		putchar('\n');
+	}
+	r = 0;
+out:
+	json_decref(root);
+	json_decref(jt);
+	json_decref(jsing);
+	energy_measurement_fini(&em);
+	return r;
+}
+
 static int cmd_net(const struct opts *o, const struct mime_energy_hw *hw)
 {
 	struct mime_graph g;
 	struct mime_energy_net net;
 	struct mime_errinfo ei = {0};
 
-	if (strcmp(o->net, "vgg16") != 0) {
-		fprintf(stderr, "mime-energy: only --net vgg16 is built in (graph files: todo)\n");
+	if (o->bundle)
+		return cmd_bundle(o, hw);
+	if (o->graph) {
+		struct mimetrain_netdesc d;
+		int r = mimetrain_graphyaml_load(o->graph, &d, &ei);
+
+		if (r < 0) {
+			fprintf(stderr, "mime-energy: %s\n", ei.msg[0] ? ei.msg : mime_strerror(r));
+			return 1;
+		}
+		g = d.graph;
+		mimetrain_netdesc_free(&d);
+	} else if (strcmp(o->net, "vgg16") == 0) {
+		vgg16_graph(&g);
+	} else {
+		fprintf(stderr, "mime-energy: only --net vgg16 is built in; use --graph FILE\n");
 		return 1;
 	}
-	vgg16_graph(&g);
 	if (mime_energy_net_init(&net, &g, o->thr, &ei) < 0) {
 		fprintf(stderr, "mime-energy: %s\n", ei.msg);
 		return 1;
@@ -647,6 +841,11 @@ int main(int argc, char **argv)
 		{"out", required_argument, NULL, 'o'},
 		{"paper-dir", required_argument, NULL, 'p'},
 		{"net", required_argument, NULL, 'n'},
+		{"graph", required_argument, NULL, 'g'},
+		{"bundle", required_argument, NULL, 'B'},
+		{"task", required_argument, NULL, 'K'},
+		{"images", required_argument, NULL, 'G'},
+		{"limit", required_argument, NULL, 'L'},
 		{"input", required_argument, NULL, 'i'},
 		{"filters", required_argument, NULL, 'f'},
 		{"kernel", required_argument, NULL, 'k'},
@@ -666,18 +865,20 @@ int main(int argc, char **argv)
 	                 .stride = 1,
 	                 .pad = 1,
 	                 .batch = 1,
+	                 .limit = 32,
 	                 .thr = MIME_ENERGY_THR_NEURON};
 	struct mime_energy_hw hw;
 	struct mime_errinfo ei = {0};
 	const char *cmd;
 	int c;
 
-	if (argc < 2 || argv[1][0] == '-') {
+	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
-	cmd = argv[1];
-	optind = 2;
+	/* `mime-energy --bundle ...` is `mime-energy net --bundle ...` */
+	cmd = argv[1][0] == '-' ? "net" : argv[1];
+	optind = argv[1][0] == '-' ? 1 : 2;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -699,6 +900,21 @@ int main(int argc, char **argv)
 			break;
 		case 'n':
 			o.net = optarg;
+			break;
+		case 'g':
+			o.graph = optarg;
+			break;
+		case 'B':
+			o.bundle = optarg;
+			break;
+		case 'K':
+			o.task_list = optarg;
+			break;
+		case 'G':
+			o.image_list = optarg;
+			break;
+		case 'L':
+			o.limit = atol(optarg);
 			break;
 		case 'i':
 			if (sscanf(optarg, "%dx%dx%d", &o.input.c, &o.input.h, &o.input.w) != 3)
