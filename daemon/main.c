@@ -138,13 +138,13 @@ static int load_config(struct mimed *d, struct mimed_config *ret_cfg, char *err,
 static int resolve_admin_group(const struct mimed_config *cfg, gid_t *ret_gid, bool *ret_have,
                                char *err, size_t err_len)
 {
-	struct group *g;
+	struct group gr, *g = NULL;
+	char buf[4096];
 
 	*ret_have = false;
 	if (!cfg->admin_group)
 		return 0;
-	g = getgrnam(cfg->admin_group); /* at start and reload only */
-	if (!g) {
+	if (getgrnam_r(cfg->admin_group, &gr, buf, sizeof(buf), &g) != 0 || !g) {
 		snprintf(err, err_len, "access.admin_group: no group '%s'", cfg->admin_group);
 		return -ENOENT;
 	}
@@ -153,111 +153,205 @@ static int resolve_admin_group(const struct mimed_config *cfg, gid_t *ret_gid, b
 	return 0;
 }
 
-int mimed_reload(struct mimed *d, char *err, size_t err_len)
-{
-	struct mimed_runtime *rt = NULL;
-	struct mime_errinfo ei = {0};
-	struct mimed_config c;
-	const char *path;
-	bool have_gid, budget_changed;
-	gid_t gid = 0;
+/* A reload: prepared in the thread pool (config file, group, bundle and engines: all the
+ * slow parts), committed on the loop thread. Only one runs at a time, so the pool side may
+ * read d's settings and runtime, which change only at a commit. */
+struct reload_job {
+	uv_work_t work;
+	struct mimed *d;
+	struct mimed_config cfg;
+	bool have_cfg;
+	const char *path; /* the bundle: in cfg, the command line or a static default */
+	gid_t gid;
+	bool have_gid;
+	int workers_asked; /* workers.count in the file, when it differs from the running count */
+	struct mimed_runtime *rt; /* a new runtime, when the bundle changed */
 	int r;
+	char err[512];
+	struct mimed_call *waiters;
+};
 
-	mimed_notify(d, "RELOADING=1\nSTATUS=reloading");
-	r = load_config(d, &c, err, err_len);
-	if (r < 0)
-		goto out;
-	r = resolve_admin_group(&c, &gid, &have_gid, err, err_len);
-	if (r < 0)
-		goto out_cfg;
-	if (c.workers != d->n_workers) {
+static void reload_work(uv_work_t *w)
+{
+	struct reload_job *job = container_of(w, struct reload_job, work);
+	struct mimed *d = job->d;
+	struct mime_errinfo ei = {0};
+	struct mimed_config *c = &job->cfg;
+
+	job->r = load_config(d, c, job->err, sizeof(job->err));
+	if (job->r < 0)
+		return;
+	job->have_cfg = true;
+	job->r = resolve_admin_group(c, &job->gid, &job->have_gid, job->err, sizeof(job->err));
+	if (job->r < 0)
+		return;
+	if (c->workers != d->n_workers) {
+		job->workers_asked = c->workers;
+		c->workers = d->n_workers;
+	}
+	job->path = bundle_path(d, c);
+	if (mimed_runtime_stale(d->rt, job->path, c->max_batch, c->threads)) {
+		job->r = mimed_runtime_load(c, job->path, d->n_workers, &job->rt, &ei);
+		if (job->r < 0)
+			snprintf(job->err, sizeof(job->err), "bundle '%s': %s", job->path,
+			         ei.msg[0] ? ei.msg : mime_strerror(job->r));
+		return;
+	}
+	for (int i = 0; i < c->n_tasks; i++) {
+		if (mime_manifest_task(d->rt->manifest, c->tasks[i]) < 0) {
+			snprintf(job->err, sizeof(job->err), "tasks: '%s' is not in '%s'",
+			         c->tasks[i], job->path);
+			job->r = -ENOENT;
+			return;
+		}
+	}
+}
+
+/* Takes job's settings and runtime into d; nothing here can fail. */
+static void reload_commit(struct mimed *d, struct reload_job *job)
+{
+	struct mimed_config *c = &job->cfg;
+	struct mimed_runtime *rt = job->rt;
+	bool budget_changed;
+
+	if (job->workers_asked)
 		mimed_log(d, LOG_WARNING,
 		          "reload: workers.count %d -> %d needs a restart, keeping %d",
-		          d->n_workers, c.workers, d->n_workers);
-		c.workers = d->n_workers;
-	}
-	if ((c.socket || d->cfg.socket) &&
-	    (!c.socket || !d->cfg.socket || strcmp(c.socket, d->cfg.socket) != 0))
+		          d->n_workers, job->workers_asked, d->n_workers);
+	if ((c->socket || d->cfg.socket) &&
+	    (!c->socket || !d->cfg.socket || strcmp(c->socket, d->cfg.socket) != 0))
 		mimed_log(d, LOG_WARNING, "reload: a new socket path needs a restart, keeping '%s'",
 		          d->socket_path);
-	path = bundle_path(d, &c);
-	if (mimed_runtime_stale(d->rt, path, c.max_batch, c.threads)) {
-		r = mimed_runtime_load(d, &c, path, &rt, &ei);
-		if (r < 0) {
-			snprintf(err, err_len, "bundle '%s': %s", path,
-			         ei.msg[0] ? ei.msg : mime_strerror(r));
-			goto out_cfg;
-		}
-	} else if (c.n_tasks || d->cfg.n_tasks) {
-		/* Same bundle, maybe other tasks enabled: check them against it. */
-		for (int i = 0; i < c.n_tasks; i++) {
-			if (mime_manifest_task(d->rt->manifest, c.tasks[i]) < 0) {
-				snprintf(err, err_len, "tasks: '%s' is not in '%s'", c.tasks[i],
-				         path);
-				r = -ENOENT;
-				goto out_cfg;
-			}
-		}
-		for (int i = 0; i < d->rt->manifest->n_tasks; i++)
-			d->rt->enabled[i] = c.n_tasks == 0;
-		for (int i = 0; i < c.n_tasks; i++)
-			d->rt->enabled[mime_manifest_task(d->rt->manifest, c.tasks[i])] = true;
-	}
-
-	/* Nothing can fail from here on: commit. */
 	if (rt) {
-		mimed_log(d, LOG_NOTICE, "reload: serving bundle '%s' (%d tasks)", path,
+		rt->gen = ++d->next_gen;
+		mimed_log(d, LOG_NOTICE, "reload: serving bundle '%s' (%d tasks)", rt->bundle_path,
 		          rt->manifest->n_tasks);
 		mimed_runtime_unref(d->rt);
 		d->rt = rt;
+		job->rt = NULL;
+	} else {
+		/* Same bundle, maybe other tasks enabled (checked in reload_work). */
+		for (int i = 0; i < d->rt->manifest->n_tasks; i++)
+			d->rt->enabled[i] = c->n_tasks == 0;
+		for (int i = 0; i < c->n_tasks; i++)
+			d->rt->enabled[mime_manifest_task(d->rt->manifest, c->tasks[i])] = true;
 	}
 	/* Budgets set through the socket stay unless the file changed that budget. */
-	budget_changed = c.memory_budget_bytes != d->cfg.memory_budget_bytes ||
-	                 c.latency_budget_ms != d->cfg.latency_budget_ms;
-	if (c.memory_budget_bytes != d->cfg.memory_budget_bytes) {
-		d->budget_memory_bytes = c.memory_budget_bytes;
+	budget_changed = c->memory_budget_bytes != d->cfg.memory_budget_bytes ||
+	                 c->latency_budget_ms != d->cfg.latency_budget_ms;
+	if (c->memory_budget_bytes != d->cfg.memory_budget_bytes) {
+		d->budget_memory_bytes = c->memory_budget_bytes;
 		d->budget_memory_source = "config";
 	}
-	if (c.latency_budget_ms != d->cfg.latency_budget_ms)
-		d->budget_latency_ms = c.latency_budget_ms;
-	free(c.socket);
-	c.socket = d->cfg.socket; /* the listening socket stays */
+	if (c->latency_budget_ms != d->cfg.latency_budget_ms)
+		d->budget_latency_ms = c->latency_budget_ms;
+	free(c->socket);
+	c->socket = d->cfg.socket; /* the listening socket stays */
 	d->cfg.socket = NULL;
 	mimed_config_fini(&d->cfg);
-	d->cfg = c;
-	d->admin_gid = gid;
-	d->have_admin_gid = have_gid;
-	d->log.max = c.log_level;
-	mimed_queue_configure(&d->queue, c.queue_capacity, c.max_batch, c.max_wait_us);
+	d->cfg = *c;
+	job->have_cfg = false;
+	d->admin_gid = job->gid;
+	d->have_admin_gid = job->have_gid;
+	d->log.max = d->cfg.log_level;
+	mimed_queue_configure(&d->queue, d->cfg.queue_capacity, d->cfg.max_batch,
+	                      d->cfg.max_wait_us);
 	for (struct mimed_conn *conn = d->conns; conn; conn = conn->next)
-		conn->framer.max_bytes = c.max_message_bytes;
+		conn->framer.max_bytes = d->cfg.max_message_bytes;
 	mimed_log(d, LOG_NOTICE, "reloaded %s", d->config_path ? d->config_path : "(defaults)");
 	mimed_server_emit(d, "reload", json_pack("{s:s}", "bundle", d->rt->bundle_path));
 	if (budget_changed)
 		mimed_budget_changed(d, "config");
-	mimed_notify(d, "READY=1\nSTATUS=serving %d tasks, phase %d", d->rt->manifest->n_tasks,
-	             d->phase);
-	return 0;
+}
 
-out_cfg:
-	mimed_config_fini(&c);
-out:
-	mimed_notify(d, "READY=1\nSTATUS=reload failed, serving as before");
-	return r;
+static void reload_start(struct mimed *d);
+
+static void reload_done(uv_work_t *w, int status)
+{
+	struct reload_job *job = container_of(w, struct reload_job, work);
+	struct mimed *d = job->d;
+	const char *error = NULL;
+	struct mimed_call *waiters = job->waiters;
+
+	if (d->shutting_down) {
+		error = MIMED_ERR_SHUTTING_DOWN;
+		snprintf(job->err, sizeof(job->err), "shutting down");
+	} else if (job->r < 0) {
+		error = "io.mime.ReloadFailed";
+		mimed_log(d, LOG_ERR, "reload failed, keeping the old state: %s", job->err);
+		mimed_notify(d, "READY=1\nSTATUS=reload failed, serving as before");
+	} else {
+		reload_commit(d, job);
+		mimed_notify(d, "READY=1\nSTATUS=serving %d tasks, phase %d",
+		             d->rt->manifest->n_tasks, d->phase);
+	}
+	if (job->have_cfg)
+		mimed_config_fini(&job->cfg);
+	mimed_runtime_unref(job->rt);
+	d->reloading = false;
+	if (d->reload_again && !d->shutting_down) {
+		d->reload_again = false;
+		reload_start(d);
+	}
+	while (waiters) {
+		struct mimed_call *call = waiters;
+
+		waiters = call->reload_next;
+		mimed_server_reload_reply(call, error, error ? job->err : NULL);
+	}
+	free(job);
+}
+
+static void reload_start(struct mimed *d)
+{
+	struct reload_job *job = calloc(1, sizeof(*job));
+
+	if (!job) {
+		struct mimed_call *waiters = d->reload_waiters_next;
+
+		mimed_log(d, LOG_ERR, "reload: out of memory, keeping the old state");
+		d->reload_waiters_next = NULL;
+		while (waiters) {
+			struct mimed_call *call = waiters;
+
+			waiters = call->reload_next;
+			mimed_server_reload_reply(call, "io.mime.ReloadFailed", "out of memory");
+		}
+		return;
+	}
+	job->d = d;
+	job->waiters = d->reload_waiters_next;
+	d->reload_waiters_next = NULL;
+	d->reloading = true;
+	mimed_notify(d, "RELOADING=1\nSTATUS=reloading");
+	if (uv_queue_work(&d->loop, &job->work, reload_work, reload_done) < 0) {
+		reload_work(&job->work);
+		reload_done(&job->work, 0);
+	}
+}
+
+void mimed_reload(struct mimed *d, struct mimed_call *call)
+{
+	if (call) {
+		call->reload_next = d->reload_waiters_next;
+		d->reload_waiters_next = call;
+	}
+	if (d->reloading)
+		d->reload_again = true; /* after the running one, with what it read then */
+	else
+		reload_start(d);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct mimed *d = h->data;
-	char err[512];
 
 	switch (signum) {
 	case SIGHUP:
 		if (d->shutting_down)
 			return;
 		mimed_log(d, LOG_NOTICE, "SIGHUP: reloading");
-		if (mimed_reload(d, err, sizeof(err)) < 0)
-			mimed_log(d, LOG_ERR, "reload failed, keeping the old state: %s", err);
+		mimed_reload(d, NULL);
 		return;
 	case SIGTERM:
 	case SIGINT:
@@ -406,7 +500,9 @@ int main(int argc, char **argv)
 
 	d.n_workers = d.cfg.workers;
 	path = bundle_path(&d, &d.cfg);
-	r = mimed_runtime_load(&d, &d.cfg, path, &d.rt, &ei);
+	r = mimed_runtime_load(&d.cfg, path, d.n_workers, &d.rt, &ei);
+	if (r == 0)
+		d.rt->gen = ++d.next_gen;
 	if (r < 0) {
 		mimed_log(&d, LOG_ERR, "bundle '%s': %s%s", path,
 		          ei.msg[0] ? ei.msg : mime_strerror(r),

@@ -128,8 +128,9 @@ enum mimed_call_kind {
 struct mimed_conn;
 
 struct mimed_call {
-	struct mimed_call *next; /* the connection's FIFO */
-	struct mimed_conn *conn; /* a reference */
+	struct mimed_call *next;        /* the connection's FIFO */
+	struct mimed_call *reload_next; /* d's Reload() calls waiting for a reload */
+	struct mimed_conn *conn;        /* a reference */
 	enum mimed_call_kind kind;
 	bool oneway;
 	bool done;   /* reply (or nothing, for oneway) ready to go out */
@@ -201,6 +202,9 @@ struct mimed {
 
 	struct mimed_runtime *rt; /* current */
 	uint64_t next_gen;
+	bool reloading;                         /* a reload job is in the thread pool */
+	bool reload_again;                      /* another was asked for meanwhile */
+	struct mimed_call *reload_waiters_next; /* Reload() calls for the next reload job */
 
 	struct mimed_queue queue;
 	int n_workers;
@@ -242,8 +246,9 @@ struct mimed {
 	uint64_t last_status_ns;
 };
 
-/* runtime.c */
-int mimed_runtime_load(struct mimed *d, const struct mimed_config *cfg, const char *path,
+/* runtime.c: loads path for cfg with one engine per worker; the caller sets gen. Touches
+ * nothing shared, so a reload runs it in the thread pool. */
+int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei);
 void mimed_runtime_unref(struct mimed_runtime *rt);
 /* True when path names another file than rt was loaded from, or the file changed. */
@@ -262,12 +267,17 @@ void mimed_server_shutdown(struct mimed *d); /* stop accepting, drain, then stop
 void mimed_server_close_all(struct mimed *d);
 void mimed_server_emit(struct mimed *d, const char *kind, json_t *data); /* takes data */
 void mimed_server_check_drained(struct mimed *d);
+/* Answers a Reload() call: err NULL for success. */
+void mimed_server_reload_reply(struct mimed_call *call, const char *error, const char *err);
 /* The memory budget in force: the set one, lowered by the cgroup's memory.high and
  * memory.max when they are tighter; 0 when there is none. *ret_source says which. */
 uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source);
 /* Logs (a budget below the lowest phase: a warning) and emits a budget event. */
 void mimed_budget_changed(struct mimed *d, const char *source);
 
-/* main.c */
-int mimed_reload(struct mimed *d, char *err, size_t err_len);
+/* main.c: reloads the configuration and, when it changed, the bundle, in the thread pool;
+ * commits on the loop thread or keeps the old state. call (a Reload() call; NULL for
+ * SIGHUP) is answered through mimed_server_reload_reply() when it is done. A reload asked
+ * for while one runs follows it. */
+void mimed_reload(struct mimed *d, struct mimed_call *call);
 void mimed_notify(struct mimed *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -3,7 +3,8 @@
  * buffer) per worker, the enabled tasks and the energy model's view of its graph. Everything
  * is allocated here, at load; serving a request allocates nothing in the engine path.
  * Ownership: see struct mimed_runtime in mimed.h; freed when its last reference goes.
- * Threads: built and freed on the loop thread; worker i uses engines[i] and inputs[i]. */
+ * Threads: loaded in any thread (a reload runs in the thread pool), then owned by the loop
+ * thread, which numbers it (gen) and frees it; worker i uses engines[i] and inputs[i]. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@ bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path, int m
 	       st.st_mtim.tv_sec != rt->mtime.tv_sec || st.st_mtim.tv_nsec != rt->mtime.tv_nsec;
 }
 
-int mimed_runtime_load(struct mimed *d, const struct mimed_config *cfg, const char *path,
+int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei)
 {
 	struct mime_engine_config ecfg = {.max_batch = cfg->max_batch, .n_threads = cfg->threads};
@@ -63,14 +64,13 @@ int mimed_runtime_load(struct mimed *d, const struct mimed_config *cfg, const ch
 	if (!rt)
 		return -ENOMEM;
 	rt->refs = 1;
-	rt->gen = ++d->next_gen;
 	rt->dev = st.st_dev;
 	rt->ino = st.st_ino;
 	rt->size = st.st_size;
 	rt->mtime = st.st_mtim;
 	rt->max_batch = cfg->max_batch;
 	rt->threads = cfg->threads;
-	rt->n_workers = d->n_workers;
+	rt->n_workers = n_workers;
 	rt->bundle_path = strdup(path);
 	if (!rt->bundle_path) {
 		r = -ENOMEM;

@@ -1200,15 +1200,14 @@ static void m_set_phase(struct mimed *d, struct mimed_call *call, json_t *params
 	call_ok(call, json_pack("{s:i,s:b}", "phase", d->phase, "pinned", d->pinned));
 }
 
-static void m_reload(struct mimed *d, struct mimed_call *call)
+void mimed_server_reload_reply(struct mimed_call *call, const char *error, const char *err)
 {
-	char err[512];
-
-	if (mimed_reload(d, err, sizeof(err)) < 0) {
-		call_error_desc(call, "io.mime.ReloadFailed", "%s", err);
-		return;
-	}
-	call_ok(call, NULL);
+	if (!error)
+		call_ok(call, NULL);
+	else if (err)
+		call_error_desc(call, error, "%s", err);
+	else
+		call_error(call, error, NULL);
 }
 
 static void m_get_info(struct mimed *d, struct mimed_call *call)
@@ -1306,7 +1305,7 @@ static void dispatch(struct mimed *d, struct mimed_conn *c, struct mimed_varlink
 			m_set_phase(d, call, vc->params);
 	} else if (strcmp(member, "Reload") == 0) {
 		if (admin_only(c, call, member))
-			m_reload(d, call);
+			mimed_reload(d, call);
 	} else if (strcmp(member, "WatchEvents") == 0) {
 		if (!vc->more) {
 			call_error(call, MIMED_ERR_EXPECTED_MORE, NULL);

@@ -557,7 +557,18 @@ def reload(ctx):
     subprocess.check_call([MKBUNDLE, other, '7'])
     a.bundle = other
     a.write_config('limits:\n  max_message: 64K\n')
+    # Reloads run in the thread pool; several at once are all answered, in order per
+    # connection, while inference goes on.
+    others = [a.conn() for _ in range(3)]
+    for x in others:
+        x.send('io.mime.Reload')
+        x.send('io.mime.Infer', {'task': 'beta', 'image': b64(pgm(16, 16, 2))})
+    a.p.send_signal(signal.SIGHUP)
     assert c.call('io.mime.Reload') == {}
+    for x in others:
+        assert x.reply() == {}
+        assert x.reply()['result']['task'] == 'beta'
+        x.close()
     st = c.call('io.mime.GetStatus')['status']
     assert st['bundle'] == other, st['bundle']
     after = infer(c, 'alpha', pgm(16, 16, 4))
