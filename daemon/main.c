@@ -323,7 +323,8 @@ static void reload_start(struct mimed *d)
 	job->waiters = d->reload_waiters_next;
 	d->reload_waiters_next = NULL;
 	d->reloading = true;
-	mimed_notify(d, "RELOADING=1\nSTATUS=reloading");
+	mimed_notify(d, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+	             (unsigned long long)(mimed_now_ns() / 1000));
 	if (uv_queue_work(&d->loop, &job->work, reload_work, reload_done) < 0) {
 		reload_work(&job->work);
 		reload_done(&job->work, 0);
@@ -355,7 +356,7 @@ static void on_signal(uv_signal_t *h, int signum)
 		return;
 	case SIGTERM:
 	case SIGINT:
-		mimed_log(d, LOG_NOTICE, "%s: shutting down", strsignal(signum));
+		mimed_log(d, LOG_NOTICE, "SIG%s: shutting down", sigabbrev_np(signum));
 		mimed_server_shutdown(d);
 		return;
 	case SIGUSR1:
