@@ -399,6 +399,58 @@ def pipelined_replies_in_order(ctx):
 
 
 @test
+def clients_vanishing_mid_call(ctx):
+    """Clients that close with calls queued, decoding or running: only their own work is
+    lost; the daemon stays up and answers everyone else (run under ASan in CI's build)."""
+    import random
+    import threading
+    rnd = random.Random(5)
+    imgs = [b64(pgm(16, 16, i)) for i in range(5)] + [b64(png(64, 64, 1))]
+    errors = []
+
+    def client(seed):
+        r = random.Random(seed)
+        try:
+            for _ in range(10):
+                c = ctx.a.conn()
+                n = r.randint(1, 12)
+                blob = b''
+                for i in range(n):
+                    if r.random() < 0.3:
+                        m = {'method': 'io.mime.InferBatch', 'parameters': {'items': [
+                            {'task': r.choice(['alpha', 'beta', 'gamma']),
+                             'image': r.choice(imgs)} for _ in range(r.randint(1, 6))]}}
+                    else:
+                        m = {'method': 'io.mime.Infer', 'parameters': {
+                            'task': r.choice(['alpha', 'beta', 'gamma']),
+                            'image': r.choice(imgs)}}
+                    blob += json.dumps(m).encode() + b'\0'
+                c.s.sendall(blob)
+                for _ in range(r.randint(0, n)):
+                    c.recv()
+                if r.random() < 0.5:  # leave half-way through a message too
+                    c.s.sendall(b'{"method":"io.mime.Inf')
+                c.close()
+        except Exception as e:  # noqa: BLE001 -- reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=client, args=(rnd.random(),)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    c = ctx.a.conn()
+    assert infer(c, 'gamma', pgm(16, 16, 1))['task'] == 'gamma'
+    for _ in range(100):
+        st = c.call('io.mime.GetStatus')['status']
+        if st['connections'] == 1 and st['queue_depth'] == 0:
+            break
+        time.sleep(0.02)
+    assert st['connections'] == 1 and st['queue_depth'] == 0, st
+    c.close()
+
+
+@test
 def status_and_admin(ctx):
     c = ctx.a.conn()
     st = c.call('io.mime.GetStatus')['status']
