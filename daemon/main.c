@@ -585,6 +585,8 @@ out_queue:
 	mimed_queue_fini(&d.queue);
 out_latency:
 	mimed_latency_fini(&d.latency);
+	for (int i = 0; i < MIMED_MAX_PHASES; i++)
+		mimed_latency_fini(&d.phase_latency[i]);
 out_rt:
 	mimed_runtime_unref(d.rt);
 out_socket:

@@ -35,7 +35,8 @@
 #include "lib/engine.h"
 #include "lib/model.h"
 
-#define MIMED_MAX_TOP_K 1000
+#define MIMED_MAX_TOP_K  1000
+#define MIMED_MAX_PHASES 16
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -232,7 +233,8 @@ struct mimed {
 	bool pinned;
 
 	/* Counters. */
-	struct mimed_latency latency;
+	struct mimed_latency latency;                         /* every request */
+	struct mimed_latency phase_latency[MIMED_MAX_PHASES]; /* by phase; made on first use */
 	uint64_t n_requests, n_busy, n_timeouts, n_errors, n_batches;
 	double energy_totals[3];
 	uint64_t energy_batches;

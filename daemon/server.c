@@ -332,6 +332,12 @@ static void req_finish(struct mimed *d, struct mimed_req *req, const struct mime
 	case MIMED_REQ_OK:
 		req->result = result_json(d, req, b, latency_us);
 		mimed_latency_add(&d->latency, latency_us);
+		if (d->phase >= 1 && d->phase <= MIMED_MAX_PHASES) {
+			struct mimed_latency *pl = &d->phase_latency[d->phase - 1];
+
+			if (pl->cap || mimed_latency_init(pl, 2048) == 0)
+				mimed_latency_add(pl, latency_us);
+		}
 		task_count(d, req->rt->manifest->tasks[req->task].name);
 		if (!req->result && !call->error) {
 			call->error = MIMED_ERR_INTERNAL;
@@ -1142,8 +1148,24 @@ static void m_get_status(struct mimed *d, struct mimed_call *call)
 	                   (json_int_t)d->n_errors, "batches", (json_int_t)d->n_batches, "tasks",
 	                   tasks, "uptime_s", (double)(mimed_now_ns() - d->start_ns) / 1e9,
 	                   "bundle", d->rt->bundle_path, "energy", energy);
-	if (status)
+	if (status) {
+		json_t *phases = json_array();
+
+		for (int i = 0; i < MIMED_MAX_PHASES; i++) {
+			struct mimed_latency *pl = &d->phase_latency[i];
+
+			if (!pl->n)
+				continue;
+			mimed_latency_percentiles(pl, p, 3, pct);
+			json_array_append_new(
+				phases, json_pack("{s:i,s:I,s:I,s:I,s:I}", "phase", i + 1, "count",
+			                          (json_int_t)pl->total, "p50_us",
+			                          (json_int_t)pct[0], "p95_us", (json_int_t)pct[1],
+			                          "p99_us", (json_int_t)pct[2]));
+		}
+		json_object_set_new(status, "latency_by_phase", phases);
 		cgroup_memory(d, status);
+	}
 	call_ok(call, json_pack("{s:o}", "status", status));
 }
 

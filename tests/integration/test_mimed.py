@@ -460,6 +460,8 @@ def status_and_admin(ctx):
     assert st['phase'] == 1 and st['pinned'] is False
     assert st['rss_bytes'] > 1 << 20
     assert st['latency']['count'] > 0 and st['latency']['p50_us'] <= st['latency']['p99_us']
+    assert [p['phase'] for p in st['latency_by_phase']] == [1]
+    assert st['latency_by_phase'][0]['count'] == st['latency']['count']
     assert {t['name'] for t in st['tasks']} == {'alpha', 'beta', 'gamma'}
     b = c.call('io.mime.SetBudget', {'memory_bytes': 48 << 20, 'latency_ms': 5})['budgets']
     assert b == {'memory_bytes': 48 << 20, 'latency_ms': 5.0}, b
