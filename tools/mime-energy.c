@@ -6,6 +6,7 @@
  *   mime-energy layer --input CxHxW --filters N [--kernel R --stride S --pad P | --fc] ...
  *   mime-energy net [--net vgg16 | --graph conf/networks/NAME.yaml] ...
  *   mime-energy net --bundle FILE --task T[,T2...] --images IDX[,IDX2...] [--limit N]
+ *                   [--out DIR]
  *                                   per-sample sparsities measured by the engine on real
  *                                   images; Singular per task and Pipelined over the tasks.
  * Common: --config FILE (conf/accelerator.yaml), --set KEY=VALUE, --json.
@@ -22,6 +23,7 @@
 
 #include "lib/energy.h"
 #include "tools/energy_conf.h"
+#include "tools/energy_figures.h"
 #include "tools/energy_measure.h"
 #include "train/graphyaml.h"
 
@@ -63,7 +65,7 @@ static void usage(FILE *f)
 	      "       mime-energy net [--net vgg16 | --graph FILE.yaml] [--in-sparsity S] "
 	      "[--out-sparsity S] [--tasks 0,1,2]\n"
 	      "       mime-energy [net] --bundle FILE --task T[,T2...] --images IDX[,IDX2...] "
-	      "[--limit N]\n"
+	      "[--limit N] [--out DIR]\n"
 	      "common: [--config conf/accelerator.yaml] [--set KEY=VALUE]... "
 	      "[--thresholds neuron|channel] [--json]\n",
 	      f);
@@ -371,9 +373,16 @@ static double mean_out(const struct energy_measurement *em, int baseline, int t,
 static int bundle_cases(const struct opts *o, const struct mime_energy_hw *hw,
                         const struct mime_energy_net *net, const char *title, int batch,
                         const int *tasks, const struct mime_energy_sparsity *sp_base,
-                        const struct mime_energy_sparsity *sp_mime, json_t *arr)
+                        const struct mime_energy_sparsity *sp_mime, json_t *arr,
+                        const char *fig_name)
 {
+	static const char *const labels[] = {"1", "2", "M"};
+	static const char *const names[] = {"Case-1 (conventional, dense)",
+	                                    "Case-2 (conventional, zero-skipping)",
+	                                    "MIME (Case-3)"};
 	struct mime_energy_report rep[3];
+	char path[4096], sub[256];
+	int r;
 
 	for (int k = 0; k < 3; k++) {
 		if (run(hw, net, batch, tasks, k == 2 ? sp_mime : sp_base, k + 1, &rep[k]) < 0)
@@ -394,7 +403,19 @@ static int bundle_cases(const struct opts *o, const struct mime_energy_hw *hw,
 		       rep[1].total.e_total / rep[2].total.e_total,
 		       rep[1].total.cycles / rep[2].total.cycles,
 		       rep[2].total.e[MIME_ENERGY_DRAM] / rep[1].total.e[MIME_ENERGY_DRAM]);
-	return 0;
+	if (!o->out)
+		return 0;
+	snprintf(sub, sizeof(sub), "%s; sparsities measured by the engine (Case-1/2: baseline)",
+	         o->bundle);
+	snprintf(path, sizeof(path), "%s/%s_energy.svg", o->out, fig_name);
+	r = energy_fig_layers(path, title, sub, net, rep, labels, names, 3);
+	if (r == 0) {
+		snprintf(path, sizeof(path), "%s/%s_throughput.svg", o->out, fig_name);
+		r = energy_fig_throughput(path, title, sub, net, rep, names, 3);
+	}
+	if (r < 0)
+		fprintf(stderr, "mime-energy: %s: %s\n", path, strerror(-r));
+	return r;
 }
 
 static int cmd_bundle(const struct opts *o, const struct mime_energy_hw *hw)
@@ -419,6 +440,10 @@ static int cmd_bundle(const struct opts *o, const struct mime_energy_hw *hw)
 		json_decref(jt);
 		json_decref(jsing);
 		return 2;
+	}
+	if (o->out && mkdir(o->out, 0777) < 0 && errno != EEXIST) {
+		fprintf(stderr, "mime-energy: %s: %s\n", o->out, strerror(errno));
+		goto out;
 	}
 	if (energy_measure(o->bundle, task, n_tasks, images, n_images, (int)o->limit, &em, &ei) <
 	    0) {
@@ -447,7 +472,7 @@ static int cmd_bundle(const struct opts *o, const struct mime_energy_hw *hw)
 	}
 	for (int t = 0; t < n_tasks; t++) {
 		json_t *o_t = json_object(), *sp = json_object(), *reps = json_array();
-		char title[128];
+		char title[128], fig[MIME_NAME_MAX + 16];
 
 		json_object_set_new(o_t, "name", json_string(em.task[t]));
 		json_object_set_new(o_t, "baseline", json_string(em.baseline[t]));
@@ -460,9 +485,10 @@ static int cmd_bundle(const struct opts *o, const struct mime_energy_hw *hw)
 		for (int s = 0; s < n; s++)
 			tasks[s] = t;
 		snprintf(title, sizeof(title), "Singular: %s x %d", em.task[t], n);
+		snprintf(fig, sizeof(fig), "singular_%s", em.task[t]);
 		if (bundle_cases(o, hw, &em.net, title, n, tasks,
 		                 energy_measurement_row(&em, 1, t, 0),
-		                 energy_measurement_row(&em, 0, t, 0), reps) < 0) {
+		                 energy_measurement_row(&em, 0, t, 0), reps, fig) < 0) {
 			json_decref(reps);
 			goto out;
 		}
@@ -490,7 +516,8 @@ static int cmd_bundle(const struct opts *o, const struct mime_energy_hw *hw)
 			       sizeof(*sp_mime) * L);
 		}
 		snprintf(title, sizeof(title), "Pipelined: %d samples, tasks in turn", n);
-		r = bundle_cases(o, hw, &em.net, title, n, tasks, sp_base, sp_mime, reps);
+		r = bundle_cases(o, hw, &em.net, title, n, tasks, sp_base, sp_mime, reps,
+		                 "pipelined");
 		json_object_set_new(root, "pipelined", reps);
 		if (r < 0) {
 			r = 1;
@@ -704,6 +731,73 @@ static int study_storage(struct study *s)
 	return 0;
 }
 
+/* The figures of the study as SVG in o->out (tools/energy_figures.c). */
+static int study_figures(struct study *s, const struct mime_energy_report sing[3],
+                         const struct mime_energy_report pipe[3],
+                         const struct mime_energy_report *pruned,
+                         const struct mime_energy_report *small_pe,
+                         const struct mime_energy_report *small_cache)
+{
+	static const char *const case_labels[] = {"1", "2", "M"};
+	static const char *const case_names[] = {"Case-1 (conventional, dense)",
+	                                         "Case-2 (conventional, zero-skipping)",
+	                                         "MIME (Case-3)"};
+	static const char *const pruned_labels[] = {"P", "M"};
+	static const char *const pruned_names[] = {"90%-pruned conventional, zero-skipping",
+	                                           "MIME"};
+	static const char *const abl_labels[] = {"A", "B", "C"};
+	static const char *const abl_names[] = {"1024 PEs, 156 KiB caches (Table IV)",
+	                                        "256 PEs (16x16)", "128 KiB caches"};
+	const struct mime_energy_report pr[2] = {*pruned, pipe[2]};
+	const struct mime_energy_report abl[3] = {pipe[2], *small_pe, *small_cache};
+	char path[4096];
+	int r;
+
+#define FIG(name, call)                                                                            \
+	do {                                                                                       \
+		snprintf(path, sizeof(path), "%s/%s", s->o->out, name);                            \
+		r = call;                                                                          \
+		if (r < 0) {                                                                       \
+			fprintf(stderr, "mime-energy: %s: %s\n", path, strerror(-r));              \
+			return r;                                                                  \
+		}                                                                                  \
+	} while (0)
+	FIG("fig5_singular_energy.svg",
+	    energy_fig_layers(path, "Singular task mode: energy per layer (Fig. 5)",
+	                      "VGG16 3x32x32, a batch of 3 CIFAR10 images; sparsities of the "
+	                      "paper's Tables II/III",
+	                      &s->net, sing, case_labels, case_names, 3));
+	FIG("fig6_pipelined_energy.svg",
+	    energy_fig_layers(path, "Pipelined task mode: energy per layer (Fig. 6)",
+	                      "VGG16 3x32x32, CIFAR10, CIFAR100, F-MNIST in succession", &s->net,
+	                      pipe, case_labels, case_names, 3));
+	FIG("fig7_throughput.svg",
+	    energy_fig_throughput(path,
+	                          "Pipelined: throughput per layer relative to Case-1 (Fig. 7)",
+	                          "compute cycles with zero-skipping, no memory stalls", &s->net,
+	                          pipe, case_names, 3));
+	FIG("fig8_pruned.svg",
+	    energy_fig_layers(path,
+	                      "Pipelined: MIME vs 90%-weight-pruned conventional models (Fig. 8)",
+	                      "pruned weights stored as non-zeros + bitmap and skipped like zero "
+	                      "activations",
+	                      &s->net, pr, pruned_labels, pruned_names, 2));
+	FIG("fig9_ablation.svg",
+	    energy_fig_layers(path, "MIME pipelined: hardware ablations (Fig. 9)",
+	                      "A = Table IV; B = 16x16 PE array; C = 128 KiB caches", &s->net, abl,
+	                      abl_labels, abl_names, 3));
+	FIG("fig9_ablation_cycles.svg",
+	    energy_fig_throughput(path, "MIME pipelined: throughput of the ablations vs Case-A",
+	                          "B = 16x16 PE array; C = 128 KiB caches", &s->net, abl, abl_names,
+	                          3));
+	FIG("fig4_storage.svg",
+	    energy_fig_storage(path,
+	                       "VGG16 3x32x32 parent, 10-class heads, one threshold per neuron",
+	                       &s->hw, &s->net, 512L * 10 + 10, 10));
+#undef FIG
+	return 0;
+}
+
 static int cmd_study(const struct opts *o, const struct mime_energy_hw *hw)
 {
 	static const int singular[3] = {0, 0, 0}, pipelined[3] = {0, 1, 2};
@@ -791,14 +885,15 @@ static int cmd_study(const struct opts *o, const struct mime_energy_hw *hw)
 	ratio_table(&s, "MIME pipelined: 128 KiB / 156 KiB caches", "cache128_over_cache156",
 	            "Fig. 9 Case-C over Case-A.", &small_cache, &pipe[2], 0);
 
-	if (study_storage(&s) < 0)
+	if (study_storage(&s) < 0 ||
+	    study_figures(&s, sing, pipe, &pruned, &small_pe, &small_cache) < 0)
 		goto out;
 	if (o->json) {
 		json_dumpf(s.json, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(6));
 		putchar('\n');
 	} else {
-		printf("wrote %s/layers.csv, %s/storage.csv, %s/summary.md\n", o->out, o->out,
-		       o->out);
+		printf("wrote %s/layers.csv, %s/storage.csv, %s/summary.md and %s/fig*.svg\n",
+		       o->out, o->out, o->out, o->out);
 	}
 	r = 0;
 out:
