@@ -15,9 +15,10 @@
 # is already there, so an interrupted run resumes where it stopped (delete $WORK to start
 # over). Each step prints its wall time; the total is printed at the end.
 #
-# Usage: scripts/make-demo-bundle.sh [--extras]
-#   --extras   also the report's side runs (not in the demo bundle): per-channel thresholds
-#              and the exp(-t) regulariser sign for every task, in $WORK/extra-*.
+# Usage: scripts/make-demo-bundle.sh [--extras] | --report
+#   --extras   also the report's side runs (not in the demo bundle): the paper's exp(t)
+#              regulariser and per-channel thresholds, in $WORK/extra-*.
+#   --report   only prints the measured tables (markdown) from $WORK's JSON reports.
 # Environment (defaults):
 #   MIME_TRAIN=build/train/mime-train   PARENT=models/fmnist-parent.mime  OUT=models/demo.mime
 #   WORK=out/demo  EPOCHS=10  THREADS=2  SEED=1
@@ -48,6 +49,119 @@ DATA=${MIME_DATA:-$HOME/.cache/mime/data}
 DIGITS=0,1,2,3,4,5,6,7,8,9
 EXTRAS=0
 [ "${1:-}" = "--extras" ] && EXTRAS=1
+
+# report: the tables of models/REPORT.md from the JSON files the steps and evals wrote.
+report() {
+	python3 - "$WORK" "$PARENT" "$OUT" <<'EOF'
+import json, os, struct, sys
+
+work, parent, out = sys.argv[1:4]
+def load(name):
+    p = os.path.join(work, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+def tensor_bytes(path, prefix):
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        h = json.loads(f.read(n))
+    return sum(v['data_offsets'][1] - v['data_offsets'][0]
+               for k, v in h.items() if k != '__metadata__' and k.startswith(prefix))
+pct = lambda x: '%.2f' % (100 * x)
+parent_w = tensor_bytes(parent, 'parent/')
+head_b = tensor_bytes(parent, 'task/fmnist/head.')
+mime = {t: load(f) for t, f in [('fmnist', '1-fmnist.json'), ('mnist', '2-mnist.json'),
+                                ('digits', '3-digits.json')]}
+ft = {'mnist': load('4-ft-mnist.json'), 'digits': load('5-ft-digits.json')}
+ho = {'mnist': load('6-ho-mnist.json'), 'digits': load('7-ho-digits.json')}
+par = load('eval-fmnist-parent.json')
+print('### Accuracy (test splits, through the engine)\n')
+print('| task | MIME | full fine-tune | head-only | MIME - fine-tune (points) | '
+      'train s: MIME / fine-tune / head-only |')
+print('|---|---|---|---|---|---|')
+for t in ['fmnist', 'mnist', 'digits']:
+    m = mime[t]
+    if not m:
+        continue
+    if t == 'fmnist':
+        f, h = par, None
+        fs = '%s (the parent)' % pct(f['accuracy']) if f else '-'
+        hs = hs2 = '-'
+        d = '%+.2f' % (100 * (m['accuracy'] - f['accuracy'])) if f else '-'
+        secs = '%.0f / (parent run) / -' % m['training']['train_seconds']
+    else:
+        f, h = ft[t], ho[t]
+        fs = pct(f['accuracy']) if f else '-'
+        hs = pct(h['accuracy']) if h else '-'
+        d = '%+.2f' % (100 * (m['accuracy'] - f['accuracy'])) if f else '-'
+        secs = '%.0f / %s / %s' % (m['training']['train_seconds'],
+                                   '%.0f' % f['training']['train_seconds'] if f else '-',
+                                   '%.0f' % h['training']['train_seconds'] if h else '-')
+    print('| %s (%d train img, %d epochs) | %s | %s | %s | %s | %s |' % (
+        t, m['training']['train_images'], m['training']['epochs'], pct(m['accuracy']), fs, hs,
+        d, secs))
+print('\n### Mean neuron sparsity per masked layer (fraction of zero activations, test '
+      'splits)\n')
+layers = list(mime['fmnist']['sparsity'].keys()) if mime['fmnist'] else []
+print('| task | mode | ' + ' | '.join(layers) + ' |')
+print('|---|---|' + '---|' * len(layers))
+for t in ['fmnist', 'mnist', 'digits']:
+    m = mime[t]
+    if not m:
+        continue
+    rows = [('MIME thresholds', m['sparsity']), ('frozen parent, ReLU', m['relu_sparsity'])]
+    if t != 'fmnist' and ft[t]:
+        rows.append(('fine-tuned copy, ReLU', ft[t]['sparsity']))
+    for name, sp in rows:
+        print('| %s | %s | ' % (t, name) + ' | '.join('%.3f' % sp[l] for l in layers) + ' |')
+print('\n### Bytes per task\n')
+print('parent weights (parent/*): %d bytes; the fmnist head: %d bytes.\n' % (parent_w, head_b))
+print('| task | MIME thresholds + head | % of parent weights | fine-tuned copy (weights + head) |')
+print('|---|---|---|---|')
+for t in ['fmnist', 'mnist', 'digits']:
+    m = mime[t]
+    if m:
+        print('| %s | %d | %.1f%% | %s |' % (t, m['task_bytes'], 100.0 * m['task_bytes'] /
+              parent_w, ft[t]['task_bytes'] if t != 'fmnist' and ft[t] else parent_w + head_b))
+ch = [load('extra-ch-%s.json' % t) for t in ['fmnist', 'mnist', 'digits']]
+for c in ch:
+    if c:
+        print('| %s, per-channel | %d | %.2f%% | |' % (c['task'], c['task_bytes'],
+              100.0 * c['task_bytes'] / parent_w))
+known = [mime[t]['task_bytes'] for t in ['fmnist', 'mnist', 'digits'] if mime[t]]
+if known:
+    avg = sum(known) / len(known)
+    print('\n### Storage for n tasks (parent + n thresholds/heads vs n fine-tuned copies)\n')
+    print('n <= %d measured (the tasks above, in order), beyond: the mean task.\n' % len(known))
+    print('| n | MIME bytes | conventional bytes | conventional / MIME |')
+    print('|---|---|---|---|')
+    for n in range(1, 9):
+        mb = parent_w + sum(known[:n]) + max(0, n - len(known)) * avg
+        cb = n * (parent_w + head_b)
+        print('| %d%s | %d | %d | %.2fx |' % (n, '' if n <= len(known) else ' (extrapolated)',
+              mb, cb, cb / mb))
+extra = [('paper regulariser exp(t), beta 1e-6', 'extra-paper-%s.json', ['mnist', 'digits']),
+         ('per-channel thresholds', 'extra-ch-%s.json', ['fmnist', 'mnist', 'digits'])]
+rows = []
+for name, pat, tasks in extra:
+    for t in tasks:
+        e = load(pat % t)
+        if e:
+            rows.append('| %s | %s | %s | %s | %d | %.0f |' % (
+                t, name, pct(e['accuracy']),
+                ' '.join('%.3f' % v for v in e['sparsity'].values()), e['task_bytes'],
+                e['training']['train_seconds']))
+if rows:
+    print('\n### Side runs (not in the demo bundle)\n')
+    print('| task | setting | accuracy | sparsity ' + ' '.join(layers) + ' | task bytes | train s |')
+    print('|---|---|---|---|---|---|')
+    print('\n'.join(rows))
+if os.path.exists(out):
+    print('\n%s: %d bytes.' % (out, os.path.getsize(out)))
+EOF
+}
+if [ "${1:-}" = "--report" ]; then
+	report
+	exit 0
+fi
 
 for f in "$MIME_TRAIN" "$PARENT"; do
 	[ -e "$f" ] || { echo "make-demo-bundle: $f is missing" >&2; exit 1; }
