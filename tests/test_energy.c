@@ -269,6 +269,59 @@ static void test_energy_batch_zero_sparsity_case2_is_case1(void **state)
 	EQ(r1.layer[4].macs, 3.0 * 512 * 512 * 8 * 8);
 }
 
+/* Dense MACs are the graph's exact MACs for every layer kind and geometry (stride, no pad,
+ * non-square kernels' worth of channels, fc after pooling), in every case. */
+static void test_energy_batch_dense_macs_are_the_graphs(void **state)
+{
+	struct mime_graph g = {.input = {3, 17, 13}};
+	struct mime_shape shapes[MIME_MAX_LAYERS];
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report r;
+	const int tasks[2] = {0, 1};
+
+	(void)state;
+	g.layers[g.n_layers++] = (struct mime_layer_spec){.kind = MIME_LAYER_CONV,
+	                                                  .name = "c1",
+	                                                  .out = 5,
+	                                                  .kernel = 3,
+	                                                  .stride = 2,
+	                                                  .act = MIME_ACT_RELU};
+	g.layers[g.n_layers++] = (struct mime_layer_spec){.kind = MIME_LAYER_CONV,
+	                                                  .name = "c2",
+	                                                  .out = 7,
+	                                                  .kernel = 1,
+	                                                  .stride = 1,
+	                                                  .act = MIME_ACT_RELU};
+	g.layers[g.n_layers++] = (struct mime_layer_spec){
+		.kind = MIME_LAYER_MAXPOOL, .name = "p", .kernel = 2, .stride = 2};
+	g.layers[g.n_layers++] = (struct mime_layer_spec){.kind = MIME_LAYER_CONV,
+	                                                  .name = "c3",
+	                                                  .out = 33,
+	                                                  .kernel = 3,
+	                                                  .stride = 1,
+	                                                  .pad = 1,
+	                                                  .act = MIME_ACT_RELU};
+	g.layers[g.n_layers++] = (struct mime_layer_spec){.kind = MIME_LAYER_FLATTEN, .name = "f"};
+	g.layers[g.n_layers++] =
+		(struct mime_layer_spec){.kind = MIME_LAYER_FC, .name = "fc", .out = 11};
+	assert_int_equal(mime_graph_check(&g, shapes, NULL), 0);
+	mime_energy_hw_default(&hw);
+	assert_int_equal(mime_energy_net_init(&net, &g, MIME_ENERGY_THR_NEURON, NULL), 0);
+	assert_int_equal(net.n_layers, 4);
+	for (int k = MIME_ENERGY_CASE1; k <= MIME_ENERGY_CASE3; k++) {
+		assert_int_equal(mime_energy_batch(&hw, &net, 2, tasks, NULL, k, &r, NULL), 0);
+		for (int l = 0; l < net.n_layers; l++) {
+			const int i = net.layers[l].graph_index;
+			const struct mime_shape *in = i ? &shapes[i - 1] : &g.input;
+
+			EQ(r.layer[l].macs,
+			   2.0 * mime_graph_layer_macs(&g.layers[i], in, &shapes[i]));
+		}
+	}
+	assert_int_equal(net.layers[3].thr_words, 0); /* fc without ReLU: no mask */
+}
+
 static void test_energy_batch_monotonic_in_sparsity(void **state)
 {
 	struct mime_energy_hw hw;
@@ -428,6 +481,7 @@ int main(void)
 		cmocka_unit_test(test_energy_batch_tiny_input_and_threshold_overflow),
 		cmocka_unit_test(test_energy_batch_lru_over_tasks),
 		cmocka_unit_test(test_energy_batch_zero_sparsity_case2_is_case1),
+		cmocka_unit_test(test_energy_batch_dense_macs_are_the_graphs),
 		cmocka_unit_test(test_energy_batch_monotonic_in_sparsity),
 		cmocka_unit_test(test_energy_batch_pipelined_vs_singular),
 		cmocka_unit_test(test_energy_batch_more_tasks_never_lower_conventional_dram),
