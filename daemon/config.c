@@ -326,7 +326,7 @@ static int set_key(struct loader *l, const struct key *k, const yaml_node_t *v)
 		if (strcmp(s, "mime") == 0)
 			l->c->mode = MIMED_MODE_MIME;
 		else if (strcmp(s, "conventional") == 0)
-			return fail(l, v, "'mode: conventional' is not supported yet");
+			l->c->mode = MIMED_MODE_CONVENTIONAL;
 		else
 			return fail(l, v, "'mode' must be mime or conventional, not '%s'", s);
 		return 0;

@@ -190,7 +190,7 @@ static void reload_work(uv_work_t *w)
 		c->workers = d->n_workers;
 	}
 	job->path = bundle_path(d, c);
-	if (mimed_runtime_stale(d->rt, job->path, c->max_batch, c->threads)) {
+	if (mimed_runtime_stale(d->rt, job->path, c)) {
 		job->r = mimed_runtime_load(c, job->path, d->n_workers, &job->rt, &ei);
 		if (job->r < 0)
 			snprintf(job->err, sizeof(job->err), "bundle '%s': %s", job->path,

@@ -52,6 +52,7 @@ struct mimed_runtime {
 	struct timespec mtime;
 	off_t size;
 	int max_batch, threads;
+	enum mimed_mode mode;
 	struct mime_bundle *bundle;
 	const struct mime_manifest *manifest;
 	struct mime_model model;
@@ -59,8 +60,11 @@ struct mimed_runtime {
 	long input_floats; /* C*H*W of the graph input */
 	bool enabled[MIME_MAX_TASKS];
 	int n_workers;
-	struct mime_engine **engines; /* [n_workers] */
-	float **inputs;               /* [n_workers][max_batch * input_floats] */
+	int n_models;                        /* 1 (mime) or one per task (conventional) */
+	struct mime_model *conv_models;      /* conventional: [n_tasks], single-task each */
+	struct mime_task_params *conv_tasks; /* conventional: [n_tasks], their task params */
+	struct mime_engine **engines;        /* [n_workers * n_models] */
+	float **inputs;                      /* [n_workers][max_batch * input_floats] */
 	bool have_energy;
 	struct mime_energy_net energy_net;
 	struct mime_energy_hw energy_hw;
@@ -254,8 +258,14 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei);
 void mimed_runtime_unref(struct mimed_runtime *rt);
 /* True when path names another file than rt was loaded from, or the file changed. */
-bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path, int max_batch,
-                         int threads);
+bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path,
+                         const struct mimed_config *cfg);
+/* The engine worker w runs task's samples on, and the task index to give it. */
+struct mime_engine *mimed_runtime_engine(const struct mimed_runtime *rt, int w, int task,
+                                         int *ret_engine_task);
+/* The queue key of a request of task: one batch never mixes runtimes, nor tasks when each
+ * task has its own weights. */
+uint64_t mimed_runtime_key(const struct mimed_runtime *rt, int task);
 
 /* worker.c */
 int mimed_workers_start(struct mimed *d, int n);

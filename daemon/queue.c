@@ -93,8 +93,9 @@ static int queue_ready(const struct mimed_queue *q, int limit)
 	const struct mimed_qitem *it;
 	int n = 0;
 
-	for (it = q->head; it && n < limit && it->key == q->head->key; it = it->next)
-		n++;
+	for (it = q->head; it && n < limit; it = it->next)
+		if (it->key == q->head->key)
+			n++;
 	return n;
 }
 
@@ -127,13 +128,26 @@ int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items,
 		ts.tv_nsec = (long)(deadline % 1000000000u);
 		pthread_cond_timedwait(&q->cond, &q->lock, &ts);
 	}
-	for (int i = 0; i < n; i++) {
-		ret_items[i] = q->head;
-		q->head = q->head->next;
-		ret_items[i]->next = NULL;
+	{
+		uint64_t key = q->head->key;
+		struct mimed_qitem **pp = &q->head, *prev = NULL;
+		int k = 0;
+
+		while (*pp && k < n) {
+			struct mimed_qitem *it = *pp;
+
+			if (it->key == key) {
+				*pp = it->next;
+				it->next = NULL;
+				ret_items[k++] = it;
+			} else {
+				prev = it;
+				pp = &it->next;
+			}
+		}
+		if (!*pp) /* took the tail: the last item left is the new tail */
+			q->tail = prev;
 	}
-	if (!q->head)
-		q->tail = NULL;
 	q->len -= (size_t)n;
 	if (q->head) /* another worker may take the rest */
 		pthread_cond_signal(&q->cond);

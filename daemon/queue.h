@@ -16,7 +16,8 @@
 struct mimed_qitem {
 	struct mimed_qitem *next;
 	uint64_t queued_ns; /* CLOCK_MONOTONIC, set by push */
-	uint64_t key;       /* only items with equal keys share a batch (the runtime generation) */
+	uint64_t key;       /* only items with equal keys share a batch (runtime generation; and
+	                     * the task, when each task has its own weights) */
 };
 
 struct mimed_queue {
@@ -42,9 +43,10 @@ void mimed_queue_configure(struct mimed_queue *q, size_t cap, int max_batch, uin
 int mimed_queue_push(struct mimed_queue *q, struct mimed_qitem **items, size_t n);
 
 /* Waits for a batch: blocks until an item is queued, then until max_batch items are queued
- * or the oldest has waited max_wait_us (at once after close), and takes up to max_batch
- * items from the head that share the head's key. Returns the count written to ret_items
- * (room for max_batch), or 0 once the queue is closed and empty. */
+ * or the oldest has waited max_wait_us (at once after close, or when items of another key
+ * are queued), and takes up to max_batch items that share the head's key, in queue order,
+ * skipping others. Returns the count written to ret_items (room for max_batch), or 0 once
+ * the queue is closed and empty. */
 int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items, int room);
 
 /* Removes every item for which pred returns true and returns them as a list linked by next

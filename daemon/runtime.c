@@ -16,8 +16,10 @@ static void runtime_free(struct mimed_runtime *rt)
 {
 	if (!rt)
 		return;
-	for (int i = 0; rt->engines && i < rt->n_workers; i++)
+	for (int i = 0; rt->engines && i < rt->n_workers * rt->n_models; i++)
 		mime_engine_destroy(rt->engines[i]);
+	free(rt->conv_models);
+	free(rt->conv_tasks);
 	for (int i = 0; rt->inputs && i < rt->n_workers; i++)
 		free(rt->inputs[i]);
 	free(rt->engines);
@@ -35,18 +37,100 @@ void mimed_runtime_unref(struct mimed_runtime *rt)
 		runtime_free(rt);
 }
 
-bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path, int max_batch,
-                         int threads)
+bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path,
+                         const struct mimed_config *cfg)
 {
 	struct stat st;
 
-	if (strcmp(rt->bundle_path, path) != 0 || rt->max_batch != max_batch ||
-	    rt->threads != threads)
+	if (strcmp(rt->bundle_path, path) != 0 || rt->max_batch != cfg->max_batch ||
+	    rt->threads != cfg->threads || rt->mode != cfg->mode)
 		return true;
 	if (stat(path, &st) < 0)
 		return true; /* the load will say why */
 	return st.st_dev != rt->dev || st.st_ino != rt->ino || st.st_size != rt->size ||
 	       st.st_mtim.tv_sec != rt->mtime.tv_sec || st.st_mtim.tv_nsec != rt->mtime.tv_nsec;
+}
+
+struct mime_engine *mimed_runtime_engine(const struct mimed_runtime *rt, int w, int task,
+                                         int *ret_engine_task)
+{
+	if (rt->mode == MIMED_MODE_CONVENTIONAL) {
+		*ret_engine_task = 0;
+		return rt->engines[w * rt->n_models + task];
+	}
+	*ret_engine_task = task;
+	return rt->engines[w];
+}
+
+uint64_t mimed_runtime_key(const struct mimed_runtime *rt, int task)
+{
+	return rt->gen * MIME_MAX_TASKS +
+	       (rt->mode == MIMED_MODE_CONVENTIONAL ? (uint64_t)task : 0);
+}
+
+/* A borrowed F32 tensor of exactly n floats, or NULL. */
+static const float *tensor_n(const struct mime_bundle *b, const char *name, size_t n)
+{
+	struct mime_tensor_view v;
+
+	if (mime_bundle_tensor(b, name, &v) < 0 || v.dtype != MIME_DTYPE_F32 ||
+	    v.n_bytes != n * sizeof(float))
+		return NULL;
+	return v.data;
+}
+
+/* The conventional baseline of task t: the parent's graph on the task's own fine-tuned
+ * weights (conventional/<task>/<layer>.weight|bias) and head (conventional/<task>/head.*),
+ * with ReLU; a single-task model. */
+static int conv_model(struct mimed_runtime *rt, int t, struct mime_errinfo *ei)
+{
+	struct mime_model *m = &rt->conv_models[t];
+	struct mime_task_params *tp = &rt->conv_tasks[t];
+	const struct mime_graph *g = &rt->model.graph;
+	struct mime_shape shapes[MIME_MAX_LAYERS];
+	char name[2 * MIME_NAME_MAX + 32];
+	size_t feat;
+	int r;
+
+	r = mime_graph_check(g, shapes, ei);
+	if (r < 0)
+		return r;
+	feat = (size_t)mime_shape_size(&shapes[g->n_layers - 1]);
+	*m = rt->model;
+	*tp = rt->model.tasks[t];
+	tp->granularity = MIME_THR_NONE;
+	memset(tp->thresholds, 0, sizeof(tp->thresholds));
+	snprintf(name, sizeof(name), "conventional/%s/head.weight", tp->name);
+	tp->head_w = tensor_n(rt->bundle, name, (size_t)tp->n_classes * feat);
+	snprintf(name, sizeof(name), "conventional/%s/head.bias", tp->name);
+	tp->head_b = tensor_n(rt->bundle, name, (size_t)tp->n_classes);
+	if (!tp->head_w || !tp->head_b)
+		return mime_errinfo_set(
+			ei, MIME_EFORMAT,
+			"mode conventional: no F32 conventional/%s/head.weight|bias "
+			"of the right size (make them with mime-train finetune)",
+			tp->name);
+	for (int i = 0; i < g->n_layers; i++) {
+		const struct mime_layer_spec *l = &g->layers[i];
+		long nw;
+
+		if (l->kind != MIME_LAYER_CONV && l->kind != MIME_LAYER_FC)
+			continue;
+		nw = mime_graph_layer_params(l, i ? &shapes[i - 1] : &g->input) - l->out;
+		snprintf(name, sizeof(name), "conventional/%s/%s.weight", tp->name, l->name);
+		m->weight[i] = tensor_n(rt->bundle, name, (size_t)nw);
+		snprintf(name, sizeof(name), "conventional/%s/%s.bias", tp->name, l->name);
+		m->bias[i] = tensor_n(rt->bundle, name, (size_t)l->out);
+		if (!m->weight[i] || !m->bias[i])
+			return mime_errinfo_set(
+				ei, MIME_EFORMAT,
+				"mode conventional: no F32 conventional/%s/%s.weight|bias "
+				"of the right size (make them with mime-train finetune)",
+				tp->name, l->name);
+	}
+	m->tasks = tp;
+	m->n_tasks = 1;
+	return 0;
 }
 
 int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
@@ -69,6 +153,7 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 	rt->size = st.st_size;
 	rt->mtime = st.st_mtim;
 	rt->max_batch = cfg->max_batch;
+	rt->mode = cfg->mode;
 	rt->threads = cfg->threads;
 	rt->n_workers = n_workers;
 	rt->bundle_path = strdup(path);
@@ -103,16 +188,37 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 		rt->enabled[t] = true;
 	}
 	rt->input_floats = mime_shape_size(&rt->manifest->graph.input);
-	rt->engines = calloc((size_t)rt->n_workers, sizeof(*rt->engines));
+	rt->n_models = 1;
+	if (rt->mode == MIMED_MODE_CONVENTIONAL) {
+		rt->n_models = rt->manifest->n_tasks;
+		rt->conv_models = calloc((size_t)rt->n_models, sizeof(*rt->conv_models));
+		rt->conv_tasks = calloc((size_t)rt->n_models, sizeof(*rt->conv_tasks));
+		if (!rt->conv_models || !rt->conv_tasks) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		for (int t = 0; t < rt->n_models; t++) {
+			r = conv_model(rt, t, ei);
+			if (r < 0)
+				goto fail;
+		}
+	}
+	rt->engines = calloc((size_t)rt->n_workers * (size_t)rt->n_models, sizeof(*rt->engines));
 	rt->inputs = calloc((size_t)rt->n_workers, sizeof(*rt->inputs));
 	if (!rt->engines || !rt->inputs) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	for (int i = 0; i < rt->n_workers; i++) {
-		r = mime_engine_create(&rt->model, &ecfg, &rt->engines[i], ei);
-		if (r < 0)
-			goto fail;
+		for (int k = 0; k < rt->n_models; k++) {
+			const struct mime_model *m = rt->mode == MIMED_MODE_CONVENTIONAL
+			                                     ? &rt->conv_models[k]
+			                                     : &rt->model;
+
+			r = mime_engine_create(m, &ecfg, &rt->engines[i * rt->n_models + k], ei);
+			if (r < 0)
+				goto fail;
+		}
 		rt->inputs[i] =
 			malloc((size_t)cfg->max_batch * (size_t)rt->input_floats * sizeof(float));
 		if (!rt->inputs[i]) {

@@ -433,14 +433,14 @@ static void batch_log(struct mimed *d, const struct mimed_batch *b)
 		         b->energy[0], b->energy[1]);
 	else
 		snprintf(energy, sizeof(energy), "energy=unavailable");
-	mimed_log(
-		d, LOG_INFO,
-		"batch id=%llu size=%d ran=%d worker=%d tasks=%s mode=%s phase=%d forward_us=%llu "
-		"sparsity=%s %s%s%s",
-		(unsigned long long)b->id, b->size, b->ran, b->worker, nt ? tasks : "-",
-		mixed ? "pipelined" : "singular", d->phase, (unsigned long long)b->forward_us,
-		ns ? sp : "-", energy, b->error ? " error=" : "",
-		b->error ? mime_strerror(b->error) : "");
+	mimed_log(d, LOG_INFO,
+	          "batch id=%llu size=%d ran=%d worker=%d tasks=%s mode=%s weights=%s phase=%d "
+	          "forward_us=%llu sparsity=%s %s%s%s",
+	          (unsigned long long)b->id, b->size, b->ran, b->worker, nt ? tasks : "-",
+	          mixed ? "pipelined" : "singular",
+	          b->rt->mode == MIMED_MODE_CONVENTIONAL ? "conventional" : "shared", d->phase,
+	          (unsigned long long)b->forward_us, ns ? sp : "-", energy,
+	          b->error ? " error=" : "", b->error ? mime_strerror(b->error) : "");
 }
 
 static json_t *batch_event(struct mimed *d, const struct mimed_batch *b)
@@ -461,10 +461,12 @@ static json_t *batch_event(struct mimed *d, const struct mimed_batch *b)
 	for (int m = 0; m < b->n_masked; m++)
 		json_object_set_new(sp, man->graph.layers[b->masked_layer[m]].name,
 		                    json_real((double)b->mean_sparsity[m]));
-	return json_pack("{s:I,s:i,s:i,s:o,s:s,s:i,s:I,s:o,s:o}", "id", (json_int_t)b->id, "size",
-	                 b->size, "ran", b->ran, "tasks", tasks, "mode",
-	                 mixed ? "pipelined" : "singular", "phase", d->phase, "forward_us",
-	                 (json_int_t)b->forward_us, "sparsity", sp, "energy", energy_json(b));
+	return json_pack("{s:I,s:i,s:i,s:o,s:s,s:s,s:i,s:I,s:o,s:o}", "id", (json_int_t)b->id,
+	                 "size", b->size, "ran", b->ran, "tasks", tasks, "mode",
+	                 mixed ? "pipelined" : "singular", "weights",
+	                 b->rt->mode == MIMED_MODE_CONVENTIONAL ? "conventional" : "shared",
+	                 "phase", d->phase, "forward_us", (json_int_t)b->forward_us, "sparsity", sp,
+	                 "energy", energy_json(b));
 }
 
 void mimed_server_on_done(uv_async_t *h)
@@ -820,7 +822,7 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	req->call = call;
 	req->rt = rt;
 	rt->refs++;
-	req->q.key = rt->gen;
+	req->q.key = mimed_runtime_key(rt, t);
 	req->task = t;
 	req->top_k = (int)top;
 	req->deadline_ns = deadline_ns;
@@ -1164,6 +1166,10 @@ static void m_get_status(struct mimed *d, struct mimed_call *call)
 			                          "p99_us", (json_int_t)pct[2]));
 		}
 		json_object_set_new(status, "latency_by_phase", phases);
+		json_object_set_new(status, "mode",
+		                    json_string(d->rt->mode == MIMED_MODE_CONVENTIONAL
+		                                        ? "conventional"
+		                                        : "mime"));
 		cgroup_memory(d, status);
 	}
 	call_ok(call, json_pack("{s:o}", "status", status));

@@ -135,7 +135,7 @@ static void test_config_load_names_file_and_line(void **state)
 		{"budgets:\n  latency: soon\n", ":2: 'budgets.latency'"},
 		{"log:\n  level: loud\n", ":2: 'log.level'"},
 		{"socket_mode: 999\n", ":1: 'socket_mode'"},
-		{"mode: conventional\n", ":1: 'mode: conventional' is not supported yet"},
+		{"mode: classic\n", ":1: 'mode' must be mime or conventional"},
 		{"tasks: fmnist\n", ":1: 'tasks' must be a list"},
 		{"bundle: [unclosed\n", ":2: "},
 		{"- a\n- b\n", ":1: the configuration must be a mapping"},

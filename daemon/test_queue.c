@@ -67,11 +67,20 @@ static void test_queue_pop_batch_keeps_keys_apart(void **state)
 
 	assert_int_equal(mimed_queue_init(&q, 16, 8, 1000000), 0);
 	assert_int_equal(mimed_queue_push(&q, p, 4), 0);
-	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 2); /* no wait: key 2 is behind */
-	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
-	assert_int_equal(out[0]->key, 2);
+	/* No waiting (another key is queued); the head's key, skipping the others. */
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 3);
+	assert_ptr_equal(out[0], &it[0]);
+	assert_ptr_equal(out[1], &it[1]);
+	assert_ptr_equal(out[2], &it[3]);
+	assert_int_equal(mimed_queue_len(&q), 1);
+	/* The tail is right after taking it: a push lands after item 2. */
+	assert_int_equal(mimed_queue_push(&q, p + 3, 1), 0);
 	mimed_queue_close(&q);
 	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
+	assert_ptr_equal(out[0], &it[2]);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 1);
+	assert_ptr_equal(out[0], &it[3]);
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 8), 0);
 	mimed_queue_fini(&q);
 }
 

@@ -141,13 +141,17 @@ static void run_batch(struct mimed_worker *w, struct mimed_batch *b)
 	for (int off = 0; off < ran; off += rt->max_batch) {
 		int n = ran - off < rt->max_batch ? ran - off : rt->max_batch;
 
+		struct mime_engine *engine = NULL;
+
 		for (int i = 0; i < n; i++) {
 			memcpy(in + (size_t)i * (size_t)rt->input_floats, run[off + i]->input,
 			       (size_t)rt->input_floats * sizeof(float));
-			w->tasks[i] = run[off + i]->task;
+			/* conventional: one task per batch (the queue key), its own engine */
+			engine = mimed_runtime_engine(rt, w->index, run[off + i]->task,
+			                              &w->tasks[i]);
 		}
 		t0 = mimed_now_ns();
-		r = mime_engine_forward(rt->engines[w->index], n, in, w->tasks, &res);
+		r = mime_engine_forward(engine, n, in, w->tasks, &res);
 		b->forward_us += (mimed_now_ns() - t0) / 1000;
 		if (r < 0) {
 			b->error = r;

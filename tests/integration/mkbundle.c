@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* mkbundle -- writes a small random-weight bundle for the integration tests, so they do not
  * depend on a trained model: input 1x16x16, two conv+pool stages, one fc, and three tasks
- * with element, channel and no thresholds.
+ * with element, channel and no thresholds, plus each task's conventional baseline
+ * (conventional/<task>/<layer>.weight|bias, conventional/<task>/head.weight|bias).
  *   mkbundle OUT.mime [SEED]
  * Ownership: everything is freed before exit. Threads: single-threaded. */
 #include <stdio.h>
@@ -137,6 +138,38 @@ int main(int argc, char **argv)
 			               0.1f) < 0)
 				goto out;
 		}
+	}
+	/* The conventional baseline: each task's own copy of every layer and its head. */
+	for (int k = 0; k < m.n_tasks; k++) {
+		const struct mime_task_spec *t = &m.tasks[k];
+		struct mime_shape feat = shapes[m.graph.n_layers - 1];
+		int64_t hw[2] = {t->n_classes, mime_shape_size(&feat)}, hb[1] = {t->n_classes};
+
+		for (int i = 0; i < m.graph.n_layers; i++) {
+			const struct mime_layer_spec *l = &m.graph.layers[i];
+			const struct mime_shape *in = i ? &shapes[i - 1] : &m.graph.input;
+			int64_t ws[4] = {l->out, in->c, l->kernel, l->kernel}, bs[1] = {l->out};
+			int ndim = 4;
+
+			if (l->kind == MIME_LAYER_FC) {
+				ws[1] = mime_shape_size(in);
+				ndim = 2;
+			} else if (l->kind != MIME_LAYER_CONV) {
+				continue;
+			}
+			snprintf(name, sizeof(name), "conventional/%s/%s.weight", t->name, l->name);
+			if (add_random(w, name, ndim, ws, -0.2f, 0.2f) < 0)
+				goto out;
+			snprintf(name, sizeof(name), "conventional/%s/%s.bias", t->name, l->name);
+			if (add_random(w, name, 1, bs, -0.05f, 0.1f) < 0)
+				goto out;
+		}
+		snprintf(name, sizeof(name), "conventional/%s/head.weight", t->name);
+		if (add_random(w, name, 2, hw, -0.5f, 0.5f) < 0)
+			goto out;
+		snprintf(name, sizeof(name), "conventional/%s/head.bias", t->name);
+		if (add_random(w, name, 1, hb, -0.1f, 0.1f) < 0)
+			goto out;
 	}
 	if (mime_bundle_writer_write(w, &m, argv[1], &ei) < 0)
 		goto out;

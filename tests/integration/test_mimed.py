@@ -817,6 +817,72 @@ def systemd_socket_activation_and_notify(ctx):
 
 
 @test
+def conventional_mode(ctx):
+    """mode: conventional serves each task on its own weights: answers differ from MIME's,
+    batches hold one task, and the same calls work; a bundle without the baseline's
+    tensors is refused on reload with the old mode still serving."""
+    d = Daemon(ctx.tmp, 'conv', ctx.a.bundle, 'mode: conventional\n')
+    try:
+        c = d.conn()
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['mode'] == 'conventional', st['mode']
+        a = ctx.a.conn()
+        assert a.call('io.mime.GetStatus')['status']['mode'] == 'mime'
+        img = pgm(16, 16, 4)
+        r = infer(c, 'beta', img, top_k=3)
+        assert r['task'] == 'beta' and len(r['top']) == 3
+        assert r['top'] != infer(a, 'beta', img, top_k=3)['top']
+        a.close()
+        items = [{'task': ('alpha', 'beta', 'gamma')[i % 3], 'image': b64(pgm(16, 16, i))}
+                 for i in range(9)]
+        res = c.call('io.mime.InferBatch', {'items': items})['results']
+        for item, one in zip(items, res):
+            single = c.call('io.mime.Infer', item)['result']
+            assert one['label'] == single['label'] and one['task'] == item['task']
+        lines = [l for l in d.read_log().splitlines() if ' batch id=' in l]
+        assert lines and all('weights=conventional' in l for l in lines)
+        assert not any('mode=pipelined' in l for l in lines), lines
+        # A bundle without conventional tensors: the reload fails, the old one serves on.
+        plain = os.path.join(ctx.tmp, 'plain.mime')
+        subprocess.check_call([MKBUNDLE, plain, '3'])
+        subprocess.check_call([sys.executable, '-c', STRIP_CONVENTIONAL, plain])
+        d.bundle = plain
+        d.write_config('mode: conventional\n')
+        p = expect_error(c, 'io.mime.ReloadFailed', 'io.mime.Reload')
+        assert 'conventional/' in p['description'], p
+        assert infer(c, 'beta', img, top_k=3)['top'] == r['top']
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
+# Rewrites a bundle without its conventional/ tensors (safetensors: u64 header length,
+# JSON header, data; offsets are relative to the data, so the kept tensors are re-packed).
+STRIP_CONVENTIONAL = r'''
+import json, struct, sys
+path = sys.argv[1]
+raw = open(path, 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+out, blob = {}, b''
+for k, v in head.items():
+    if k == '__metadata__':
+        out[k] = v
+        continue
+    if k.startswith('conventional/'):
+        continue
+    b, e = v['data_offsets']
+    v = dict(v, data_offsets=[len(blob), len(blob) + e - b])
+    blob += data[b:e]
+    out[k] = v
+h = json.dumps(out).encode()
+h += b' ' * ((-len(h) - 8) % 64)
+open(path, 'wb').write(struct.pack('<Q', len(h)) + h + blob)
+'''
+
+
+@test
 def shipped_bundle_with_defaults(ctx):
     """mimed with no configuration at all, from the source tree: the shipped bundle, the
     socket in $RUNTIME_DIRECTORY, and the sample images of each task get their labels."""
