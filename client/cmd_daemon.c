@@ -347,6 +347,8 @@ int mimectl_cmd_status(int argc, char **argv)
 	b = json_object_get(s, "budgets");
 	l = json_object_get(s, "latency");
 	printf("bundle      %s\n", json_string_value(json_object_get(s, "bundle")));
+	if (json_is_string(json_object_get(s, "mode")))
+		printf("mode        %s\n", json_string_value(json_object_get(s, "mode")));
 	printf("phase       %lld (%s)\n", jint(s, "phase"),
 	       json_is_true(json_object_get(s, "pinned")) ? "pinned" : "auto");
 	printf("budgets     memory %s, latency %s\n",
