@@ -18,6 +18,8 @@
  * at a multiple of 4, e.g. ours at 64 and PyTorch's at 8). */
 #include "lib/bundle.h"
 
+#include "lib/phase.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -305,8 +307,134 @@ static int expect(const struct mime_bundle *b, const char *name, int ndim, const
 	return 0;
 }
 
-/* Every tensor the manifest implies; the layout is in manifest.h. Element thresholds are
- * [C,H,W] of the layer's output, also for fc layers ([out,1,1]); channel thresholds [C]. */
+/* The tensors of one (task, phase): all of them or none (then the task cannot run in that
+ * phase; lib/model decides what that means). */
+static int check_task_phase(const struct mime_bundle *b, const struct mime_task_spec *t, int p,
+                            const struct mime_shape *out, struct mime_errinfo *ei)
+{
+	const struct mime_graph *g = &b->manifest.graph;
+	char name[2 * MIME_NAME_MAX + 48], what[64];
+	struct mime_shape feat = out[g->n_layers - 1];
+	int64_t s[3];
+	int r;
+
+	snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", t->name, p);
+	if (!find(b, name)) {
+		/* None: fine. Some: the missing head is the error. */
+		char other[sizeof(name)];
+
+		snprintf(other, sizeof(other), "task/%s/phase%d/head.bias", t->name, p);
+		for (int i = 0;
+		     !find(b, other) && t->thresholds != MIME_THR_NONE && i < g->n_layers; i++)
+			if (mime_graph_layer_masked(g, i))
+				snprintf(other, sizeof(other), "task/%s/phase%d/%s.threshold",
+				         t->name, p, g->layers[i].name);
+		if (!find(b, other))
+			return 0;
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "tensor '" MSG_NAME "' missing (phase %d of task '%s' has "
+		                        "'" MSG_NAME "': a task has all of a phase's tensors or "
+		                        "none)",
+		                        name, p, t->name, other);
+	}
+	s[0] = t->n_classes;
+	s[1] = mime_shape_size(&feat);
+	snprintf(what, sizeof(what), "phase %d head weight [n_classes,features]", p);
+	r = expect(b, name, 2, s, what, ei);
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "task/%s/phase%d/head.bias", t->name, p);
+	snprintf(what, sizeof(what), "phase %d head bias [n_classes]", p);
+	r = expect(b, name, 1, s, what, ei);
+	if (r < 0 || t->thresholds == MIME_THR_NONE)
+		return r;
+	for (int i = 0; i < g->n_layers; i++) {
+		if (!mime_graph_layer_masked(g, i))
+			continue;
+		s[0] = out[i].c;
+		s[1] = out[i].h;
+		s[2] = out[i].w;
+		snprintf(name, sizeof(name), "task/%s/phase%d/%s.threshold", t->name, p,
+		         g->layers[i].name);
+		if (t->thresholds == MIME_THR_ELEMENT) {
+			snprintf(what, sizeof(what), "phase %d element thresholds [k_active,H,W]",
+			         p);
+			r = expect(b, name, 3, s, what, ei);
+		} else {
+			snprintf(what, sizeof(what), "phase %d channel thresholds [k_active]", p);
+			r = expect(b, name, 1, s, what, ei);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Phase p's fine-grain masks (present, U16/U32, [n_kept], decodable) and per-task tensors. */
+static int check_phase(const struct mime_bundle *b, int p, struct mime_errinfo *ei)
+{
+	const struct mime_manifest *m = &b->manifest;
+	const struct mime_phase_spec *ph = &m->phases[p - 1];
+	const struct mime_graph *g = &m->graph;
+	struct mime_shape in[MIME_MAX_LAYERS], out[MIME_MAX_LAYERS];
+	char name[MIME_NAME_MAX + 32];
+	int r;
+
+	r = mime_phase_shapes(g, ph->k_active, in, out);
+	if (r < 0)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: phases[%d]: kernels out of "
+		                        "range",
+		                        p - 1); /* parse checked it already */
+	for (int i = 0; i < g->n_layers; i++) {
+		const struct mime_layer_spec *l = &g->layers[i];
+		const struct bundle_tensor *t;
+		size_t n_groups;
+
+		if (!ph->fine[i])
+			continue;
+		snprintf(name, sizeof(name), "phase/%d/%s.mask", p, l->name);
+		t = find(b, name);
+		if (!t)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "tensor '" MSG_NAME
+			                        "' missing (phase %d lists '%s' "
+			                        "as fine)",
+			                        name, p, l->name);
+		if (t->dtype != MIME_DTYPE_U16 && t->dtype != MIME_DTYPE_U32)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "tensor '" MSG_NAME
+			                        "': dtype %s, expected U16 or U32",
+			                        name, dtypes[t->dtype].name);
+		if (t->ndim != 1)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "tensor '" MSG_NAME "': %d dims, expected [n_kept]",
+			                        name, t->ndim);
+		n_groups =
+			mime_phase_mask_groups(out[i].c, in[i].c * l->kernel * l->kernel, ph->wuv);
+		r = mime_phase_mask_decode(t->dtype, b->data + t->begin, (size_t)t->shape[0],
+		                           n_groups, NULL, ei);
+		if (r < 0) {
+			if (ei) {
+				char msg[sizeof(ei->msg)];
+
+				snprintf(msg, sizeof(msg), "%s", ei->msg);
+				mime_errinfo_set(ei, r, "tensor '" MSG_NAME "': %s", name, msg);
+			}
+			return r;
+		}
+	}
+	for (int k = 0; k < m->n_tasks; k++) {
+		r = check_task_phase(b, &m->tasks[k], p, out, ei);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Every tensor the manifest implies, phases included; the layout is in manifest.h. Element
+ * thresholds are [C,H,W] of the layer's output, also for fc layers ([out,1,1]); channel
+ * thresholds [C]. */
 static int check_implied(const struct mime_bundle *b, struct mime_errinfo *ei)
 {
 	const struct mime_manifest *m = &b->manifest;
@@ -376,6 +504,11 @@ static int check_implied(const struct mime_bundle *b, struct mime_errinfo *ei)
 			if (r < 0)
 				return r;
 		}
+	}
+	for (int p = 1; p <= m->n_phases; p++) {
+		r = check_phase(b, p, ei);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

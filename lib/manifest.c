@@ -5,8 +5,9 @@
  * Threads: no shared state; parse and format are reentrant.
  *
  * Strictness: graph layers and task input specs reject unknown keys (a typo there changes
- * what the network computes); the top level and tasks ignore unknown keys ("sparsity",
- * "phases", ...) so later format additions stay readable. */
+ * what the network computes), and so do a phase's "kernels" (every conv / fc layer, no
+ * other); the top level, tasks and phases keep or ignore unknown keys ("sparsity", ...) so
+ * later format additions stay readable. */
 #include "lib/manifest.h"
 
 #include <errno.h>
@@ -457,6 +458,275 @@ static int parse_task(json_t *jt, int i, const struct mime_graph *g, struct mime
 	return parse_task_extra(jt, t);
 }
 
+/* Keeps every key of phase jp that parse_phase() does not read in p->extra_json. */
+static int parse_phase_extra(json_t *jp, struct mime_phase_spec *p)
+{
+	static const char *const known[] = {"name",         "kernels",        "wuv",
+	                                    "fine",         "accuracy",       "latency_ms",
+	                                    "memory_bytes", "nonzero_params", NULL};
+	json_t *extra = json_object(), *v;
+	const char *key;
+	int is_known;
+
+	if (!extra)
+		return -ENOMEM;
+	json_object_foreach(jp, key, v)
+	{
+		is_known = 0;
+		for (int k = 0; known[k]; k++)
+			is_known |= strcmp(key, known[k]) == 0;
+		if (!is_known && json_object_set(extra, key, v) < 0) {
+			json_decref(extra);
+			return -ENOMEM;
+		}
+	}
+	if (json_object_size(extra) > 0) {
+		p->extra_json = json_dumps(extra, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (!p->extra_json) {
+			json_decref(extra);
+			return -ENOMEM;
+		}
+	}
+	json_decref(extra);
+	return 0;
+}
+
+/* An optional non-negative number (measured value) into *ret_d or *ret_i. */
+static int get_measured(json_t *jp, const char *key, const char *where, double *ret_d,
+                        int64_t *ret_i, struct mime_errinfo *ei)
+{
+	json_t *v = json_object_get(jp, key);
+
+	if (!v)
+		return 0;
+	if (ret_i) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.%s is not a non-negative integer",
+			                        where, key);
+		*ret_i = json_integer_value(v);
+		return 0;
+	}
+	if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.%s is not a non-negative number", where, key);
+	*ret_d = json_number_value(v);
+	return 0;
+}
+
+static int layer_index(const struct mime_graph *g, const char *name)
+{
+	for (int i = 0; i < g->n_layers; i++)
+		if (strcmp(g->layers[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+static int parse_phase(json_t *jp, int i, const struct mime_graph *g, struct mime_phase_spec *p,
+                       struct mime_errinfo *ei)
+{
+	char where[32];
+	const char *key;
+	json_t *v, *kernels, *fine;
+	int r;
+
+	snprintf(where, sizeof(where), "phases[%d]", i);
+	p->accuracy = p->latency_ms = -1.0;
+	p->memory_bytes = p->nonzero_params = -1;
+	if (!json_is_object(jp))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %s is not an object", where);
+	v = json_object_get(jp, "name");
+	if (!json_is_string(v))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.name missing or not a string", where);
+	if (!name_ok(json_string_value(v)))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.name '%.64s' is not 1..%d characters of "
+		                        "[A-Za-z0-9_.-]",
+		                        where, json_string_value(v), MIME_NAME_MAX - 1);
+	strcpy(p->name, json_string_value(v));
+
+	r = get_int(jp, "wuv", 1, 1, 16, &p->wuv, where, ei);
+	if (r < 0)
+		return r;
+	if (p->wuv != 16 && p->wuv != 8 && p->wuv != 4)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.wuv %d is not 16, 8 or 4 (floats per SIMD "
+		                        "vector)",
+		                        where, p->wuv);
+
+	kernels = json_object_get(jp, "kernels");
+	if (!json_is_object(kernels))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.kernels missing or not an object", where);
+	json_object_foreach(kernels, key, v)
+	{
+		int li = layer_index(g, key);
+		const struct mime_layer_spec *l = li >= 0 ? &g->layers[li] : NULL;
+
+		if (!l)
+			return mime_errinfo_set(
+				ei, MIME_EFORMAT,
+				"manifest: %s.kernels: no layer '%.64s' in the graph", where, key);
+		if (l->kind != MIME_LAYER_CONV && l->kind != MIME_LAYER_FC)
+			return mime_errinfo_set(
+				ei, MIME_EFORMAT,
+				"manifest: %s.kernels.%s: a %s layer has no kernels", where, key,
+				mime_layer_kind_name(l->kind));
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > l->out)
+			return mime_errinfo_set(
+				ei, MIME_EFORMAT,
+				"manifest: %s.kernels.%s is not an integer in 1..%d", where, key,
+				l->out);
+		p->k_active[li] = (int)json_integer_value(v);
+	}
+	for (int li = 0; li < g->n_layers; li++)
+		if ((g->layers[li].kind == MIME_LAYER_CONV ||
+		     g->layers[li].kind == MIME_LAYER_FC) &&
+		    p->k_active[li] == 0)
+			return mime_errinfo_set(
+				ei, MIME_EFORMAT,
+				"manifest: %s.kernels.%s missing (every conv and fc "
+				"layer needs one)",
+				where, g->layers[li].name);
+
+	fine = json_object_get(jp, "fine");
+	if (fine && !json_is_array(fine))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.fine is not a list of layer names", where);
+	for (size_t k = 0; fine && k < json_array_size(fine); k++) {
+		const char *s = json_string_value(json_array_get(fine, k));
+		int li = s ? layer_index(g, s) : -1;
+
+		if (!s)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.fine[%zu] is not a string", where, k);
+		if (li < 0)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.fine[%zu]: no layer '%.64s' in the "
+			                        "graph",
+			                        where, k, s);
+		if (g->layers[li].kind != MIME_LAYER_CONV)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.fine[%zu]: '%s' is a %s layer; "
+			                        "fine-grain masks are for conv layers only",
+			                        where, k, s,
+			                        mime_layer_kind_name(g->layers[li].kind));
+		if (p->fine[li])
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: %s.fine[%zu]: '%s' listed twice", where,
+			                        k, s);
+		p->fine[li] = 1;
+	}
+
+	v = json_object_get(jp, "accuracy");
+	if (v && (!json_is_number(v) || json_number_value(v) < 0.0 || json_number_value(v) > 1.0))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "manifest: %s.accuracy is not a fraction in [0,1]", where);
+	if (v)
+		p->accuracy = json_number_value(v);
+	r = get_measured(jp, "latency_ms", where, &p->latency_ms, NULL, ei);
+	if (r == 0)
+		r = get_measured(jp, "memory_bytes", where, NULL, &p->memory_bytes, ei);
+	if (r == 0)
+		r = get_measured(jp, "nonzero_params", where, NULL, &p->nonzero_params, ei);
+	if (r < 0)
+		return r;
+	return parse_phase_extra(jp, p);
+}
+
+/* Uniqueness and nesting: the checks that need more than one phase, and that a caller-built
+ * manifest must pass too. */
+static int check_phases(const struct mime_manifest *m, struct mime_errinfo *ei)
+{
+	const struct mime_graph *g = &m->graph;
+
+	if (m->n_phases < 0 || m->n_phases > MIME_MAX_PHASES || (m->n_phases && !m->phases))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %d phases (at most %d)",
+		                        m->n_phases, MIME_MAX_PHASES);
+	for (int p = 0; p < m->n_phases; p++) {
+		const struct mime_phase_spec *ph = &m->phases[p];
+
+		if (!name_ok(ph->name))
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: phases[%d].name '%.64s' is not 1..%d "
+			                        "characters of [A-Za-z0-9_.-]",
+			                        p, ph->name, MIME_NAME_MAX - 1);
+		if (ph->wuv != 16 && ph->wuv != 8 && ph->wuv != 4)
+			return mime_errinfo_set(ei, MIME_EFORMAT,
+			                        "manifest: phases[%d].wuv %d is not 16, 8 or 4", p,
+			                        ph->wuv);
+		for (int q = 0; q < p; q++)
+			if (strcmp(m->phases[q].name, ph->name) == 0)
+				return mime_errinfo_set(
+					ei, MIME_EFORMAT,
+					"manifest: phases[%d].name '%s' used twice (phases[%d])", p,
+					ph->name, q);
+		for (int li = 0; li < g->n_layers; li++) {
+			const struct mime_layer_spec *l = &g->layers[li];
+			int has_k = l->kind == MIME_LAYER_CONV || l->kind == MIME_LAYER_FC;
+
+			if (has_k && (ph->k_active[li] < 1 || ph->k_active[li] > l->out))
+				return mime_errinfo_set(ei, MIME_EFORMAT,
+				                        "manifest: phases[%d].kernels.%s %d not in "
+				                        "1..%d",
+				                        p, l->name, ph->k_active[li], l->out);
+			if (!has_k && ph->k_active[li] != 0)
+				return mime_errinfo_set(
+					ei, MIME_EFORMAT,
+					"manifest: phases[%d].kernels.%s: a %s layer "
+					"has no kernels",
+					p, l->name, mime_layer_kind_name(l->kind));
+			if (ph->fine[li] && l->kind != MIME_LAYER_CONV)
+				return mime_errinfo_set(
+					ei, MIME_EFORMAT,
+					"manifest: phases[%d].fine: '%s' is not a conv "
+					"layer",
+					p, l->name);
+			if (p > 0 && ph->k_active[li] < m->phases[p - 1].k_active[li])
+				return mime_errinfo_set(ei, MIME_EFORMAT,
+				                        "manifest: phases[%d].kernels.%s %d < %d "
+				                        "of phases[%d]: phases "
+				                        "must be nested (smallest first)",
+				                        p, l->name, ph->k_active[li],
+				                        m->phases[p - 1].k_active[li], p - 1);
+		}
+	}
+	return 0;
+}
+
+int mime_manifest_check_phases(const struct mime_manifest *m, struct mime_errinfo *ei)
+{
+	return check_phases(m, ei);
+}
+
+static int parse_phases(json_t *root, struct mime_manifest *m, struct mime_errinfo *ei)
+{
+	json_t *phases = json_object_get(root, "phases");
+	int r;
+
+	if (!phases)
+		return 0;
+	if (!json_is_array(phases))
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: phases is not a list");
+	if (json_array_size(phases) > MIME_MAX_PHASES)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: %zu phases (at most %d)",
+		                        json_array_size(phases), MIME_MAX_PHASES);
+	if (json_array_size(phases) == 0)
+		return 0;
+	m->phases = calloc(json_array_size(phases), sizeof(*m->phases));
+	if (!m->phases)
+		return -ENOMEM;
+	for (size_t i = 0; i < json_array_size(phases); i++) {
+		m->n_phases = (int)i + 1; /* so that free() sees a half-built phase */
+		r = parse_phase(json_array_get(phases, i), (int)i, &m->graph, &m->phases[i], ei);
+		if (r < 0)
+			return r;
+	}
+	return check_phases(m, ei);
+}
+
 static int parse_root(json_t *root, struct mime_manifest *m, struct mime_errinfo *ei)
 {
 	json_t *v, *tasks;
@@ -515,6 +785,10 @@ static int parse_root(json_t *root, struct mime_manifest *m, struct mime_errinfo
 				goto out_tasks;
 			}
 	}
+
+	r = parse_phases(root, m, ei);
+	if (r < 0)
+		goto out_tasks;
 
 	v = json_object_get(root, "provenance");
 	if (v) {
@@ -649,6 +923,49 @@ static json_t *format_task(const struct mime_task_spec *t)
 	return o;
 }
 
+static json_t *format_phase(const struct mime_graph *g, const struct mime_phase_spec *p)
+{
+	json_t *o = json_object(), *kernels = json_object(), *fine = json_array();
+
+	if (!o || !kernels || !fine) {
+		json_decref(o);
+		json_decref(kernels);
+		json_decref(fine);
+		return NULL;
+	}
+	json_object_set_new(o, "name", json_string(p->name));
+	for (int i = 0; i < g->n_layers; i++) {
+		if (g->layers[i].kind == MIME_LAYER_CONV || g->layers[i].kind == MIME_LAYER_FC)
+			json_object_set_new(kernels, g->layers[i].name,
+			                    json_integer(p->k_active[i]));
+		if (p->fine[i])
+			json_array_append_new(fine, json_string(g->layers[i].name));
+	}
+	json_object_set_new(o, "kernels", kernels);
+	json_object_set_new(o, "wuv", json_integer(p->wuv));
+	json_object_set_new(o, "fine", fine);
+	if (p->accuracy >= 0.0)
+		json_object_set_new(o, "accuracy", json_real(p->accuracy));
+	if (p->latency_ms >= 0.0)
+		json_object_set_new(o, "latency_ms", json_real(p->latency_ms));
+	if (p->memory_bytes >= 0)
+		json_object_set_new(o, "memory_bytes", json_integer(p->memory_bytes));
+	if (p->nonzero_params >= 0)
+		json_object_set_new(o, "nonzero_params", json_integer(p->nonzero_params));
+	if (p->extra_json) {
+		json_t *extra = json_loads(p->extra_json, 0, NULL);
+
+		if (!json_is_object(extra)) { /* a caller's mistake: refuse rather than drop it */
+			json_decref(extra);
+			json_decref(o);
+			return NULL;
+		}
+		json_object_update_missing(o, extra);
+		json_decref(extra);
+	}
+	return o;
+}
+
 char *mime_manifest_format(const struct mime_manifest *m)
 {
 	json_t *root = NULL, *graph, *layers, *input, *tasks, *prov;
@@ -679,6 +996,21 @@ char *mime_manifest_format(const struct mime_manifest *m)
 	for (int i = 0; i < m->n_tasks; i++)
 		json_array_append_new(tasks, format_task(&m->tasks[i]));
 	json_object_set_new(root, "tasks", tasks);
+	if (m->n_phases > 0) {
+		json_t *phases = json_array();
+
+		if (!phases || m->n_phases > MIME_MAX_PHASES || !m->phases) {
+			json_decref(phases);
+			goto out;
+		}
+		for (int p = 0; p < m->n_phases; p++)
+			json_array_append_new(phases, format_phase(&m->graph, &m->phases[p]));
+		if (json_array_size(phases) != (size_t)m->n_phases) {
+			json_decref(phases);
+			goto out;
+		}
+		json_object_set_new(root, "phases", phases);
+	}
 	if (m->provenance_json) {
 		prov = json_loads(m->provenance_json, 0, NULL);
 		if (!json_is_object(prov)) { /* a caller's mistake: refuse rather than drop it */
@@ -708,6 +1040,9 @@ void mime_manifest_free(struct mime_manifest *m)
 		free(m->tasks[i].extra_json);
 	}
 	free(m->tasks);
+	for (int p = 0; m->phases && p < m->n_phases; p++)
+		free(m->phases[p].extra_json);
+	free(m->phases);
 	free(m->provenance_json);
 	free(m->json);
 	memset(m, 0, sizeof(*m));
