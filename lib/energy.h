@@ -182,6 +182,36 @@ int mime_energy_batch(const struct mime_energy_hw *hw, const struct mime_energy_
                       enum mime_energy_case kase, struct mime_energy_report *ret_report,
                       struct mime_errinfo *ei);
 
+/* What a batch record carries (mimed's per-batch energy): the three cases' energies, split
+ * and total, and compute cycles, the task mode and MIME's savings. */
+struct mime_energy_case_totals {
+	double e[MIME_ENERGY_N_LEVELS + 1]; /* E_DRAM, E_cache, E_reg, E_MAC (index by level) */
+	double e_total;
+	double cycles;
+};
+
+struct mime_energy_summary {
+	enum mime_energy_mode mode;
+	int batch;
+	int n_tasks;
+	struct mime_energy_case_totals kase[3]; /* [0] Case-1, [1] Case-2, [2] Case-3 (MIME) */
+	/* Case-1 or Case-2 over MIME; 1 when MIME's energy or cycles are 0 */
+	double saving_vs_case1;  /* E_total */
+	double saving_vs_case2;  /* E_total */
+	double speedup_vs_case1; /* cycles */
+};
+
+/* Runs mime_energy_batch() for the three cases: Case-3 on sparsity, Case-1/2 on
+ * base_sparsity, the conventional models' own sparsity when it is known (NULL: the same as
+ * sparsity, e.g. in a daemon that serves only MIME and so only measures MIME's; then Case-2
+ * skips MIME's zeros and its saving is an upper bound). Fills *ret_summary and returns 0, or
+ * fails as mime_energy_batch() does. Allocation-free (one report on the stack). */
+int mime_energy_batch_summary(const struct mime_energy_hw *hw, const struct mime_energy_net *net,
+                              int batch, const int *task_of_sample,
+                              const struct mime_energy_sparsity *sparsity,
+                              const struct mime_energy_sparsity *base_sparsity,
+                              struct mime_energy_summary *ret_summary, struct mime_errinfo *ei);
+
 /* Off-chip storage of a parent and n_children child tasks, in bytes. Conventional: 1 + n full
  * models (the net's params plus a head of head_params each). MIME: the parent model once plus,
  * per child, its thresholds (sum of thr_words) and its own head. */

@@ -412,6 +412,59 @@ static void test_energy_batch_more_tasks_never_lower_conventional_dram(void **st
 	}
 }
 
+/* The summary is the three reports' totals; base sparsity NULL = MIME's for every case. */
+static void test_energy_batch_summary_is_the_three_cases(void **state)
+{
+	struct mime_energy_hw hw;
+	struct mime_energy_net net;
+	struct mime_energy_report rep[3];
+	struct mime_energy_summary sum, same;
+	struct mime_energy_sparsity mime[3 * 5], base[3 * 5];
+	struct mime_errinfo ei = {0};
+	const int tasks[3] = {0, 1, 2};
+
+	(void)state;
+	mime_energy_hw_default(&hw);
+	vggish(&net);
+	fill_sparsity(mime, 15, 0.2f, 0.6f);
+	fill_sparsity(base, 15, 0.1f, 0.5f);
+	assert_int_equal(mime_energy_batch_summary(&hw, &net, 3, tasks, mime, base, &sum, &ei), 0);
+	for (int k = 0; k < 3; k++) {
+		assert_int_equal(mime_energy_batch(&hw, &net, 3, tasks, k == 2 ? mime : base,
+		                                   MIME_ENERGY_CASE1 + k, &rep[k], NULL),
+		                 0);
+		for (int lv = 0; lv <= MIME_ENERGY_N_LEVELS; lv++)
+			EQ(sum.kase[k].e[lv], rep[k].total.e[lv]);
+		EQ(sum.kase[k].e_total, rep[k].total.e_total);
+		EQ(sum.kase[k].cycles, rep[k].total.cycles);
+	}
+	assert_int_equal(sum.mode, MIME_ENERGY_PIPELINED);
+	assert_int_equal(sum.batch, 3);
+	assert_int_equal(sum.n_tasks, 3);
+	EQ(sum.saving_vs_case1, rep[0].total.e_total / rep[2].total.e_total);
+	EQ(sum.saving_vs_case2, rep[1].total.e_total / rep[2].total.e_total);
+	EQ(sum.speedup_vs_case1, rep[0].total.cycles / rep[2].total.cycles);
+	assert_true(sum.saving_vs_case1 > 1 && sum.saving_vs_case2 > 1);
+
+	/* NULL base: Case-1/2 on MIME's sparsity; Case-3 unchanged */
+	assert_int_equal(mime_energy_batch_summary(&hw, &net, 3, tasks, mime, NULL, &same, NULL),
+	                 0);
+	assert_int_equal(
+		mime_energy_batch(&hw, &net, 3, tasks, mime, MIME_ENERGY_CASE2, &rep[1], NULL), 0);
+	EQ(same.kase[1].e_total, rep[1].total.e_total);
+	EQ(same.kase[2].e_total, sum.kase[2].e_total);
+	EQ(same.kase[0].e_total, sum.kase[0].e_total); /* Case-1 ignores sparsity */
+
+	/* failures of mime_energy_batch() come through, and all-zero energies give ratio 1 */
+	assert_int_equal(mime_energy_batch_summary(&hw, &net, 0, tasks, mime, NULL, &same, &ei),
+	                 MIME_EINVAL);
+	hw.e_dram = hw.e_cache = hw.e_reg = hw.e_mac = 0;
+	assert_int_equal(mime_energy_batch_summary(&hw, &net, 3, tasks, mime, NULL, &same, NULL),
+	                 0);
+	EQ(same.saving_vs_case1, 1);
+	EQ(same.saving_vs_case2, 1);
+}
+
 static void test_energy_storage_formula(void **state)
 {
 	struct mime_energy_hw hw;
@@ -485,6 +538,7 @@ int main(void)
 		cmocka_unit_test(test_energy_batch_monotonic_in_sparsity),
 		cmocka_unit_test(test_energy_batch_pipelined_vs_singular),
 		cmocka_unit_test(test_energy_batch_more_tasks_never_lower_conventional_dram),
+		cmocka_unit_test(test_energy_batch_summary_is_the_three_cases),
 		cmocka_unit_test(test_energy_storage_formula),
 		cmocka_unit_test(test_energy_batch_rejects_bad_arguments),
 		cmocka_unit_test(test_energy_hw_check_rejects_bad_hardware),
