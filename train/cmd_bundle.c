@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "lib/bundle.h"
+#include "lib/phase.h"
 #include "train/cmd.h"
 #include "train/graphyaml.h"
 
@@ -115,6 +116,125 @@ static void print_manifest(const struct mime_manifest *m)
 		printf("provenance: %s\n", m->provenance_json);
 }
 
+/* Phase p's parameters with its fine-grain masks applied (weights of kept groups + biases of
+ * active kernels), and its masks' kept / total groups; -1 when a mask does not decode. */
+struct phase_count {
+	long params, kept_groups[MIME_MAX_LAYERS], groups[MIME_MAX_LAYERS];
+};
+
+static int phase_count(const struct mime_bundle *b, int p, struct phase_count *ret)
+{
+	const struct mime_manifest *m = mime_bundle_manifest(b);
+	const struct mime_phase_spec *ps = &m->phases[p - 1];
+	struct mime_shape in[MIME_MAX_LAYERS], out[MIME_MAX_LAYERS];
+
+	memset(ret, 0, sizeof(*ret));
+	if (mime_phase_shapes(&m->graph, ps->k_active, in, out) < 0)
+		return -1;
+	for (int i = 0; i < m->graph.n_layers; i++) {
+		const struct mime_layer_spec *l = &m->graph.layers[i];
+		int k = out[i].c;
+		long crs = l->kind == MIME_LAYER_CONV ? (long)in[i].c * l->kernel * l->kernel
+		                                      : mime_shape_size(&in[i]);
+		struct mime_tensor_view v;
+		char name[MIME_NAME_MAX + 32];
+		uint8_t *keep;
+		size_t n;
+
+		if (l->kind != MIME_LAYER_CONV && l->kind != MIME_LAYER_FC)
+			continue;
+		ret->params += (long)k * crs + k;
+		if (!ps->fine[i])
+			continue;
+		n = mime_phase_mask_groups(k, (int)crs, ps->wuv);
+		snprintf(name, sizeof(name), "phase/%d/%s.mask", p, l->name);
+		keep = malloc(n ? n : 1);
+		if (!keep || mime_bundle_tensor(b, name, &v) < 0 ||
+		    mime_phase_mask_decode(v.dtype, v.data, v.ndim == 1 ? (size_t)v.shape[0] : 0, n,
+		                           keep, NULL) < 0) {
+			free(keep);
+			return -1;
+		}
+		ret->groups[i] = (long)n;
+		for (size_t g = 0; g < n; g++) {
+			long row = (long)(g / (size_t)crs) * ps->wuv;
+			long h = k - row < ps->wuv ? k - row
+			                           : ps->wuv; /* the last group may be short */
+
+			ret->kept_groups[i] += keep[g];
+			if (!keep[g])
+				ret->params -= h;
+		}
+		free(keep);
+	}
+	return 0;
+}
+
+/* Whether task t has tensors of its own for phase p (else: the parent's, when the phase
+ * is the whole parent, or it cannot run there). */
+static int task_has_phase(const struct mime_bundle *b, const struct mime_task_spec *t, int p)
+{
+	struct mime_tensor_view v;
+	char name[MIME_NAME_MAX + 48];
+
+	snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", t->name, p);
+	return mime_bundle_tensor(b, name, &v) == 0;
+}
+
+static void print_phases(const struct mime_bundle *b, const struct mime_manifest *m)
+{
+	if (m->n_phases == 0)
+		return;
+	printf("phases: %d, smallest first (phase 0 = the whole parent)\n", m->n_phases);
+	for (int p = 1; p <= m->n_phases; p++) {
+		const struct mime_phase_spec *ps = &m->phases[p - 1];
+		struct phase_count c;
+		int ok = phase_count(b, p, &c) == 0, n_fine = 0, n_own = 0, whole = 1;
+
+		printf("  %d %s: wuv %d", p, ps->name, ps->wuv);
+		if (ok)
+			printf(", %ld parameters with masks applied", c.params);
+		if (ps->nonzero_params >= 0)
+			printf(", nonzero %lld (measured)", (long long)ps->nonzero_params);
+		if (ps->accuracy >= 0)
+			printf(", accuracy %.2f%%", 100.0 * ps->accuracy);
+		if (ps->latency_ms >= 0)
+			printf(", %.3f ms", ps->latency_ms);
+		if (ps->memory_bytes >= 0)
+			printf(", memory %lld bytes", (long long)ps->memory_bytes);
+		printf("\n    kernels:");
+		for (int i = 0; i < m->graph.n_layers; i++)
+			if (ps->k_active[i])
+				printf(" %s %d/%d", m->graph.layers[i].name, ps->k_active[i],
+				       m->graph.layers[i].out);
+		printf("\n    fine:");
+		for (int i = 0; i < m->graph.n_layers; i++) {
+			if (!ps->fine[i])
+				continue;
+			n_fine++;
+			if (ok)
+				printf(" %s (%ld/%ld groups kept)", m->graph.layers[i].name,
+				       c.kept_groups[i], c.groups[i]);
+			else
+				printf(" %s", m->graph.layers[i].name);
+		}
+		printf("%s\n    tasks with tensors of their own:", n_fine ? "" : " none");
+		for (int t = 0; t < m->n_tasks; t++)
+			if (task_has_phase(b, &m->tasks[t], p)) {
+				printf(" %s", m->tasks[t].name);
+				n_own++;
+			}
+		for (int i = 0; i < m->graph.n_layers; i++)
+			whole &= !ps->fine[i] &&
+			         (!ps->k_active[i] || ps->k_active[i] == m->graph.layers[i].out);
+		/* the rule of mime_model_phase(): only the whole parent may lack them */
+		printf("%s%s\n", n_own ? "" : " none",
+		       n_own == m->n_tasks ? ""
+		       : whole             ? " (the whole parent: the others use their own)"
+		                           : " (the others cannot run in this phase)");
+	}
+}
+
 static int inspect_json(const char *path, const struct mime_bundle *b)
 {
 	const struct mime_manifest *m = mime_bundle_manifest(b);
@@ -148,6 +268,27 @@ static int inspect_json(const char *path, const struct mime_bundle *b)
 		json_array_append_new(tensors, t);
 	}
 	json_object_set_new(root, "tensors", tensors);
+	if (m && m->n_phases) {
+		/* What the manifest does not say: parameters with the masks applied, and which
+		 * tasks have tensors of their own for each phase. */
+		json_t *phases = json_array();
+
+		for (int p = 1; phases && p <= m->n_phases; p++) {
+			struct phase_count c;
+			json_t *o = json_object(), *own = json_array();
+
+			json_object_set_new(o, "phase", json_integer(p));
+			json_object_set_new(o, "name", json_string(m->phases[p - 1].name));
+			if (phase_count(b, p, &c) == 0)
+				json_object_set_new(o, "params", json_integer(c.params));
+			for (int t = 0; t < m->n_tasks; t++)
+				if (task_has_phase(b, &m->tasks[t], p))
+					json_array_append_new(own, json_string(m->tasks[t].name));
+			json_object_set_new(o, "tasks_with_tensors", own);
+			json_array_append_new(phases, o);
+		}
+		json_object_set_new(root, "phases", phases);
+	}
 	s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (!s)
@@ -195,8 +336,10 @@ static int cmd_inspect(int argc, char **argv)
 		printf("%s: %zu bytes, %zu tensors, %s\n", path, mime_bundle_size_bytes(b),
 		       mime_bundle_n_tensors(b),
 		       m ? "mime bundle" : "plain safetensors (no mime manifest)");
-		if (m)
+		if (m) {
 			print_manifest(m);
+			print_phases(b, m);
+		}
 		printf("tensors:\n  %-40s %-5s %-18s %12s %12s\n", "NAME", "DTYPE", "SHAPE",
 		       "BYTES", "OFFSET");
 		for (size_t i = 0; i < mime_bundle_n_tensors(b); i++) {
