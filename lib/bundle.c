@@ -432,6 +432,82 @@ static int check_phase(const struct mime_bundle *b, int p, struct mime_errinfo *
 	return 0;
 }
 
+/* Layer i's keep flags in phase p (1-based; masks already checked) into a new array, or
+ * *ret_keep = NULL when the layer has no mask there (every group kept). */
+static int phase_keep(const struct mime_bundle *b, int p, int i, const struct mime_shape *in,
+                      const struct mime_shape *out, uint8_t **ret_keep, size_t *ret_crs)
+{
+	const struct mime_phase_spec *ph = &b->manifest.phases[p - 1];
+	const struct mime_layer_spec *l = &b->manifest.graph.layers[i];
+	char name[MIME_NAME_MAX + 32];
+	const struct bundle_tensor *t;
+	size_t n_groups;
+	uint8_t *keep;
+
+	*ret_crs = (size_t)in[i].c * l->kernel * l->kernel;
+	*ret_keep = NULL;
+	if (!ph->fine[i])
+		return 0;
+	n_groups = mime_phase_mask_groups(out[i].c, (int)*ret_crs, ph->wuv);
+	snprintf(name, sizeof(name), "phase/%d/%s.mask", p, l->name);
+	t = find(b, name);
+	keep = malloc(n_groups ? n_groups : 1);
+	if (!keep)
+		return -ENOMEM;
+	if (mime_phase_mask_decode(t->dtype, b->data + t->begin, (size_t)t->shape[0], n_groups,
+	                           keep, NULL) < 0) {
+		free(keep);
+		return MIME_EFORMAT; /* check_phase() accepted it: cannot happen */
+	}
+	*ret_keep = keep;
+	return 0;
+}
+
+/* Nesting of the fine grain: every weight phase p keeps (first k_active rows, first
+ * C_active*R*S columns of W', less its pruned groups) is kept by phase p+1 too, since the
+ * phases share the parent's weights and a larger phase contains the smaller one. */
+static int check_nested_masks(const struct mime_bundle *b, int p, struct mime_errinfo *ei)
+{
+	const struct mime_manifest *m = &b->manifest;
+	const struct mime_phase_spec *lo = &m->phases[p - 1], *hi = &m->phases[p];
+	struct mime_shape in_lo[MIME_MAX_LAYERS], out_lo[MIME_MAX_LAYERS];
+	struct mime_shape in_hi[MIME_MAX_LAYERS], out_hi[MIME_MAX_LAYERS];
+	int r;
+
+	if (mime_phase_shapes(&m->graph, lo->k_active, in_lo, out_lo) < 0 ||
+	    mime_phase_shapes(&m->graph, hi->k_active, in_hi, out_hi) < 0)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: phases: kernels out of range");
+	for (int i = 0; i < m->graph.n_layers; i++) {
+		uint8_t *k_lo = NULL, *k_hi = NULL;
+		size_t crs_lo, crs_hi;
+
+		if (!hi->fine[i])
+			continue; /* phase p+1 keeps all of its (larger) rectangle */
+		r = phase_keep(b, p, i, in_lo, out_lo, &k_lo, &crs_lo);
+		if (r == 0)
+			r = phase_keep(b, p + 1, i, in_hi, out_hi, &k_hi, &crs_hi);
+		for (int k = 0; r == 0 && k < out_lo[i].c; k++)
+			for (size_t c = 0; c < crs_lo; c++) {
+				int kept_lo = !k_lo || k_lo[(size_t)(k / lo->wuv) * crs_lo + c];
+
+				if (!kept_lo || k_hi[(size_t)(k / hi->wuv) * crs_hi + c])
+					continue;
+				r = mime_errinfo_set(
+					ei, MIME_EFORMAT,
+					"tensor 'phase/%d/%s.mask': prunes kernel %d, "
+					"column %zu, which phase %d keeps: phases must "
+					"be nested",
+					p + 1, m->graph.layers[i].name, k, c, p);
+				break;
+			}
+		free(k_lo);
+		free(k_hi);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Every tensor the manifest implies, phases included; the layout is in manifest.h. Element
  * thresholds are [C,H,W] of the layer's output, also for fc layers ([out,1,1]); channel
  * thresholds [C]. */
@@ -507,6 +583,11 @@ static int check_implied(const struct mime_bundle *b, struct mime_errinfo *ei)
 	}
 	for (int p = 1; p <= m->n_phases; p++) {
 		r = check_phase(b, p, ei);
+		if (r < 0)
+			return r;
+	}
+	for (int p = 1; p < m->n_phases; p++) {
+		r = check_nested_masks(b, p, ei);
 		if (r < 0)
 			return r;
 	}

@@ -29,7 +29,8 @@
  * is listed with every layer's kernels = out and no fine layer; it is always available as
  * "phase 0" (mime_engine_set_phase(e, NULL, NULL)). "kernels" names every conv / fc layer
  * with its active kernels (the first k of the layer, 1..out); phases are nested: phase p+1
- * keeps at least as many kernels as phase p in every layer. "wuv" (16, 8 or 4) is the group
+ * keeps at least as many kernels as phase p in every layer (and, checked by the bundle
+ * reader, keeps every weight phase p keeps). "wuv" (16, 8 or 4) is the group
  * height of the fine-grain masks; "fine" lists the conv layers that have one (may be
  * empty or absent). The measured keys are optional.
  *

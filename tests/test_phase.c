@@ -446,6 +446,8 @@ enum {
 	MASK_F32,            /* the mask stored as F32 */
 	BAD_THRESHOLD_SHAPE, /* task a's phase-1 l2 thresholds of a wrong shape */
 	PHASE2_OWN_TENSORS,  /* phase 2 (whole parent) with tensors of its own */
+	PHASE2_NESTED,       /* phase 2 fine on l2, keeping all that phase 1 keeps */
+	PHASE2_NOT_NESTED,   /* phase 2 fine on l2, pruning a weight phase 1 keeps */
 };
 
 static void fixture_init(struct fixture *f)
@@ -573,6 +575,7 @@ static int write_bundle(const struct fixture *f, int omit, const char *path,
 	}
 	ps[0].fine[2] = 1;
 	ps[0].nonzero_params = 4321;
+	ps[1].fine[2] = omit == PHASE2_NESTED || omit == PHASE2_NOT_NESTED;
 	m.graph = *g;
 	m.n_tasks = 2;
 	m.tasks = ts;
@@ -616,6 +619,30 @@ static int write_bundle(const struct fixture *f, int omit, const char *path,
 		                 0);
 	}
 	free(mask);
+	if (ps[1].fine[2]) {
+		/* [ceil(12/4)][8*9] groups; phase 1 uses rows 0..6 and columns 0..44. */
+		uint8_t keep2[3 * 72];
+
+		for (int gi = 0; gi < 3 * 72; gi++) {
+			int row = gi / 72, col = gi % 72;
+
+			keep2[gi] = row == 2    ? col % 2
+			            : col >= 45 ? col % 3 != 0
+			                        : f->keep[row * 45 + col];
+		}
+		if (omit == PHASE2_NOT_NESTED)
+			for (int col = 0; col < 45; col++)
+				if (f->keep[45 + col]) {
+					keep2[72 + col] = 0; /* kernels 4..7: phase 1 keeps 4..6 */
+					break;
+				}
+		assert_int_equal(mime_phase_mask_encode(keep2, sizeof(keep2), &dt, &mask, &n_kept),
+		                 0);
+		assert_int_equal(mime_bundle_writer_add(w, "phase/2/l2.mask", dt, 1,
+		                                        (int64_t[]){(int64_t)n_kept}, mask),
+		                 0);
+		free(mask);
+	}
 	memset(ei, 0, sizeof(*ei));
 	r = mime_bundle_writer_write(w, &m, path, ei);
 	mime_bundle_writer_destroy(w);
@@ -787,8 +814,13 @@ static void test_phase_bundle_rejects_missing_or_broken_phase_tensors(void **sta
 	expect_write_fails(f, OMIT_MASK, "tensor 'phase/1/l2.mask' missing (phase 1 lists 'l2'");
 	expect_write_fails(f, CORRUPT_MASK, "tensor 'phase/1/l2.mask': mask: value");
 	expect_write_fails(f, MASK_F32, "tensor 'phase/1/l2.mask': dtype F32, expected U16 or U32");
+	expect_write_fails(f, PHASE2_NOT_NESTED,
+	                   "tensor 'phase/2/l2.mask': prunes kernel 4, column");
 	expect_write_fails(f, BAD_THRESHOLD_SHAPE,
 	                   "tensor 'task/a/phase1/l2.threshold': shape [6,8,8], expected [7,8,8]");
+
+	if (write_bundle(f, PHASE2_NESTED, path, &ei) != 0)
+		fail_msg("%s", ei.msg);
 
 	/* A task with none of a phase's tensors: the bundle is fine, the phase cannot be
 	 * entered (the whole-parent phase still can). */
