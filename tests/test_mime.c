@@ -510,7 +510,7 @@ static void test_mime_manifest_keeps_task_extra_keys(void **state)
 		"{\"format\":\"mime-bundle\",\"version\":1,\"graph\":{\"input\":[1,2,2],"
 		"\"layers\":[{\"name\":\"flatten\",\"kind\":\"flatten\"}]},\"tasks\":[{\"name\":"
 		"\"t\",\"classes\":[\"a\",\"b\"],\"input\":{\"channels\":1,\"height\":2,\"width\":"
-	        "2},"
+		"2},"
 		"\"sparsity\":{\"conv1\":0.5},\"baselines\":{\"finetune\":{\"accuracy\":0.9}}}]}";
 	struct mime_manifest m, m2;
 	struct mime_errinfo ei = {0};
