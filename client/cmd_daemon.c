@@ -18,6 +18,7 @@
 
 #define MAX_IMAGE_BYTES (64u << 20)
 #define OPT_SOCKET      1000
+#define INFER_CHUNK     64 /* images per InferBatch call */
 
 static uint64_t now_ns(void)
 {
@@ -211,20 +212,41 @@ int mimectl_cmd_infer(int argc, char **argv)
 		else if (r == 0)
 			print_result(argv[optind], json_object_get(reply, "result"), (int)top);
 	} else {
-		json_t *p = json_pack("{s:o}", "items", items);
+		/* In InferBatch calls of at most INFER_CHUNK images (the daemon's queue bounds
+		 * one call); the results are printed as one list. */
+		json_t *all = json_array();
+		size_t n = json_array_size(items);
 
-		if (deadline)
-			json_object_set_new(p, "deadline_ms", json_integer(deadline));
-		r = call(&v, "io.mime.InferBatch", p, &reply);
+		for (size_t off = 0; off < n && r == 0; off += INFER_CHUNK) {
+			json_t *chunk = json_array(), *p;
+			size_t i;
+
+			for (i = off; i < n && i < off + INFER_CHUNK; i++)
+				json_array_append(chunk, json_array_get(items, i));
+			p = json_pack("{s:o}", "items", chunk);
+			if (deadline)
+				json_object_set_new(p, "deadline_ms", json_integer(deadline));
+			r = call(&v, "io.mime.InferBatch", p, &reply);
+			if (r == 0) {
+				json_array_extend(all, json_object_get(reply, "results"));
+				json_decref(reply);
+				reply = NULL;
+			}
+		}
+		json_decref(items);
 		if (r == 0 && json) {
-			print_json(reply);
+			json_t *o = json_pack("{s:O}", "results", all);
+
+			print_json(o);
+			json_decref(o);
 		} else if (r == 0) {
 			json_t *res;
 			size_t i;
 
-			json_array_foreach(json_object_get(reply, "results"), i, res)
+			json_array_foreach(all, i, res)
 				print_result(argv[optind + (int)i], res, (int)top);
 		}
+		json_decref(all);
 	}
 	json_decref(reply);
 	mimectl_varlink_close(&v);
