@@ -320,16 +320,21 @@ static int check_task_phase(const struct mime_bundle *b, const struct mime_task_
 
 	snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", t->name, p);
 	if (!find(b, name)) {
-		/* None: fine. Some: the missing head is the error. */
+		/* None of them: the task does not run in this phase. Some: the head is missing. */
 		char other[sizeof(name)];
+		int present;
 
 		snprintf(other, sizeof(other), "task/%s/phase%d/head.bias", t->name, p);
-		for (int i = 0;
-		     !find(b, other) && t->thresholds != MIME_THR_NONE && i < g->n_layers; i++)
-			if (mime_graph_layer_masked(g, i))
-				snprintf(other, sizeof(other), "task/%s/phase%d/%s.threshold",
-				         t->name, p, g->layers[i].name);
-		if (!find(b, other))
+		present = find(b, other) != NULL;
+		for (int i = 0; !present && t->thresholds != MIME_THR_NONE && i < g->n_layers;
+		     i++) {
+			if (!mime_graph_layer_masked(g, i))
+				continue;
+			snprintf(other, sizeof(other), "task/%s/phase%d/%s.threshold", t->name, p,
+			         g->layers[i].name);
+			present = find(b, other) != NULL;
+		}
+		if (!present)
 			return 0;
 		return mime_errinfo_set(ei, MIME_EFORMAT,
 		                        "tensor '" MSG_NAME "' missing (phase %d of task '%s' has "
@@ -916,6 +921,28 @@ int mime_bundle_writer_add(struct mime_bundle_writer *w, const char *name, enum 
 	t->n_bytes = n_bytes;
 	w->n++;
 	return 0;
+}
+
+int mime_bundle_writer_add_mask(struct mime_bundle_writer *w, int p, const char *layer,
+                                const uint8_t *keep, size_t n_groups)
+{
+	char name[MIME_NAME_MAX + 32];
+	enum mime_dtype dtype;
+	int64_t shape[1];
+	size_t n_kept;
+	void *data;
+	int r;
+
+	if (p < 1 || !layer || strlen(layer) >= MIME_NAME_MAX)
+		return MIME_EINVAL;
+	r = mime_phase_mask_encode(keep, n_groups, &dtype, &data, &n_kept);
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "phase/%d/%s.mask", p, layer);
+	shape[0] = (int64_t)n_kept;
+	r = mime_bundle_writer_add(w, name, dtype, 1, shape, data);
+	free(data);
+	return r;
 }
 
 /* Builds the header JSON text: metadata first, then the tensors in insertion order. */

@@ -93,6 +93,12 @@ int mime_bundle_writer_create(struct mime_bundle_writer **ret_writer);
 void mime_bundle_writer_destroy(struct mime_bundle_writer *w);
 int mime_bundle_writer_add(struct mime_bundle_writer *w, const char *name, enum mime_dtype dtype,
                            int ndim, const int64_t *shape, const void *data);
+/* Adds the fine-grain mask of layer in phase p (1-based) as tensor "phase/<p>/<layer>.mask":
+ * keep[0..n_groups) (non-zero = kept) encoded with mime_phase_mask_encode() (lib/phase.h:
+ * first kept group + deltas, U16 or U32). Returns 0, MIME_EINVAL (p < 1, bad name, too many
+ * groups, a name added twice) or -ENOMEM. */
+int mime_bundle_writer_add_mask(struct mime_bundle_writer *w, int p, const char *layer,
+                                const uint8_t *keep, size_t n_groups);
 /* Writes the manifest and all tensors to path (via a temporary file in the same directory,
  * fsync and rename). The result is validated with mime_bundle_open_memory() before it
  * is written, so a writer never produces a file the reader rejects: a manifest that does

@@ -636,12 +636,11 @@ static int write_bundle(const struct fixture *f, int omit, const char *path,
 					keep2[72 + col] = 0; /* kernels 4..7: phase 1 keeps 4..6 */
 					break;
 				}
-		assert_int_equal(mime_phase_mask_encode(keep2, sizeof(keep2), &dt, &mask, &n_kept),
-		                 0);
-		assert_int_equal(mime_bundle_writer_add(w, "phase/2/l2.mask", dt, 1,
-		                                        (int64_t[]){(int64_t)n_kept}, mask),
-		                 0);
-		free(mask);
+		assert_int_equal(mime_bundle_writer_add_mask(w, 2, "l2", keep2, sizeof(keep2)), 0);
+		assert_int_equal(mime_bundle_writer_add_mask(w, 2, "l2", keep2, sizeof(keep2)),
+		                 MIME_EINVAL); /* twice */
+		assert_int_equal(mime_bundle_writer_add_mask(w, 0, "l2", keep2, sizeof(keep2)),
+		                 MIME_EINVAL);
 	}
 	memset(ei, 0, sizeof(*ei));
 	r = mime_bundle_writer_write(w, &m, path, ei);
@@ -839,6 +838,89 @@ static void test_phase_bundle_rejects_missing_or_broken_phase_tensors(void **sta
 	free(f);
 }
 
+/* Every bit of both masks and random header bits flipped: open either refuses the file or
+ * yields phases that mime_model_phase() enters or refuses cleanly (run under ASan in CI). */
+static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
+{
+	struct fixture *f = malloc(sizeof(*f));
+	char *path = mime_test_tmpfile(NULL, 0);
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+	struct mime_tensor_view v;
+	size_t size, mask_at[2], mask_bytes[2], header_end;
+	uint8_t *buf, *copy;
+	uint64_t rng = 77;
+	int refused = 0;
+	FILE *fp;
+
+	(void)state;
+	fixture_init(f);
+	if (write_bundle(f, PHASE2_NESTED, path, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	fp = fopen(path, "rb");
+	assert_non_null(fp);
+	fseek(fp, 0, SEEK_END);
+	size = (size_t)ftell(fp);
+	rewind(fp);
+	buf = malloc(size);
+	copy = malloc(size);
+	assert_int_equal(fread(buf, 1, size, fp), size);
+	fclose(fp);
+	assert_int_equal(mime_bundle_open_memory(buf, size, &b, &ei), 0);
+	for (int p = 0; p < 2; p++) {
+		assert_int_equal(
+			mime_bundle_tensor(b, p ? "phase/2/l2.mask" : "phase/1/l2.mask", &v), 0);
+		mask_at[p] = (size_t)((const uint8_t *)v.data - buf);
+		mask_bytes[p] = v.n_bytes;
+	}
+	mime_bundle_close(b);
+	header_end = 0;
+	for (int k = 7; k >= 0; k--)
+		header_end = header_end << 8 | buf[k];
+	header_end += 8;
+
+	for (int trial = 0; trial < 3000 + 8 * (int)(mask_bytes[0] + mask_bytes[1]); trial++) {
+		size_t at;
+		int bit;
+
+		if (trial < 8 * (int)mask_bytes[0]) {
+			at = mask_at[0] + (size_t)trial / 8;
+			bit = trial % 8;
+		} else if (trial < 8 * (int)(mask_bytes[0] + mask_bytes[1])) {
+			at = mask_at[1] + (size_t)(trial - 8 * (int)mask_bytes[0]) / 8;
+			bit = trial % 8;
+		} else {
+			at = 8 + (size_t)(mime_test_rand(&rng) % (header_end - 8));
+			bit = (int)(mime_test_rand(&rng) % 8);
+		}
+		memcpy(copy, buf, size);
+		copy[at] ^= (uint8_t)(1u << bit);
+		b = NULL;
+		if (mime_bundle_open_memory(copy, size, &b, &ei) != 0) {
+			assert_null(b);
+			refused++;
+			continue;
+		}
+		for (int p = 0; p <= mime_bundle_manifest(b)->n_phases; p++) {
+			struct mime_task_params pt[MIME_MAX_TASKS];
+			struct mime_phase ph;
+			uint8_t *keep = NULL;
+			int r = mime_model_phase(b, p, &ph, &keep, pt, &ei);
+
+			assert_true(r == 0 || r == MIME_EFORMAT);
+			free(r == 0 ? keep : NULL);
+		}
+		mime_bundle_close(b);
+	}
+	assert_true(refused > 0);
+	free(copy);
+	free(buf);
+	unlink(path);
+	free(path);
+	fixture_fini(f);
+	free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -850,6 +932,7 @@ int main(void)
 		cmocka_unit_test(test_phase_bundle_phase_equals_sliced_network),
 		cmocka_unit_test(test_phase_bundle_whole_phase_prefers_its_own_tensors),
 		cmocka_unit_test(test_phase_bundle_rejects_missing_or_broken_phase_tensors),
+		cmocka_unit_test(test_phase_bundle_survives_mask_and_header_bit_flips),
 	};
 
 	return cmocka_run_group_tests_name("phase", tests, NULL, NULL);

@@ -23,7 +23,7 @@ static void usage(FILE *f)
 	           "                                -o OUT.mime [--task NAME] [--classes A,B,...]\n"
 	           "\n"
 	           "inspect  the manifest and the tensor table of a bundle (or of a plain\n"
-	           "         safetensors file)\n"
+	           "         safetensors file), and its phases when it has some\n"
 	           "verify   validate a bundle completely; exit 0 when it is good\n"
 	           "import   make a bundle from PyTorch weights (a state_dict saved with\n"
 	           "         safetensors) as the network description names them; BatchNorm\n"
@@ -382,8 +382,11 @@ static int cmd_verify(int argc, char **argv)
 		return 1;
 	}
 	m = mime_bundle_manifest(b);
-	printf("%s: OK (%zu tensors, %zu bytes, %d layers, %d tasks)\n", argv[1],
+	printf("%s: OK (%zu tensors, %zu bytes, %d layers, %d tasks", argv[1],
 	       mime_bundle_n_tensors(b), mime_bundle_size_bytes(b), m->graph.n_layers, m->n_tasks);
+	if (m->n_phases)
+		printf(", %d phases", m->n_phases);
+	printf(")\n");
 	mime_bundle_close(b);
 	return 0;
 }
