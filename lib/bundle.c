@@ -484,6 +484,7 @@ static int check_nested_masks(const struct mime_bundle *b, int p, struct mime_er
 		return mime_errinfo_set(ei, MIME_EFORMAT, "manifest: phases: kernels out of range");
 	for (int i = 0; i < m->graph.n_layers; i++) {
 		uint8_t *k_lo = NULL, *k_hi = NULL;
+		int step = lo->wuv < hi->wuv ? lo->wuv : hi->wuv;
 		size_t crs_lo, crs_hi;
 
 		if (!hi->fine[i])
@@ -491,7 +492,9 @@ static int check_nested_masks(const struct mime_bundle *b, int p, struct mime_er
 		r = phase_keep(b, p, i, in_lo, out_lo, &k_lo, &crs_lo);
 		if (r == 0)
 			r = phase_keep(b, p + 1, i, in_hi, out_hi, &k_hi, &crs_hi);
-		for (int k = 0; r == 0 && k < out_lo[i].c; k++)
+		/* W_uv is 4, 8 or 16: blocks of the smaller one never straddle a group of
+		 * either phase, so one row per block decides it. */
+		for (int k = 0; r == 0 && k < out_lo[i].c; k += step)
 			for (size_t c = 0; c < crs_lo; c++) {
 				int kept_lo = !k_lo || k_lo[(size_t)(k / lo->wuv) * crs_lo + c];
 
