@@ -532,7 +532,7 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 	int r;
 
 	if (!m || !cfg || cfg->conv < MIME_CONV_AUTO || cfg->conv > MIME_CONV_BLAS ||
-	    cfg->simd < 0 || cfg->simd > 1 + MIME_SIMD_AVX512 || cfg->max_batch < 1 ||
+	    cfg->simd < 0 || cfg->simd > 1 + MIME_SIMD_NEON || cfg->max_batch < 1 ||
 	    cfg->max_batch > 65536 || cfg->n_threads < 1 || cfg->n_threads > 256)
 		return mime_errinfo_set(ei, MIME_EINVAL, "engine: bad configuration");
 	e = calloc(1, sizeof(*e));

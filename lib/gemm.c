@@ -11,34 +11,58 @@
 #include <immintrin.h>
 #define MIME_X86 1
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define MIME_NEON 1
+#endif
 
 #define MAX_MR 8
 #define MAX_NR 32
 
+int mime_gemm_arch_supported(int simd)
+{
+	switch (simd) {
+	case MIME_SIMD_SCALAR:
+		return 1;
+#ifdef MIME_X86
+	case MIME_SIMD_AVX2:
+		__builtin_cpu_init();
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	case MIME_SIMD_AVX512:
+		__builtin_cpu_init();
+		return __builtin_cpu_supports("avx512f");
+#endif
+#ifdef MIME_NEON
+	case MIME_SIMD_NEON:
+		return 1;
+#endif
+	default:
+		return 0;
+	}
+}
+
 void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch)
 {
-	enum mime_simd best = MIME_SIMD_SCALAR;
+	static const struct mime_gemm_arch archs[] = {
+		[MIME_SIMD_SCALAR] = {MIME_SIMD_SCALAR, "scalar", 4, 8},
+		[MIME_SIMD_AVX2] = {MIME_SIMD_AVX2, "avx2", 6, 16},
+		[MIME_SIMD_AVX512] = {MIME_SIMD_AVX512, "avx512", 8, 32},
+		[MIME_SIMD_NEON] = {MIME_SIMD_NEON, "neon", 8, 8},
+	};
+	static const enum mime_simd best_first[] = {MIME_SIMD_AVX512, MIME_SIMD_NEON,
+	                                            MIME_SIMD_AVX2, MIME_SIMD_SCALAR};
+	enum mime_simd pick = MIME_SIMD_SCALAR;
 
-#ifdef MIME_X86
-	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx512f"))
-		best = MIME_SIMD_AVX512;
-	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-		best = MIME_SIMD_AVX2;
-#endif
-	if (want >= 0 && want <= (int)best)
-		best = (enum mime_simd)want;
-	switch (best) {
-	case MIME_SIMD_AVX512:
-		*ret_arch = (struct mime_gemm_arch){best, "avx512", 8, 32};
-		break;
-	case MIME_SIMD_AVX2:
-		*ret_arch = (struct mime_gemm_arch){best, "avx2", 6, 16};
-		break;
-	default:
-		*ret_arch = (struct mime_gemm_arch){MIME_SIMD_SCALAR, "scalar", 4, 8};
-		break;
+	if (want >= 0 && want <= MIME_SIMD_NEON && mime_gemm_arch_supported(want)) {
+		pick = (enum mime_simd)want;
+	} else {
+		for (unsigned i = 0; i < sizeof(best_first) / sizeof(best_first[0]); i++)
+			if (mime_gemm_arch_supported(best_first[i])) {
+				pick = best_first[i];
+				break;
+			}
 	}
+	*ret_arch = archs[pick];
 }
 
 /* A view of the weights to pack: rows [0, K) and columns [0, CRS) of a row-major matrix with
@@ -413,6 +437,43 @@ epilogue_avx512(const float *tile, int kn, int jn, int k0, int j0, int p0, int P
 }
 #endif
 
+#ifdef MIME_NEON
+/* 8 kernels x 8 pixels: 16 accumulators of 4 floats (of 32 NEON registers). */
+static void ukr_neon(int n, const float *a, const float *b, const int32_t *cols, float *tile)
+{
+	float32x4_t c[8][2];
+
+	for (int r = 0; r < 8; r++)
+		c[r][0] = c[r][1] = vdupq_n_f32(0.0f);
+	for (int i = 0; i < n; i++, a += 8) {
+		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 8;
+		const float32x4_t b0 = vld1q_f32(bb), b1 = vld1q_f32(bb + 4);
+		const float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+
+		c[0][0] = vfmaq_laneq_f32(c[0][0], b0, a0, 0);
+		c[0][1] = vfmaq_laneq_f32(c[0][1], b1, a0, 0);
+		c[1][0] = vfmaq_laneq_f32(c[1][0], b0, a0, 1);
+		c[1][1] = vfmaq_laneq_f32(c[1][1], b1, a0, 1);
+		c[2][0] = vfmaq_laneq_f32(c[2][0], b0, a0, 2);
+		c[2][1] = vfmaq_laneq_f32(c[2][1], b1, a0, 2);
+		c[3][0] = vfmaq_laneq_f32(c[3][0], b0, a0, 3);
+		c[3][1] = vfmaq_laneq_f32(c[3][1], b1, a0, 3);
+		c[4][0] = vfmaq_laneq_f32(c[4][0], b0, a1, 0);
+		c[4][1] = vfmaq_laneq_f32(c[4][1], b1, a1, 0);
+		c[5][0] = vfmaq_laneq_f32(c[5][0], b0, a1, 1);
+		c[5][1] = vfmaq_laneq_f32(c[5][1], b1, a1, 1);
+		c[6][0] = vfmaq_laneq_f32(c[6][0], b0, a1, 2);
+		c[6][1] = vfmaq_laneq_f32(c[6][1], b1, a1, 2);
+		c[7][0] = vfmaq_laneq_f32(c[7][0], b0, a1, 3);
+		c[7][1] = vfmaq_laneq_f32(c[7][1], b1, a1, 3);
+	}
+	for (int r = 0; r < 8; r++) {
+		vst1q_f32(tile + r * 8, c[r][0]);
+		vst1q_f32(tile + r * 8 + 4, c[r][1]);
+	}
+}
+#endif
+
 int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_weights *w,
                        const float *packed_b, int np, int p0, int P, const float *bias,
                        const struct mime_mask_ref *mask, int apply_mask, float *out_sample)
@@ -442,6 +503,11 @@ int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_we
 				continue;
 			case MIME_SIMD_AVX2:
 				ukr_avx2(n, ap, bp, cols, tile);
+				break;
+#endif
+#ifdef MIME_NEON
+			case MIME_SIMD_NEON:
+				ukr_neon(n, ap, bp, cols, tile);
 				break;
 #endif
 			default:

@@ -23,6 +23,7 @@ enum mime_simd {
 	MIME_SIMD_SCALAR,
 	MIME_SIMD_AVX2,
 	MIME_SIMD_AVX512,
+	MIME_SIMD_NEON, /* aarch64 Advanced SIMD, 8 x 8 tile */
 };
 
 struct mime_gemm_arch {
@@ -31,8 +32,11 @@ struct mime_gemm_arch {
 	int mr, nr;
 };
 
-/* The best path this CPU supports (cpuid), or the one named by want when it is supported
- * (want = -1: best). */
+/* True when this build and CPU can run path simd (cpuid on x86; NEON on every aarch64). */
+int mime_gemm_arch_supported(int simd);
+
+/* The path named by want when it is supported, else the best this CPU supports (want = -1:
+ * the best). */
 void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch);
 
 /* Packed weights. Dense: panel p (kernels p*MR .. p*MR+MR-1) holds CRS columns of MR values.

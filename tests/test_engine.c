@@ -344,19 +344,20 @@ static void test_engine_every_conv_path_matches_reference(void **state)
 	enum mime_thresholds gran[3] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL, MIME_THR_NONE};
 	int classes[3] = {10, 4, 7};
 	int tasks[5] = {0, 1, 2, 0, 1};
-	struct mime_gemm_arch best;
 
 	(void)state;
-	mime_gemm_arch_select(-1, &best);
 	small_vgg(&g, 3, 19, 23);
 	g.layers[0].out = 13; /* not a multiple of any MR */
 	net_init(&n, &g, 3, gran, classes, 77);
-	for (int simd = MIME_SIMD_SCALAR; simd <= (int)best.simd; simd++) {
+	for (int simd = MIME_SIMD_SCALAR; simd <= MIME_SIMD_NEON; simd++) {
 		struct mime_engine *e = NULL;
 		struct mime_engine_config cfg = {
 			.max_batch = 1, .n_threads = 1, .conv = MIME_CONV_PACKED, .simd = simd + 1};
 		enum mime_conv_impl conv;
 		struct mime_gemm_arch arch;
+
+		if (!mime_gemm_arch_supported(simd))
+			continue;
 
 		assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
 		mime_engine_describe(e, &conv, &arch);
