@@ -23,7 +23,7 @@ void mimed_config_defaults(struct mimed_config *c)
 		.max_wait_us = 0,
 		.queue_capacity = 256,
 		.workers = 1,
-		.threads = 1,
+		.threads = 0,
 		.blas_threads = 0,
 		.max_message_bytes = 8u << 20,
 		.max_connections = 128,
@@ -73,6 +73,16 @@ int mimed_config_copy(const struct mimed_config *src, struct mimed_config *ret_d
 fail:
 	mimed_config_fini(&c);
 	return -ENOMEM;
+}
+
+int mimed_config_engine_threads(const struct mimed_config *c, int n_workers, long n_cpus)
+{
+	long n;
+
+	if (c->threads > 0)
+		return c->threads;
+	n = (n_cpus > 1 ? n_cpus : 1) / (n_workers > 1 ? n_workers : 1);
+	return n > 256 ? 256 : n < 1 ? 1 : (int)n;
 }
 
 /* A decimal number with an optional fraction, then the unit suffix in *ret_end. */
@@ -173,7 +183,7 @@ static const struct key keys[] = {
 	{"batching.max_wait", KEY_US, OFF(max_wait_us), 0, 10e6, 0},
 	{"batching.queue_capacity", KEY_SIZE, OFF(queue_capacity), 1, 1 << 20, 0},
 	{"workers.count", KEY_INT, OFF(workers), 1, MIMED_MAX_WORKERS, 0},
-	{"workers.threads", KEY_INT, OFF(threads), 1, 256, 0},
+	{"workers.threads", KEY_INT, OFF(threads), 0, 256, 0},
 	{"workers.blas_threads", KEY_INT, OFF(blas_threads), 0, 256, 0},
 	{"budgets.memory", KEY_BYTES, OFF(memory_budget_bytes), 0, 0x1p62, 8},
 	{"budgets.latency", KEY_MS_FLOAT, OFF(latency_budget_ms), 0, 3.6e6, 0},

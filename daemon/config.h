@@ -30,7 +30,7 @@ struct mimed_config {
 	uint64_t max_wait_us;
 	size_t queue_capacity;
 	int workers;
-	int threads;                  /* engine threads per worker */
+	int threads;                  /* engine threads per worker; 0: auto */
 	int blas_threads;             /* OpenBLAS threads; 0: auto */
 	uint64_t memory_budget_bytes; /* 0: none */
 	double latency_budget_ms;     /* 0: none */
@@ -54,6 +54,10 @@ int mimed_config_copy(const struct mimed_config *src, struct mimed_config *ret_d
  * "FILE:LINE: what" (unknown key, bad value, YAML syntax, unreadable file). On failure c may
  * be partly changed: load into a copy. */
 int mimed_config_load(struct mimed_config *c, const char *path, char *err, size_t err_len);
+
+/* Engine threads of each of n_workers workers: c->threads, or for 0 (auto) n_cpus / n_workers
+ * (the online CPUs shared out; n_cpus < 1 counts as 1), at least 1. */
+int mimed_config_engine_threads(const struct mimed_config *c, int n_workers, long n_cpus);
 
 /* "48M", "1.5G", "4096", "64KiB" -> bytes (K/M/G/T are powers of 1024). 0 or -EINVAL. */
 int mimed_parse_bytes(const char *s, uint64_t *ret_bytes);

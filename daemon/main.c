@@ -430,7 +430,8 @@ int main(int argc, char **argv)
 	struct mime_errinfo ei = {0};
 	char err[512];
 	const char *path;
-	int opt, r, blas_threads;
+	int opt, r, threads, blas_threads;
+	long cores;
 
 	while ((opt = getopt_long(argc, argv, "c:b:s:fh", opts, NULL)) != -1) {
 		switch (opt) {
@@ -487,16 +488,15 @@ int main(int argc, char **argv)
 	/* Images are decoded in libuv's thread pool, off the loop thread; two threads are
 	 * plenty next to the workers. */
 	setenv("UV_THREADPOOL_SIZE", "2", 0);
-	/* Workers x engine threads x BLAS threads share the cores. Debian's pthread OpenBLAS
-	 * serialises concurrent calls, so BLAS threads only pay with one single-threaded
-	 * engine; engines with threads of their own want OpenBLAS single-threaded. */
+	/* Workers x engine threads x BLAS threads share the cores; workers.threads 0 shares the
+	 * online CPUs out among the workers. Debian's pthread OpenBLAS serialises concurrent
+	 * calls, so BLAS threads only pay with one single-threaded engine; engines with
+	 * threads of their own want OpenBLAS single-threaded. */
+	cores = sysconf(_SC_NPROCESSORS_ONLN);
+	threads = mimed_config_engine_threads(&d.cfg, d.cfg.workers, cores);
 	blas_threads = d.cfg.blas_threads;
-	if (blas_threads == 0) {
-		long cores = sysconf(_SC_NPROCESSORS_ONLN);
-
-		blas_threads =
-			d.cfg.workers == 1 && d.cfg.threads == 1 && cores > 1 ? (int)cores : 1;
-	}
+	if (blas_threads == 0)
+		blas_threads = d.cfg.workers == 1 && threads == 1 && cores > 1 ? (int)cores : 1;
 	openblas_set_num_threads(blas_threads);
 
 	d.n_workers = d.cfg.workers;
@@ -556,7 +556,7 @@ int main(int argc, char **argv)
 	          "max_batch=%d max_wait_us=%llu queue=%zu",
 	          path, d.rt->manifest->n_tasks,
 	          d.activated ? "the socket from systemd" : d.socket_path, d.n_workers,
-	          d.cfg.threads, blas_threads, d.cfg.max_batch,
+	          d.rt->threads, blas_threads, d.cfg.max_batch,
 	          (unsigned long long)d.cfg.max_wait_us, d.cfg.queue_capacity);
 	mimed_notify(&d, "READY=1\nSTATUS=serving %d tasks, phase %d", d.rt->manifest->n_tasks,
 	             d.phase);

@@ -51,7 +51,7 @@ struct mimed_runtime {
 	ino_t ino;
 	struct timespec mtime;
 	off_t size;
-	int max_batch, threads;
+	int max_batch, threads; /* threads: resolved engine threads per worker */
 	enum mimed_mode mode;
 	struct mime_bundle *bundle;
 	const struct mime_manifest *manifest;

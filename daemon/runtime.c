@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/mimed.h"
 
@@ -43,7 +44,9 @@ bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path,
 	struct stat st;
 
 	if (strcmp(rt->bundle_path, path) != 0 || rt->max_batch != cfg->max_batch ||
-	    rt->threads != cfg->threads || rt->mode != cfg->mode)
+	    rt->threads != mimed_config_engine_threads(cfg, rt->n_workers,
+	                                               sysconf(_SC_NPROCESSORS_ONLN)) ||
+	    rt->mode != cfg->mode)
 		return true;
 	if (stat(path, &st) < 0)
 		return true; /* the load will say why */
@@ -136,7 +139,11 @@ static int conv_model(struct mimed_runtime *rt, int t, struct mime_errinfo *ei)
 int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei)
 {
-	struct mime_engine_config ecfg = {.max_batch = cfg->max_batch, .n_threads = cfg->threads};
+	struct mime_engine_config ecfg = {
+		.max_batch = cfg->max_batch,
+		.n_threads =
+			mimed_config_engine_threads(cfg, n_workers, sysconf(_SC_NPROCESSORS_ONLN)),
+	};
 	enum mime_energy_thr thr = MIME_ENERGY_THR_NEURON;
 	struct mimed_runtime *rt;
 	struct stat st;
@@ -154,7 +161,7 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 	rt->mtime = st.st_mtim;
 	rt->max_batch = cfg->max_batch;
 	rt->mode = cfg->mode;
-	rt->threads = cfg->threads;
+	rt->threads = ecfg.n_threads;
 	rt->n_workers = n_workers;
 	rt->bundle_path = strdup(path);
 	if (!rt->bundle_path) {

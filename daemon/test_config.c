@@ -73,6 +73,9 @@ static void test_config_shipped_file_equals_defaults(void **state)
 	assert_int_equal(c.queue_capacity, def.queue_capacity);
 	assert_int_equal(c.workers, def.workers);
 	assert_int_equal(c.threads, def.threads);
+	assert_int_equal(c.blas_threads, def.blas_threads);
+	assert_int_equal(c.mode, def.mode);
+	assert_int_equal(c.n_tasks, 0);
 	assert_int_equal(c.max_message_bytes, def.max_message_bytes);
 	assert_int_equal(c.max_connections, def.max_connections);
 	assert_int_equal(c.max_pending, def.max_pending);
@@ -84,6 +87,37 @@ static void test_config_shipped_file_equals_defaults(void **state)
 	assert_true(c.latency_budget_ms == 0);
 	assert_int_equal(c.log_level, def.log_level);
 	mimed_config_fini(&c);
+	free(path);
+}
+
+static void test_config_engine_threads_auto_shares_cpus(void **state)
+{
+	struct mimed_config c;
+	char err[256], *path;
+
+	mimed_config_defaults(&c);
+	assert_int_equal(c.threads, 0); /* auto is the default */
+	assert_int_equal(mimed_config_engine_threads(&c, 1, 2), 2);
+	assert_int_equal(mimed_config_engine_threads(&c, 2, 8), 4);
+	assert_int_equal(mimed_config_engine_threads(&c, 3, 8), 2);
+	assert_int_equal(mimed_config_engine_threads(&c, 4, 2), 1);  /* at least 1 */
+	assert_int_equal(mimed_config_engine_threads(&c, 1, -1), 1); /* sysconf failed */
+	assert_int_equal(mimed_config_engine_threads(&c, 0, 4), 4);
+	c.threads = 3;
+	assert_int_equal(mimed_config_engine_threads(&c, 2, 2), 3); /* as configured */
+	mimed_config_fini(&c);
+
+	assert_int_equal(load_text("workers:\n  threads: 0\n", &c, err, sizeof(err), &path), 0);
+	assert_int_equal(c.threads, 0);
+	mimed_config_fini(&c);
+	unlink(path);
+	free(path);
+	err[0] = 0;
+	assert_int_equal(load_text("workers:\n  threads: -1\n", &c, err, sizeof(err), &path),
+	                 -EINVAL);
+	assert_non_null(strstr(err, ":2: 'workers.threads' must be an integer in [0, 256]"));
+	mimed_config_fini(&c);
+	unlink(path);
 	free(path);
 }
 
@@ -170,6 +204,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config_parse_bytes_and_durations),
 		cmocka_unit_test(test_config_shipped_file_equals_defaults),
+		cmocka_unit_test(test_config_engine_threads_auto_shares_cpus),
 		cmocka_unit_test(test_config_load_reads_values),
 		cmocka_unit_test(test_config_load_names_file_and_line),
 		cmocka_unit_test(test_config_load_missing_file),
