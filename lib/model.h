@@ -36,16 +36,17 @@ int mime_model_from_bundle(const struct mime_bundle *b, struct mime_model *ret_m
 void mime_model_fini(struct mime_model *m); /* frees the task array only */
 
 /* Phase p of bundle b (1..n_phases as the manifest lists them; 0 = the whole parent) in the
- * form mime_engine_set_phase() takes, for an engine built on mime_model_from_bundle(b):
- * *ret_phase gets every layer's k_active, the group height and the fine-grain masks,
- * decoded into *ret_keep_storage (one malloc'ed block the caller frees once the engine has
- * entered the phase, or later; NULL when the phase has no fine layer); ret_tasks[0..n_tasks)
- * gets each task's head and thresholds for the phase (views into b, which must outlive
- * them; an engine borrows the array itself while it is in the phase, so keep it alive). Rule for a
- * task without tensors of its own for phase p (the bundle allows all or none): in a phase equal to
- * the whole parent (every layer's kernels = out, no fine layer) the task's parent tensors serve;
- * any other phase cannot be entered and this fails with MIME_EFORMAT naming the task and the phase.
- * Also MIME_EINVAL for p out of range, -ENOMEM. Nothing is written on failure. */
+ * form mime_engine_set_phase() takes, for an engine built on mime_model_from_bundle(b).
+ * *ret_phase gets every layer's k_active, the group height and the fine-grain masks, decoded
+ * into *ret_keep_storage: one malloc'ed block the caller frees once the engine has entered
+ * the phase (NULL when the phase has no fine layer). ret_tasks[0..n_tasks) gets each task's
+ * head and thresholds for the phase as views into b (which must outlive them); an engine
+ * borrows that array while it is in the phase, so keep it alive until the next switch.
+ * Rule for a task without tensors of its own for phase p (a bundle has all or none): in a
+ * phase equal to the whole parent (every layer's kernels = out, no fine layer) the task's
+ * parent tensors serve; any other phase cannot be entered and this fails with MIME_EFORMAT
+ * naming the task and the phase. Also MIME_EINVAL for p out of range, -ENOMEM. Nothing is
+ * written on failure. */
 int mime_model_phase(const struct mime_bundle *b, int p, struct mime_phase *ret_phase,
                      uint8_t **ret_keep_storage, struct mime_task_params *ret_tasks,
                      struct mime_errinfo *ei);

@@ -4,9 +4,11 @@
  * layer (weights are stored phase-major, so a phase's kernels come first and the next
  * layer's input channels follow); fine grain: groups of W_uv consecutive rows of the im2col
  * weight matrix W' [kernels, C*R*S] at one column are kept or pruned together.
+ * Also the bundle's encoding of the masks (below) and the sub-network's shapes.
  * Ownership: plain data; keep masks are borrowed by whoever is handed the phase (an engine
- * reads them while entering the phase only).
- * Threads: immutable data. */
+ * reads them while entering the phase only); mime_phase_mask_encode() returns an array the
+ * caller frees.
+ * Threads: immutable data; the functions are pure. */
 #pragma once
 
 #include <stddef.h>
