@@ -63,8 +63,9 @@ struct mimed_runtime {
 	int n_models;                        /* 1 (mime) or one per task (conventional) */
 	struct mime_model *conv_models;      /* conventional: [n_tasks], single-task each */
 	struct mime_task_params *conv_tasks; /* conventional: [n_tasks], their task params */
-	struct mime_engine **engines;        /* [n_workers * n_models] */
-	float **inputs;                      /* [n_workers][max_batch * input_floats] */
+	/* [n_workers * n_models]; conventional: NULL for a disabled task */
+	struct mime_engine **engines;
+	float **inputs; /* [n_workers][max_batch * input_floats] */
 	bool have_energy;
 	struct mime_energy_net energy_net;
 	struct mime_energy_hw energy_hw;

@@ -48,6 +48,17 @@ bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path,
 	                                               sysconf(_SC_NPROCESSORS_ONLN)) ||
 	    rt->mode != cfg->mode)
 		return true;
+	/* Conventional mode builds engines for the enabled tasks only: enabling another
+	 * needs a new runtime. An unknown name does too; the load will say why. */
+	for (int t = 0; rt->mode == MIMED_MODE_CONVENTIONAL && t < rt->manifest->n_tasks; t++)
+		if (cfg->n_tasks == 0 && !rt->engines[t])
+			return true;
+	for (int i = 0; rt->mode == MIMED_MODE_CONVENTIONAL && i < cfg->n_tasks; i++) {
+		int t = mime_manifest_task(rt->manifest, cfg->tasks[i]);
+
+		if (t < 0 || !rt->engines[t])
+			return true;
+	}
 	if (stat(path, &st) < 0)
 		return true; /* the load will say why */
 	return st.st_dev != rt->dev || st.st_ino != rt->ino || st.st_size != rt->size ||
@@ -205,6 +216,8 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 			goto fail;
 		}
 		for (int t = 0; t < rt->n_models; t++) {
+			if (!rt->enabled[t])
+				continue; /* no engine: a disabled task costs no memory */
 			r = conv_model(rt, t, ei);
 			if (r < 0)
 				goto fail;
@@ -222,6 +235,8 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 			                                     ? &rt->conv_models[k]
 			                                     : &rt->model;
 
+			if (rt->mode == MIMED_MODE_CONVENTIONAL && !rt->enabled[k])
+				continue;
 			r = mime_engine_create(m, &ecfg, &rt->engines[i * rt->n_models + k], ei);
 			if (r < 0)
 				goto fail;

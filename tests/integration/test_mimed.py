@@ -859,6 +859,40 @@ def conventional_mode(ctx):
         assert d.stop() == 0
 
 
+@test
+def conventional_mode_enabled_tasks(ctx):
+    """In conventional mode only the enabled tasks get engines (a disabled task costs no
+    memory); enabling another on reload builds it, and its answers match a daemon that
+    served it from the start."""
+    d = Daemon(ctx.tmp, 'conv1', ctx.a.bundle, 'mode: conventional\ntasks: [beta]\n',
+               workers=1)
+    full = Daemon(ctx.tmp, 'conv3', ctx.a.bundle, 'mode: conventional\n', workers=1)
+    try:
+        c, f = d.conn(), full.conn()
+        img = pgm(16, 16, 5)
+        expect_error(c, 'io.mime.TaskNotFound', 'io.mime.Infer',
+                     {'task': 'alpha', 'image': b64(img)})
+        assert infer(c, 'beta', img, top_k=3)['top'] == infer(f, 'beta', img, top_k=3)['top']
+        d.write_config('mode: conventional\ntasks: [alpha, beta]\n', workers=1)
+        assert c.call('io.mime.Reload') == {}
+        assert 'reload: serving bundle' in d.read_log()
+        assert infer(c, 'alpha', img, top_k=3)['top'] == infer(f, 'alpha', img,
+                                                                 top_k=3)['top']
+        assert infer(c, 'beta', img, top_k=3)['top'] == infer(f, 'beta', img, top_k=3)['top']
+        expect_error(c, 'io.mime.TaskNotFound', 'io.mime.Infer',
+                     {'task': 'gamma', 'image': b64(img)})
+        # Back to one task: same bundle, nothing to build, alpha is refused again.
+        d.write_config('mode: conventional\ntasks: [beta]\n', workers=1)
+        assert c.call('io.mime.Reload') == {}
+        expect_error(c, 'io.mime.TaskNotFound', 'io.mime.Infer',
+                     {'task': 'alpha', 'image': b64(img)})
+        c.close()
+        f.close()
+    finally:
+        assert d.stop() == 0
+        assert full.stop() == 0
+
+
 # Rewrites a bundle without its conventional/ tensors (safetensors: u64 header length,
 # JSON header, data; offsets are relative to the data, so the kept tensors are re-packed).
 STRIP_CONVENTIONAL = r'''
