@@ -18,7 +18,8 @@
 
 #define MAX_IMAGE_BYTES (64u << 20)
 #define OPT_SOCKET      1000
-#define INFER_CHUNK     64 /* images per InferBatch call */
+#define INFER_CHUNK     64   /* images per InferBatch call */
+#define HELP_SHOWN      (-1) /* simple_call(): the usage went to stdout, nothing else to do */
 
 static uint64_t now_ns(void)
 {
@@ -256,6 +257,8 @@ int mimectl_cmd_infer(int argc, char **argv)
 /* ---- tasks, status ------------------------------------------------------------------------------
  */
 
+/* Parses the shared options, makes one call and returns an exit code with *ret_reply, or
+ * HELP_SHOWN after --help (the caller exits 0 and prints nothing more). */
 static int simple_call(int argc, char **argv, const char *usage, const char *method, json_t *params,
                        json_t **ret_reply, bool *ret_json)
 {
@@ -274,7 +277,7 @@ static int simple_call(int argc, char **argv, const char *usage, const char *met
 	while ((opt = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
 		if ((r = common_opt(opt, &socket_opt, ret_json, usage)) >= 0) {
 			json_decref(params);
-			return r;
+			return opt == 'h' ? HELP_SHOWN : r;
 		}
 	}
 	if (optind < argc) {
@@ -302,7 +305,7 @@ int mimectl_cmd_tasks(int argc, char **argv)
 	int r = simple_call(argc, argv, usage, "io.mime.ListTasks", NULL, &reply, &json);
 
 	if (r)
-		return r;
+		return r == HELP_SHOWN ? MIMECTL_EXIT_OK : r;
 	if (json) {
 		print_json(reply);
 	} else {
@@ -359,7 +362,7 @@ int mimectl_cmd_status(int argc, char **argv)
 	int r = simple_call(argc, argv, usage, "io.mime.GetStatus", NULL, &reply, &json);
 
 	if (r)
-		return r;
+		return r == HELP_SHOWN ? MIMECTL_EXIT_OK : r;
 	s = json_object_get(reply, "status");
 	if (json) {
 		print_json(s);
@@ -554,7 +557,7 @@ int mimectl_cmd_phase(int argc, char **argv)
 	}
 	r = simple_call(argc, argv, usage, "io.mime.SetPhase", params, &reply, &json);
 	if (r)
-		return r;
+		return r == HELP_SHOWN ? MIMECTL_EXIT_OK : r;
 	if (json)
 		print_json(reply);
 	else
@@ -576,6 +579,8 @@ int mimectl_cmd_reload(int argc, char **argv)
 	int r = simple_call(argc, argv, usage, "io.mime.Reload", NULL, &reply, &json);
 
 	json_decref(reply);
+	if (r == HELP_SHOWN)
+		return MIMECTL_EXIT_OK;
 	if (r == 0 && !json)
 		printf("reloaded\n");
 	return r;

@@ -774,6 +774,11 @@ def mimectl_commands(ctx):
     assert b['tasks'] == ['alpha', 'beta', 'gamma']
     code, out, err = mimectl(ctx, 'status')
     assert code == 0 and 'phase' in out and 'latency' in out, out
+    # --help prints the usage only, exits 0 and calls nothing (no 'reloaded', no table).
+    for cmd in ('infer', 'tasks', 'status', 'budget', 'phase', 'reload', 'watch', 'bench'):
+        code, out, err = mimectl(ctx, cmd, '--help')
+        assert code == 0 and out.startswith('usage: mimectl ' + cmd), (cmd, out, err)
+        assert 'reloaded' not in out and 'CLASSES' not in out and 'uptime' not in out, out
 
 
 @test
