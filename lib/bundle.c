@@ -841,6 +841,11 @@ size_t mime_bundle_size_bytes(const struct mime_bundle *b)
 	return b->size;
 }
 
+int mime_bundle_is_mapped(const struct mime_bundle *b)
+{
+	return b->mapped;
+}
+
 /* ---- writer ---- */
 
 struct writer_tensor {

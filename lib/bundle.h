@@ -84,6 +84,10 @@ size_t mime_bundle_n_tensors(const struct mime_bundle *b);
 void mime_bundle_tensor_at(const struct mime_bundle *b, size_t i,
                            struct mime_tensor_view *ret_view);
 size_t mime_bundle_size_bytes(const struct mime_bundle *b);
+/* True when the bundle is a read-only private mapping of its file (mime_bundle_open): its
+ * pages can be dropped from memory (MADV_DONTNEED) and are read back from the file when
+ * touched again. False for mime_bundle_open_memory. */
+int mime_bundle_is_mapped(const struct mime_bundle *b);
 
 /* Writer: collects tensors (copies them) and writes a bundle in one go.
  * _add() returns 0, -ENOMEM, or MIME_EINVAL for a bad name / ndim / shape or a name added

@@ -32,6 +32,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "lib/kernels.h"
 
@@ -710,6 +712,30 @@ void mime_engine_describe(const struct mime_engine *e, enum mime_conv_impl *ret_
 		*ret_arch = e->arch;
 }
 
+/* The packed path reads a conv layer's weights from the model only while packing. When they
+ * lie in a file mapping, drop their pages afterwards: the packed copy is then the only one
+ * in memory, so RSS follows the phase (a coarse step down really frees memory) instead of
+ * holding the whole parent twice. Only whole pages inside each array are dropped. */
+static void release_packed_sources(struct mime_engine *e)
+{
+	const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+
+	if (!e->model.weights_file_backed || e->cfg.conv != MIME_CONV_PACKED)
+		return;
+	for (int i = 0; i < e->n_layers; i++) {
+		const struct layer_plan *lp = &e->L[i];
+		uintptr_t lo, hi;
+
+		if (lp->spec->kind != MIME_LAYER_CONV)
+			continue;
+		lo = ((uintptr_t)lp->w + page - 1) & ~(page - 1);
+		hi = ((uintptr_t)(lp->w + (int64_t)lp->spec->out * lp->lda)) & ~(page - 1);
+		if (hi > lo)
+			madvise((void *)lo, hi - lo,
+			        MADV_DONTNEED); /* advice only: errors ignored */
+	}
+}
+
 int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
                           const struct mime_task_params *tasks, struct mime_errinfo *ei)
 {
@@ -806,6 +832,7 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 		e->phase.layer[i] = (struct mime_phase_layer){out_s[i].c, NULL};
 	}
 	e->phase.wuv = ph->wuv;
+	release_packed_sources(e);
 	e->feat = cur;
 	e->tasks = tasks;
 	e->plan_bytes = e->base_bytes + packed;

@@ -26,7 +26,9 @@ int mime_model_from_bundle(const struct mime_bundle *b, struct mime_model *ret_m
                            struct mime_errinfo *ei)
 {
 	const struct mime_manifest *mf = mime_bundle_manifest(b);
-	struct mime_model m = {.graph = mf->graph, .n_tasks = mf->n_tasks};
+	struct mime_model m = {.graph = mf->graph,
+	                       .n_tasks = mf->n_tasks,
+	                       .weights_file_backed = mime_bundle_is_mapped(b)};
 	char name[3 * MIME_NAME_MAX];
 	int r = 0;
 

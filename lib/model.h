@@ -27,6 +27,10 @@ struct mime_model {
 	const float *bias[MIME_MAX_LAYERS];   /* [K] */
 	int n_tasks;
 	struct mime_task_params *tasks;
+	/* 1: the weight arrays lie in a read-only file mapping (a bundle opened from a file), so
+	 * an engine that keeps its own packed copy may drop their pages (MADV_DONTNEED) and the
+	 * kernel reads them back from the file if they are touched again. 0: never dropped. */
+	int weights_file_backed;
 };
 
 /* Fills *ret_model with views into b (which must outlive the model). Returns 0 or a

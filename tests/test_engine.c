@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "lib/bundle.h"
 #include "lib/engine.h"
 
 #define TOL 1e-4
@@ -649,6 +651,130 @@ static void test_engine_set_phase_equals_sliced_network(void **state)
 	net_free(&sub);
 }
 
+/* Resident bytes of the mapping that contains p, from /proc/self/smaps; -1 if not found. */
+static long mapping_rss_kb(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int inside = 0;
+	long rss = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' '))
+			inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (inside && sscanf(line, "Rss: %ld kB", &rss) == 1)
+			break;
+	}
+	fclose(f);
+	return rss;
+}
+
+/* With weights in a file-backed bundle, the packed path keeps only its packed copy: the
+ * mapping's pages of conv weights are dropped after packing (RSS follows the phase), and the
+ * results equal an engine on a heap copy of the same weights. */
+static void test_engine_packed_path_releases_mapped_weights(void **state)
+{
+	static char *classes[3] = {"x", "y", "z"};
+	struct mime_graph g = {0};
+	struct mime_manifest mf = {0};
+	struct mime_task_spec ts = {0};
+	struct mime_bundle_writer *w = NULL;
+	struct mime_bundle *b = NULL;
+	struct mime_model m, heap;
+	struct mime_engine *e = NULL, *eh = NULL;
+	struct mime_engine_result r;
+	struct mime_errinfo ei = {0};
+	struct mime_engine_config cfg = {.max_batch = 2, .n_threads = 1};
+	uint64_t rng = 12;
+	const long nw = 256L * 64 * 9, feat = 256L * 8 * 8;
+	float *wt = rand_array(&rng, nw, -0.05f, 0.05f), *bias = rand_array(&rng, 256, 0, 0.1f);
+	float *hw = rand_array(&rng, 3 * feat, -0.1f, 0.1f), *hb = rand_array(&rng, 3, 0, 0.1f);
+	float *in = rand_array(&rng, 2 * 3 * 16 * 16, 0, 1), logits[2 * 3];
+	float *w0 = rand_array(&rng, 64 * 27, -0.2f, 0.2f), *b0 = rand_array(&rng, 64, 0, 0.1f);
+	char *path = mime_test_tmpfile(NULL, 0);
+	int tasks[2] = {0, 0};
+	double sum = 0;
+	long before, after;
+
+	(void)state;
+	g.input = (struct mime_shape){3, 16, 16};
+	add_layer(&g, MIME_LAYER_CONV, 64, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_CONV, 256, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	mf.graph = g;
+	snprintf(ts.name, sizeof(ts.name), "t");
+	ts.n_classes = 3;
+	ts.class_names = classes;
+	mime_input_spec_default(&g, &ts.input);
+	ts.accuracy = -1;
+	mf.n_tasks = 1;
+	mf.tasks = &ts;
+	assert_int_equal(mime_bundle_writer_create(&w), 0);
+	assert_int_equal(mime_bundle_writer_add(w, "parent/l0.weight", MIME_DTYPE_F32, 4,
+	                                        (int64_t[]){64, 3, 3, 3}, w0),
+	                 0);
+	assert_int_equal(
+		mime_bundle_writer_add(w, "parent/l0.bias", MIME_DTYPE_F32, 1, (int64_t[]){64}, b0),
+		0);
+	assert_int_equal(mime_bundle_writer_add(w, "parent/l1.weight", MIME_DTYPE_F32, 4,
+	                                        (int64_t[]){256, 64, 3, 3}, wt),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "parent/l1.bias", MIME_DTYPE_F32, 1,
+	                                        (int64_t[]){256}, bias),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "task/t/head.weight", MIME_DTYPE_F32, 2,
+	                                        (int64_t[]){3, feat}, hw),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "task/t/head.bias", MIME_DTYPE_F32, 1,
+	                                        (int64_t[]){3}, hb),
+	                 0);
+	if (mime_bundle_writer_write(w, &mf, path, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	mime_bundle_writer_destroy(w);
+	if (mime_bundle_open(path, &b, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	assert_int_equal(mime_model_from_bundle(b, &m, &ei), 0);
+	assert_int_equal(m.weights_file_backed, 1);
+	for (long i = 0; i < nw; i++) /* fault every weight page in */
+		sum += m.weight[1][i];
+	before = mapping_rss_kb(m.weight[1]);
+	assert_true(before >= (long)(nw * 4 / 1024) - 8);
+	assert_int_equal(mime_engine_create(&m, &cfg, &e, &ei), 0);
+	after = mapping_rss_kb(m.weight[1]);
+	if (after > before - (long)(nw * 4 / 1024) + 16)
+		fail_msg("mapping RSS %ld kB before, %ld kB after packing", before, after);
+	assert_int_equal(mime_engine_forward(e, 2, in, tasks, &r), 0);
+	memcpy(logits, r.logits, sizeof(logits));
+
+	/* The same weights on the heap (never dropped) give the same bits. */
+	heap = m;
+	heap.weight[1] = wt;
+	heap.weights_file_backed = 0;
+	assert_int_equal(mime_engine_create(&heap, &cfg, &eh, &ei), 0);
+	assert_int_equal(mime_engine_forward(eh, 2, in, tasks, &r), 0);
+	assert_memory_equal(logits, r.logits, sizeof(logits));
+	assert_true(sum == sum);
+	mime_engine_destroy(e);
+	mime_engine_destroy(eh);
+	mime_model_fini(&m);
+	mime_bundle_close(b);
+	unlink(path);
+	free(path);
+	free(wt);
+	free(w0);
+	free(b0);
+	free(bias);
+	free(hw);
+	free(hb);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -660,6 +786,7 @@ int main(void)
 		cmocka_unit_test(test_engine_threshold_equal_fires),
 		cmocka_unit_test(test_engine_forward_rejects_bad_arguments),
 		cmocka_unit_test(test_engine_set_phase_equals_sliced_network),
+		cmocka_unit_test(test_engine_packed_path_releases_mapped_weights),
 	};
 
 	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
