@@ -782,6 +782,31 @@ def mimectl_commands(ctx):
 
 
 @test
+def bash_completion_asks_the_daemon(ctx):
+    """docs/completion/mimectl.bash completes commands, and task names from the running
+    daemon named by --socket (mimectl tasks --json)."""
+    bash = shutil.which('bash')
+    if not bash:
+        print('skip bash_completion_asks_the_daemon: no bash')
+        return
+    script = os.path.join(os.path.dirname(IFACE), 'completion', 'mimectl.bash')
+    env = dict(os.environ, PATH=os.path.dirname(MIMECTL) + os.pathsep + os.environ['PATH'])
+
+    def complete(*words):
+        prog = ('source "$0"; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _mimectl; '
+                'printf "%s\\n" "${COMPREPLY[@]}"')
+        out = subprocess.check_output([bash, '-c', prog, script, 'mimectl'] + list(words),
+                                      env=env, text=True)
+        return sorted(w for w in out.split('\n') if w)
+
+    assert complete('st') == ['status'], complete('st')
+    assert complete('infer', '--socket', ctx.a.sock, '--task', '') == ['alpha', 'beta',
+                                                                        'gamma']
+    assert complete('bench', '--socket', ctx.a.sock, '--tasks', 'alpha,b') == ['alpha,beta']
+    assert '--deadline' in complete('infer', '--')
+
+
+@test
 def systemd_socket_activation_and_notify(ctx):
     activate = shutil.which('systemd-socket-activate')
     if not activate:
