@@ -1,10 +1,17 @@
 // SPDX-License-Identifier: MIT
-/* mkbundle -- writes a small random-weight bundle for the integration tests, so they do not
- * depend on a trained model: input 1x16x16, two conv+pool stages, one fc, and three tasks
- * with element, channel and no thresholds, plus each task's conventional baseline
- * (conventional/<task>/<layer>.weight|bias, conventional/<task>/head.weight|bias).
- *   mkbundle OUT.mime [SEED]
+/* mkbundle -- writes a random-weight bundle for the integration tests and the daemon
+ * benchmarks, so they do not depend on a trained model: three tasks with element, channel
+ * and no thresholds, plus each task's conventional baseline (conventional/<task>/<layer>.
+ * weight|bias, conventional/<task>/head.weight|bias).
+ *   mkbundle OUT.mime [SEED] [--graph small|vgg7|vgg7-half]
+ * small (the default): input 1x16x16, two conv+pool stages, one fc, uniform weights.
+ * vgg7: the paper's VGG-7 on 1x28x28 (conf/networks/vgg7.yaml: conv 64-128-256-256, three
+ * 2x2 max-pools, the head on 256x3x3); vgg7-half: the demo parent's half width (conv
+ * 32-64-128-128). Their weights are He-uniform (+-sqrt(6 / fan_in)), so activations keep
+ * their scale through the layers and the thresholds (uniform in [0, 0.1]) prune about half.
  * Ownership: everything is freed before exit. Threads: single-threaded. */
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,31 +19,58 @@
 #include "lib/bundle.h"
 #include "lib/manifest.h"
 
+static const struct graph {
+	const char *name;
+	int side; /* input 1 x side x side */
+	bool he;  /* He-uniform weights (else the small graph's fixed ranges) */
+	const char *layers;
+} graphs[] = {
+	{"small", 16, false,
+         "{\"name\":\"conv1\",\"kind\":\"conv\",\"out\":8,\"kernel\":3,\"stride\":1,\"pad\":1,"
+         "\"act\":\"relu\"},"
+         "{\"name\":\"pool1\",\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},"
+         "{\"name\":\"conv2\",\"kind\":\"conv\",\"out\":8,\"kernel\":3,\"stride\":1,\"pad\":1,"
+         "\"act\":\"relu\"},"
+         "{\"name\":\"pool2\",\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},"
+         "{\"name\":\"flatten\",\"kind\":\"flatten\"},"
+         "{\"name\":\"fc1\",\"kind\":\"fc\",\"out\":16,\"act\":\"relu\"}"},
+#define VGG7(c1, c2, c3)                                                                           \
+	"{\"name\":\"conv1\",\"kind\":\"conv\",\"out\":" #c1 ",\"kernel\":3,\"stride\":1,"         \
+	"\"pad\":1,\"act\":\"relu\"},"                                                             \
+	"{\"name\":\"pool1\",\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},"                     \
+	"{\"name\":\"conv2\",\"kind\":\"conv\",\"out\":" #c2 ",\"kernel\":3,\"stride\":1,"         \
+	"\"pad\":1,\"act\":\"relu\"},"                                                             \
+	"{\"name\":\"pool2\",\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},"                     \
+	"{\"name\":\"conv3\",\"kind\":\"conv\",\"out\":" #c3 ",\"kernel\":3,\"stride\":1,"         \
+	"\"pad\":1,\"act\":\"relu\"},"                                                             \
+	"{\"name\":\"conv4\",\"kind\":\"conv\",\"out\":" #c3 ",\"kernel\":3,\"stride\":1,"         \
+	"\"pad\":1,\"act\":\"relu\"},"                                                             \
+	"{\"name\":\"pool3\",\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},"                     \
+	"{\"name\":\"flatten\",\"kind\":\"flatten\"}"
+	{"vgg7", 28, true, VGG7(64, 128, 256)},
+	{"vgg7-half", 28, true, VGG7(32, 64, 128)},
+#undef VGG7
+};
+
+/* printf format: graph input side, graph layers, then each task's input side x2, seed. */
 static const char manifest_json[] =
 	"{\"format\":\"mime-bundle\",\"version\":1,"
-	"\"graph\":{\"input\":[1,16,16],\"layers\":["
-	"{\"name\":\"conv1\",\"kind\":\"conv\",\"out\":8,\"kernel\":3,\"stride\":1,\"pad\":1,"
-	"\"act\":\"relu\"},"
-	"{\"name\":\"pool1\",\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},"
-	"{\"name\":\"conv2\",\"kind\":\"conv\",\"out\":8,\"kernel\":3,\"stride\":1,\"pad\":1,"
-	"\"act\":\"relu\"},"
-	"{\"name\":\"pool2\",\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},"
-	"{\"name\":\"flatten\",\"kind\":\"flatten\"},"
-	"{\"name\":\"fc1\",\"kind\":\"fc\",\"out\":16,\"act\":\"relu\"}]},"
+	"\"graph\":{\"input\":[1,%d,%d],\"layers\":[%s]},"
 	"\"tasks\":["
 	"{\"name\":\"alpha\",\"classes\":[\"a0\",\"a1\",\"a2\",\"a3\"],"
-	"\"input\":{\"channels\":1,\"height\":16,\"width\":16,\"resize\":\"bilinear\","
+	"\"input\":{\"channels\":1,\"height\":%d,\"width\":%d,\"resize\":\"bilinear\","
 	"\"fit\":\"stretch\",\"invert\":false,\"mean\":[0.5],\"std\":[0.25]},"
 	"\"thresholds\":\"element\",\"accuracy\":0.5},"
 	"{\"name\":\"beta\",\"classes\":[\"b0\",\"b1\",\"b2\"],"
-	"\"input\":{\"channels\":1,\"height\":16,\"width\":16,\"resize\":\"bilinear\","
+	"\"input\":{\"channels\":1,\"height\":%d,\"width\":%d,\"resize\":\"bilinear\","
 	"\"fit\":\"pad\",\"invert\":true,\"mean\":[0.5],\"std\":[0.25]},"
 	"\"thresholds\":\"channel\"},"
 	"{\"name\":\"gamma\",\"classes\":[\"g0\",\"g1\",\"g2\",\"g3\",\"g4\"],"
-	"\"input\":{\"channels\":1,\"height\":16,\"width\":16,\"resize\":\"bilinear\","
+	"\"input\":{\"channels\":1,\"height\":%d,\"width\":%d,\"resize\":\"bilinear\","
 	"\"fit\":\"stretch\",\"invert\":false,\"mean\":[0.5],\"std\":[0.25]},"
 	"\"thresholds\":\"none\"}],"
-	"\"provenance\":{\"command\":\"tests/integration/mkbundle\",\"seed\":%u}}";
+	"\"provenance\":{\"command\":\"tests/integration/mkbundle\",\"graph\":\"%s\","
+	"\"seed\":%u}}";
 
 static uint64_t rng;
 
@@ -73,16 +107,45 @@ int main(int argc, char **argv)
 	struct mime_bundle_writer *w = NULL;
 	struct mime_errinfo ei = {0};
 	struct mime_manifest m = {0};
-	char json[sizeof(manifest_json) + 16], name[256];
-	unsigned seed = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 10) : 1;
-	int r = 1;
+	const struct graph *g = &graphs[0];
+	const char *out = NULL;
+	char json[4096], name[256];
+	unsigned seed = 1;
+	int r = 1, n_pos = 0;
 
-	if (argc < 2) {
-		fprintf(stderr, "usage: mkbundle OUT.mime [SEED]\n");
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--graph") == 0 && i + 1 < argc) {
+			g = NULL;
+			for (size_t k = 0; k < sizeof(graphs) / sizeof(graphs[0]); k++)
+				if (strcmp(argv[i + 1], graphs[k].name) == 0)
+					g = &graphs[k];
+			if (!g) {
+				fprintf(stderr, "mkbundle: unknown graph '%s'\n", argv[i + 1]);
+				return 2;
+			}
+			i++;
+		} else if (n_pos == 0 && argv[i][0] != '-') {
+			out = argv[i];
+			n_pos++;
+		} else if (n_pos == 1 && argv[i][0] != '-') {
+			seed = (unsigned)strtoul(argv[i], NULL, 10);
+			n_pos++;
+		} else {
+			out = NULL;
+			break;
+		}
+	}
+	if (!out) {
+		fprintf(stderr, "usage: mkbundle OUT.mime [SEED] [--graph small|vgg7|vgg7-half]\n");
 		return 2;
 	}
 	rng = 0x9E3779B97F4A7C15ull ^ seed;
-	snprintf(json, sizeof(json), manifest_json, seed);
+	if (snprintf(json, sizeof(json), manifest_json, g->side, g->side, g->layers, g->side,
+	             g->side, g->side, g->side, g->side, g->side, g->name,
+	             seed) >= (int)sizeof(json)) {
+		fprintf(stderr, "mkbundle: manifest too long\n");
+		return 1;
+	}
 	if (mime_manifest_parse(json, strlen(json), &m, &ei) < 0) {
 		fprintf(stderr, "mkbundle: manifest: %s\n", ei.msg);
 		return 1;
@@ -99,11 +162,13 @@ int main(int argc, char **argv)
 			ws[0] = l->out;
 			ws[1] = in->c;
 			ws[2] = ws[3] = l->kernel;
-			scale = 1.0f / (float)(in->c * l->kernel);
+			scale = g->he ? sqrtf(6.0f / (float)(in->c * l->kernel * l->kernel))
+			              : 1.0f / (float)(in->c * l->kernel);
 		} else if (l->kind == MIME_LAYER_FC) {
 			ws[0] = l->out;
 			ws[1] = mime_shape_size(in);
-			scale = 1.0f / (float)mime_shape_size(in) * 4;
+			scale = g->he ? sqrtf(6.0f / (float)mime_shape_size(in))
+			              : 1.0f / (float)mime_shape_size(in) * 4;
 		} else {
 			continue;
 		}
@@ -150,6 +215,7 @@ int main(int argc, char **argv)
 			const struct mime_shape *in = i ? &shapes[i - 1] : &m.graph.input;
 			int64_t ws[4] = {l->out, in->c, l->kernel, l->kernel}, bs[1] = {l->out};
 			int ndim = 4;
+			float a = 0.2f;
 
 			if (l->kind == MIME_LAYER_FC) {
 				ws[1] = mime_shape_size(in);
@@ -157,8 +223,10 @@ int main(int argc, char **argv)
 			} else if (l->kind != MIME_LAYER_CONV) {
 				continue;
 			}
+			if (g->he)
+				a = sqrtf(6.0f / (float)(ws[1] * (ndim == 4 ? ws[2] * ws[3] : 1)));
 			snprintf(name, sizeof(name), "conventional/%s/%s.weight", t->name, l->name);
-			if (add_random(w, name, ndim, ws, -0.2f, 0.2f) < 0)
+			if (add_random(w, name, ndim, ws, -a, a) < 0)
 				goto out;
 			snprintf(name, sizeof(name), "conventional/%s/%s.bias", t->name, l->name);
 			if (add_random(w, name, 1, bs, -0.05f, 0.1f) < 0)
@@ -171,7 +239,7 @@ int main(int argc, char **argv)
 		if (add_random(w, name, 1, hb, -0.1f, 0.1f) < 0)
 			goto out;
 	}
-	if (mime_bundle_writer_write(w, &m, argv[1], &ei) < 0)
+	if (mime_bundle_writer_write(w, &m, out, &ei) < 0)
 		goto out;
 	r = 0;
 out:

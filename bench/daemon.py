@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""daemon -- the driver of bench/daemon.sh (run that): starts mimed daemons on sockets in a
+temporary directory and measures, in interleaved rounds so machine noise hits every cell:
+
+* throughput and client-side p50/p99 of `mimectl bench` with the bundle's tasks interleaved
+  at concurrency 1, 8, 32: MIME mode, conventional mode (`mode: conventional`), and a
+  single-task stream in MIME mode; plus MIME with other worker/thread splits;
+* RSS of mimed serving 1, 2, 3 tasks (`tasks:` in the config) in each mode, after a warm-up
+  of every enabled task;
+* the socket path at batch 1: `mimectl bench -c 1` with one task and one image vs
+  bench_socket (mime_engine_forward at batch 1 on that image, preprocessed as mimed does).
+
+Then writes its section of bench/RESULTS.md (between its markers; appended when absent).
+Stdlib only."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+BEGIN = '<!-- bench/daemon.sh: begin -->'
+END = '<!-- bench/daemon.sh: end -->'
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def bundle_tensors(path):
+    """Tensor names in a *.mime (safetensors: u64 little-endian header length, JSON)."""
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        head = json.loads(f.read(n))
+    return [k for k in head if k != '__metadata__']
+
+
+def has_conventional(path):
+    names = bundle_tensors(path)
+    tasks = {k.split('/')[1] for k in names if k.startswith('task/')}
+    conv = {k.split('/')[1] for k in names if k.startswith('conventional/')}
+    return bool(tasks) and tasks <= conv
+
+
+class Daemon:
+    def __init__(self, a, tmp, name, mode='mime', tasks=None, workers=None, threads=None,
+                 bundle=None):
+        self.a = a
+        self.name = name
+        self.sock = os.path.join(tmp, name + '.sock')
+        self.log = os.path.join(tmp, name + '.log')
+        cfg = os.path.join(tmp, name + '.yaml')
+        with open(cfg, 'w') as f:
+            f.write('bundle: %s\nmode: %s\n' % (bundle or a.bundle, mode))
+            if tasks:
+                f.write('tasks: [%s]\n' % ', '.join(tasks))
+            if workers or threads is not None:
+                f.write('workers:\n')
+                if workers:
+                    f.write('  count: %d\n' % workers)
+                if threads is not None:
+                    f.write('  threads: %d\n' % threads)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ('NOTIFY_SOCKET', 'LISTEN_FDS', 'JOURNAL_STREAM')}
+        self.logf = open(self.log, 'wb')
+        self.p = subprocess.Popen([a.mimed, '--config', cfg, '--socket', self.sock],
+                                  stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+        for _ in range(1000):
+            if self.p.poll() is not None:
+                raise RuntimeError('mimed %s exited:\n%s' % (name, open(self.log).read()))
+            if os.path.exists(self.sock):
+                try:
+                    s = socket.socket(socket.AF_UNIX)
+                    s.connect(self.sock)
+                    s.close()
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        self.status()
+
+    def status(self):
+        return json.loads(sh(self.a.mimectl, 'status', '--json', '--socket', self.sock))
+
+    def bench(self, n, c, tasks=None, images=()):
+        args = [self.a.mimectl, 'bench', '-n', str(n), '-c', str(c), '--json',
+                '--socket', self.sock]
+        if tasks:
+            args += ['--tasks', ','.join(tasks)]
+        return json.loads(sh(*args, *images))
+
+    def proc_status(self):
+        out = {}
+        with open('/proc/%d/status' % self.p.pid) as f:
+            for line in f:
+                k, _, v = line.partition(':')
+                if k in ('VmRSS', 'VmHWM', 'RssAnon', 'RssFile', 'RssShmem', 'Threads'):
+                    v = v.split()
+                    out[k] = int(v[0]) * (1024 if len(v) > 1 else 1)
+        return out
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.logf.close()
+
+    def log_size(self):
+        self.logf.flush()
+        return os.path.getsize(self.log)
+
+    def forward_us_since(self, offset):
+        """forward_us of the batches of one request logged after offset."""
+        with open(self.log, 'rb') as f:
+            f.seek(offset)
+            text = f.read().decode(errors='replace')
+        out = []
+        for line in text.splitlines():
+            if ' batch id=' in line and ' size=1 ' in line and 'forward_us=' in line:
+                out.append(int(line.split('forward_us=')[1].split()[0]))
+        return out
+
+    def threads(self):
+        return int(self.started_line().split(' threads=')[1].split()[0])
+
+    def started_line(self):
+        for line in open(self.log, errors='replace'):
+            if 'serving bundle' in line:
+                return line.strip()
+        return ''
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float('nan')
+
+
+def write_pgm(path, seed, side):
+    rnd = random.Random(seed)
+    with open(path, 'wb') as f:
+        f.write(b'P5\n%d %d\n255\n' % (side, side))
+        f.write(bytes(rnd.randrange(256) for _ in range(side * side)))
+
+
+def socket_round(a, d, bench_socket, bundle, task, image, n):
+    """One measurement of the socket path on daemon d: mimectl bench -c 1 with one task and
+    image, the daemon's own forward_us of those batches, and bench_socket in-process with
+    d's engine threads."""
+    off = d.log_size()
+    client = d.bench(n, 1, tasks=[task], images=[image])
+    fwd = d.forward_us_since(off)
+    eng = json.loads(sh(bench_socket, bundle, task, image, '--threads', str(d.threads()),
+                        '--min-time', '0.5'))
+    return {'client': client, 'daemon_forward_us_median': med(fwd), 'engine': eng}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--build', required=True)
+    ap.add_argument('--root', required=True)
+    ap.add_argument('--command', default='bench/daemon.sh')
+    ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--requests', type=int, default=600)
+    ap.add_argument('--graph', default='vgg7-half', choices=['vgg7-half', 'vgg7'])
+    ap.add_argument('--bundle')
+    ap.add_argument('--no-write', action='store_true')
+    a = ap.parse_args()
+    a.mimed = os.path.join(a.build, 'daemon', 'mimed')
+    a.mimectl = os.path.join(a.build, 'client', 'mimectl')
+    mkbundle = os.path.join(a.build, 'daemon', 'mkbundle')
+    bench_socket = os.path.join(a.build, 'bench', 'bench_socket')
+    cpus = os.cpu_count()
+    load_start = sh('uptime').strip()
+    t_start = datetime.datetime.now(datetime.timezone.utc)
+    res = {'command': a.command, 'rounds': a.rounds, 'requests': a.requests, 'cpus': cpus}
+
+    tmp = tempfile.mkdtemp(prefix='mimed-bench-')
+    daemons = []
+    try:
+        # ---- the bundle -------------------------------------------------------------------
+        demo = os.path.join(a.root, 'models', 'demo.mime')
+        if a.bundle:
+            bundle_note = '`%s` (given with --bundle)' % a.bundle
+        elif os.path.exists(demo) and has_conventional(demo):
+            a.bundle = demo
+            bundle_note = '`models/demo.mime` (trained; has conventional tensors)'
+        else:
+            why = ('has no conventional tensors' if os.path.exists(demo)
+                   else 'does not exist yet')
+            a.bundle = os.path.join(tmp, 'bench.mime')
+            sh(mkbundle, a.bundle, '1', '--graph', a.graph)
+            bundle_note = ('random weights from `tests/integration/mkbundle --graph %s` '
+                           '(models/demo.mime %s): input 1x28x28, %s, three tasks with '
+                           'element / channel / no thresholds (uniform in [0, 0.1]) and each '
+                           "task's conventional copy of every layer"
+                           % (a.graph, why,
+                              'conv 32-64-128-128 (the demo parent\'s half-width VGG-7)'
+                              if a.graph == 'vgg7-half' else 'conv 64-128-256-256 (VGG-7)'))
+        res['bundle'] = a.bundle
+        res['graph_name'] = ('demo bundle' if a.bundle == demo else
+                             'given bundle' if a.bundle != os.path.join(tmp, 'bench.mime')
+                             else 'VGG-7 half' if a.graph == 'vgg7-half' else 'VGG-7 full')
+        res['bundle_bytes'] = os.path.getsize(a.bundle)
+        # A bigger network for the socket path and RSS: VGG-7 full width (random weights).
+        big = None
+        if a.graph == 'vgg7-half':
+            big = os.path.join(tmp, 'big.mime')
+            sh(mkbundle, big, '1', '--graph', 'vgg7')
+
+        # ---- daemons (all alive through the rounds; idle ones sleep) ----------------------
+        mime = Daemon(a, tmp, 'mime')
+        daemons.append(mime)
+        tasks = [t['name'] for t in json.loads(sh(a.mimectl, 'tasks', '--json', '--socket',
+                                                  mime.sock))['tasks']]
+        res['tasks'] = tasks
+        conv = Daemon(a, tmp, 'conv', mode='conventional')
+        daemons.append(conv)
+        w1t1 = Daemon(a, tmp, 'w1t1', threads=1)
+        w2t1 = Daemon(a, tmp, 'w2t1', workers=2, threads=1)
+        daemons += [w1t1, w2t1]
+        if big:
+            big_auto = Daemon(a, tmp, 'vgg7', bundle=big)
+            big_t1 = Daemon(a, tmp, 'vgg7-w1t1', bundle=big, threads=1)
+            daemons += [big_auto, big_t1]
+        res['started'] = {d.name: d.started_line() for d in daemons}
+
+        # Images: real samples when the bundle is the demo's, else random 28x28 PGMs.
+        samples = os.path.join(a.root, 'models', 'samples', tasks[0])
+        if a.bundle == demo and os.path.isdir(samples) and os.listdir(samples):
+            image = os.path.join(samples, sorted(os.listdir(samples))[0])
+            images = []
+        else:
+            image = os.path.join(tmp, 'img0.pgm')
+            write_pgm(image, 0, 28)
+            images = []
+            for k in range(8):
+                p = os.path.join(tmp, 'img%d.pgm' % k)
+                write_pgm(p, k, 28)
+                images.append(p)
+        res['image'] = image
+
+        for d in daemons:  # warm-up: page faults, the engines' threads, the allocator
+            d.bench(200, 8, images=images)
+
+        # ---- throughput rounds -----------------------------------------------------------
+        cells = []
+        for c in (1, 8, 32):
+            cells.append(('mime', 'mixed', c, mime, None))
+            cells.append(('mime', 'single', c, mime, tasks[:1]))
+            cells.append(('conventional', 'mixed', c, conv, None))
+            cells.append(('conventional', 'single', c, conv, tasks[:1]))
+        for c in (1, 8):
+            cells.append(('mime w1 t1', 'mixed', c, w1t1, None))
+            cells.append(('mime w2 t1', 'mixed', c, w2t1, None))
+        runs = {}
+        socket_runs = {}
+        for r in range(a.rounds):
+            order = list(cells)
+            random.Random(r).shuffle(order)
+            for mode, kind, c, d, only in order:
+                out = d.bench(a.requests, c, tasks=only, images=images)
+                runs.setdefault((mode, kind, c), []).append(out)
+            # The socket path at batch 1, same task and image, both thread settings.
+            n1 = max(200, a.requests // 2)
+            targets = [(mime, a.bundle), (w1t1, a.bundle)]
+            if big:
+                targets += [(big_auto, big), (big_t1, big)]
+            for d, b in targets:
+                socket_runs.setdefault(d.name, []).append(
+                    socket_round(a, d, bench_socket, b, tasks[0], image, n1))
+            print('round %d of %d done' % (r + 1, a.rounds), file=sys.stderr, flush=True)
+        res['throughput'] = [
+            {'mode': m, 'stream': k, 'concurrency': c, 'runs': v}
+            for (m, k, c), v in runs.items()]
+        res['socket'] = {name: {'threads': next(d for d in daemons if d.name == name).threads(),
+                                'runs': v} for name, v in socket_runs.items()}
+        for d in daemons:
+            d.stop()
+        daemons = []
+
+        # ---- RSS: 1, 2, 3 tasks per mode ---------------------------------------------------
+        rss = []
+        for mode in ('mime', 'conventional'):
+            for k in range(1, len(tasks) + 1):
+                d = Daemon(a, tmp, 'rss-%s-%d' % (mode, k), mode=mode, tasks=tasks[:k])
+                daemons.append(d)
+                d.bench(300, 8, tasks=tasks[:k], images=images)
+                ps = d.proc_status()
+                st = d.status()
+                rss.append({'mode': mode, 'tasks': k, 'proc': ps,
+                            'status_rss_bytes': st.get('rss_bytes')})
+                d.stop()
+                daemons.remove(d)
+        if big:
+            for mode in ('mime', 'conventional'):
+                d = Daemon(a, tmp, 'rss-vgg7-%s' % mode, mode=mode, bundle=big)
+                daemons.append(d)
+                d.bench(300, 8, images=images)
+                rss.append({'mode': mode, 'tasks': len(tasks), 'graph': 'vgg7',
+                            'proc': d.proc_status(), 'status_rss_bytes': d.status()['rss_bytes']})
+                d.stop()
+                daemons.remove(d)
+        res['rss'] = rss
+    finally:
+        for d in daemons:
+            d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    res['load_start'] = load_start
+    res['load_end'] = sh('uptime').strip()
+    res['date_end'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+    res['seconds'] = (datetime.datetime.now(datetime.timezone.utc) - t_start).total_seconds()
+    with open(os.path.join(a.build, 'daemon-results.json'), 'w') as f:
+        json.dump(res, f, indent=1)
+    section = report(a, res, bundle_note)
+    print(section)
+    if not a.no_write:
+        path = os.path.join(a.root, 'bench', 'RESULTS.md')
+        text = open(path).read() if os.path.exists(path) else ''
+        block = BEGIN + '\n' + section + END + '\n'
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            text = head + block + rest.split(END, 1)[1].lstrip('\n')
+        else:
+            text = text.rstrip('\n') + '\n\n' + block
+        with open(path, 'w') as f:
+            f.write(text)
+        print('daemon.sh: wrote its section of %s' % path, file=sys.stderr)
+
+
+def mib(b):
+    return '%.1f' % (b / 1048576)
+
+
+def report(a, res, bundle_note):
+    cpu = ''
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    rev = sh('git', '-C', a.root, 'rev-parse', '--short', 'HEAD').strip()
+    dirty = sh('git', '-C', a.root, 'status', '--porcelain', '--untracked-files=no').strip()
+    L = []
+    w = L.append
+    w('## Daemon (issue 5): mimed over its socket, MIME vs conventional\n')
+    w('Written by `bench/daemon.sh` between its markers (bench/run.sh rewrites this file: '
+      're-run `bench/daemon.sh` after it). Numbers from one run on a shared machine.\n')
+    w('- command: `%s`' % res['command'])
+    w('- date: %s (end of the run, %.0f s)' % (res['date_end'], res['seconds']))
+    w('- machine: %s, %d online CPUs; %s' % (cpu or platform.machine(), res['cpus'],
+                                             platform.platform()))
+    w('- load: start `%s`; end `%s` (other jobs, e.g. a parent training, share the cores)'
+      % (res['load_start'], res['load_end']))
+    w('- code: %s%s; release build (`build-dbench`, -O3)' % (
+        rev, ' + uncommitted changes in the tree' if dirty else ''))
+    w('- bundle: %s; %s MiB' % (bundle_note, mib(res['bundle_bytes'])))
+    w('- daemons: default configuration (workers.count 1, workers.threads 0 = auto, '
+      'max_batch 16, max_wait 0, log level info: one line per batch) plus `bundle`, '
+      '`mode` and, where named, `workers.count`/`workers.threads`; as started:')
+    for name, line in res['started'].items():
+        w('  - %s: `%s`' % (name, line.split('mimed notice: ')[-1]))
+    w('- `mimectl bench -n %d -c C --json` per cell (closed loop: C connections, each '
+      'sends an Infer and waits for its reply); tasks interleaved round-robin (%s), '
+      'or one task (`--tasks %s`) for the single-task stream; 8 random 28x28 PGM images '
+      'cycled. %d rounds, cells shuffled within a round; the table gives the median over '
+      'rounds (throughput: min-max in brackets)\n'
+      % (res['requests'], ', '.join(res['tasks']), res['tasks'][0], res['rounds']))
+
+    by = {(t['mode'], t['stream'], t['concurrency']): t['runs'] for t in res['throughput']}
+
+    def cell(key):
+        runs = by.get(key)
+        if not runs:
+            return None
+        thr = [r['throughput_rps'] for r in runs]
+        return {'thr': med(thr), 'lo': min(thr), 'hi': max(thr),
+                'p50': med([r['p50_ms'] for r in runs]),
+                'p99': med([r['p99_ms'] for r in runs]),
+                'busy': sum(r['busy'] for r in runs), 'err': sum(r['errors'] for r in runs)}
+
+    w('### Throughput and latency\n')
+    w('| daemon | stream | concurrency | requests/s | p50 ms | p99 ms |')
+    w('|---|---|---|---|---|---|')
+    for key in sorted(by, key=lambda k: (k[2], ['mime', 'conventional', 'mime w1 t1',
+                                                 'mime w2 t1'].index(k[0]), k[1])):
+        c = cell(key)
+        w('| %s | %s | %d | %.0f [%.0f-%.0f] | %.2f | %.2f |' % (
+            key[0], 'tasks interleaved' if key[1] == 'mixed' else 'one task', key[2],
+            c['thr'], c['lo'], c['hi'], c['p50'], c['p99']))
+    busy = sum(cell(k)['busy'] + cell(k)['err'] for k in by)
+    w('\n%s\n' % ('No request got Busy or an error.' if busy == 0 else
+                  '%d requests got Busy or an error (counted, not in the latencies).' % busy))
+
+    w('### Memory: RSS after a warm-up of every enabled task (`tasks:` in the config)\n')
+    w('| network | mode | tasks | VmRSS MiB | RssAnon MiB | RssFile MiB | VmHWM MiB | threads |')
+    w('|---|---|---|---|---|---|---|---|')
+    rss = {(r.get('graph', 'main'), r['mode'], r['tasks']): r for r in res['rss']}
+    main_net = res.get('graph_name', 'bench bundle')
+    for r in res['rss']:
+        p = r['proc']
+        w('| %s | %s | %d | %s | %s | %s | %s | %d |' % (
+            'VGG-7 full' if r.get('graph') == 'vgg7' else main_net, r['mode'], r['tasks'], mib(p['VmRSS']),
+            mib(p['RssAnon']), mib(p['RssFile']), mib(p['VmHWM']), p['Threads']))
+    w('\nVmRSS, RssAnon, RssFile, VmHWM from /proc/PID/status; GetStatus `rss_bytes` '
+      'reported %s.\n' % ', '.join('%s' % mib(r['status_rss_bytes'] or 0)
+                                   for r in res['rss']))
+
+    w('### Socket path at batch 1\n')
+    w('`mimectl bench -c 1 -n N --tasks %s IMAGE` (one image, one task: every batch holds '
+      'one request; client-side p50, so it includes the client\'s JSON and base64) against '
+      '`bench_socket BUNDLE %s IMAGE --threads T` (mime_engine_forward at batch 1 on the same '
+      'image, preprocessed as mimed does, max_batch 16 and the daemon\'s T, in a tight loop '
+      'in its own process) and against the daemon\'s own `forward_us` of the same batches '
+      '(its batch log lines: the same engine call inside mimed). Medians over the rounds of '
+      'each run\'s median. Image: `%s`.\n'
+      % (res['tasks'][0], res['tasks'][0], os.path.basename(res['image'])))
+    w('| network | daemon | engine threads | Infer over the socket, p50 us | '
+      'bench_socket forward, median us | overhead vs bench_socket | forward_us in mimed, '
+      'median | overhead vs mimed\'s forward | in-process decode+preprocess+forward+top-k, '
+      'median us |')
+    w('|---|---|---|---|---|---|---|---|---|')
+    sock_rows = []
+    for name, v in res['socket'].items():
+        runs = v['runs']
+        sp = med([r['client']['p50_ms'] for r in runs]) * 1000
+        e = med([r['engine']['forward']['median_us'] for r in runs])
+        ef = med([r['engine']['decode_preprocess_forward_topk']['median_us'] for r in runs])
+        dfw = med([r['daemon_forward_us_median'] for r in runs])
+        net = 'VGG-7 full' if name.startswith('vgg7') else main_net
+        sock_rows.append((net, name, v['threads'], sp, e, dfw))
+        w('| %s | %s | %d | %.0f | %.0f | %+.0f%% | %.0f | %+.0f%% | %.0f |' % (
+            net, name, v['threads'], sp, e, 100 * (sp - e) / e, dfw, 100 * (sp - dfw) / dfw,
+            ef))
+    dec = med([r['engine']['decode_preprocess']['median_us']
+               for v in res['socket'].values() for r in v['runs']])
+    w('\nDecode + preprocess of the image alone (bench_socket): %.0f us (median).\n' % dec)
+
+    # ---- goals ---------------------------------------------------------------------------
+    w('### Goals of issue 5\n')
+    w('| goal | measured | met |')
+    w('|---|---|---|')
+    for c in (1, 8, 32):
+        mx, one = cell(('mime', 'mixed', c)), cell(('mime', 'single', c))
+        ratio = mx['thr'] / one['thr']
+        w('| MIME mixed-task throughput >= 95%% of a single-task stream (c=%d) | '
+          '%.0f vs %.0f req/s = %.0f%% | %s |' % (c, mx['thr'], one['thr'], 100 * ratio,
+                                                   'yes' if ratio >= 0.95 else 'no'))
+    mx, cv = cell(('mime', 'mixed', 8)), cell(('conventional', 'mixed', 8))
+    ratio = mx['thr'] / cv['thr']
+    w('| MIME >= 1.5x conventional at concurrency 8 (tasks interleaved) | %.0f vs %.0f '
+      'req/s = %.2fx | %s |' % (mx['thr'], cv['thr'], ratio, 'yes' if ratio >= 1.5 else 'no'))
+    n = len(res['tasks'])
+    for net in ('main', 'vgg7'):
+        if ('%s' % net, 'mime', n) not in rss:
+            continue
+        label = main_net if net == 'main' else 'VGG-7 full'
+        rm = rss[(net, 'mime', n)]['proc']['VmRSS']
+        rc = rss[(net, 'conventional', n)]['proc']['VmRSS']
+        w('| RSS(MIME, %d tasks) <= 0.5 x RSS(conventional, %d tasks), %s | %s vs %s MiB = '
+          '%.2fx | %s |' % (n, n, label, mib(rm), mib(rc), rm / rc,
+                            'yes' if rm <= 0.5 * rc else 'no'))
+        am = rss[(net, 'mime', n)]['proc']['RssAnon']
+        ac = rss[(net, 'conventional', n)]['proc']['RssAnon']
+        w('| (the same, anonymous memory only), %s | %s vs %s MiB = %.2fx | %s |'
+          % (label, mib(am), mib(ac), am / ac, 'yes' if am <= 0.5 * ac else 'no'))
+    for net, name, t, sp, e, dfw in sock_rows:
+        o, od = (sp - e) / e, (sp - dfw) / dfw
+        w('| socket overhead <= 15%% at batch 1, %s, daemon %s (%d engine threads) | '
+          '%+.0f%% vs bench_socket (%.0f vs %.0f us); %+.0f%% vs mimed\'s own forward_us '
+          '(%.0f us) | %s |' % (net, name, t, 100 * o, sp, e, 100 * od, dfw,
+                               'yes' if o <= 0.15 else 'no'))
+    w('')
+    return '\n'.join(L) + '\n'
+
+
+if __name__ == '__main__':
+    main()
