@@ -110,5 +110,16 @@ fi
 uptime >"$OUT/load-end.txt"
 
 $PY "$HERE/report.py" --dir "$OUT" --command "$CMD" --engine "$ENGINE" \
-	--findings "$HERE/FINDINGS.md" >"$HERE/RESULTS.md"
+	--findings "$HERE/FINDINGS.md" >"$OUT/RESULTS.md"
+# Keep the sections other benchmarks wrote (daemon, energy record cost, ...): every "## "
+# section of the old file whose heading this report does not write.
+if [ -f "$HERE/RESULTS.md" ]; then
+	awk '/^## /{keep = ($0 !~ /^## (Ceiling|Engine|PyTorch|Ours vs PyTorch|Per-layer profile|Findings)/)}
+	     keep' "$HERE/RESULTS.md" >"$OUT/others.md"
+	if [ -s "$OUT/others.md" ]; then
+		printf '\n' >>"$OUT/RESULTS.md"
+		cat "$OUT/others.md" >>"$OUT/RESULTS.md"
+	fi
+fi
+cp "$OUT/RESULTS.md" "$HERE/RESULTS.md"
 echo "run.sh: wrote $HERE/RESULTS.md" >&2
