@@ -566,10 +566,11 @@ static bool check_magic(const uint8_t *data, size_t n, const char *format)
 	return false;
 }
 
-/* An item being decoded off the loop thread (libuv's thread pool): base64, the image file
- * or raw tensor, and the preprocessing to the task's input spec, into req->input. The work
- * reads only this struct, the request's input buffer and the runtime (immutable, held by
- * the request); it reports through error and desc, which the loop reads in prep_done(). */
+/* An item being decoded off the loop thread (libuv's thread pool; a small image file on the
+ * loop thread itself, see prep_is_small()): base64, the image file or raw tensor, and the
+ * preprocessing to the task's input spec, into req->input. The work reads only this struct,
+ * the request's input buffer and the runtime (immutable, held by the request); it reports
+ * through error and desc, which the loop reads in prep_done(). */
 struct prep {
 	uv_work_t work;
 	struct mimed_call *call;
@@ -832,14 +833,63 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	return true;
 }
 
-/* Hands the checked items of call to the thread pool (all of them: the call is not touched
- * after the last one starts, which may finish it). */
+/* Pixels an image file declares in its header (PNG's IHDR, the P5/P6 text header), read
+ * from the first bytes of its base64; 0 when unknown (a comment, a short or odd header). */
+static uint64_t declared_pixels(json_t *image)
+{
+	size_t n = json_string_length(image), len = 0, i = 2;
+	uint64_t dim[2] = {0, 0};
+	uint8_t *h = NULL;
+
+	if (mimed_base64_decode(json_string_value(image), n < 96 ? n : 96, 96, &h, &len) < 0)
+		return 0;
+	if (len >= 24 && memcmp(h, "\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", 16) == 0) {
+		for (int k = 0; k < 2; k++)
+			dim[k] = (uint64_t)h[16 + 4 * k] << 24 | (uint64_t)h[17 + 4 * k] << 16 |
+			         (uint64_t)h[18 + 4 * k] << 8 | h[19 + 4 * k];
+	} else if (len >= 2 && h[0] == 'P' && (h[1] == '5' || h[1] == '6')) {
+		for (int k = 0; k < 2; k++) {
+			while (i < len &&
+			       (h[i] == ' ' || h[i] == '\t' || h[i] == '\n' || h[i] == '\r'))
+				i++;
+			while (i < len && h[i] >= '0' && h[i] <= '9' && dim[k] < 1000000)
+				dim[k] = dim[k] * 10 + (uint64_t)(h[i++] - '0');
+		}
+		if (i >= len) /* the number may go on past what we decoded */
+			dim[0] = 0;
+	}
+	free(h);
+	return dim[0] * dim[1];
+}
+
+/* Small image files are decoded right on the loop thread: for a 28x28 image (~20 us of
+ * work) the thread pool's two hand-offs cost more than the work. Small means a short
+ * message and few pixels by the file's own header, so the work stays bounded (a
+ * decompression bomb still goes to the pool); raw tensors always go to the pool. */
+#define INLINE_MAX_BASE64 16384
+#define INLINE_MAX_PIXELS 65536
+
+static bool prep_is_small(const struct prep *p)
+{
+	uint64_t px;
+
+	if ((p->format && (strcmp(p->format, "u8") == 0 || strcmp(p->format, "f32") == 0)) ||
+	    json_string_length(p->image) > INLINE_MAX_BASE64 ||
+	    p->req->rt->input_floats > INLINE_MAX_PIXELS)
+		return false;
+	px = declared_pixels(p->image);
+	return px > 0 && px <= INLINE_MAX_PIXELS;
+}
+
+/* Hands the checked items of call to the thread pool, or decodes the small ones at once
+ * (all of them: the call is not touched after the last one starts, which may finish it). */
 static void prep_start(struct mimed *d, struct mimed_call *call, struct prep **preps, int n)
 {
 	call->n_preparing = n;
 	for (int i = 0; i < n; i++) {
-		if (uv_queue_work(&d->loop, &preps[i]->work, prep_work, prep_done) < 0) {
-			prep_work(&preps[i]->work); /* cannot happen with valid arguments */
+		if (prep_is_small(preps[i]) ||
+		    uv_queue_work(&d->loop, &preps[i]->work, prep_work, prep_done) < 0) {
+			prep_work(&preps[i]->work);
 			prep_done(&preps[i]->work, 0);
 		}
 	}

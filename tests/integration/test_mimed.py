@@ -228,6 +228,32 @@ def infer_every_task(ctx):
 
 
 @test
+def small_images_on_the_loop_equal_the_pool(ctx):
+    """Small image files are decoded on the loop thread, others in the thread pool: the same
+    pixels give the same answer either way (a PGM whose header has a comment, a PNG whose
+    IHDR declares more than 65536 pixels and one padded to more than 16 KiB of base64 all
+    take the pool)."""
+    c = ctx.a.conn()
+    b = ctx.b.conn()  # no 64K message cap
+    for task in ('alpha', 'beta', 'gamma'):
+        img = pgm(16, 16, 9)
+        inline = infer(c, task, img, top_k=3)['top']
+        commented = img.replace(b'P5\n', b'P5\n# a comment\n', 1)
+        assert infer(c, task, commented, top_k=3)['top'] == inline
+        big = infer(b, task, pgm(257, 256, 9), top_k=3)  # 65792 pixels: the pool
+        assert big['task'] == task and len(big['top']) == 3
+        # The same PNG with a 13000-byte tEXt chunk after IHDR: > 16 KiB of base64.
+        p = png(20, 12, 4)
+        text = b'Comment\0' + b'x' * 13000
+        padded = (p[:33] + struct.pack('>I', len(text)) + b'tEXt' + text +
+                  struct.pack('>I', zlib.crc32(b'tEXt' + text) & 0xffffffff) + p[33:])
+        assert len(b64(padded)) > 16384
+        assert infer(b, task, padded, top_k=3)['top'] == infer(c, task, p, top_k=3)['top']
+    c.close()
+    b.close()
+
+
+@test
 def infer_batch_mixed_equals_single(ctx):
     c = ctx.a.conn()
     items = []
