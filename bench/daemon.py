@@ -45,6 +45,41 @@ def bundle_tensors(path):
     return [k for k in head if k != '__metadata__']
 
 
+def complete_conventional(src, dst):
+    """Copies the bundle src to dst, giving every task without conventional/<task>/ tensors
+    the parent's layers and its own head (task/<task>/head.*) as its conventional model: the
+    demo bundle has fine-tuned copies for its child tasks only, since the parent's own task
+    (fmnist) has the parent as its conventional model. Returns the tasks completed.
+    (safetensors: u64 little-endian header length, JSON header, data; offsets are relative
+    to the data, which is kept and extended.)"""
+    with open(src, 'rb') as f:
+        raw = f.read()
+    n = struct.unpack('<Q', raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    data = bytearray(raw[8 + n:])
+    tasks = sorted({k.split('/')[1] for k in head if k.startswith('task/')})
+    done = []
+    for t in tasks:
+        if any(k.startswith('conventional/%s/' % t) for k in head):
+            continue
+        add = {}
+        for k, v in head.items():
+            if k.startswith('parent/'):
+                add['conventional/%s/%s' % (t, k.split('/', 1)[1])] = v
+            elif k in ('task/%s/head.weight' % t, 'task/%s/head.bias' % t):
+                add['conventional/%s/%s' % (t, k.split('/')[-1])] = v
+        for k, v in add.items():
+            b, e = v['data_offsets']  # appended back to back (the bundle allows no gaps)
+            head[k] = dict(v, data_offsets=[len(data), len(data) + e - b])
+            data += raw[8 + n + b:8 + n + e]
+        done.append(t)
+    h = json.dumps(head).encode()
+    h += b' ' * ((-len(h) - 8) % 64)
+    with open(dst, 'wb') as f:
+        f.write(struct.pack('<Q', len(h)) + h + bytes(data))
+    return done
+
+
 def has_conventional(path):
     names = bundle_tensors(path)
     tasks = {k.split('/')[1] for k in names if k.startswith('task/')}
@@ -203,6 +238,17 @@ def main():
         elif os.path.exists(demo) and has_conventional(demo):
             a.bundle = demo
             bundle_note = '`models/demo.mime` (trained; has conventional tensors)'
+        elif os.path.exists(demo) and any(k.startswith('conventional/')
+                                          for k in bundle_tensors(demo)):
+            a.bundle = os.path.join(tmp, 'demo-conv.mime')
+            done = complete_conventional(demo, a.bundle)
+            bundle_note = ('`models/demo.mime` (trained: %s), copied with %s given the '
+                           "parent's layers and its own MIME head as conventional/<task>/ "
+                           '(the bundle has fine-tuned copies for the child tasks only; '
+                           "the parent's own task's conventional model is the parent)"
+                           % (', '.join(sorted({k.split('/')[1] for k in bundle_tensors(demo)
+                                                if k.startswith('task/')})),
+                              ', '.join(done)))
         else:
             why = ('has no conventional tensors' if os.path.exists(demo)
                    else 'does not exist yet')
@@ -216,13 +262,14 @@ def main():
                               'conv 32-64-128-128 (the demo parent\'s half-width VGG-7)'
                               if a.graph == 'vgg7-half' else 'conv 64-128-256-256 (VGG-7)'))
         res['bundle'] = a.bundle
-        res['graph_name'] = ('demo bundle' if a.bundle == demo else
+        res['graph_name'] = ('demo bundle' if a.bundle in (
+            demo, os.path.join(tmp, 'demo-conv.mime')) else
                              'given bundle' if a.bundle != os.path.join(tmp, 'bench.mime')
                              else 'VGG-7 half' if a.graph == 'vgg7-half' else 'VGG-7 full')
         res['bundle_bytes'] = os.path.getsize(a.bundle)
         # A bigger network for the socket path and RSS: VGG-7 full width (random weights).
         big = None
-        if a.graph == 'vgg7-half':
+        if a.graph == 'vgg7-half':  # (the demo bundle is VGG-7 half too)
             big = os.path.join(tmp, 'big.mime')
             sh(mkbundle, big, '1', '--graph', 'vgg7')
 
@@ -245,9 +292,16 @@ def main():
 
         # Images: real samples when the bundle is the demo's, else random 28x28 PGMs.
         samples = os.path.join(a.root, 'models', 'samples', tasks[0])
-        if a.bundle == demo and os.path.isdir(samples) and os.listdir(samples):
+        if a.bundle in (demo, os.path.join(tmp, 'demo-conv.mime')) and \
+                os.path.isdir(samples) and os.listdir(samples):
+            # Real samples: the first of each class of each task, cycled.
             image = os.path.join(samples, sorted(os.listdir(samples))[0])
             images = []
+            for t in tasks:
+                d = os.path.join(a.root, 'models', 'samples', t)
+                if os.path.isdir(d):
+                    images += [os.path.join(d, f) for f in sorted(os.listdir(d))
+                               if f.endswith('-0.png')]
         else:
             image = os.path.join(tmp, 'img0.pgm')
             write_pgm(image, 0, 28)
@@ -257,6 +311,9 @@ def main():
                 write_pgm(p, k, 28)
                 images.append(p)
         res['image'] = image
+        res['images_note'] = ('%d PNG samples (models/samples/<task>/<label>-0.png)'
+                              % len(images) if image.endswith('.png')
+                              else '8 random 28x28 PGM images')
 
         for d in daemons:  # warm-up: page faults, the engines' threads, the allocator
             d.bench(200, 8, images=images)
@@ -389,11 +446,11 @@ def report(a, res, bundle_note):
         w('  - %s: `%s`' % (name, line.split('mimed notice: ')[-1]))
     w('- `mimectl bench -n %d -c C --json` per cell (closed loop: C connections, each '
       'sends an Infer and waits for its reply); tasks interleaved round-robin (%s), '
-      'or one task (`--tasks %s`) for the single-task stream; 8 random 28x28 PGM images '
-      'cycled. %d rounds; within a round the cells of one concurrency run back to back, in '
+      'or one task (`--tasks %s`) for the single-task stream; images cycled: %s. %d rounds; within a round the cells of one concurrency run back to back, in '
       'reversed order every other round; the table gives the median over rounds '
       '(throughput: min-max in brackets)\n'
-      % (res['requests'], ', '.join(res['tasks']), res['tasks'][0], res['rounds']))
+      % (res['requests'], ', '.join(res['tasks']), res['tasks'][0], res['images_note'],
+         res['rounds']))
 
     by = {(t['mode'], t['stream'], t['concurrency']): t['runs'] for t in res['throughput']}
 
