@@ -344,12 +344,12 @@ def main():
                     runs.setdefault((mode, kind, c), []).append(out)
             # The socket path at batch 1, same task and image, both thread settings.
             n1 = max(200, a.requests // 2)
-            targets = [(mime, a.bundle), (w1t1, a.bundle)]
-            if big:
-                targets += [(big_auto, big), (big_t1, big)]
-            for d, b in targets:
+            targets = [(mime, a.bundle, tasks[0]), (w1t1, a.bundle, tasks[0])]
+            if big:  # mkbundle's tasks
+                targets += [(big_auto, big, 'alpha'), (big_t1, big, 'alpha')]
+            for d, b, t in targets:
                 socket_runs.setdefault(d.name, []).append(
-                    socket_round(a, d, bench_socket, b, tasks[0], image, n1))
+                    socket_round(a, d, bench_socket, b, t, image, n1))
             print('round %d of %d done' % (r + 1, a.rounds), file=sys.stderr, flush=True)
         res['throughput'] = [
             {'mode': m, 'stream': k, 'concurrency': c, 'runs': v}
@@ -505,7 +505,7 @@ def report(a, res, bundle_note):
                                    for r in res['rss']))
 
     w('### Socket path at batch 1\n')
-    w('`mimectl bench -c 1 -n N --tasks %s IMAGE` (one image, one task: every batch holds '
+    w('`mimectl bench -c 1 -n N --tasks %s IMAGE` (VGG-7 full: task alpha; one image, one task: every batch holds '
       'one request; client-side p50, so it includes the client\'s JSON and base64) against '
       '`bench_socket BUNDLE %s IMAGE --threads T` (mime_engine_forward at batch 1 on the same '
       'image, preprocessed as mimed does, max_batch 16 and the daemon\'s T, in a tight loop '
