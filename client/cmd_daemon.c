@@ -350,6 +350,12 @@ static long long jint(json_t *o, const char *k)
 	return (long long)json_integer_value(json_object_get(o, k));
 }
 
+/* o's number k (int or real); 0 when o or k is missing */
+static double jnum(json_t *o, const char *k)
+{
+	return json_number_value(json_object_get(o, k));
+}
+
 int mimectl_cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
@@ -412,16 +418,27 @@ int mimectl_cmd_status(int argc, char **argv)
 		" %s %lld", json_string_value(json_object_get(t, "name")), jint(t, "requests"));
 	printf("%s\n", json_array_size(json_object_get(s, "tasks")) ? "" : " (no requests yet)");
 	e = json_object_get(s, "energy");
-	if (json_is_object(e))
-		printf("energy      MIME %.4g, conventional %.4g (case 1) / %.4g (case 2) over "
-		       "%lld "
-		       "batches (%s)\n",
-		       json_number_value(json_object_get(e, "mime")),
-		       json_number_value(json_object_get(e, "case1")),
-		       json_number_value(json_object_get(e, "case2")), jint(e, "batches"),
-		       json_string_value(json_object_get(e, "unit")));
-	else
+	if (json_is_object(e)) {
+		static const char *const key[3] = {"case1", "case2", "case3"};
+		static const char *const label[3] = {"case 1", "case 2", "MIME  "};
+
+		printf("energy      over %lld batches (%lld pipelined), %s\n", jint(e, "batches"),
+		       jint(e, "pipelined_batches"), json_string_value(json_object_get(e, "unit")));
+		for (int k = 0; k < 3; k++) {
+			json_t *c = json_object_get(e, key[k]);
+
+			printf("  %s    total %.4g = DRAM %.4g + cache %.4g + reg %.4g + MAC %.4g, "
+			       "%.4g cycles\n",
+			       label[k], jnum(c, "total"), jnum(c, "dram"), jnum(c, "cache"),
+			       jnum(c, "reg"), jnum(c, "mac"), jnum(c, "cycles"));
+		}
+		printf("  saving    %.3gx vs case 1, %.3gx vs case 2; %.3gx fewer cycles than case "
+		       "1\n",
+		       jnum(e, "saving_vs_case1"), jnum(e, "saving_vs_case2"),
+		       jnum(e, "speedup_vs_case1"));
+	} else {
 		printf("energy      %s\n", json_string_value(e));
+	}
 	printf("uptime      %.0f s\n", json_number_value(json_object_get(s, "uptime_s")));
 	json_decref(reply);
 	return MIMECTL_EXIT_OK;
@@ -606,10 +623,14 @@ static void print_event(json_t *ev)
 		       jint(d, "forward_us"));
 		e = json_object_get(d, "energy");
 		if (json_is_object(e))
-			printf(" energy_mime=%.4g energy_case1=%.4g energy_case2=%.4g\n",
-			       json_number_value(json_object_get(e, "mime")),
-			       json_number_value(json_object_get(e, "case1")),
-			       json_number_value(json_object_get(e, "case2")));
+			printf(" energy_mime=%.4g energy_case1=%.4g energy_case2=%.4g "
+			       "energy_mode=%s "
+			       "saving_case1=%.3g saving_case2=%.3g\n",
+			       jnum(json_object_get(e, "case3"), "total"),
+			       jnum(json_object_get(e, "case1"), "total"),
+			       jnum(json_object_get(e, "case2"), "total"),
+			       json_string_value(json_object_get(e, "mode")),
+			       jnum(e, "saving_vs_case1"), jnum(e, "saving_vs_case2"));
 		else
 			printf(" energy=%s\n", json_string_value(e));
 	} else {

@@ -119,8 +119,8 @@ struct mimed_batch {
 	int masked_layer[MIME_MAX_LAYERS];
 	float mean_sparsity[MIME_MAX_LAYERS];
 	bool have_energy;
-	enum mime_energy_mode energy_mode;
-	double energy[3]; /* e_total of Case-1, Case-2, Case-3 (MIME) */
+	/* Case-1, Case-2 and Case-3 (MIME): split, total and cycles; the mode and the savings */
+	struct mime_energy_summary energy;
 	struct mimed_req *reqs[];
 };
 
@@ -241,8 +241,8 @@ struct mimed {
 	struct mimed_latency latency;                         /* every request */
 	struct mimed_latency phase_latency[MIMED_MAX_PHASES]; /* by phase; made on first use */
 	uint64_t n_requests, n_busy, n_timeouts, n_errors, n_batches;
-	double energy_totals[3];
-	uint64_t energy_batches;
+	struct mime_energy_case_totals energy_totals[3]; /* summed over batches, per case */
+	uint64_t energy_batches, energy_pipelined;       /* batches modelled, of them pipelined */
 	int n_task_counts;
 	struct mimed_task_count task_counts[MIME_MAX_TASKS * 2];
 

@@ -268,12 +268,32 @@ static void task_count(struct mimed *d, const char *name)
 	}
 }
 
+/* One case's energy as the protocol's CaseEnergy: total, its DRAM / cache / reg / MAC split
+ * and compute cycles. */
+static json_t *case_json(const struct mime_energy_case_totals *t)
+{
+	return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "total", t->e_total, "dram",
+	                 t->e[MIME_ENERGY_DRAM], "cache", t->e[MIME_ENERGY_CACHE], "reg",
+	                 t->e[MIME_ENERGY_REG], "mac", t->e[MIME_ENERGY_MAC], "cycles", t->cycles);
+}
+
+/* a over MIME's b; 1 when MIME costs nothing (as mime_energy_batch_summary()) */
+static double saving(double a, double b)
+{
+	return b > 0 ? a / b : 1;
+}
+
 static json_t *energy_json(const struct mimed_batch *b)
 {
+	const struct mime_energy_summary *e = b ? &b->energy : NULL;
+
 	if (!b || !b->have_energy)
 		return json_string("unavailable");
-	return json_pack("{s:s,s:f,s:f,s:f,s:s}", "mode", mime_energy_mode_name(b->energy_mode),
-	                 "mime", b->energy[2], "case1", b->energy[0], "case2", b->energy[1], "unit",
+	return json_pack("{s:s,s:o,s:o,s:o,s:f,s:f,s:f,s:s}", "mode",
+	                 mime_energy_mode_name(e->mode), "case1", case_json(&e->kase[0]), "case2",
+	                 case_json(&e->kase[1]), "case3", case_json(&e->kase[2]), "saving_vs_case1",
+	                 e->saving_vs_case1, "saving_vs_case2", e->saving_vs_case2,
+	                 "speedup_vs_case1", e->speedup_vs_case1, "unit",
 	                 "MAC energy (normalised)");
 }
 
@@ -406,7 +426,7 @@ static void finish_removed(struct mimed *d, struct mimed_qitem *list, enum mimed
 static void batch_log(struct mimed *d, const struct mimed_batch *b)
 {
 	const struct mime_manifest *man = b->rt->manifest;
-	char tasks[1024], sp[1024], energy[256];
+	char tasks[1024], sp[1024], energy[512];
 	size_t nt = 0, ns = 0;
 	bool mixed = false;
 
@@ -427,11 +447,26 @@ static void batch_log(struct mimed *d, const struct mimed_batch *b)
 			ns += (size_t)snprintf(sp + ns, sizeof(sp) - ns, "%s%s:%.3f", ns ? "," : "",
 			                       man->graph.layers[b->masked_layer[m]].name,
 			                       (double)b->mean_sparsity[m]);
-	if (b->have_energy)
-		snprintf(energy, sizeof(energy),
-		         "energy_mime=%.6g energy_case1=%.6g energy_case2=%.6g", b->energy[2],
-		         b->energy[0], b->energy[1]);
-	else
+	if (b->have_energy) {
+		const struct mime_energy_summary *e = &b->energy;
+		static const char *const key[3] = {"case1", "case2", "mime"};
+		size_t ne = (size_t)snprintf(
+			energy, sizeof(energy),
+			"energy_mime=%.6g energy_case1=%.6g energy_case2=%.6g saving_case1=%.4g "
+			"saving_case2=%.4g",
+			e->kase[2].e_total, e->kase[0].e_total, e->kase[1].e_total,
+			e->saving_vs_case1, e->saving_vs_case2);
+
+		/* the split as dram/cache/reg/mac, per case */
+		for (int k = 0; k < 3 && ne < sizeof(energy); k++) {
+			const double *x = e->kase[k].e;
+
+			ne += (size_t)snprintf(energy + ne, sizeof(energy) - ne,
+			                       " split_%s=%.4g/%.4g/%.4g/%.4g", key[k],
+			                       x[MIME_ENERGY_DRAM], x[MIME_ENERGY_CACHE],
+			                       x[MIME_ENERGY_REG], x[MIME_ENERGY_MAC]);
+		}
+	} else
 		snprintf(energy, sizeof(energy), "energy=unavailable");
 	mimed_log(d, LOG_INFO,
 	          "batch id=%llu size=%d ran=%d worker=%d tasks=%s mode=%s weights=%s phase=%d "
@@ -486,9 +521,19 @@ void mimed_server_on_done(uv_async_t *h)
 		if (b->ran > 0) {
 			d->n_batches++;
 			if (b->have_energy) {
-				for (int c = 0; c < 3; c++)
-					d->energy_totals[c] += b->energy[c];
+				for (int c = 0; c < 3; c++) {
+					const struct mime_energy_case_totals *x =
+						&b->energy.kase[c];
+					struct mime_energy_case_totals *t = &d->energy_totals[c];
+
+					for (int i = 0; i <= MIME_ENERGY_MAC; i++)
+						t->e[i] += x->e[i];
+					t->e_total += x->e_total;
+					t->cycles += x->cycles;
+				}
 				d->energy_batches++;
+				if (b->energy.mode == MIME_ENERGY_PIPELINED)
+					d->energy_pipelined++;
 			}
 			batch_log(d, b);
 			if (d->n_watchers)
@@ -1179,12 +1224,18 @@ static void m_get_status(struct mimed *d, struct mimed_call *call)
 		json_array_append_new(tasks, json_pack("{s:s,s:I}", "name", d->task_counts[i].name,
 		                                       "requests",
 		                                       (json_int_t)d->task_counts[i].requests));
-	if (d->energy_batches)
-		energy =
-			json_pack("{s:I,s:f,s:f,s:f,s:s}", "batches", (json_int_t)d->energy_batches,
-		                  "mime", d->energy_totals[2], "case1", d->energy_totals[0],
-		                  "case2", d->energy_totals[1], "unit", "MAC energy (normalised)");
-	else
+	if (d->energy_batches) {
+		const struct mime_energy_case_totals *t = d->energy_totals;
+
+		energy = json_pack("{s:I,s:I,s:o,s:o,s:o,s:f,s:f,s:f,s:s}", "batches",
+		                   (json_int_t)d->energy_batches, "pipelined_batches",
+		                   (json_int_t)d->energy_pipelined, "case1", case_json(&t[0]),
+		                   "case2", case_json(&t[1]), "case3", case_json(&t[2]),
+		                   "saving_vs_case1", saving(t[0].e_total, t[2].e_total),
+		                   "saving_vs_case2", saving(t[1].e_total, t[2].e_total),
+		                   "speedup_vs_case1", saving(t[0].cycles, t[2].cycles), "unit",
+		                   "MAC energy (normalised)");
+	} else
 		energy = json_string(d->rt->have_energy ? "no batches yet" : "unavailable");
 	status = json_pack("{s:i,s:b,s:o,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:i,s:i,s:I,s:i,"
 	                   "s:I,s:I,s:I,s:I,s:I,s:o,s:f,s:s,s:o}",

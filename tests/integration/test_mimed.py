@@ -7,6 +7,7 @@
 import base64
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -194,6 +195,34 @@ def list_tasks(ctx):
     c.close()
 
 
+def close(a, b, rel=1e-6):
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
+
+
+CASES = ('case1', 'case2', 'case3')
+SPLIT = ('dram', 'cache', 'reg', 'mac')
+
+
+def check_case(c):
+    assert set(c) == {'total', 'cycles'} | set(SPLIT), c
+    assert all(c[k] >= 0 for k in c), c
+    assert close(sum(c[k] for k in SPLIT), c['total']), c
+
+
+def check_energy(e, mode=None):
+    """A BatchEnergy: three cases whose split sums to their total, the savings their ratios."""
+    assert isinstance(e, dict), e  # the test bundle's graph is one the model describes
+    for k in CASES:
+        check_case(e[k])
+    assert e['case3']['total'] > 0 and e['case1']['total'] > 0, e
+    assert close(e['saving_vs_case1'], e['case1']['total'] / e['case3']['total']), e
+    assert close(e['saving_vs_case2'], e['case2']['total'] / e['case3']['total']), e
+    assert close(e['speedup_vs_case1'], e['case1']['cycles'] / e['case3']['cycles']), e
+    assert e['mode'] in ('singular', 'pipelined') and e['unit'], e
+    if mode:
+        assert e['mode'] == mode, (mode, e)
+
+
 def infer(c, task, image, **kw):
     p = {'task': task, 'image': b64(image)}
     p.update(kw)
@@ -218,12 +247,61 @@ def infer_every_task(ctx):
             assert all(0 <= s['sparsity'] <= 1 for s in r['sparsity'])
             assert r['phase'] == 1 and r['batch_size'] >= 1 and r['batch_id'] >= 1
             assert r['latency_us'] > 0
-            assert r['energy'] == 'unavailable' or r['energy']['mime'] > 0, r['energy']
+            check_energy(r['energy'])
     # Deterministic, and top_k is capped at the task's classes.
     r1 = infer(c, 'beta', pgm(16, 16, 5), top_k=10)
     r2 = infer(c, 'beta', pgm(16, 16, 5), top_k=10)
     assert len(r1['top']) == 3
     assert r1['top'] == r2['top']
+    c.close()
+
+
+def energy_totals(c):
+    e = c.call('io.mime.GetStatus')['status']['energy']
+    if e == 'no batches yet':
+        return 0, 0, {k: {f: 0.0 for f in SPLIT + ('total', 'cycles')} for k in CASES}
+    assert isinstance(e, dict), e
+    for k in CASES:
+        check_case(e[k])
+    assert close(e['saving_vs_case1'], e['case1']['total'] / e['case3']['total']), e
+    return e['batches'], e['pipelined_batches'], {k: e[k] for k in CASES}
+
+
+@test
+def energy_per_batch_and_totals(ctx):
+    """Each result carries its batch's energy: a batch of one task is singular, one of mixed
+    tasks pipelined; GetStatus' totals grow by exactly the batches' energies."""
+    c = ctx.a.conn()
+    n0, p0, t0 = energy_totals(c)
+    seen = {}  # batch_id -> (energy, tasks)
+    items = [{'task': 'gamma', 'image': b64(pgm(16, 16, 40 + i))} for i in range(4)]
+    for r in c.call('io.mime.InferBatch', {'items': items})['results']:
+        check_energy(r['energy'], 'singular')
+        seen.setdefault(r['batch_id'], (r['energy'], set()))[1].add(r['task'])
+    mixed = False
+    for attempt in range(20):
+        items = [{'task': ('alpha', 'beta', 'gamma')[i % 3],
+                  'image': b64(pgm(16, 16, 50 + attempt * 9 + i))} for i in range(9)]
+        for r in c.call('io.mime.InferBatch', {'items': items})['results']:
+            check_energy(r['energy'])
+            e, tasks = seen.setdefault(r['batch_id'], (r['energy'], set()))
+            assert e == r['energy'], (e, r['energy'])  # one record per batch
+            tasks.add(r['task'])
+        mixed = any(len(t) > 1 for _, t in seen.values())
+        if mixed:
+            break
+    assert mixed, 'no InferBatch call shared a batch between tasks'
+    for e, tasks in seen.values():
+        assert e['mode'] == ('pipelined' if len(tasks) > 1 else 'singular'), (tasks, e)
+    n1, p1, t1 = energy_totals(c)
+    assert n1 - n0 == len(seen), (n0, n1, len(seen))
+    assert p1 - p0 == sum(e['mode'] == 'pipelined' for e, _ in seen.values()), (p0, p1)
+    for k in CASES:
+        for f in SPLIT + ('total', 'cycles'):
+            grown = sum(e[k][f] for e, _ in seen.values())
+            # relative to the sum: t1 - t0 loses the digits t0 had
+            assert abs(t1[k][f] - t0[k][f] - grown) <= 1e-6 * max(grown, t1[k][f]), \
+                (k, f, t0[k][f], t1[k][f], grown)
     c.close()
 
 
@@ -566,6 +644,7 @@ def watch_events(ctx):
         if e['kind'] == 'batch':
             assert e['data']['tasks'] == ['gamma'] and e['data']['mode'] == 'singular'
             assert 'energy' in e['data'] and 'sparsity' in e['data']
+            check_energy(e['data']['energy'], 'singular')
     assert 'batch' in kinds, kinds
     assert e['data']['memory_fits'] is True and e['data']['source'] == 'socket', e
     c.call('io.mime.SetBudget', {'latency_ms': 0})
@@ -580,6 +659,16 @@ def log_has_batch_records(ctx):
     assert lines, log[-2000:]
     assert 'tasks=' in lines[0] and 'sparsity=' in lines[0] and 'energy' in lines[0]
     assert any('mode=pipelined' in l for l in lines), lines[-5:]
+    # key=value: the three totals, the savings and each case's dram/cache/reg/mac split
+    kv = dict(f.split('=', 1) for f in lines[-1].split() if '=' in f)
+    for k in ('energy_mime', 'energy_case1', 'energy_case2', 'saving_case1', 'saving_case2'):
+        assert float(kv[k]) > 0, (k, lines[-1])
+    assert close(float(kv['saving_case1']),
+                 float(kv['energy_case1']) / float(kv['energy_mime']), 1e-3), lines[-1]
+    for k, total in (('mime', 'energy_mime'), ('case1', 'energy_case1'),
+                     ('case2', 'energy_case2')):
+        split = [float(x) for x in kv['split_' + k].split('/')]
+        assert len(split) == 4 and close(sum(split), float(kv[total]), 1e-3), lines[-1]
 
 
 @test
@@ -800,12 +889,47 @@ def mimectl_commands(ctx):
     assert b['tasks'] == ['alpha', 'beta', 'gamma']
     code, out, err = mimectl(ctx, 'status')
     assert code == 0 and 'phase' in out and 'latency' in out, out
+    assert 'DRAM' in out and 'MIME' in out and 'vs case 1' in out, out
     # --help prints the usage only, exits 0 and calls nothing (no 'reloaded', no table).
     for cmd in ('infer', 'tasks', 'status', 'budget', 'phase', 'reload', 'watch', 'bench'):
         code, out, err = mimectl(ctx, cmd, '--help')
         assert code == 0 and out.startswith('usage: mimectl ' + cmd), (cmd, out, err)
         assert 'reloaded' not in out and 'CLASSES' not in out and 'uptime' not in out, out
 
+
+@test
+def mimectl_watch_shows_energy(ctx):
+    env = dict(os.environ, MIME_SOCKET=ctx.a.sock)
+    p = subprocess.Popen([MIMECTL, 'watch'], stdout=subprocess.PIPE, env=env)
+    buf = [b'']
+
+    def readline(timeout=20):
+        """The next line of its output, unbuffered ('' at its end)."""
+        while b'\n' not in buf[0]:
+            r, _, _ = select.select([p.stdout], [], [], timeout)
+            assert r, 'mimectl watch printed nothing in %d s' % timeout
+            chunk = os.read(p.stdout.fileno(), 4096)
+            if not chunk:
+                return buf[0].decode()
+            buf[0] += chunk
+        line, buf[0] = buf[0].split(b'\n', 1)
+        return line.decode() + '\n'
+    try:
+        first = readline()  # the "watching" event: subscribed
+        assert 'watching' in first, first
+        c = ctx.a.conn()
+        infer(c, 'beta', pgm(16, 16, 7))
+        c.close()
+        line = readline()
+        while line and ' batch ' not in line:
+            line = readline()
+    finally:
+        p.terminate()
+        p.wait(10)
+        p.stdout.close()
+    for k in ('energy_mime=', 'energy_case1=', 'energy_case2=', 'mode=singular',
+              'saving_case1=', 'saving_case2='):
+        assert k in line, (k, line)
 
 @test
 def bash_completion_asks_the_daemon(ctx):
