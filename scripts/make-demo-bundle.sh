@@ -195,7 +195,7 @@ step() {
 }
 
 # fmnist's conventional and head-only models are the parent itself (0 epochs: the copies
-# are the parent's weights and head), so the daemon can serve fmnist in every mode too
+# are the parent's weights and head), so fmnist has all three models in the bundle too
 step "conventional fmnist = the parent (0 epochs)" "$PARENT" "$WORK/0a-ft-fmnist.mime" \
 	finetune --task fmnist --data "$DATA/fmnist" --epochs 0 --train-limit 100
 step "head-only fmnist = the parent (0 epochs)" "$WORK/0a-ft-fmnist.mime" \
