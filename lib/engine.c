@@ -133,7 +133,7 @@ static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *
 		int64_t z;
 
 		if (e->cfg.conv == MIME_CONV_PACKED) {
-			mime_gemm_pack_b(&e->arch, g, in_n, (int)p0, nc, ts->col, ts->acc);
+			mime_gemm_pack_b(&e->arch, g, in_n, (int)p0, nc, ts->col);
 			z = mime_gemm_conv(&e->arch, &lp->gw, ts->col, nc, (int)p0, (int)P, lp->b,
 			                   mask_of(e, li, sbase + (int)n), apply,
 			                   out + n * g->k * P);
@@ -413,8 +413,6 @@ static int plan_layers(struct mime_engine *e, struct mime_errinfo *ei)
 
 static int check_tasks(struct mime_engine *e, struct mime_errinfo *ei)
 {
-	const long feat = mime_shape_size(&e->feat);
-
 	if (e->model.n_tasks <= 0)
 		return mime_errinfo_set(ei, MIME_EINVAL, "engine: model has no tasks");
 	if (e->feat.h != 1 || e->feat.w != 1)
@@ -428,7 +426,6 @@ static int check_tasks(struct mime_engine *e, struct mime_errinfo *ei)
 			                        tp->name ? tp->name : "?");
 		if (tp->n_classes > e->max_classes)
 			e->max_classes = tp->n_classes;
-		(void)feat;
 	}
 	return 0;
 }

@@ -209,12 +209,11 @@ size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np
 }
 
 void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
-                      const float *in_sample, int p0, int np, float *packed, float *rowbuf)
+                      const float *in_sample, int p0, int np, float *packed)
 {
 	const int nr = a->nr, CRS = g->c * g->r * g->s;
 	const int64_t plane = (int64_t)g->h * g->w;
 
-	(void)rowbuf;
 	/* Straight into the panels: each run of pixels that stays in one output row and one
 	 * panel is one contiguous (stride 1) or strided read of an input row. */
 	for (int c = 0; c < g->c; c++)

@@ -75,9 +75,9 @@ size_t mime_gemm_weights_bytes(const struct mime_gemm_weights *w);
 size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np);
 
 /* Packs the patches of output pixels [p0, p0 + np) of one sample (in_sample = [C, H, W]).
- * rowbuf holds np floats. */
+ */
 void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
-                      const float *in_sample, int p0, int np, float *packed, float *rowbuf);
+                      const float *in_sample, int p0, int np, float *packed);
 
 /* out_sample[k, p0 + j] = mask(sum_crs W[k, crs] * X[crs, j] + bias[k]) for every kernel k
  * and j < np; P = OH*OW is the row stride of out_sample ([K, P]). Returns the number of zero

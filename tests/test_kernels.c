@@ -98,7 +98,7 @@ static void check_conv(int simd, int sparse, int thr_kind, uint64_t seed)
 	assert_int_equal(posix_memalign((void **)&packed, 64,
 	                                sizeof(float) * mime_gemm_packed_b_floats(&a, CRS, np)),
 	                 0);
-	mime_gemm_pack_b(&a, &g, in, p0, np, packed, NULL);
+	mime_gemm_pack_b(&a, &g, in, p0, np, packed);
 	zeros = mime_gemm_conv(&a, &pw, packed, np, p0, P, bias, &mask, 1, out);
 	for (int kk = 0; kk < k; kk++)
 		for (int p = p0; p < P; p++) {
@@ -180,7 +180,7 @@ static void test_kernels_gemm_sparse_equals_dense_bitwise(void **state)
 	assert_int_equal(posix_memalign((void **)&packed, 64,
 	                                sizeof(float) * mime_gemm_packed_b_floats(&a, CRS, P)),
 	                 0);
-	mime_gemm_pack_b(&a, &g, in, 0, P, packed, NULL);
+	mime_gemm_pack_b(&a, &g, in, 0, P, packed);
 	mime_gemm_conv(&a, &dense, packed, P, 0, P, NULL, &none, 0, o1);
 	mime_gemm_conv(&a, &sparse, packed, P, 0, P, NULL, &none, 0, o2);
 	assert_memory_equal(o1, o2, sizeof(float) * 40 * P);

@@ -79,7 +79,7 @@ static int check(int simd, int sparse, int thr_kind)
 		printf("out of memory\n");
 		return 1;
 	}
-	mime_gemm_pack_b(&a, &g, in, 0, P, packed, NULL);
+	mime_gemm_pack_b(&a, &g, in, 0, P, packed);
 	zeros = mime_gemm_conv(&a, &pw, packed, P, 0, P, bias, &mask, 1, out);
 	for (int kk = 0; kk < k; kk++)
 		for (int p = 0; p < P; p++) {
