@@ -73,6 +73,7 @@ struct mime_engine {
 	int masked_layer[MIME_MAX_LAYERS];
 	int64_t neurons[MIME_MAX_LAYERS];
 	int max_classes;
+	int group; /* samples a thread takes through the whole network at a time */
 	size_t act_floats, plan_bytes, base_bytes; /* base: buffers, without packed weights */
 	float *act[2];
 	float *logits;
@@ -250,9 +251,13 @@ static void run_job(struct mime_engine *e, int tid)
 	const int T = e->cfg.n_threads, B = e->job.batch;
 
 	if (!lp) {
-		/* Sample-parallel: contiguous sample ranges, whole network, one join. */
-		samples_range(e, tid, e->job.in, (int)((int64_t)B * tid / T),
-		              (int)((int64_t)B * (tid + 1) / T));
+		/* Sample-parallel: contiguous sample ranges, whole network, one join. Each
+		 * range goes through the network a few samples at a time, so that a layer's
+		 * output is still in cache when the next layer reads it. */
+		const int s1 = (int)((int64_t)B * (tid + 1) / T);
+
+		for (int s = (int)((int64_t)B * tid / T); s < s1; s += e->group)
+			samples_range(e, tid, e->job.in, s, s + e->group < s1 ? s + e->group : s1);
 		return;
 	}
 	if (lp->spec->kind == MIME_LAYER_CONV) {
@@ -465,6 +470,9 @@ static int alloc_plan(struct mime_engine *e)
 		if (!e->ts[t].col || !e->ts[t].acc || !e->ts[t].zeros)
 			return -ENOMEM;
 	}
+	/* About 256 KiB of activations per buffer per group (L2-sized), 1 to 8 samples. */
+	e->group = (int)(65536 / (e->act_floats ? e->act_floats : 1));
+	e->group = e->group < 1 ? 1 : e->group > 8 ? 8 : e->group;
 	e->base_bytes = sizeof(float) * (2 * e->act_floats * B + (size_t)e->max_classes * B +
 	                                 (size_t)T * (col_max + acc_max));
 	return 0;
@@ -600,8 +608,10 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 		}
 	e->job.batch = batch;
 	e->job.tasks = tasks;
-	if (e->cfg.n_threads > 1 && batch >= e->cfg.n_threads) {
-		/* Enough samples for every thread: split the batch, not the layers. */
+	if (batch > 1 && batch >= e->cfg.n_threads) {
+		/* Enough samples for every thread: split the batch, not the layers (with one
+		 * thread too: groups of samples through the whole network keep the activations
+		 * in cache, where layer after layer over the whole batch would not). */
 		e->job.lp = NULL;
 		e->job.in = in;
 		parallel_run(e);
