@@ -229,6 +229,16 @@ static void reload_commit(struct mimed *d, struct reload_job *job)
 		mimed_runtime_unref(d->rt);
 		d->rt = rt;
 		job->rt = NULL;
+		/* The phases are the new bundle's: the old per-phase latencies say nothing of
+		 * them; a pin stays where the bundle still has it, auto starts at the top. */
+		for (int i = 0; i < MIMED_MAX_PHASES; i++)
+			d->phase_latency[i].n = d->phase_latency[i].next = 0;
+		{
+			int to = d->pinned && d->phase <= rt->n_phases ? d->phase : rt->n_phases;
+
+			if (to != d->phase)
+				mimed_phase_set(d, to, d->pinned, "reload");
+		}
 	} else {
 		/* Same bundle, maybe other tasks enabled (checked in reload_work). */
 		for (int i = 0; i < d->rt->manifest->n_tasks; i++)
@@ -361,22 +371,16 @@ static void on_signal(uv_signal_t *h, int signum)
 		return;
 	case SIGUSR1:
 	case SIGUSR2: {
-		/* One step down / up, as a pin; SetPhase "auto" unpins. The bundle has one
-		 * phase until phases exist, so the step ends at phase 1. */
-		int n_phases = 1, from = d->phase;
+		/* One step down / up between the bundle's phases, as a pin; SetPhase "auto"
+		 * unpins. The workers switch before their next batch (phase_switch events). */
+		int n_phases = d->rt->n_phases, from = d->phase;
 		int to = signum == SIGUSR1 ? from - 1 : from + 1;
 
 		to = to < 1 ? 1 : to > n_phases ? n_phases : to;
-		d->phase = to;
-		d->pinned = true;
-		mimed_log(d, LOG_NOTICE, "%s: phase %d -> %d, pinned%s",
-		          signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2", from, to,
-		          to == from ? " (no phase further that way)" : "");
-		mimed_server_emit(d, "phase",
-		                  json_pack("{s:i,s:i,s:b,s:s,s:I}", "from", from, "to", to,
-		                            "pinned", 1, "cause",
-		                            signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2", "switch_us",
-		                            (json_int_t)0));
+		if (to == from)
+			mimed_log(d, LOG_NOTICE, "%s: no phase further that way than %d",
+			          signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2", from);
+		mimed_phase_set(d, to, true, signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
 		return;
 	}
 	}
@@ -502,8 +506,15 @@ int main(int argc, char **argv)
 	d.n_workers = d.cfg.workers;
 	path = bundle_path(&d, &d.cfg);
 	r = mimed_runtime_load(&d.cfg, path, d.n_workers, &d.rt, &ei);
-	if (r == 0)
+	if (r == 0) {
 		d.rt->gen = ++d.next_gen;
+		/* Auto mode starts at the highest phase; the first tick's policy evaluation
+		 * steps down at once if a budget says so. */
+		d.phase = d.rt->n_phases;
+		d.phase_cause = "start";
+		d.desired_phase = d.phase;
+		mimed_policy_init(&d.policy, d.phase);
+	}
 	if (r < 0) {
 		mimed_log(&d, LOG_ERR, "bundle '%s': %s%s", path,
 		          ei.msg[0] ? ei.msg : mime_strerror(r),

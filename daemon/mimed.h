@@ -27,6 +27,7 @@
 
 #include "daemon/config.h"
 #include "daemon/log.h"
+#include "daemon/policy.h"
 #include "daemon/queue.h"
 #include "daemon/stats.h"
 #include "daemon/varlink.h"
@@ -36,7 +37,7 @@
 #include "lib/model.h"
 
 #define MIMED_MAX_TOP_K  1000
-#define MIMED_MAX_PHASES 16
+#define MIMED_MAX_PHASES MIME_MAX_PHASES
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -69,6 +70,19 @@ struct mimed_runtime {
 	bool have_energy;
 	struct mime_energy_net energy_net;
 	struct mime_energy_hw energy_hw;
+	/* Phases as clients number them, 1..n_phases: the bundle's phases when it lists any
+	 * (has_phases; mime mode only), else one phase, the whole parent, entered by nothing. */
+	int n_phases;
+	bool has_phases;
+	struct mime_phase *phases;            /* [n_phases]; has_phases only */
+	uint8_t **phase_keep;                 /* [n_phases]: mask storage, freed with rt */
+	struct mime_task_params *phase_tasks; /* [n_phases * n_tasks]; engines borrow them */
+	/* [n_phases]: the manifest's memory_bytes when given, else the engine's plan bytes in
+	 * that phase, measured at load on worker 0's engine; memory_measured says which. */
+	int64_t *phase_memory_bytes;
+	bool *phase_memory_measured;
+	int *engine_phase; /* [n_workers]: the phase worker i's engine is in (0: the parent);
+	                    * worker i only, after load */
 };
 
 enum mimed_req_status {
@@ -90,6 +104,7 @@ struct mimed_req {
 	int top_k;
 	uint64_t accepted_ns, deadline_ns; /* deadline 0: none */
 	float *input;                      /* input_floats, preprocessed */
+	int phase;                         /* the phase it ran in (written by the worker) */
 	int cancelled;                     /* __atomic: set by the loop, read by workers */
 	/* Written by the worker that ran it, read by the loop after the hand-off. */
 	enum mimed_req_status status;
@@ -115,6 +130,12 @@ struct mimed_batch {
 	int error; /* the engine's code when forward failed */
 	uint64_t forward_us;
 	struct mimed_runtime *rt; /* borrowed through its requests */
+	int phase;                /* the phase the batch ran in */
+	/* The worker entered another phase before running this batch (set_phase). */
+	bool switched;
+	int switch_from, switch_to, switch_error;
+	uint64_t switch_us;
+	char switch_msg[256];
 	int n_masked;
 	int masked_layer[MIME_MAX_LAYERS];
 	float mean_sparsity[MIME_MAX_LAYERS];
@@ -234,8 +255,12 @@ struct mimed {
 	uint64_t budget_memory_bytes;     /* set by config or socket; 0: none */
 	const char *budget_memory_source; /* "config" or "socket" (static strings) */
 	double budget_latency_ms;
-	int phase;
+	int phase;               /* the phase asked for (pinned or chosen by the policy) */
+	int desired_phase;       /* __atomic: the loop writes it, workers read it before a batch */
+	const char *phase_cause; /* why the last change (static string) */
 	bool pinned;
+	struct mimed_policy policy; /* auto mode's hysteresis */
+	uint64_t last_policy_ns;
 
 	/* Counters. */
 	struct mimed_latency latency;                         /* every request */
@@ -285,8 +310,14 @@ void mimed_server_reload_reply(struct mimed_call *call, const char *error, const
 /* The memory budget in force: the set one, lowered by the cgroup's memory.high and
  * memory.max when they are tighter; 0 when there is none. *ret_source says which. */
 uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source);
-/* Logs (a budget below the lowest phase: a warning) and emits a budget event. */
+/* Logs (a budget below the lowest phase: a warning), emits a budget event and lets the
+ * policy react at once (a step down is immediate). */
 void mimed_budget_changed(struct mimed *d, const char *source);
+/* Asks for phase `to` (clamped to the runtime's 1..n_phases) with pinned and cause; workers
+ * switch before their next batch. Logs and emits a phase event. */
+void mimed_phase_set(struct mimed *d, int to, bool pinned, const char *cause);
+/* Auto mode: one evaluation of the policy (see daemon/policy.h); no-op when pinned. */
+void mimed_policy_evaluate(struct mimed *d, const char *cause);
 
 /* main.c: reloads the configuration and, when it changed, the bundle, in the thread pool;
  * commits on the loop thread or keeps the old state. call (a Reload() call; NULL for

@@ -25,6 +25,14 @@ static void runtime_free(struct mimed_runtime *rt)
 		free(rt->inputs[i]);
 	free(rt->engines);
 	free(rt->inputs);
+	for (int i = 0; rt->phase_keep && i < rt->n_phases; i++)
+		free(rt->phase_keep[i]);
+	free(rt->phase_keep);
+	free(rt->phases);
+	free(rt->phase_tasks);
+	free(rt->phase_memory_bytes);
+	free(rt->phase_memory_measured);
+	free(rt->engine_phase);
 	if (rt->model_ready)
 		mime_model_fini(&rt->model);
 	mime_bundle_close(rt->bundle);
@@ -147,6 +155,63 @@ static int conv_model(struct mimed_runtime *rt, int t, struct mime_errinfo *ei)
 	return 0;
 }
 
+/* The phases clients see (see struct mimed_runtime). With phases: each one's struct
+ * mime_phase and task parameters from mime_model_phase(), entered once on worker 0's engine
+ * to check it can be and to measure its plan bytes; that engine stays in the last phase.
+ * Without: one phase, the parent, measured as it is. */
+static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
+{
+	int n_tasks = rt->model.n_tasks, r;
+
+	rt->has_phases = rt->mode == MIMED_MODE_MIME && rt->manifest->n_phases > 0;
+	rt->n_phases = rt->has_phases ? rt->manifest->n_phases : 1;
+	if (rt->n_phases > MIMED_MAX_PHASES)
+		return mime_errinfo_set(ei, MIME_EFORMAT, "bundle '%s' has %d phases (at most %d)",
+		                        rt->bundle_path, rt->n_phases, MIMED_MAX_PHASES);
+	rt->phase_memory_bytes = calloc((size_t)rt->n_phases, sizeof(*rt->phase_memory_bytes));
+	rt->phase_memory_measured =
+		calloc((size_t)rt->n_phases, sizeof(*rt->phase_memory_measured));
+	rt->engine_phase = calloc((size_t)rt->n_workers, sizeof(*rt->engine_phase));
+	if (!rt->phase_memory_bytes || !rt->phase_memory_measured || !rt->engine_phase)
+		return -ENOMEM;
+	if (!rt->has_phases) {
+		size_t bytes = 0;
+
+		for (int i = 0; i < rt->n_models; i++)
+			if (rt->engines[i])
+				bytes += mime_engine_plan_bytes(rt->engines[i]);
+		rt->phase_memory_bytes[0] = (int64_t)bytes;
+		rt->phase_memory_measured[0] = true;
+		for (int w = 0; w < rt->n_workers; w++)
+			rt->engine_phase[w] = 1;
+		return 0;
+	}
+	rt->phases = calloc((size_t)rt->n_phases, sizeof(*rt->phases));
+	rt->phase_keep = calloc((size_t)rt->n_phases, sizeof(*rt->phase_keep));
+	rt->phase_tasks = calloc((size_t)rt->n_phases * (size_t)n_tasks, sizeof(*rt->phase_tasks));
+	if (!rt->phases || !rt->phase_keep || !rt->phase_tasks)
+		return -ENOMEM;
+	for (int p = 1; p <= rt->n_phases; p++) {
+		struct mime_task_params *tasks =
+			&rt->phase_tasks[(size_t)(p - 1) * (size_t)n_tasks];
+		int64_t manifest_bytes = rt->manifest->phases[p - 1].memory_bytes;
+
+		r = mime_model_phase(rt->bundle, p, &rt->phases[p - 1], &rt->phase_keep[p - 1],
+		                     tasks, ei);
+		if (r < 0)
+			return r;
+		r = mime_engine_set_phase(rt->engines[0], &rt->phases[p - 1], tasks, ei);
+		if (r < 0)
+			return r;
+		rt->engine_phase[0] = p;
+		rt->phase_memory_measured[p - 1] = manifest_bytes < 0;
+		rt->phase_memory_bytes[p - 1] =
+			manifest_bytes >= 0 ? manifest_bytes
+					    : (int64_t)mime_engine_plan_bytes(rt->engines[0]);
+	}
+	return 0;
+}
+
 int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei)
 {
@@ -248,6 +313,9 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 			goto fail;
 		}
 	}
+	r = runtime_phases(rt, ei);
+	if (r < 0)
+		goto fail;
 	for (int i = 0; i < rt->manifest->n_tasks; i++)
 		if (rt->manifest->tasks[i].thresholds == MIME_THR_CHANNEL)
 			thr = MIME_ENERGY_THR_CHANNEL;

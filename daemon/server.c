@@ -314,9 +314,9 @@ static json_t *result_json(struct mimed *d, const struct mimed_req *req,
 		                                    "sparsity", (double)req->sparsity[m]));
 	return json_pack("{s:s,s:i,s:s,s:o,s:i,s:I,s:o,s:I,s:i,s:o}", "task", t->name, "label",
 	                 req->label, "class", t->class_names[req->label], "top", top, "phase",
-	                 d->phase, "latency_us", (json_int_t)latency_us, "sparsity", sp, "batch_id",
-	                 (json_int_t)req->batch_id, "batch_size", req->batch_size, "energy",
-	                 energy_json(b));
+	                 req->phase, "latency_us", (json_int_t)latency_us, "sparsity", sp,
+	                 "batch_id", (json_int_t)req->batch_id, "batch_size", req->batch_size,
+	                 "energy", energy_json(b));
 }
 
 /* Builds the reply once every item of call is back. */
@@ -352,8 +352,8 @@ static void req_finish(struct mimed *d, struct mimed_req *req, const struct mime
 	case MIMED_REQ_OK:
 		req->result = result_json(d, req, b, latency_us);
 		mimed_latency_add(&d->latency, latency_us);
-		if (d->phase >= 1 && d->phase <= MIMED_MAX_PHASES) {
-			struct mimed_latency *pl = &d->phase_latency[d->phase - 1];
+		if (req->phase >= 1 && req->phase <= MIMED_MAX_PHASES) {
+			struct mimed_latency *pl = &d->phase_latency[req->phase - 1];
 
 			if (pl->cap || mimed_latency_init(pl, 2048) == 0)
 				mimed_latency_add(pl, latency_us);
@@ -473,7 +473,7 @@ static void batch_log(struct mimed *d, const struct mimed_batch *b)
 	          "forward_us=%llu sparsity=%s %s%s%s",
 	          (unsigned long long)b->id, b->size, b->ran, b->worker, nt ? tasks : "-",
 	          mixed ? "pipelined" : "singular",
-	          b->rt->mode == MIMED_MODE_CONVENTIONAL ? "conventional" : "shared", d->phase,
+	          b->rt->mode == MIMED_MODE_CONVENTIONAL ? "conventional" : "shared", b->phase,
 	          (unsigned long long)b->forward_us, ns ? sp : "-", energy,
 	          b->error ? " error=" : "", b->error ? mime_strerror(b->error) : "");
 }
@@ -500,8 +500,28 @@ static json_t *batch_event(struct mimed *d, const struct mimed_batch *b)
 	                 "size", b->size, "ran", b->ran, "tasks", tasks, "mode",
 	                 mixed ? "pipelined" : "singular", "weights",
 	                 b->rt->mode == MIMED_MODE_CONVENTIONAL ? "conventional" : "shared",
-	                 "phase", d->phase, "forward_us", (json_int_t)b->forward_us, "sparsity", sp,
+	                 "phase", b->phase, "forward_us", (json_int_t)b->forward_us, "sparsity", sp,
 	                 "energy", energy_json(b));
+}
+
+/* A worker entered another phase before running b: log it (cause, from/to, how long
+ * mime_engine_set_phase() took) and emit a phase_switch event. */
+static void switch_log(struct mimed *d, const struct mimed_batch *b)
+{
+	const char *cause = d->phase_cause ? d->phase_cause : "start";
+
+	if (b->switch_error < 0) {
+		mimed_log(d, LOG_ERR, "worker %d: phase %d -> %d: %s: %s, staying in phase %d",
+		          b->worker, b->switch_from, b->switch_to, mime_strerror(b->switch_error),
+		          b->switch_msg, b->switch_from);
+		return;
+	}
+	mimed_log(d, LOG_NOTICE, "phase switch worker=%d from=%d to=%d switch_us=%llu cause=%s",
+	          b->worker, b->switch_from, b->switch_to, (unsigned long long)b->switch_us, cause);
+	mimed_server_emit(d, "phase_switch",
+	                  json_pack("{s:i,s:i,s:i,s:I,s:s}", "worker", b->worker, "from",
+	                            b->switch_from, "to", b->switch_to, "switch_us",
+	                            (json_int_t)b->switch_us, "cause", cause));
 }
 
 void mimed_server_on_done(uv_async_t *h)
@@ -518,6 +538,8 @@ void mimed_server_on_done(uv_async_t *h)
 		struct mimed_batch *b = list;
 
 		list = b->next;
+		if (b->switched)
+			switch_log(d, b);
 		if (b->ran > 0) {
 			d->n_batches++;
 			if (b->have_energy) {
@@ -1194,23 +1216,110 @@ static json_t *budgets_json(struct mimed *d)
 	return b;
 }
 
+/* What each phase of d's runtime is known to take, for the policy: memory as the runtime
+ * recorded it; p95 latency as measured here when the phase has samples, else the manifest's
+ * latency_ms, else unknown. */
+static void policy_table(struct mimed *d, struct mimed_policy_phase *ret_ph)
+{
+	const struct mimed_runtime *rt = d->rt;
+	static const double p95 = 95;
+
+	for (int i = 0; i < rt->n_phases; i++) {
+		struct mimed_latency *pl = &d->phase_latency[i];
+		uint64_t us;
+
+		ret_ph[i].memory_bytes = rt->phase_memory_bytes[i];
+		ret_ph[i].p95_ms = -1;
+		if (pl->n) {
+			mimed_latency_percentiles(pl, &p95, 1, &us);
+			ret_ph[i].p95_ms = (double)us / 1000.0;
+		} else if (rt->has_phases && rt->manifest->phases[i].latency_ms >= 0) {
+			ret_ph[i].p95_ms = rt->manifest->phases[i].latency_ms;
+		}
+	}
+}
+
+void mimed_phase_set(struct mimed *d, int to, bool pinned, const char *cause)
+{
+	int from = d->phase;
+
+	to = to < 1 ? 1 : to > d->rt->n_phases ? d->rt->n_phases : to;
+	d->phase = to;
+	d->pinned = pinned;
+	d->phase_cause = cause;
+	mimed_policy_init(&d->policy, to);
+	__atomic_store_n(&d->desired_phase, to, __ATOMIC_RELEASE);
+	mimed_log(d, LOG_NOTICE, "phase %d -> %d (%s), cause=%s", from, to,
+	          pinned ? "pinned" : "auto", cause);
+	mimed_server_emit(d, "phase",
+	                  json_pack("{s:i,s:i,s:b,s:s}", "from", from, "to", to, "pinned", pinned,
+	                            "cause", cause));
+}
+
+void mimed_policy_evaluate(struct mimed *d, const char *cause)
+{
+	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
+	const char *src;
+	uint64_t budget = mimed_memory_budget(d, &src);
+	int fit, to;
+
+	d->last_policy_ns = mimed_now_ns();
+	if (d->pinned || d->shutting_down)
+		return;
+	policy_table(d, ph);
+	fit = mimed_policy_fit(ph, d->rt->n_phases, budget, d->budget_latency_ms, NULL);
+	to = mimed_policy_step(&d->policy, fit, MIMED_POLICY_UP_EVALS);
+	if (to != d->phase)
+		mimed_phase_set(d, to, false, cause);
+}
+
 void mimed_budget_changed(struct mimed *d, const char *source)
 {
+	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
 	uint64_t rss = rss_bytes();
 	const char *src;
 	uint64_t budget = mimed_memory_budget(d, &src);
-	bool fits = !budget || rss <= budget;
+	bool below;
 
-	/* One phase until bundles have more: the lowest phase is all there is. */
+	policy_table(d, ph);
+	for (int i = 0; i < d->rt->n_phases; i++)
+		ph[i].p95_ms = -1; /* the memory budget alone */
+	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &below);
+	bool fits = !below;
+
 	if (!fits)
 		mimed_log(d, LOG_WARNING,
-		          "memory budget %llu bytes (%s) is below what phase %d takes (rss %llu "
-		          "bytes); staying at the lowest phase",
-		          (unsigned long long)budget, src, d->phase, (unsigned long long)rss);
+		          "memory budget %llu bytes (%s) is below what phase 1 takes (%lld bytes, "
+		          "rss %llu bytes); staying at the lowest phase",
+		          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
+		          (unsigned long long)rss);
 	mimed_server_emit(d, "budget",
 	                  json_pack("{s:o,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d), "source",
 	                            source, "memory_fits", fits, "rss_bytes", (json_int_t)rss,
 	                            "phase", d->phase));
+	mimed_policy_evaluate(d, "budget");
+}
+
+/* The phases and what the policy knows of each. */
+static json_t *phases_json(struct mimed *d)
+{
+	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
+	const struct mimed_runtime *rt = d->rt;
+	json_t *a = json_array();
+
+	policy_table(d, ph);
+	for (int i = 0; i < rt->n_phases; i++) {
+		json_t *o =
+			json_pack("{s:i,s:s,s:I,s:s}", "phase", i + 1, "name",
+		                  rt->has_phases ? rt->manifest->phases[i].name : "parent",
+		                  "memory_bytes", (json_int_t)ph[i].memory_bytes, "memory_source",
+		                  rt->phase_memory_measured[i] ? "measured" : "manifest");
+
+		if (o && ph[i].p95_ms >= 0)
+			json_object_set_new(o, "p95_ms", json_real(ph[i].p95_ms));
+		json_array_append_new(a, o);
+	}
+	return a;
 }
 
 static void m_get_status(struct mimed *d, struct mimed_call *call)
@@ -1267,6 +1376,8 @@ static void m_get_status(struct mimed *d, struct mimed_call *call)
 			                          "p99_us", (json_int_t)pct[2]));
 		}
 		json_object_set_new(status, "latency_by_phase", phases);
+		json_object_set_new(status, "n_phases", json_integer(d->rt->n_phases));
+		json_object_set_new(status, "phases", phases_json(d));
 		json_object_set_new(status, "mode",
 		                    json_string(d->rt->mode == MIMED_MODE_CONVENTIONAL
 		                                        ? "conventional"
@@ -1311,20 +1422,23 @@ static void m_set_phase(struct mimed *d, struct mimed_call *call, json_t *params
 
 	if (json_is_string(p) && strcmp(json_string_value(p), "auto") == 0) {
 		pinned = false;
-	} else if (json_is_integer(p) && json_integer_value(p) == 1) {
+	} else if (json_is_integer(p) && json_integer_value(p) >= 1 &&
+	           json_integer_value(p) <= d->rt->n_phases) {
 		pinned = true;
 	} else {
 		call_invalid_param(call, "phase",
-		                   "'phase' must be \"auto\" or a phase of the bundle (1)");
+		                   "'phase' must be \"auto\" or a phase of the bundle (1..%d)",
+		                   d->rt->n_phases);
 		return;
 	}
-	if (pinned != d->pinned) {
-		d->pinned = pinned;
-		mimed_log(d, LOG_NOTICE, "phase %d %s (socket, uid=%u)", d->phase,
-		          pinned ? "pinned" : "auto", (unsigned)call->conn->uid);
-		mimed_server_emit(d, "phase",
-		                  json_pack("{s:i,s:i,s:b,s:s}", "from", d->phase, "to", d->phase,
-		                            "pinned", pinned, "cause", "SetPhase"));
+	mimed_log(d, LOG_NOTICE, "SetPhase %s (socket, uid=%u)", pinned ? "pin" : "auto",
+	          (unsigned)call->conn->uid);
+	if (pinned) {
+		mimed_phase_set(d, (int)json_integer_value(p), true, "SetPhase");
+	} else if (d->pinned) {
+		/* Unpinned: the policy decides from the phase in force, at once. */
+		mimed_phase_set(d, d->phase, false, "SetPhase");
+		mimed_policy_evaluate(d, "SetPhase auto");
 	}
 	call_ok(call, json_pack("{s:i,s:b}", "phase", d->phase, "pinned", d->pinned));
 }
@@ -1795,6 +1909,9 @@ void mimed_server_tick(struct mimed *d)
 {
 	uint64_t now = mimed_now_ns();
 	struct mimed_qitem *expired;
+
+	if (now - d->last_policy_ns >= MIMED_POLICY_EVAL_MS * 1000000ull)
+		mimed_policy_evaluate(d, "budget timer");
 
 	if (mimed_queue_len(&d->queue) > 0) {
 		expired = mimed_queue_remove_if(&d->queue, match_expired, &now);

@@ -3,7 +3,12 @@
  * benchmarks, so they do not depend on a trained model: three tasks with element, channel
  * and no thresholds, plus each task's conventional baseline (conventional/<task>/<layer>.
  * weight|bias, conventional/<task>/head.weight|bias).
- *   mkbundle OUT.mime [SEED] [--graph small|vgg7|vgg7-half]
+ *   mkbundle OUT.mime [SEED] [--graph small|vgg7|vgg7-half] [--phases N]
+ * --phases N (2 or 3): the bundle also lists N nested phases (the Multi-phase CNN paper's
+ * sub-networks, coarse only): phase p keeps the first ceil(out * p / N) kernels of every conv
+ * and fc layer, so phase N is the whole parent; each (task, phase) gets its own random head
+ * and thresholds sized for the phase (task/<task>/phase<p>/...), as tests/test_phase.c's
+ * write_bundle() does, so an image's answer differs between phases.
  * small (the default): input 1x16x16, two conv+pool stages, one fc, uniform weights.
  * vgg7: the paper's VGG-7 on 1x28x28 (conf/networks/vgg7.yaml: conv 64-128-256-256, three
  * 2x2 max-pools, the head on 256x3x3); vgg7-half: the demo parent's half width (conv
@@ -18,6 +23,7 @@
 
 #include "lib/bundle.h"
 #include "lib/manifest.h"
+#include "lib/phase.h"
 
 static const struct graph {
 	const char *name;
@@ -111,7 +117,8 @@ int main(int argc, char **argv)
 	const char *out = NULL;
 	char json[4096], name[256];
 	unsigned seed = 1;
-	int r = 1, n_pos = 0;
+	int r = 1, n_pos = 0, n_phases = 0;
+	struct mime_phase_spec ps[3];
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--graph") == 0 && i + 1 < argc) {
@@ -124,6 +131,12 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			i++;
+		} else if (strcmp(argv[i], "--phases") == 0 && i + 1 < argc) {
+			n_phases = atoi(argv[++i]);
+			if (n_phases < 2 || n_phases > 3) {
+				fprintf(stderr, "mkbundle: --phases takes 2 or 3\n");
+				return 2;
+			}
 		} else if (n_pos == 0 && argv[i][0] != '-') {
 			out = argv[i];
 			n_pos++;
@@ -136,7 +149,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!out) {
-		fprintf(stderr, "usage: mkbundle OUT.mime [SEED] [--graph small|vgg7|vgg7-half]\n");
+		fprintf(stderr, "usage: mkbundle OUT.mime [SEED] [--graph small|vgg7|vgg7-half] "
+		                "[--phases 2|3]\n");
 		return 2;
 	}
 	rng = 0x9E3779B97F4A7C15ull ^ seed;
@@ -204,6 +218,54 @@ int main(int argc, char **argv)
 				goto out;
 		}
 	}
+	/* Phases: nested kernels per layer, each (task, phase) its own head and thresholds. */
+	memset(ps, 0, sizeof(ps));
+	for (int p = 0; p < n_phases; p++) {
+		struct mime_shape ph_shapes[MIME_MAX_LAYERS];
+
+		snprintf(ps[p].name, sizeof(ps[p].name), "p%d", p + 1);
+		ps[p].wuv = 4;
+		ps[p].accuracy = ps[p].latency_ms = -1;
+		ps[p].memory_bytes = ps[p].nonzero_params = -1;
+		for (int i = 0; i < m.graph.n_layers; i++) {
+			const struct mime_layer_spec *l = &m.graph.layers[i];
+
+			if (l->kind == MIME_LAYER_CONV || l->kind == MIME_LAYER_FC)
+				ps[p].k_active[i] = (l->out * (p + 1) + n_phases - 1) / n_phases;
+		}
+		if (mime_phase_shapes(&m.graph, ps[p].k_active, NULL, ph_shapes) < 0) {
+			snprintf(ei.msg, sizeof(ei.msg), "phase %d: bad shapes", p + 1);
+			goto out;
+		}
+		for (int k = 0; k < m.n_tasks; k++) {
+			const struct mime_task_spec *t = &m.tasks[k];
+			int64_t hw[2] = {t->n_classes,
+			                 mime_shape_size(&ph_shapes[m.graph.n_layers - 1])};
+			int64_t hb[1] = {t->n_classes};
+
+			snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", t->name, p + 1);
+			if (add_random(w, name, 2, hw, -0.5f, 0.5f) < 0)
+				goto out;
+			snprintf(name, sizeof(name), "task/%s/phase%d/head.bias", t->name, p + 1);
+			if (add_random(w, name, 1, hb, -0.1f, 0.1f) < 0)
+				goto out;
+			if (t->thresholds == MIME_THR_NONE)
+				continue;
+			for (int i = 0; i < m.graph.n_layers; i++) {
+				int64_t sh[3] = {ph_shapes[i].c, ph_shapes[i].h, ph_shapes[i].w};
+
+				if (!mime_graph_layer_masked(&m.graph, i))
+					continue;
+				snprintf(name, sizeof(name), "task/%s/phase%d/%s.threshold",
+				         t->name, p + 1, m.graph.layers[i].name);
+				if (add_random(w, name, t->thresholds == MIME_THR_ELEMENT ? 3 : 1,
+				               sh, 0.0f, 0.1f) < 0)
+					goto out;
+			}
+		}
+	}
+	m.n_phases = n_phases;
+	m.phases = n_phases ? ps : NULL;
 	/* The conventional baseline: each task's own copy of every layer and its head. */
 	for (int k = 0; k < m.n_tasks; k++) {
 		const struct mime_task_spec *t = &m.tasks[k];
@@ -246,6 +308,8 @@ out:
 	if (r)
 		fprintf(stderr, "mkbundle: %s\n", ei.msg[0] ? ei.msg : "failed");
 	mime_bundle_writer_destroy(w);
+	m.n_phases = 0;
+	m.phases = NULL; /* ps is ours */
 	mime_manifest_free(&m);
 	return r;
 }

@@ -999,6 +999,117 @@ def systemd_socket_activation_and_notify(ctx):
         notify.close()
 
 
+def wait_phase(c, want, timeout=8.0):
+    """Polls GetStatus until its phase is want; returns the status."""
+    end = time.time() + timeout
+    while True:
+        st = c.call('io.mime.GetStatus')['status']
+        if st['phase'] == want or time.time() > end:
+            return st
+        time.sleep(0.05)
+
+
+def answer(c, img, task='alpha'):
+    r = infer(c, task, img, top_k=4)
+    return r['phase'], [(t['label'], round(t['score'], 6)) for t in r['top']]
+
+
+@test
+def phased_bundle(ctx):
+    """A bundle with 3 phases: SetPhase pins a phase (the answers follow it and are stable
+    within it), auto climbs back after the hysteresis, a tiny memory budget moves auto to
+    phase 1 at once and a lifted one back up, SIGUSR1/SIGUSR2 step between real phases."""
+    bundle = os.path.join(ctx.tmp, 'phased.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '7', '--phases', '3'])
+    d = Daemon(ctx.tmp, 'phased', bundle)
+    try:
+        c = d.conn()
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['n_phases'] == 3 and st['phase'] == 3 and st['pinned'] is False, st
+        mem = [p['memory_bytes'] for p in st['phases']]
+        assert [p['phase'] for p in st['phases']] == [1, 2, 3], st['phases']
+        assert all(p['memory_source'] == 'measured' for p in st['phases'])
+        assert mem[0] < mem[2], mem
+        w = d.conn()
+        w.send('io.mime.WatchEvents', more=True)
+        assert w.recv()['parameters']['event']['kind'] == 'watching'
+
+        img = pgm(16, 16, 11)
+        imgs = [pgm(16, 16, 11 + k) for k in range(6)]
+        assert c.call('io.mime.SetPhase', {'phase': 1}) == {'phase': 1, 'pinned': True}
+        ans1 = [answer(c, i) for i in imgs]
+        assert all(a[0] == 1 for a in ans1), ans1
+        assert [answer(c, i) for i in imgs] == ans1  # stable within a phase
+        assert c.call('io.mime.SetPhase', {'phase': 2}) == {'phase': 2, 'pinned': True}
+        assert answer(c, img)[0] == 2
+        assert c.call('io.mime.SetPhase', {'phase': 3}) == {'phase': 3, 'pinned': True}
+        ans3 = [answer(c, i) for i in imgs]
+        assert all(a[0] == 3 for a in ans3), ans3
+        assert [answer(c, i) for i in imgs] == ans3
+        assert [a[1] for a in ans1] != [a[1] for a in ans3], (ans1, ans3)
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phase'] == 3 and st['pinned'] is True
+        assert {p['phase'] for p in st['latency_by_phase']} >= {1, 2, 3}
+        expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetPhase',
+                     {'phase': 4})
+        expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetPhase',
+                     {'phase': 0})
+        # Workers switched between batches and said so: cause, from/to, duration.
+        seen = []
+        while not any(e['kind'] == 'phase_switch' and e['data']['to'] == 3 for e in seen):
+            seen.append(w.recv()['parameters']['event'])
+        sw = [e for e in seen if e['kind'] == 'phase_switch']
+        assert all(e['data']['switch_us'] >= 0 and e['data']['cause'] == 'SetPhase'
+                   for e in sw), sw
+        assert 'phase switch worker=' in d.read_log()
+
+        # auto from a pin at 1: back to 3 only after the hysteresis (3 evaluations).
+        c.call('io.mime.SetPhase', {'phase': 1})
+        t0 = time.time()
+        assert c.call('io.mime.SetPhase', {'phase': 'auto'}) == {'phase': 1, 'pinned': False}
+        st = wait_phase(c, 3)
+        assert st['phase'] == 3 and st['pinned'] is False, st
+        assert time.time() - t0 >= 0.9, 'stepped up without hysteresis'
+        assert answer(c, img)[0] == 3
+
+        # A memory budget below phase 2: auto goes to phase 1 at once, with a warning
+        # when even phase 1 does not fit; lifted, back up after the hysteresis.
+        c.call('io.mime.SetBudget', {'memory_bytes': 4096})
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phase'] == 1 and st['pinned'] is False, st
+        assert 'below what phase 1 takes' in d.read_log()
+        assert answer(c, img)[0] == 1
+        if mem[0] < mem[1] < mem[2]:
+            c.call('io.mime.SetBudget', {'memory_bytes': mem[1]})
+            assert c.call('io.mime.GetStatus')['status']['phase'] == 1  # not at once
+            assert wait_phase(c, 2)['phase'] == 2
+            c.call('io.mime.SetBudget', {'memory_bytes': mem[0]})
+            assert c.call('io.mime.GetStatus')['status']['phase'] == 1
+        c.call('io.mime.SetBudget', {'memory_bytes': 1 << 40})
+        assert c.call('io.mime.GetStatus')['status']['phase'] == 1
+        assert wait_phase(c, 3)['phase'] == 3
+        c.call('io.mime.SetBudget', {'memory_bytes': 0})
+
+        # Signals step one phase, as pins.
+        d.p.send_signal(signal.SIGUSR1)
+        st = wait_phase(c, 2, timeout=3)
+        assert st['phase'] == 2 and st['pinned'] is True, st
+        d.p.send_signal(signal.SIGUSR1)
+        assert wait_phase(c, 1, timeout=3)['phase'] == 1
+        d.p.send_signal(signal.SIGUSR1)  # no phase below 1
+        time.sleep(0.2)
+        assert c.call('io.mime.GetStatus')['status']['phase'] == 1
+        assert answer(c, img)[0] == 1
+        d.p.send_signal(signal.SIGUSR2)
+        assert wait_phase(c, 2, timeout=3)['phase'] == 2
+        assert answer(c, img)[0] == 2
+        assert c.call('io.mime.SetPhase', {'phase': 'auto'})['pinned'] is False
+        c.close()
+        w.close()
+    finally:
+        assert d.stop() == 0, d.read_log()[-3000:]
+
+
 @test
 def conventional_mode(ctx):
     """mode: conventional serves each task on its own weights: answers differ from MIME's,
