@@ -1104,6 +1104,25 @@ def phased_bundle(ctx):
         assert wait_phase(c, 2, timeout=3)['phase'] == 2
         assert answer(c, img)[0] == 2
         assert c.call('io.mime.SetPhase', {'phase': 'auto'})['pinned'] is False
+
+        # Reload onto a bundle without phases and back: the numbering follows the bundle.
+        c.call('io.mime.SetPhase', {'phase': 3})
+        d.bundle = ctx.a.bundle
+        d.write_config('')
+        c.call('io.mime.Reload')
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['n_phases'] == 1 and st['phase'] == 1 and st['pinned'] is True, st
+        assert [p['name'] for p in st['phases']] == ['parent']
+        assert answer(c, img)[0] == 1
+        expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.SetPhase',
+                     {'phase': 2})
+        c.call('io.mime.SetPhase', {'phase': 'auto'})
+        d.bundle = bundle
+        d.write_config('')
+        c.call('io.mime.Reload')
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['n_phases'] == 3 and st['phase'] == 3 and st['pinned'] is False, st
+        assert answer(c, img)[0] == 3
         c.close()
         w.close()
     finally:
