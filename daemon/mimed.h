@@ -261,6 +261,7 @@ struct mimed {
 	bool pinned;
 	struct mimed_policy policy; /* auto mode's hysteresis */
 	uint64_t last_policy_ns;
+	bool latency_below; /* the last evaluation found no phase fitting: warned once */
 
 	/* Counters. */
 	struct mimed_latency latency;                         /* every request */

@@ -1261,13 +1261,27 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
 	const char *src;
 	uint64_t budget = mimed_memory_budget(d, &src);
+	bool below;
 	int fit, to;
 
 	d->last_policy_ns = mimed_now_ns();
 	if (d->pinned || d->shutting_down)
 		return;
 	policy_table(d, ph);
-	fit = mimed_policy_fit(ph, d->rt->n_phases, budget, d->budget_latency_ms, NULL);
+	fit = mimed_policy_fit(ph, d->rt->n_phases, budget, d->budget_latency_ms, &below);
+	if (below && !d->latency_below) {
+		bool mem_below;
+
+		/* A memory budget too small is reported where it is set; this is the latency. */
+		mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &mem_below);
+		if (!mem_below)
+			mimed_log(
+				d, LOG_WARNING,
+				"latency budget p95 %g ms is below what phase 1 takes (p95 %g ms); "
+				"staying at the lowest phase",
+				d->budget_latency_ms, ph[0].p95_ms);
+	}
+	d->latency_below = below;
 	to = mimed_policy_step(&d->policy, fit, MIMED_POLICY_UP_EVALS);
 	if (to != d->phase)
 		mimed_phase_set(d, to, false, cause);

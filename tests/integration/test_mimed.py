@@ -1090,6 +1090,17 @@ def phased_bundle(ctx):
         assert wait_phase(c, 3)['phase'] == 3
         c.call('io.mime.SetBudget', {'memory_bytes': 0})
 
+        # A latency budget no phase meets (every phase has measured p95s by now): phase 1
+        # at once and a warning; lifted, back up after the hysteresis.
+        st = c.call('io.mime.GetStatus')['status']
+        assert all('p95_ms' in p for p in st['phases']), st['phases']
+        c.call('io.mime.SetBudget', {'latency_ms': 0.0001})
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phase'] == 1 and st['pinned'] is False, st
+        assert 'latency budget p95 0.0001 ms is below what phase 1 takes' in d.read_log()
+        c.call('io.mime.SetBudget', {'latency_ms': 0})
+        assert wait_phase(c, 3)['phase'] == 3
+
         # Signals step one phase, as pins.
         d.p.send_signal(signal.SIGUSR1)
         st = wait_phase(c, 2, timeout=3)
