@@ -23,153 +23,21 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_net.h"
 #include "lib/energy.h"
 #include "lib/engine.h"
 
-#define N_CLASSES 10
 #define MAX_BATCH 32
 #define MAX_REPS  20000
 
-struct netdef {
-	const char *name;
-	int width[4];
-};
-
-static const struct netdef NETS[] = {
-	{"vgg7-full-1x28x28", {64, 128, 256, 256}},
-	{"vgg7-half-1x28x28", {32, 64, 128, 128}},
+static const struct bench_netdef NETS[] = {
+	{"vgg7-full-1x28x28", {1, 28, 28}, {64, 128, 256, 256}},
+	{"vgg7-half-1x28x28", {1, 28, 28}, {32, 64, 128, 128}},
 };
 #define N_NETS ((int)(sizeof(NETS) / sizeof(NETS[0])))
 
 static const int BATCHES[] = {1, 8, 32};
 #define N_BATCHES ((int)(sizeof(BATCHES) / sizeof(BATCHES[0])))
-
-struct bench_net {
-	struct mime_model m;
-	struct mime_task_params task;
-	float *w[MIME_MAX_LAYERS], *b[MIME_MAX_LAYERS];
-	float *head_w, *head_b;
-};
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	const double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* xorshift64* uniform in [lo, hi) (as in bench_engine.c). */
-static float uniform(uint64_t *s, float lo, float hi)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return lo + (hi - lo) * (float)((*s * 2685821657736338717ULL) >> 40) / 16777216.0f;
-}
-
-static float *rand_array(uint64_t *rng, long n, float lo, float hi)
-{
-	float *a = aligned_alloc(64, ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) / 64 * 64);
-
-	if (!a) {
-		perror("bench_energy");
-		exit(1);
-	}
-	for (long i = 0; i < n; i++)
-		a[i] = uniform(rng, lo, hi);
-	return a;
-}
-
-static void add_layer(struct mime_graph *g, enum mime_layer_kind kind, int out, int k, int s,
-                      int pad, enum mime_act act)
-{
-	struct mime_layer_spec *l = &g->layers[g->n_layers];
-
-	*l = (struct mime_layer_spec){
-		.kind = kind, .out = out, .kernel = k, .stride = s, .pad = pad, .act = act};
-	snprintf(l->name, sizeof(l->name), "%s%d", mime_layer_kind_name(kind), g->n_layers);
-	g->n_layers++;
-}
-
-/* VGG-7: conv3x3/pad1/relu x4, max-pool 2x2 after conv 1, 2 and 4, flatten. */
-static void vgg7_graph(const struct netdef *d, struct mime_graph *ret_g)
-{
-	struct mime_graph g = {.input = {1, 28, 28}};
-
-	for (int i = 0; i < 4; i++) {
-		add_layer(&g, MIME_LAYER_CONV, d->width[i], 3, 1, 1, MIME_ACT_RELU);
-		if (i != 2)
-			add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
-	}
-	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
-	*ret_g = g;
-}
-
-/* He-uniform weights, small positive biases, a random 10-class head. */
-static int net_init(struct bench_net *n, const struct mime_graph *g, uint64_t seed)
-{
-	struct mime_shape shapes[MIME_MAX_LAYERS], in;
-	struct mime_errinfo ei = {0};
-	uint64_t rng = seed;
-	long feat;
-	int r;
-
-	memset(n, 0, sizeof(*n));
-	r = mime_graph_check(g, shapes, &ei);
-	if (r < 0) {
-		fprintf(stderr, "bench_energy: graph: %s\n", ei.msg);
-		return r;
-	}
-	n->m.graph = *g;
-	in = g->input;
-	for (int i = 0; i < g->n_layers; i++) {
-		const struct mime_layer_spec *l = &g->layers[i];
-
-		if (l->kind == MIME_LAYER_CONV) {
-			const long fan_in = (long)in.c * l->kernel * l->kernel;
-			const float a = sqrtf(6.0f / (float)fan_in);
-
-			n->w[i] = rand_array(&rng, l->out * fan_in, -a, a);
-			n->b[i] = rand_array(&rng, l->out, 0.0f, 0.01f);
-			n->m.weight[i] = n->w[i];
-			n->m.bias[i] = n->b[i];
-		}
-		in = shapes[i];
-	}
-	feat = mime_shape_size(&in);
-	n->head_w = rand_array(&rng, N_CLASSES * feat, -1.0f / sqrtf((float)feat),
-	                       1.0f / sqrtf((float)feat));
-	n->head_b = rand_array(&rng, N_CLASSES, 0.0f, 0.0f);
-	n->task = (struct mime_task_params){
-		.name = "bench", .n_classes = N_CLASSES, .head_w = n->head_w, .head_b = n->head_b};
-	n->m.n_tasks = 1;
-	n->m.tasks = &n->task;
-	return 0;
-}
-
-static void net_fini(struct bench_net *n)
-{
-	for (int i = 0; i < MIME_MAX_LAYERS; i++) {
-		free(n->w[i]);
-		free(n->b[i]);
-	}
-	free(n->head_w);
-	free(n->head_b);
-}
 
 /* What mimed's worker does per batch (daemon/worker.c batch_energy()): sample b's sparsity
  * per modelled layer from the engine's zero counts (its input = the previous modelled layer's
@@ -203,7 +71,7 @@ static double energy_record(const struct mime_energy_hw *hw, const struct mime_e
 	return e;
 }
 
-static int run_net(const struct netdef *d, int threads, double min_time_s, const float *in)
+static int run_net(const struct bench_netdef *d, int threads, double min_time_s, const float *in)
 {
 	static double t[MAX_REPS];
 	static struct mime_energy_sparsity sp[MAX_BATCH * MIME_MAX_LAYERS];
@@ -216,8 +84,8 @@ static int run_net(const struct netdef *d, int threads, double min_time_s, const
 	struct bench_net n;
 	int r;
 
-	vgg7_graph(d, &g);
-	r = net_init(&n, &g, 7);
+	bench_vgg7_graph(d, -1, &g);
+	r = bench_net_init(&n, &g, 7);
 	if (r < 0)
 		return r;
 	mime_energy_hw_default(&hw);
@@ -229,7 +97,7 @@ static int run_net(const struct netdef *d, int threads, double min_time_s, const
 			&e, &ei);
 	if (r < 0) {
 		fprintf(stderr, "bench_energy: %s: %s\n", d->name, ei.msg);
-		net_fini(&n);
+		bench_net_fini(&n);
 		return r;
 	}
 	for (int bi = 0; bi < N_BATCHES; bi++) {
@@ -240,17 +108,17 @@ static int run_net(const struct netdef *d, int threads, double min_time_s, const
 
 		for (int b = 0; b < batch; b++)
 			piped[b] = b % 3;
-		t0 = now_s();
-		for (int i = 0; i < 2 || now_s() - t0 < 0.1 * min_time_s; i++)
+		t0 = bench_now_s();
+		for (int i = 0; i < 2 || bench_now_s() - t0 < 0.1 * min_time_s; i++)
 			mime_engine_forward(e, batch, in, single, &res);
-		t0 = now_s();
-		while (reps < MAX_REPS && (reps < 5 || now_s() - t0 < min_time_s)) {
-			const double a = now_s();
+		t0 = bench_now_s();
+		while (reps < MAX_REPS && (reps < 5 || bench_now_s() - t0 < min_time_s)) {
+			const double a = bench_now_s();
 
 			mime_engine_forward(e, batch, in, single, &res);
-			t[reps++] = (now_s() - a) * 1e3;
+			t[reps++] = (bench_now_s() - a) * 1e3;
 		}
-		fwd_ms = median(t, reps);
+		fwd_ms = bench_median(t, reps);
 		for (int k = 0; k < res.n_masked; k++)
 			for (int b = 0; b < batch; b++)
 				zeros += (double)res.zeros[b * res.n_masked + k] /
@@ -259,18 +127,19 @@ static int run_net(const struct netdef *d, int threads, double min_time_s, const
 			const int *tasks = m ? piped : single;
 
 			reps = 0;
-			t0 = now_s();
-			while (reps < MAX_REPS && (reps < 200 || now_s() - t0 < 0.2 * min_time_s)) {
-				const double a = now_s();
+			t0 = bench_now_s();
+			while (reps < MAX_REPS &&
+			       (reps < 200 || bench_now_s() - t0 < 0.2 * min_time_s)) {
+				const double a = bench_now_s();
 
 				if (energy_record(&hw, &enet, &res, tasks, sp) < 0) {
 					fprintf(stderr, "bench_energy: energy model failed\n");
 					r = -1;
 					goto out;
 				}
-				t[reps++] = (now_s() - a) * 1e6;
+				t[reps++] = (bench_now_s() - a) * 1e6;
 			}
-			e_us[m] = median(t, reps);
+			e_us[m] = bench_median(t, reps);
 		}
 		printf("| %s | %d | %d | %.3f | %.2f | %.2f | %.2f | %.3f%% | %.3f%% |\n", d->name,
 		       batch, enet.n_layers, zeros / (batch * (res.n_masked ? res.n_masked : 1)),
@@ -280,7 +149,7 @@ static int run_net(const struct netdef *d, int threads, double min_time_s, const
 	}
 out:
 	mime_engine_destroy(e);
-	net_fini(&n);
+	bench_net_fini(&n);
 	return r;
 }
 
@@ -306,7 +175,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	openblas_set_num_threads(1);
-	in = rand_array(&rng, MAX_BATCH * 28 * 28, 0.0f, 1.0f);
+	in = bench_rand_array(&rng, MAX_BATCH * 28 * 28, 0.0f, 1.0f);
 	printf("engine threads %d; energy record = sparsity table + mime_energy_batch() x 3 cases "
 	       "(Table IV hardware)\n\n",
 	       threads);

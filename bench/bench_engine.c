@@ -31,18 +31,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_net.h"
 #include "lib/engine.h"
 
-#define N_CLASSES 10
-#define MAX_REPS  5000
+#define MAX_REPS 5000
 
-struct netdef {
-	const char *name;
-	struct mime_shape input;
-	int width[4];
-};
-
-static const struct netdef NETS[] = {
+static const struct bench_netdef NETS[] = {
 	{"full-1x28x28", {1, 28, 28}, {64, 128, 256, 256}},
 	{"half-1x28x28", {1, 28, 28}, {32, 64, 128, 128}},
 	{"full-3x32x32", {3, 32, 32}, {64, 128, 256, 256}},
@@ -79,144 +73,10 @@ struct options {
 	const char *only_net; /* NULL = all */
 };
 
-struct bench_net {
-	struct mime_model m;
-	struct mime_task_params task;
-	float *w[MIME_MAX_LAYERS], *b[MIME_MAX_LAYERS];
-	float *head_w, *head_b;
-	int64_t macs;
-};
-
 struct stats {
 	int reps;
 	double median_ms, min_ms; /* per image */
 };
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	const double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* xorshift64* uniform in [lo, hi). */
-static float uniform(uint64_t *s, float lo, float hi)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return lo + (hi - lo) * (float)((*s * 2685821657736338717ULL) >> 40) / 16777216.0f;
-}
-
-static float *rand_array(uint64_t *rng, long n, float lo, float hi)
-{
-	float *a = aligned_alloc(64, ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) / 64 * 64);
-
-	if (!a) {
-		perror("bench_engine");
-		exit(1);
-	}
-	for (long i = 0; i < n; i++)
-		a[i] = uniform(rng, lo, hi);
-	return a;
-}
-
-static void add_layer(struct mime_graph *g, enum mime_layer_kind kind, int out, int k, int s,
-                      int pad, enum mime_act act)
-{
-	struct mime_layer_spec *l = &g->layers[g->n_layers];
-
-	*l = (struct mime_layer_spec){
-		.kind = kind, .out = out, .kernel = k, .stride = s, .pad = pad, .act = act};
-	snprintf(l->name, sizeof(l->name), "%s%d", mime_layer_kind_name(kind), g->n_layers);
-	g->n_layers++;
-}
-
-/* The VGG-7 trunk of d, cut after its first n_layers layers (-1 = all), always ending in
- * flatten so heads apply. */
-static void vgg7_graph(const struct netdef *d, int n_layers, struct mime_graph *ret_g)
-{
-	struct mime_graph g = {.input = d->input};
-
-	for (int i = 0; i < 4; i++) {
-		if (n_layers >= 0 && g.n_layers >= n_layers)
-			break;
-		add_layer(&g, MIME_LAYER_CONV, d->width[i], 3, 1, 1, MIME_ACT_RELU);
-		if (i == 2)
-			continue;
-		if (n_layers >= 0 && g.n_layers >= n_layers)
-			break;
-		add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
-	}
-	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
-	*ret_g = g;
-}
-
-/* He-uniform weights (activations stay in the normal float range: no denormals). */
-static int net_init(struct bench_net *n, const struct mime_graph *g, uint64_t seed)
-{
-	struct mime_shape shapes[MIME_MAX_LAYERS], in;
-	struct mime_errinfo ei = {0};
-	uint64_t rng = seed;
-	long feat;
-	int r;
-
-	memset(n, 0, sizeof(*n));
-	r = mime_graph_check(g, shapes, &ei);
-	if (r < 0) {
-		fprintf(stderr, "bench_engine: graph: %s\n", ei.msg);
-		return r;
-	}
-	n->m.graph = *g;
-	in = g->input;
-	for (int i = 0; i < g->n_layers; i++) {
-		const struct mime_layer_spec *l = &g->layers[i];
-
-		if (l->kind == MIME_LAYER_CONV) {
-			const long fan_in = (long)in.c * l->kernel * l->kernel;
-			const float a = sqrtf(6.0f / (float)fan_in);
-
-			n->w[i] = rand_array(&rng, l->out * fan_in, -a, a);
-			n->b[i] = rand_array(&rng, l->out, 0.0f, 0.01f);
-			n->m.weight[i] = n->w[i];
-			n->m.bias[i] = n->b[i];
-		}
-		in = shapes[i];
-	}
-	feat = mime_shape_size(&in);
-	n->head_w = rand_array(&rng, N_CLASSES * feat, -1.0f / sqrtf((float)feat),
-	                       1.0f / sqrtf((float)feat));
-	n->head_b = rand_array(&rng, N_CLASSES, 0.0f, 0.0f);
-	n->task = (struct mime_task_params){
-		.name = "bench", .n_classes = N_CLASSES, .head_w = n->head_w, .head_b = n->head_b};
-	n->m.n_tasks = 1;
-	n->m.tasks = &n->task;
-	return 0;
-}
-
-static void net_fini(struct bench_net *n)
-{
-	for (int i = 0; i < MIME_MAX_LAYERS; i++) {
-		free(n->w[i]);
-		free(n->b[i]);
-	}
-	free(n->head_w);
-	free(n->head_b);
-}
 
 /* Times forwards of batch images after a warm-up; per-image statistics. */
 static int time_engine(const struct mime_model *m, int batch, const struct strategy *st,
@@ -241,19 +101,19 @@ static int time_engine(const struct mime_model *m, int batch, const struct strat
 	if (ret_macs)
 		*ret_macs = mime_engine_macs(e, 0);
 	/* Warm-up: at least 3 forwards and 10% of the timed budget. */
-	t0 = now_s();
-	for (int i = 0; i < 3 || now_s() - t0 < 0.1 * min_time_s; i++)
+	t0 = bench_now_s();
+	for (int i = 0; i < 3 || bench_now_s() - t0 < 0.1 * min_time_s; i++)
 		mime_engine_forward(e, batch, in, tasks, &res);
-	t0 = now_s();
-	while (n < MAX_REPS && (n < 7 || now_s() - t0 < min_time_s)) {
-		const double a = now_s();
+	t0 = bench_now_s();
+	while (n < MAX_REPS && (n < 7 || bench_now_s() - t0 < min_time_s)) {
+		const double a = bench_now_s();
 
 		mime_engine_forward(e, batch, in, tasks, &res);
-		t[n++] = (now_s() - a) * 1e3 / batch;
+		t[n++] = (bench_now_s() - a) * 1e3 / batch;
 	}
 	mime_engine_destroy(e);
 	ret->reps = n;
-	ret->median_ms = median(t, n);
+	ret->median_ms = bench_median(t, n);
 	ret->min_ms = t[0];
 	return 0;
 }
@@ -326,7 +186,7 @@ static double fma_peak(int wide, int n_threads)
 	const long iters = FMA_ITERS / (wide == 512 ? 2 : 1);
 
 	for (int rep = 0; rep < 8; rep++) {
-		const double t0 = now_s();
+		const double t0 = bench_now_s();
 		double dt, flops;
 
 		for (int i = 0; i < n_threads; i++) {
@@ -335,7 +195,7 @@ static double fma_peak(int wide, int n_threads)
 		}
 		for (int i = 0; i < n_threads; i++)
 			pthread_join(th[i], NULL);
-		dt = now_s() - t0;
+		dt = bench_now_s() - t0;
 		/* chains x floats per vector x 2 flops per FMA */
 		flops = (double)n_threads * iters * (wide == 512 ? FMA_ACC : FMA_ACC256) *
 		        (wide / 32) * 2;
@@ -351,8 +211,9 @@ static double fma_peak(int wide, int n_threads)
 static double time_sgemm(int m, int n, int k, int threads, double min_time_s)
 {
 	uint64_t rng = 42;
-	float *a = rand_array(&rng, (long)m * k, -1, 1), *b = rand_array(&rng, (long)k * n, -1, 1);
-	float *c = rand_array(&rng, (long)m * n, 0, 0);
+	float *a = bench_rand_array(&rng, (long)m * k, -1, 1),
+	      *b = bench_rand_array(&rng, (long)k * n, -1, 1);
+	float *c = bench_rand_array(&rng, (long)m * n, 0, 0);
 	static double t[MAX_REPS];
 	double t0;
 	int reps = 0;
@@ -361,18 +222,18 @@ static double time_sgemm(int m, int n, int k, int threads, double min_time_s)
 	for (int i = 0; i < 3; i++)
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n,
 		            0.0f, c, n);
-	t0 = now_s();
-	while (reps < MAX_REPS && (reps < 7 || now_s() - t0 < min_time_s)) {
-		const double s = now_s();
+	t0 = bench_now_s();
+	while (reps < MAX_REPS && (reps < 7 || bench_now_s() - t0 < min_time_s)) {
+		const double s = bench_now_s();
 
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n,
 		            0.0f, c, n);
-		t[reps++] = now_s() - s;
+		t[reps++] = bench_now_s() - s;
 	}
 	free(a);
 	free(b);
 	free(c);
-	return 2.0 * m * n * k / median(t, reps) / 1e9;
+	return 2.0 * m * n * k / bench_median(t, reps) / 1e9;
 }
 
 struct gemm_shape {
@@ -412,16 +273,16 @@ static double time_conv_gemms(int K, int CRS, int P, int batch, int chunk, doubl
 	const int cps = chunk ? (P + chunk - 1) / chunk : 1, cols = chunk ? chunk : P * batch;
 	const int calls = chunk ? cps * batch : 1;
 	uint64_t rng = 5;
-	float *a = rand_array(&rng, (long)K * CRS, -1, 1),
-	      *b = rand_array(&rng, (long)CRS * cols, 0, 1);
-	float *c = rand_array(&rng, (long)K * cols, 0, 0);
+	float *a = bench_rand_array(&rng, (long)K * CRS, -1, 1),
+	      *b = bench_rand_array(&rng, (long)CRS * cols, 0, 1);
+	float *c = bench_rand_array(&rng, (long)K * cols, 0, 0);
 	static double t[MAX_REPS];
-	double t0 = now_s();
+	double t0 = bench_now_s();
 	int reps = 0;
 
 	openblas_set_num_threads(1);
-	while (reps < MAX_REPS && (reps < 5 || now_s() - t0 < min_time_s)) {
-		const double s0 = now_s();
+	while (reps < MAX_REPS && (reps < 5 || bench_now_s() - t0 < min_time_s)) {
+		const double s0 = bench_now_s();
 
 		for (int i = 0; i < calls; i++) {
 			const int nc =
@@ -432,50 +293,51 @@ static double time_conv_gemms(int K, int CRS, int P, int batch, int chunk, doubl
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, nc, CRS, 1.0f, a,
 			            CRS, b, nc, 0.0f, c, nc);
 		}
-		t[reps++] = (now_s() - s0) * 1e3 / batch;
+		t[reps++] = (bench_now_s() - s0) * 1e3 / batch;
 	}
 	free(a);
 	free(b);
 	free(c);
-	return median(t, reps);
+	return bench_median(t, reps);
 }
 
-/* Median ms of the head's sgemv (N_CLASSES x feat) for one sample, OpenBLAS at 1 thread. */
+/* Median ms of the head's sgemv (BENCH_N_CLASSES x feat) for one sample, OpenBLAS at 1 thread. */
 static double time_head(long feat, double min_time_s)
 {
 	uint64_t rng = 3;
-	float *w = rand_array(&rng, N_CLASSES * feat, -1, 1), *x = rand_array(&rng, feat, 0, 1);
-	float y[N_CLASSES] = {0};
+	float *w = bench_rand_array(&rng, BENCH_N_CLASSES * feat, -1, 1),
+	      *x = bench_rand_array(&rng, feat, 0, 1);
+	float y[BENCH_N_CLASSES] = {0};
 	static double t[MAX_REPS];
-	double t0 = now_s();
+	double t0 = bench_now_s();
 	int reps = 0;
 
 	openblas_set_num_threads(1);
-	while (reps < MAX_REPS && (reps < 7 || now_s() - t0 < min_time_s)) {
-		const double a = now_s();
+	while (reps < MAX_REPS && (reps < 7 || bench_now_s() - t0 < min_time_s)) {
+		const double a = bench_now_s();
 
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, N_CLASSES, (int)feat, 1.0f, w, (int)feat,
-		            x, 1, 1.0f, y, 1);
-		t[reps++] = (now_s() - a) * 1e3;
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, BENCH_N_CLASSES, (int)feat, 1.0f, w,
+		            (int)feat, x, 1, 1.0f, y, 1);
+		t[reps++] = (bench_now_s() - a) * 1e3;
 	}
 	free(w);
 	free(x);
-	return median(t, reps);
+	return bench_median(t, reps);
 }
 
 /* Per-layer engine time of d at batch, single thread, for both conv paths: forwards of
  * engines built on the graph cut after 1, 2, ... layers, minus the head each prefix needs
  * (timed alone); layer i's time is the difference of consecutive prefixes. For conv layers
  * also the OpenBLAS time of the GEMMs the blas path issues, and of one batched GEMM. */
-static void profile_net(const struct netdef *d, int batch, const float *in, const struct options *o,
-                        int *first)
+static void profile_net(const struct bench_netdef *d, int batch, const float *in,
+                        const struct options *o, int *first)
 {
 	const struct strategy *packed = &STRATEGIES[0], *blas = &STRATEGIES[1];
 	struct mime_graph full;
 	struct mime_shape shapes[MIME_MAX_LAYERS];
 	double prev[2] = {0.0, 0.0};
 
-	vgg7_graph(d, -1, &full);
+	bench_vgg7_graph(d, -1, &full);
 	mime_graph_check(&full, shapes, NULL);
 	for (int n = 1; n < full.n_layers; n++) {
 		const struct mime_layer_spec *l = &full.layers[n - 1];
@@ -488,8 +350,8 @@ static void profile_net(const struct netdef *d, int batch, const float *in, cons
 		struct bench_net net;
 		struct stats s;
 
-		vgg7_graph(d, n, &g);
-		if (net_init(&net, &g, 1) < 0)
+		bench_vgg7_graph(d, n, &g);
+		if (bench_net_init(&net, &g, 1) < 0)
 			exit(1);
 		for (int i = 0; i < 2; i++) {
 			if (time_engine(&net.m, batch, i ? blas : packed, in, o->min_time_s / 2, &s,
@@ -498,7 +360,7 @@ static void profile_net(const struct netdef *d, int batch, const float *in, cons
 			ms[i] = s.median_ms - head - prev[i];
 			prev[i] = s.median_ms - head;
 		}
-		net_fini(&net);
+		bench_net_fini(&net);
 		if (l->kind == MIME_LAYER_CONV) {
 			const int crs = lin.c * l->kernel * l->kernel;
 			const int P = shapes[n - 1].h * shapes[n - 1].w;
@@ -564,7 +426,7 @@ int main(int argc, char **argv)
 		}
 	}
 	for (int i = 0; i < N_NETS; i++)
-		in[i] = rand_array(&rng, 32 * mime_shape_size(&NETS[i].input), 0.0f, 1.0f);
+		in[i] = bench_rand_array(&rng, 32 * mime_shape_size(&NETS[i].input), 0.0f, 1.0f);
 
 	/* Ceiling: FMA peak and sgemm. */
 	for (int t = 1; t <= 2; t++) {
@@ -610,14 +472,14 @@ int main(int argc, char **argv)
 		       "|\n|---|---|---|---|---|---|---|---|---|---|\n");
 
 	for (int ni = 0; ni < N_NETS && !o.no_cells; ni++) {
-		const struct netdef *d = &NETS[ni];
+		const struct bench_netdef *d = &NETS[ni];
 		struct mime_graph g;
 		struct bench_net net;
 
 		if (o.only_net && strcmp(o.only_net, d->name))
 			continue;
-		vgg7_graph(d, -1, &g);
-		if (net_init(&net, &g, 1) < 0)
+		bench_vgg7_graph(d, -1, &g);
+		if (bench_net_init(&net, &g, 1) < 0)
 			return 1;
 		for (int bi = 0; bi < N_BATCHES; bi++) {
 			struct stats s[N_STRATEGIES];
@@ -659,7 +521,7 @@ int main(int argc, char **argv)
 				first = 0;
 			}
 		}
-		net_fini(&net);
+		bench_net_fini(&net);
 	}
 	if (o.profile) {
 		first = 1;

@@ -60,7 +60,7 @@ if [ -n "$REV" ]; then
 else
 	cp -r "$ROOT/lib" "$ROOT/meson.build" "$ROOT/meson_options.txt" "$SRC.new/"
 fi
-cp "$HERE"/*.c "$HERE"/meson.build "$SRC.new/bench/"
+cp "$HERE"/*.c "$HERE"/*.h "$HERE"/meson.build "$SRC.new/bench/"
 sed -i -e "/^subdir('lib')/b" -e "/^subdir('bench')/b" -e '/^ *subdir(/d' -e '/^if cmocka.found()/,/^endif/d' \
 	"$SRC.new/meson.build"
 # Replace the copy only when it changed, so ninja rebuilds only what did.
