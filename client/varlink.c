@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* varlink -- see varlink.h. */
 #include "client/varlink.h"
+#include "lib/units.h"
 
 #include <errno.h>
 #include <math.h>
@@ -264,64 +265,18 @@ int mimectl_read_file(const char *path, size_t max_bytes, uint8_t **ret_data, si
 	return 0;
 }
 
-static int parse_number(const char *s, double *ret_v, const char **ret_end)
-{
-	char *end;
-	double v;
-
-	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
-		return -EINVAL;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || !isfinite(v) || v < 0)
-		return -EINVAL;
-	*ret_v = v;
-	*ret_end = end;
-	return 0;
-}
-
 int mimectl_parse_bytes(const char *s, uint64_t *ret_bytes)
 {
-	static const struct {
-		const char *suffix;
-		double mult;
-	} units[] = {
-		{"", 1},         {"B", 1},      {"K", 0x1p10},   {"KiB", 0x1p10}, {"M", 0x1p20},
-		{"MiB", 0x1p20}, {"G", 0x1p30}, {"GiB", 0x1p30}, {"T", 0x1p40},   {"TiB", 0x1p40},
-	};
-	const char *end;
-	double v;
-
-	if (parse_number(s, &v, &end) < 0)
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(end, units[i].suffix) == 0) {
-			v *= units[i].mult;
-			if (v >= 0x1p62)
-				return -EINVAL;
-			*ret_bytes = (uint64_t)v;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	return mime_parse_bytes(s, ret_bytes);
 }
 
 int mimectl_parse_ms(const char *s, double *ret_ms)
 {
-	static const struct {
-		const char *suffix;
-		double ms;
-	} units[] = {{"", 1}, {"us", 1e-3}, {"ms", 1}, {"s", 1e3}};
-	const char *end;
-	double v;
+	uint64_t us;
+	int r = mime_parse_duration_us(s, 1000, &us); /* a bare number is milliseconds */
 
-	if (parse_number(s, &v, &end) < 0)
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(end, units[i].suffix) == 0) {
-			*ret_ms = v * units[i].ms;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	if (r < 0)
+		return r;
+	*ret_ms = (double)us / 1e3;
+	return 0;
 }
