@@ -337,36 +337,43 @@ static int parse_input(json_t *ji, const struct mime_graph *g, struct mime_input
 	return 0;
 }
 
-/* Keeps every key of task jt that parse_task() does not read in t->extra_json. */
-static int parse_task_extra(json_t *jt, struct mime_task_spec *t)
+/* The keys of obj not listed in known (NULL-terminated), serialised into *ret_json (left
+ * NULL when there are none): what a parser keeps of keys it does not read. */
+static int unknown_keys(json_t *obj, const char *const *known, char **ret_json)
 {
-	static const char *const known[] = {"name",       "classes",  "n_classes", "input",
-	                                    "thresholds", "accuracy", NULL};
 	json_t *extra = json_object(), *v;
 	const char *key;
-	int is_known;
+	int is_known, r = 0;
 
 	if (!extra)
 		return -ENOMEM;
-	json_object_foreach(jt, key, v)
+	json_object_foreach(obj, key, v)
 	{
 		is_known = 0;
 		for (int k = 0; known[k]; k++)
 			is_known |= strcmp(key, known[k]) == 0;
 		if (!is_known && json_object_set(extra, key, v) < 0) {
-			json_decref(extra);
-			return -ENOMEM;
+			r = -ENOMEM;
+			goto out;
 		}
 	}
 	if (json_object_size(extra) > 0) {
-		t->extra_json = json_dumps(extra, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		if (!t->extra_json) {
-			json_decref(extra);
-			return -ENOMEM;
-		}
+		*ret_json = json_dumps(extra, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (!*ret_json)
+			r = -ENOMEM;
 	}
+out:
 	json_decref(extra);
-	return 0;
+	return r;
+}
+
+/* Keeps every key of task jt that parse_task() does not read in t->extra_json. */
+static int parse_task_extra(json_t *jt, struct mime_task_spec *t)
+{
+	static const char *const known[] = {"name",       "classes",  "n_classes", "input",
+	                                    "thresholds", "accuracy", NULL};
+
+	return unknown_keys(jt, known, &t->extra_json);
 }
 
 static int parse_task(json_t *jt, int i, const struct mime_graph *g, struct mime_task_spec *t,
@@ -464,31 +471,8 @@ static int parse_phase_extra(json_t *jp, struct mime_phase_spec *p)
 	static const char *const known[] = {"name",         "kernels",        "wuv",
 	                                    "fine",         "accuracy",       "latency_ms",
 	                                    "memory_bytes", "nonzero_params", NULL};
-	json_t *extra = json_object(), *v;
-	const char *key;
-	int is_known;
 
-	if (!extra)
-		return -ENOMEM;
-	json_object_foreach(jp, key, v)
-	{
-		is_known = 0;
-		for (int k = 0; known[k]; k++)
-			is_known |= strcmp(key, known[k]) == 0;
-		if (!is_known && json_object_set(extra, key, v) < 0) {
-			json_decref(extra);
-			return -ENOMEM;
-		}
-	}
-	if (json_object_size(extra) > 0) {
-		p->extra_json = json_dumps(extra, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		if (!p->extra_json) {
-			json_decref(extra);
-			return -ENOMEM;
-		}
-	}
-	json_decref(extra);
-	return 0;
+	return unknown_keys(jp, known, &p->extra_json);
 }
 
 /* An optional non-negative number (measured value) into *ret_d or *ret_i. */
