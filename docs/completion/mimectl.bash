@@ -37,7 +37,7 @@ _mimectl()
 
 	local cmd=${words[1]} opts
 	case $cmd in
-	run) opts='--bundle --task --top --json --logits --threads --help' ;;
+	run) opts='--bundle --task --phase --top --json --logits --threads --help' ;;
 	infer) opts='--task --top --deadline --json --socket --help' ;;
 	tasks | status | watch) opts='--json --socket --help' ;;
 	budget) opts='--memory --latency --json --socket --help' ;;
@@ -73,6 +73,10 @@ _mimectl()
 		;;
 	--latency)
 		COMPREPLY=($(compgen -W 'none 1ms 2ms 5ms 10ms 50ms' -- "$cur"))
+		return
+		;;
+	--phase)
+		COMPREPLY=($(compgen -W '0 1 2 3 4' -- "$cur"))
 		return
 		;;
 	--top | --deadline | --threads | -n | -c | --requests | --concurrency)
