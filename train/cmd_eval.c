@@ -7,8 +7,17 @@
  * it, thresholds if it has them), "conventional" (the fine-tuned copy conventional/<task>/...
  * written by `mime-train finetune`, ReLU) or "head-only" (the parent with ReLU and the head
  * headonly/<task>/head.*). The model is the bundle's with that task's views replaced.
- * Exit codes: 0 ok, 1 failure (message on stderr), 2 usage. */
+ * --phase N measures phase N of the bundle (lib/model.h: 0 = the whole parent, the default;
+ * 1..n_phases as the manifest lists them); --phase all measures 0..n_phases one after the
+ * other on one engine and prints a table (a JSON array with --json), a phase the task cannot
+ * run in being reported as such. ms/image is the engine's forward time alone (batches of
+ * 64 on --threads threads), not reading or preprocessing; each phase's first batch is run
+ * once more, untimed, to warm it.
+ * Exit codes: 0 ok, 1 failure (message on stderr; also a phase the bundle cannot run the
+ * task in, asked for by number), 2 usage.
+ * Ownership: everything made here is freed before returning. Threads: the engine's own. */
 #include <cblas.h>
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -29,7 +38,10 @@ static void eval_usage(FILE *f)
 {
 	fprintf(f, "usage: mime-train eval --bundle FILE --task NAME --images IDX --labels IDX\n"
 	           "                       [--limit N] [--threads N] [--json]\n"
-	           "                       [--mode mime|conventional|head-only]\n");
+	           "                       [--mode mime|conventional|head-only] [--phase N|all]\n"
+	           "--phase N measures phase N of the bundle (0 the whole parent, the default;\n"
+	           "1..n as 'mime-train bundle inspect' lists them); --phase all every phase,\n"
+	           "as a table (a JSON array with --json). --phase needs --mode mime.\n");
 }
 
 /* A view of tensor name that must hold exactly n_floats F32 values, or NULL. */
@@ -97,35 +109,301 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+#define PHASE_ALL (-1)
+
+/* The data set and the task it is evaluated for. */
+struct eval_data {
+	const struct mime_idx *x, *y;
+	const struct mime_task_spec *ts;
+	int task; /* index in the engine's model */
+	long n;   /* images used */
+};
+
+/* What one pass over the data measured. */
+struct eval_result {
+	int phase;
+	int ran; /* 0: the phase could not be entered (why in error) */
+	char error[256];
+	long hits;
+	long *correct, *seen; /* [n_classes] */
+	int n_masked;
+	int masked_layer[MIME_MAX_LAYERS];
+	double zero_sum[MIME_MAX_LAYERS]; /* sum over images of the zero fraction */
+	int64_t neurons[MIME_MAX_LAYERS]; /* in this phase */
+	double secs, forward_secs;
+};
+
+static void eval_result_fini(struct eval_result *res)
+{
+	free(res->correct);
+	free(res->seen);
+}
+
+/* Runs every image of d through e; fills *res (its correct / seen arrays allocated here).
+ * Returns 0 or prints why not and returns -1. */
+static int eval_pass(struct mime_engine *e, const struct eval_data *d, float *in, float *pix,
+                     struct eval_result *res)
+{
+	const struct mime_task_spec *ts = d->ts;
+	const long isz = (long)ts->input.channels * ts->input.height * ts->input.width;
+	const long psz = (long)d->x->dims[1] * d->x->dims[2];
+	struct mime_image img = {.width = (int)d->x->dims[2],
+	                         .height = (int)d->x->dims[1],
+	                         .channels = 1,
+	                         .pixels = pix};
+	struct mime_errinfo ei = {0};
+	double t0 = now_s();
+	int r;
+
+	res->correct = calloc((size_t)ts->n_classes, sizeof(long));
+	res->seen = calloc((size_t)ts->n_classes, sizeof(long));
+	if (!res->correct || !res->seen) {
+		fprintf(stderr, "mime-train: out of memory\n");
+		return -1;
+	}
+	for (long i0 = 0; i0 < d->n; i0 += EVAL_BATCH) {
+		int bn = (int)(d->n - i0 < EVAL_BATCH ? d->n - i0 : EVAL_BATCH);
+		int tasks[EVAL_BATCH];
+		struct mime_engine_result out;
+		double f0;
+
+		for (int j = 0; j < bn; j++) {
+			const uint8_t *src = d->x->data + (i0 + j) * psz;
+
+			for (long p = 0; p < psz; p++)
+				pix[p] = (float)src[p] / 255.0f;
+			r = mime_image_preprocess(&img, &ts->input, in + j * isz, &ei);
+			if (r < 0) {
+				fprintf(stderr, "mime-train: image %ld: %s\n", i0 + j, ei.msg);
+				return -1;
+			}
+			tasks[j] = d->task;
+		}
+		/* The first batch of a phase also warms it (caches, first-touch pages), untimed. */
+		r = i0 == 0 ? mime_engine_forward(e, bn, in, tasks, &out) : 0;
+		f0 = now_s();
+		if (r == 0)
+			r = mime_engine_forward(e, bn, in, tasks, &out);
+		res->forward_secs += now_s() - f0;
+		if (r < 0) {
+			fprintf(stderr, "mime-train: inference failed: %s\n", mime_strerror(r));
+			return -1;
+		}
+		res->n_masked = out.n_masked;
+		for (int k = 0; k < out.n_masked; k++) {
+			res->neurons[k] = out.neurons[k];
+			res->masked_layer[k] = out.masked_layer[k];
+		}
+		for (int j = 0; j < bn; j++) {
+			int cls, y = d->y->data[i0 + j];
+			float p;
+
+			mime_topk(out.logits + (long)j * out.max_classes, ts->n_classes, 1, &cls,
+			          &p);
+			res->seen[y]++;
+			if (cls == y) {
+				res->correct[y]++;
+				res->hits++;
+			}
+			for (int k = 0; k < out.n_masked; k++)
+				res->zero_sum[k] += (double)out.zeros[j * out.n_masked + k] /
+				                    (double)out.neurons[k];
+		}
+	}
+	res->secs = now_s() - t0;
+	res->ran = 1;
+	return 0;
+}
+
+/* Puts e (built on b's model) in phase p; *io_tasks holds the task views of the phase e is
+ * in (NULL for the model's own) and is replaced on success. On failure e stays where it
+ * was and ret_why says why. */
+static int eval_enter(const struct mime_bundle *b, struct mime_engine *e, int p,
+                      struct mime_task_params **io_tasks, char *ret_why, size_t why_size)
+{
+	const struct mime_manifest *mf = mime_bundle_manifest(b);
+	struct mime_task_params *tasks = NULL;
+	struct mime_errinfo ei = {0};
+	struct mime_phase ph;
+	uint8_t *keep = NULL;
+	int r;
+
+	if (p == 0) {
+		r = mime_engine_set_phase(e, NULL, NULL, &ei);
+	} else {
+		tasks = calloc((size_t)mf->n_tasks, sizeof(*tasks));
+		if (!tasks)
+			return -ENOMEM;
+		r = mime_model_phase(b, p, &ph, &keep, tasks, &ei);
+		if (r == 0) {
+			r = mime_engine_set_phase(e, &ph, tasks, &ei);
+			free(keep);
+		}
+	}
+	if (r < 0) {
+		snprintf(ret_why, why_size, "%s", ei.msg[0] ? ei.msg : mime_strerror(r));
+		free(tasks);
+		return r;
+	}
+	free(*io_tasks);
+	*io_tasks = tasks;
+	return 0;
+}
+
+static const char *phase_name(const struct mime_manifest *mf, int p)
+{
+	return p == 0 ? "parent" : mf->phases[p - 1].name;
+}
+
+static json_t *result_json(const char *bundle, const char *mode, const struct mime_model *m,
+                           const struct mime_manifest *mf, const struct eval_data *d,
+                           const struct eval_result *res)
+{
+	const struct mime_task_spec *ts = d->ts;
+	json_t *o = json_object(), *pc, *sp;
+
+	json_object_set_new(o, "bundle", json_string(bundle));
+	json_object_set_new(o, "task", json_string(ts->name));
+	json_object_set_new(o, "mode", json_string(mode));
+	json_object_set_new(o, "phase", json_integer(res->phase));
+	json_object_set_new(o, "phase_name", json_string(phase_name(mf, res->phase)));
+	json_object_set_new(o, "images", json_integer(d->n));
+	if (!res->ran) {
+		json_object_set_new(o, "accuracy", json_null());
+		json_object_set_new(o, "error", json_string(res->error));
+		return o;
+	}
+	json_object_set_new(o, "accuracy", json_real((double)res->hits / (double)d->n));
+	pc = json_object();
+	for (int k = 0; k < ts->n_classes; k++)
+		json_object_set_new(
+			pc, ts->class_names[k],
+			res->seen[k] ? json_real((double)res->correct[k] / (double)res->seen[k])
+				     : json_null());
+	json_object_set_new(o, "per_class", pc);
+	sp = json_object();
+	for (int k = 0; k < res->n_masked; k++)
+		json_object_set_new(sp, m->graph.layers[res->masked_layer[k]].name,
+		                    json_real(res->zero_sum[k] / (double)d->n));
+	json_object_set_new(o, "sparsity", sp);
+	json_object_set_new(o, "seconds", json_real(res->secs));
+	json_object_set_new(o, "ms_per_image", json_real(1e3 * res->forward_secs / (double)d->n));
+	return o;
+}
+
+static void print_result(const char *bundle, const struct mime_model *m, const struct eval_data *d,
+                         const struct eval_result *res, int say_phase)
+{
+	const struct mime_task_spec *ts = d->ts;
+	const long n = d->n;
+
+	printf("%s task %s", bundle, ts->name);
+	if (say_phase)
+		printf(" phase %d", res->phase);
+	printf(": accuracy %.4f (%ld/%ld) in %.2f s (%.0f images/s, %.4f ms/image forward)\n",
+	       (double)res->hits / (double)n, res->hits, n, res->secs, (double)n / res->secs,
+	       1e3 * res->forward_secs / (double)n);
+	for (int k = 0; k < ts->n_classes; k++)
+		printf("  %-16s %.4f (%ld)\n", ts->class_names[k],
+		       res->seen[k] ? (double)res->correct[k] / (double)res->seen[k] : 0.0,
+		       res->seen[k]);
+	for (int k = 0; k < res->n_masked; k++)
+		printf("  sparsity %-10s %.4f of %ld neurons\n",
+		       m->graph.layers[res->masked_layer[k]].name, res->zero_sum[k] / (double)n,
+		       (long)res->neurons[k]);
+}
+
+/* --phase all: one line per phase, the sparsity of each masked layer in its column. */
+static void print_table(const char *bundle, const struct mime_model *m,
+                        const struct mime_manifest *mf, const struct eval_data *d,
+                        const struct eval_result *res, int n_res)
+{
+	int n_masked = 0;
+
+	for (int i = 0; i < n_res; i++)
+		if (res[i].ran)
+			n_masked = res[i].n_masked;
+	printf("%s task %s, %ld images, phases 0..%d (0 = the whole parent)\n", bundle, d->ts->name,
+	       d->n, mf->n_phases);
+	printf("%-5s %-12s %8s %9s", "PHASE", "NAME", "ACCURACY", "MS/IMAGE");
+	for (int i = 0; i < n_res; i++) {
+		if (!res[i].ran)
+			continue;
+		for (int k = 0; k < n_masked; k++)
+			printf(" %10.10s", m->graph.layers[res[i].masked_layer[k]].name);
+		break;
+	}
+	printf("\n");
+	for (int i = 0; i < n_res; i++) {
+		const struct eval_result *r = &res[i];
+
+		printf("%-5d %-12.12s", r->phase, phase_name(mf, r->phase));
+		if (!r->ran) {
+			printf(" cannot run: %s\n", r->error);
+			continue;
+		}
+		printf(" %8.4f %9.4f", (double)r->hits / (double)d->n,
+		       1e3 * r->forward_secs / (double)d->n);
+		for (int k = 0; k < r->n_masked; k++)
+			printf(" %10.4f", r->zero_sum[k] / (double)d->n);
+		printf("\n");
+	}
+	if (n_masked)
+		printf("(columns after MS/IMAGE: sparsity, the mean share of each masked layer's "
+		       "output neurons that were zero)\n");
+}
+
+/* Parses --phase: a number 0..MIME_MAX_PHASES or "all" (PHASE_ALL). */
+static int parse_phase(const char *s, int *ret)
+{
+	char *end;
+	long v;
+
+	if (strcmp(s, "all") == 0) {
+		*ret = PHASE_ALL;
+		return 0;
+	}
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0 || v > MIME_MAX_PHASES)
+		return -EINVAL;
+	*ret = (int)v;
+	return 0;
+}
+
 int mimetrain_cmd_eval(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"bundle", required_argument, NULL, 'b'}, {"task", required_argument, NULL, 't'},
-		{"images", required_argument, NULL, 'i'}, {"labels", required_argument, NULL, 'l'},
-		{"limit", required_argument, NULL, 'n'},  {"threads", required_argument, NULL, 'T'},
-		{"json", no_argument, NULL, 'j'},         {"mode", required_argument, NULL, 'm'},
-		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+		{"bundle", required_argument, NULL, 'b'},
+		{"task", required_argument, NULL, 't'},
+		{"images", required_argument, NULL, 'i'},
+		{"labels", required_argument, NULL, 'l'},
+		{"limit", required_argument, NULL, 'n'},
+		{"threads", required_argument, NULL, 'T'},
+		{"json", no_argument, NULL, 'j'},
+		{"mode", required_argument, NULL, 'm'},
+		{"phase", required_argument, NULL, 'p'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	const char *bundle = NULL, *task_name = NULL, *images = NULL, *labels = NULL;
-	int json = 0, threads = 1, c, r, task, status = 1, mode = 0;
+	int json = 0, threads = 1, c, r, task, status = 1, mode = 0, phase = 0, phase_given = 0;
 	static const char *const mode_names[] = {"mime", "conventional", "head-only"};
 	long limit = -1;
 	struct mime_errinfo ei = {0};
 	struct mime_bundle *b = NULL;
+	const struct mime_manifest *mf;
 	struct mime_model m = {0};
 	struct mime_engine *e = NULL;
+	struct mime_task_params *phase_tasks = NULL;
 	struct mime_idx xi = {0}, yi = {0};
-	const struct mime_task_spec *ts;
+	struct eval_result *res = NULL;
+	struct eval_data d;
 	float *in = NULL, *pix = NULL;
-	long *correct = NULL, *seen = NULL;
-	double *zero_sum = NULL;
-	int64_t *neurons = NULL;
-	int n_masked = 0;
-	long n, hits = 0;
-	double t0, secs;
+	int p_lo, p_hi, n_res = 0;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "b:t:i:l:n:T:jm:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:t:i:l:n:T:jm:p:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			bundle = optarg;
@@ -156,6 +434,15 @@ int mimetrain_cmd_eval(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'p':
+			if (parse_phase(optarg, &phase) < 0) {
+				fprintf(stderr,
+				        "mime-train: --phase '%s': not a phase number or 'all'\n",
+				        optarg);
+				return 2;
+			}
+			phase_given = 1;
+			break;
 		case 'h':
 			eval_usage(stdout);
 			return 0;
@@ -169,19 +456,40 @@ int mimetrain_cmd_eval(int argc, char **argv)
 		eval_usage(stderr);
 		return 2;
 	}
+	if (mode != 0 && phase != 0) {
+		fprintf(stderr, "mime-train: --phase needs --mode mime: the baselines have no "
+		                "phases\n");
+		return 2;
+	}
 	r = mime_bundle_open(bundle, &b, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train: %s: %s\n", bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));
 		return 1;
 	}
-	task = mime_manifest_task(mime_bundle_manifest(b), task_name);
+	mf = mime_bundle_manifest(b);
+	task = mime_manifest_task(mf, task_name);
 	if (task < 0) {
 		fprintf(stderr, "mime-train: %s: no task '%s'\n", bundle, task_name);
 		goto out;
 	}
-	ts = &mime_bundle_manifest(b)->tasks[task];
-	r = mime_idx_read_pair(images, labels, ts->n_classes, &xi, &yi, &ei);
+	if (phase > mf->n_phases) {
+		if (mf->n_phases)
+			fprintf(stderr,
+			        "mime-train: %s: no phase %d: the bundle has phases 1..%d "
+			        "(0 = the whole parent)\n",
+			        bundle, phase, mf->n_phases);
+		else
+			fprintf(stderr,
+			        "mime-train: %s: no phase %d: the bundle lists no phases, only 0 "
+			        "(the whole parent)\n",
+			        bundle, phase);
+		goto out;
+	}
+	p_lo = phase == PHASE_ALL ? 0 : phase;
+	p_hi = phase == PHASE_ALL ? mf->n_phases : phase;
+	d.ts = &mf->tasks[task];
+	r = mime_idx_read_pair(images, labels, d.ts->n_classes, &xi, &yi, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train: %s\n", ei.msg[0] ? ei.msg : mime_strerror(r));
 		goto out;
@@ -209,112 +517,77 @@ int mimetrain_cmd_eval(int argc, char **argv)
 		        ei.msg[0] ? ei.msg : mime_strerror(r));
 		goto out;
 	}
-	n = (long)xi.dims[0];
-	if (limit > 0 && limit < n)
-		n = limit;
-	{
-		const long isz = (long)ts->input.channels * ts->input.height * ts->input.width;
-		const long psz = (long)xi.dims[1] * xi.dims[2];
-		struct mime_image img = {
-			.width = (int)xi.dims[2], .height = (int)xi.dims[1], .channels = 1};
+	d.x = &xi;
+	d.y = &yi;
+	d.task = task;
+	d.n = (long)xi.dims[0];
+	if (limit > 0 && limit < d.n)
+		d.n = limit;
+	if (d.n < 1) {
+		fprintf(stderr, "mime-train: %s: no images\n", images);
+		goto out;
+	}
+	in = malloc(sizeof(float) * (size_t)d.ts->input.channels * d.ts->input.height *
+	            d.ts->input.width * EVAL_BATCH);
+	pix = malloc(sizeof(float) * (size_t)xi.dims[1] * xi.dims[2]);
+	res = calloc((size_t)(p_hi - p_lo + 1), sizeof(*res));
+	if (!in || !pix || !res) {
+		fprintf(stderr, "mime-train: out of memory\n");
+		goto out;
+	}
+	for (int p = p_lo; p <= p_hi; p++) {
+		struct eval_result *cur = &res[n_res++];
 
-		in = malloc(sizeof(float) * isz * EVAL_BATCH);
-		pix = malloc(sizeof(float) * psz);
-		correct = calloc((size_t)ts->n_classes, sizeof(long));
-		seen = calloc((size_t)ts->n_classes, sizeof(long));
-		zero_sum = calloc(MIME_MAX_LAYERS, sizeof(double));
-		if (!in || !pix || !correct || !seen || !zero_sum) {
-			fprintf(stderr, "mime-train: out of memory\n");
-			goto out;
-		}
-		img.pixels = pix;
-		t0 = now_s();
-		for (long i0 = 0; i0 < n; i0 += EVAL_BATCH) {
-			int bn = (int)(n - i0 < EVAL_BATCH ? n - i0 : EVAL_BATCH);
-			int tasks[EVAL_BATCH];
-			struct mime_engine_result res;
-
-			for (int j = 0; j < bn; j++) {
-				const uint8_t *src = xi.data + (i0 + j) * psz;
-
-				for (long p = 0; p < psz; p++)
-					pix[p] = (float)src[p] / 255.0f;
-				r = mime_image_preprocess(&img, &ts->input, in + j * isz, &ei);
-				if (r < 0) {
-					fprintf(stderr, "mime-train: %s: %s\n", images, ei.msg);
-					goto out;
-				}
-				tasks[j] = task;
-			}
-			r = mime_engine_forward(e, bn, in, tasks, &res);
-			if (r < 0) {
-				fprintf(stderr, "mime-train: inference failed: %s\n",
-				        mime_strerror(r));
+		cur->phase = p;
+		/* A new engine is in the whole parent; the baselines never leave it. */
+		if (p != 0 || n_res > 1) {
+			r = eval_enter(b, e, p, &phase_tasks, cur->error, sizeof(cur->error));
+			if (r == -ENOMEM) {
+				fprintf(stderr, "mime-train: out of memory\n");
 				goto out;
 			}
-			n_masked = res.n_masked;
-			neurons = (int64_t *)res.neurons;
-			for (int j = 0; j < bn; j++) {
-				int cls, y = yi.data[i0 + j];
-				float p;
-
-				mime_topk(res.logits + (long)j * res.max_classes, ts->n_classes, 1,
-				          &cls, &p);
-				seen[y]++;
-				if (cls == y) {
-					correct[y]++;
-					hits++;
+			if (r < 0) {
+				if (phase != PHASE_ALL) {
+					fprintf(stderr, "mime-train: %s: %s\n", bundle, cur->error);
+					goto out;
 				}
-				for (int k = 0; k < res.n_masked; k++)
-					zero_sum[k] += (double)res.zeros[j * res.n_masked + k] /
-					               (double)res.neurons[k];
+				continue;
 			}
 		}
-		secs = now_s() - t0;
+		if (eval_pass(e, &d, in, pix, cur) < 0)
+			goto out;
 	}
-	if (json) {
-		json_t *o = json_object(), *pc = json_object(), *sp = json_object();
+	if (json && phase == PHASE_ALL) {
+		json_t *a = json_array();
 
-		json_object_set_new(o, "bundle", json_string(bundle));
-		json_object_set_new(o, "task", json_string(ts->name));
-		json_object_set_new(o, "mode", json_string(mode_names[mode]));
-		json_object_set_new(o, "images", json_integer(n));
-		json_object_set_new(o, "accuracy", json_real((double)hits / (double)n));
-		for (int k = 0; k < ts->n_classes; k++)
-			json_object_set_new(
-				pc, ts->class_names[k],
-				seen[k] ? json_real((double)correct[k] / (double)seen[k])
-					: json_null());
-		json_object_set_new(o, "per_class", pc);
-		for (int k = 0; k < n_masked; k++)
-			json_object_set_new(sp, m.graph.layers[mime_engine_result_layer(e, k)].name,
-			                    json_real(zero_sum[k] / (double)n));
-		json_object_set_new(o, "sparsity", sp);
-		json_object_set_new(o, "seconds", json_real(secs));
+		for (int i = 0; i < n_res; i++)
+			json_array_append_new(
+				a, result_json(bundle, mode_names[mode], &m, mf, &d, &res[i]));
+		json_dumpf(a, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(a);
+	} else if (json) {
+		json_t *o = result_json(bundle, mode_names[mode], &m, mf, &d, &res[0]);
+
 		json_dumpf(o, stdout, JSON_INDENT(2));
 		putchar('\n');
 		json_decref(o);
+	} else if (phase == PHASE_ALL) {
+		print_table(bundle, &m, mf, &d, res, n_res);
 	} else {
-		printf("%s task %s: accuracy %.4f (%ld/%ld) in %.2f s (%.0f images/s)\n", bundle,
-		       ts->name, (double)hits / (double)n, hits, n, secs, (double)n / secs);
-		for (int k = 0; k < ts->n_classes; k++)
-			printf("  %-16s %.4f (%ld)\n", ts->class_names[k],
-			       seen[k] ? (double)correct[k] / (double)seen[k] : 0.0, seen[k]);
-		for (int k = 0; k < n_masked; k++)
-			printf("  sparsity %-10s %.4f of %ld neurons\n",
-			       m.graph.layers[mime_engine_result_layer(e, k)].name,
-			       zero_sum[k] / (double)n, (long)neurons[k]);
+		print_result(bundle, &m, &d, &res[0], phase_given || mf->n_phases > 0);
 	}
 	status = 0;
 out:
+	for (int i = 0; i < n_res; i++)
+		eval_result_fini(&res[i]);
+	free(res);
 	free(in);
 	free(pix);
-	free(correct);
-	free(seen);
-	free(zero_sum);
 	mime_idx_free(&xi);
 	mime_idx_free(&yi);
 	mime_engine_destroy(e);
+	free(phase_tasks);
 	mime_model_fini(&m);
 	mime_bundle_close(b);
 	return status;
