@@ -92,6 +92,7 @@ enum mimed_req_status {
 	MIMED_REQ_CANCELLED,
 	MIMED_REQ_FAILED,
 	MIMED_REQ_SHUTDOWN,
+	MIMED_REQ_NO_PHASE, /* its named phase could not be entered: io.mime.PhaseUnavailable */
 };
 
 struct mimed_call;
@@ -104,8 +105,10 @@ struct mimed_req {
 	int top_k;
 	uint64_t accepted_ns, deadline_ns; /* deadline 0: none */
 	float *input;                      /* input_floats, preprocessed */
-	int phase;                         /* the phase it ran in (written by the worker) */
-	int cancelled;                     /* __atomic: set by the loop, read by workers */
+	int want_phase; /* the phase it named (1..rt->n_phases; part of its queue key); 0: the
+	                 * daemon's phase at the time its batch runs */
+	int phase;      /* the phase it ran in (written by the worker) */
+	int cancelled;  /* __atomic: set by the loop, read by workers */
 	/* Written by the worker that ran it, read by the loop after the hand-off. */
 	enum mimed_req_status status;
 	int error; /* MIMED_REQ_FAILED: the engine's code */
@@ -131,8 +134,11 @@ struct mimed_batch {
 	uint64_t forward_us;
 	struct mimed_runtime *rt; /* borrowed through its requests */
 	int phase;                /* the phase the batch ran in */
-	/* The worker entered another phase before running this batch (set_phase). */
+	int want_phase;           /* the phase its requests named; 0: the daemon's */
+	/* The worker entered another phase before running this batch (set_phase); cause: NULL
+	 * when the loop asked for it (the loop's phase_cause), else a static string. */
 	bool switched;
+	const char *switch_cause;
 	int switch_from, switch_to, switch_error;
 	uint64_t switch_us;
 	char switch_msg[256];
@@ -168,6 +174,7 @@ struct mimed_call {
 	int n_pending;     /* items queued or running */
 	const char *error; /* the first failure among the items */
 	char error_desc[256];
+	int error_phase; /* io.mime.PhaseUnavailable: the phase */
 	struct mimed_req reqs[];
 };
 
@@ -199,6 +206,9 @@ struct mimed_worker {
 	bool started;
 	struct mimed_qitem *items[MIMED_MAX_BATCH];
 	int tasks[MIMED_MAX_BATCH];
+	/* Its engine is in a phase a request named, not the daemon's: the next batch that names
+	 * none switches back (cause "restore"). */
+	bool in_named_phase;
 	struct mime_energy_sparsity energy_sparsity[MIMED_MAX_BATCH * MIME_MAX_LAYERS];
 };
 
@@ -252,7 +262,8 @@ struct mimed {
 	uint64_t start_ns;
 
 	/* Budgets and phases (one phase until bundles have more). */
-	uint64_t budget_memory_bytes;     /* set by config or socket; 0: none */
+	uint64_t budget_memory_bytes; /* set by config or socket; 0: none */
+	uint64_t memory_budget_now;   /* in force at the last policy evaluation (cgroup included) */
 	const char *budget_memory_source; /* "config" or "socket" (static strings) */
 	double budget_latency_ms;
 	int phase;               /* the phase asked for (pinned or chosen by the policy) */
@@ -290,9 +301,9 @@ bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path,
 /* The engine worker w runs task's samples on, and the task index to give it. */
 struct mime_engine *mimed_runtime_engine(const struct mimed_runtime *rt, int w, int task,
                                          int *ret_engine_task);
-/* The queue key of a request of task: one batch never mixes runtimes, nor tasks when each
- * task has its own weights. */
-uint64_t mimed_runtime_key(const struct mimed_runtime *rt, int task);
+/* The queue key of a request of task naming phase (0: none): one batch never mixes
+ * runtimes, nor named phases, nor tasks when each task has its own weights. */
+uint64_t mimed_runtime_key(const struct mimed_runtime *rt, int task, int phase);
 
 /* worker.c */
 int mimed_workers_start(struct mimed *d, int n);

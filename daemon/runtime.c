@@ -84,9 +84,9 @@ struct mime_engine *mimed_runtime_engine(const struct mimed_runtime *rt, int w, 
 	return rt->engines[w];
 }
 
-uint64_t mimed_runtime_key(const struct mimed_runtime *rt, int task)
+uint64_t mimed_runtime_key(const struct mimed_runtime *rt, int task, int phase)
 {
-	return rt->gen * MIME_MAX_TASKS +
+	return (rt->gen * (MIMED_MAX_PHASES + 1) + (uint64_t)phase) * MIME_MAX_TASKS +
 	       (rt->mode == MIMED_MODE_CONVENTIONAL ? (uint64_t)task : 0);
 }
 

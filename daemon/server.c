@@ -328,6 +328,10 @@ static void call_complete(struct mimed *d, struct mimed_call *call)
 		if (strcmp(call->error, MIMED_ERR_TIMEOUT) == 0 ||
 		    strcmp(call->error, MIMED_ERR_SHUTTING_DOWN) == 0)
 			call_error(call, call->error, NULL);
+		else if (strcmp(call->error, MIMED_ERR_PHASE) == 0)
+			call_error(call, call->error,
+			           json_pack("{s:i,s:s}", "phase", call->error_phase, "description",
+			                     call->error_desc));
 		else
 			call_error_desc(call, call->error, "%s", call->error_desc);
 		return;
@@ -372,6 +376,16 @@ static void req_finish(struct mimed *d, struct mimed_req *req, const struct mime
 	case MIMED_REQ_SHUTDOWN:
 		if (!call->error)
 			call->error = MIMED_ERR_SHUTTING_DOWN;
+		break;
+	case MIMED_REQ_NO_PHASE:
+		if (!call->error) {
+			call->error = MIMED_ERR_PHASE;
+			call->error_phase = req->want_phase;
+			snprintf(call->error_desc, sizeof(call->error_desc), "phase %d: %.200s",
+			         req->want_phase,
+			         b && b->switch_msg[0] ? b->switch_msg
+			                               : mime_strerror(b ? b->switch_error : 0));
+		}
 		break;
 	case MIMED_REQ_CANCELLED:
 		if (!call->error) {
@@ -505,19 +519,25 @@ static json_t *batch_event(struct mimed *d, const struct mimed_batch *b)
 }
 
 /* A worker entered another phase before running b: log it (cause, from/to, how long
- * mime_engine_set_phase() took) and emit a phase_switch event. */
+ * mime_engine_set_phase() took) and emit a phase_switch event. Switches for a request's
+ * named phase ("request") and back ("restore") may come with every batch: they log at the
+ * batch records' level. */
 static void switch_log(struct mimed *d, const struct mimed_batch *b)
 {
-	const char *cause = d->phase_cause ? d->phase_cause : "start";
+	const char *cause = b->switch_cause  ? b->switch_cause
+	                    : d->phase_cause ? d->phase_cause
+	                                     : "start";
 
 	if (b->switch_error < 0) {
-		mimed_log(d, LOG_ERR, "worker %d: phase %d -> %d: %s: %s, staying in phase %d",
-		          b->worker, b->switch_from, b->switch_to, mime_strerror(b->switch_error),
-		          b->switch_msg, b->switch_from);
+		mimed_log(d, LOG_ERR, "worker %d: phase %d -> %d: %s: %s, %s", b->worker,
+		          b->switch_from, b->switch_to, mime_strerror(b->switch_error),
+		          b->switch_msg,
+		          b->want_phase ? "refusing the batch's requests" : "staying there");
 		return;
 	}
-	mimed_log(d, LOG_NOTICE, "phase switch worker=%d from=%d to=%d switch_us=%llu cause=%s",
-	          b->worker, b->switch_from, b->switch_to, (unsigned long long)b->switch_us, cause);
+	mimed_log(d, b->switch_cause ? LOG_INFO : LOG_NOTICE,
+	          "phase switch worker=%d from=%d to=%d switch_us=%llu cause=%s", b->worker,
+	          b->switch_from, b->switch_to, (unsigned long long)b->switch_us, cause);
 	mimed_server_emit(d, "phase_switch",
 	                  json_pack("{s:i,s:i,s:i,s:I,s:s}", "worker", b->worker, "from",
 	                            b->switch_from, "to", b->switch_to, "switch_us",
@@ -822,7 +842,7 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	struct mimed_runtime *rt = d->rt;
 	json_t *jt = json_object_get(item, "task"), *ji = json_object_get(item, "image");
 	json_t *jf = json_object_get(item, "format");
-	json_int_t top = TOP_K_DEFAULT, phase = 1;
+	json_int_t top = TOP_K_DEFAULT, phase = 0;
 	const char *format = NULL;
 	struct prep *p;
 	char name[64];
@@ -841,8 +861,18 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	}
 	if (!get_int(item, "top_k", prefix, 1, MIMED_MAX_TOP_K, &top, call))
 		return false;
-	if (!get_int(item, "phase", prefix, 1, 1, &phase, call))
+	if (!get_int(item, "phase", prefix, 1, rt->n_phases, &phase, call))
 		return false;
+	/* A named phase that needs more memory than the budget in force allows is refused,
+	 * unless the daemon is in it (or above) anyway or it is phase 1, the floor. */
+	if (phase > 1 && phase > d->phase && d->memory_budget_now &&
+	    (uint64_t)rt->phase_memory_bytes[phase - 1] > d->memory_budget_now) {
+		call_error(
+			call, MIMED_ERR_PHASE,
+			json_pack("{s:i,s:s}", "phase", (int)phase, "description",
+		                  "the phase needs more memory than the memory budget in force"));
+		return false;
+	}
 	snprintf(name, sizeof(name), "%sformat", prefix);
 	if (jf && !json_is_null(jf)) {
 		for (size_t i = 0; json_is_string(jf) && i < sizeof(formats) / sizeof(formats[0]);
@@ -890,7 +920,8 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	req->call = call;
 	req->rt = rt;
 	rt->refs++;
-	req->q.key = mimed_runtime_key(rt, t);
+	req->want_phase = (int)phase;
+	req->q.key = mimed_runtime_key(rt, t, (int)phase);
 	req->task = t;
 	req->top_k = (int)top;
 	req->deadline_ns = deadline_ns;
@@ -1265,6 +1296,7 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	int fit, to;
 
 	d->last_policy_ns = mimed_now_ns();
+	d->memory_budget_now = budget;
 	if (d->pinned || d->shutting_down)
 		return;
 	policy_table(d, ph);

@@ -28,6 +28,7 @@
 #define MIMED_ERR_PERMISSION       "io.mime.PermissionDenied"
 #define MIMED_ERR_SHUTTING_DOWN    "io.mime.ShuttingDown"
 #define MIMED_ERR_INTERNAL         "io.mime.InternalError"
+#define MIMED_ERR_PHASE            "io.mime.PhaseUnavailable"
 #define MIMED_ERR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
 #define MIMED_ERR_INVALID_PARAM    "org.varlink.service.InvalidParameter"
 #define MIMED_ERR_IFACE_NOT_FOUND  "org.varlink.service.InterfaceNotFound"

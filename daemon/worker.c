@@ -7,6 +7,7 @@
  * Threads: one thread per worker; see mimed.h for what each may touch. */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,20 +163,31 @@ static void run_batch(struct mimed_worker *w, struct mimed_batch *b)
 }
 
 /* Before running a batch (never inside one): brings this worker's engine into the phase the
- * loop asks for, timing mime_engine_set_phase(); the loop logs the switch from b. On failure
- * the engine stays in its phase and the batch runs there. */
-static void enter_phase(struct mimed_worker *w, struct mimed_batch *b)
+ * batch's requests named or, when they named none, the one the loop asks for, timing
+ * mime_engine_set_phase(); the loop logs the switch from b. On failure the engine stays in
+ * its phase: a batch that named none runs there, one that named a phase must not run at
+ * all (returns false: its requests get io.mime.PhaseUnavailable). */
+static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 {
 	struct mimed_runtime *rt = b->rt;
-	int want = __atomic_load_n(&w->d->desired_phase, __ATOMIC_ACQUIRE);
+	int want = b->want_phase;
 	int cur = rt->engine_phase[w->index];
 	struct mime_errinfo ei = {0};
 	uint64_t t0;
 
+	if (want)
+		b->switch_cause = "request";
+	else {
+		want = __atomic_load_n(&w->d->desired_phase, __ATOMIC_ACQUIRE);
+		b->switch_cause = w->in_named_phase ? "restore" : NULL;
+	}
 	want = want < 1 ? 1 : want > rt->n_phases ? rt->n_phases : want;
 	b->phase = cur;
-	if (!rt->has_phases || cur == want)
-		return;
+	if (!rt->has_phases || cur == want) {
+		if (!b->want_phase)
+			w->in_named_phase = false;
+		return true;
+	}
 	b->switched = true;
 	b->switch_from = cur;
 	b->switch_to = want;
@@ -186,10 +198,12 @@ static void enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 	b->switch_us = (mimed_now_ns() - t0) / 1000;
 	if (b->switch_error < 0) {
 		snprintf(b->switch_msg, sizeof(b->switch_msg), "%s", ei.msg);
-		return;
+		return !b->want_phase;
 	}
 	rt->engine_phase[w->index] = want;
+	w->in_named_phase = b->want_phase != 0;
 	b->phase = want;
+	return true;
 }
 
 static void *worker_main(void *arg)
@@ -218,10 +232,18 @@ static void *worker_main(void *arg)
 		b->size = n;
 		b->worker = w->index;
 		b->rt = b->reqs[0]->rt;
-		enter_phase(w, b);
-		for (int i = 0; i < n; i++)
-			b->reqs[i]->phase = b->phase;
-		run_batch(w, b);
+		b->want_phase = b->reqs[0]->want_phase; /* one queue key: one named phase */
+		if (enter_phase(w, b)) {
+			for (int i = 0; i < n; i++)
+				b->reqs[i]->phase = b->phase;
+			run_batch(w, b);
+		} else {
+			for (int i = 0; i < n; i++) {
+				b->reqs[i]->batch_id = b->id;
+				b->reqs[i]->batch_size = n;
+				b->reqs[i]->status = MIMED_REQ_NO_PHASE;
+			}
+		}
 
 		pthread_mutex_lock(&d->done_lock);
 		if (d->done_tail)

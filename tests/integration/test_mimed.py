@@ -973,11 +973,15 @@ def systemd_socket_activation_and_notify(ctx):
                           '--socket', os.path.join(ctx.tmp, 'unused.sock')],
                          stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(200):
-            if os.path.exists(sock):
+        # The file appears at bind(), a moment before listen(): retry a refused connect.
+        for i in range(200):
+            try:
+                c = Conn(sock)  # the first connection makes systemd-socket-activate start mimed
                 break
-            time.sleep(0.02)
-        c = Conn(sock)  # the first connection makes systemd-socket-activate start mimed
+            except (FileNotFoundError, ConnectionRefusedError):
+                if i == 199:
+                    raise
+                time.sleep(0.02)
         assert c.call('io.mime.ListTasks')['tasks'][0]['name'] == 'alpha'
         msgs = []
         while not any('WATCHDOG=1' in m for m in msgs):
@@ -1136,6 +1140,133 @@ def phased_bundle(ctx):
         assert answer(c, img)[0] == 3
         c.close()
         w.close()
+    finally:
+        assert d.stop() == 0, d.read_log()[-3000:]
+
+
+def same_answer(a, b):
+    """Two results agree: label, top classes, scores (batches of other sizes round apart)."""
+    assert a['label'] == b['label'], (a, b)
+    assert [t['label'] for t in a['top']] == [t['label'] for t in b['top']], (a, b)
+    assert all(abs(x['score'] - y['score']) < 1e-4 for x, y in zip(a['top'], b['top'])), (a, b)
+
+
+@test
+def infer_named_phase(ctx):
+    """Infer's phase runs the image in that phase whatever the daemon's phase: each phase's
+    answer equals the answer under SetPhase of that phase; the daemon's phase stays; bad
+    phases are InvalidParameter naming the item's phase; concurrent mixed-phase requests
+    each get exactly one reply, in call order, from their phase; a phase over the memory
+    budget is PhaseUnavailable."""
+    bundle = os.path.join(ctx.tmp, 'phased-named.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '7', '--phases', '3'])
+    d = Daemon(ctx.tmp, 'named', bundle)
+    try:
+        c = d.conn()
+        imgs = [pgm(16, 16, 40 + k) for k in range(4)]
+        tasks = ('alpha', 'beta', 'gamma')
+        pinned = {}
+        for p in (1, 2, 3):
+            assert c.call('io.mime.SetPhase', {'phase': p})['phase'] == p
+            for k, img in enumerate(imgs):
+                r = infer(c, tasks[k % 3], img, top_k=3)
+                assert r['phase'] == p, r
+                pinned[p, k] = r
+        assert c.call('io.mime.SetPhase', {'phase': 'auto'})['phase'] == 3
+        for p in (1, 2, 3):
+            for k, img in enumerate(imgs):
+                r = infer(c, tasks[k % 3], img, top_k=3, phase=p)
+                assert r['phase'] == p, r
+                same_answer(r, pinned[p, k])
+        assert any(pinned[1, k]['top'] != pinned[3, k]['top'] for k in range(4))
+        # The daemon's phase did not move; a request naming none runs in it.
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phase'] == 3 and st['pinned'] is False, st
+        r = infer(c, 'alpha', imgs[0], top_k=3)
+        assert r['phase'] == 3
+        same_answer(r, pinned[3, 0])
+        log = d.read_log()
+        assert 'cause=request' in log, log[-2000:]
+
+        # Out of range: InvalidParameter naming the parameter; the daemon goes on.
+        good = {'task': 'alpha', 'image': b64(imgs[0])}
+        for bad in (0, 4, -1, 'two', 1.5):
+            e = expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.Infer',
+                             dict(good, phase=bad))
+            assert e['parameter'] == 'phase', e
+        e = expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.InferBatch',
+                         {'items': [dict(good, phase=1), dict(good, phase=4)]})
+        assert e['parameter'] == 'items[1].phase', e
+
+        # InferBatch items naming different phases (and none) equal the pinned answers.
+        items, want = [], []
+        for i in range(12):
+            p = (None, 1, 2, 3)[i % 4]
+            k = i % 4
+            item = {'task': tasks[k % 3], 'image': b64(imgs[k]), 'top_k': 3}
+            if p:
+                item['phase'] = p
+            items.append(item)
+            want.append((p or 3, k))
+        res = c.call('io.mime.InferBatch', {'items': items})['results']
+        assert len(res) == len(items)
+        for r, (p, k) in zip(res, want):
+            assert r['phase'] == p, (r, p)
+            same_answer(r, pinned[p, k])
+
+        # Concurrent clients, each pipelining calls of mixed phases: exactly one reply per
+        # call, in call order, each from its own phase.
+        import threading
+        errors = []
+
+        def client(seed):
+            try:
+                cc = d.conn()
+                calls = [((None, 1, 2, 3)[(seed + i) % 4], (seed * 3 + i) % 4)
+                         for i in range(40)]
+                blob = b''
+                for p, k in calls:
+                    par = {'task': tasks[k % 3], 'image': b64(imgs[k]), 'top_k': 3}
+                    if p:
+                        par['phase'] = p
+                    blob += json.dumps({'method': 'io.mime.Infer',
+                                        'parameters': par}).encode() + b'\0'
+                cc.s.sendall(blob)
+                for p, k in calls:
+                    r = cc.reply()['result']
+                    assert r['phase'] == (p or 3), (r, p)
+                    same_answer(r, pinned[p or 3, k])
+                cc.s.settimeout(0.3)
+                try:
+                    extra = cc.s.recv(1)
+                    assert not extra, 'an extra reply'
+                except socket.timeout:
+                    pass
+                cc.close()
+            except Exception as ex:  # reported by the main thread
+                errors.append(repr(ex))
+        th = [threading.Thread(target=client, args=(s,)) for s in range(6)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(60)
+        assert not errors, errors
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phase'] == 3 and st['pinned'] is False and st['queue_depth'] == 0, st
+        assert 'cause=restore' in d.read_log()  # a worker went back to the daemon's phase
+
+        # A memory budget that only phase 1 fits: auto goes to 1; phase 3 by name is
+        # refused with PhaseUnavailable naming it, phase 1 is served.
+        mem = [p['memory_bytes'] for p in st['phases']]
+        if mem[0] < mem[2]:
+            c.call('io.mime.SetBudget', {'memory_bytes': mem[0]})
+            assert c.call('io.mime.GetStatus')['status']['phase'] == 1
+            e = expect_error(c, 'io.mime.PhaseUnavailable', 'io.mime.Infer',
+                             dict(good, phase=3))
+            assert e['phase'] == 3 and 'memory budget' in e['description'], e
+            assert infer(c, 'alpha', imgs[0], phase=1)['phase'] == 1
+            c.call('io.mime.SetBudget', {'memory_bytes': 0})
+        c.close()
     finally:
         assert d.stop() == 0, d.read_log()[-3000:]
 
