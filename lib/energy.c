@@ -3,6 +3,7 @@
 #include "lib/energy.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 void mime_energy_hw_default(struct mime_energy_hw *ret_hw)
@@ -54,20 +55,44 @@ int mime_energy_hw_check(const struct mime_energy_hw *hw, struct mime_errinfo *e
 	return 0;
 }
 
-int mime_energy_net_init(struct mime_energy_net *ret_net, const struct mime_graph *g,
-                         enum mime_energy_thr thr, struct mime_errinfo *ei)
+/* Share of a layer's n x k weights a fine-grain keep mask [ceil(n / wuv)][k] keeps: each kept
+ * group is wuv rows of one column, but the last group row only n - row * wuv rows. */
+static double keep_density(const uint8_t *keep, long n, long k, int wuv)
 {
-	struct mime_shape shapes[MIME_MAX_LAYERS];
+	long rows = (n + wuv - 1) / wuv;
+	double kept = 0;
+
+	for (long r = 0; r < rows; r++) {
+		long height = n - r * wuv < wuv ? n - r * wuv : wuv, groups = 0;
+
+		for (long c = 0; c < k; c++)
+			groups += keep[r * k + c] != 0;
+		kept += (double)groups * (double)height;
+	}
+	return kept / ((double)n * (double)k);
+}
+
+int mime_energy_net_init_phase(struct mime_energy_net *ret_net, const struct mime_graph *g,
+                               enum mime_energy_thr thr, const struct mime_phase *ph,
+                               struct mime_errinfo *ei)
+{
+	struct mime_shape ins[MIME_MAX_LAYERS], outs[MIME_MAX_LAYERS];
+	int k_active[MIME_MAX_LAYERS] = {0};
 	struct mime_energy_net net = {0};
 	int r;
 
-	r = mime_graph_check(g, shapes, ei);
+	r = mime_graph_check(g, outs, ei);
 	if (r < 0)
 		return r;
+	for (int i = 0; ph && i < g->n_layers; i++)
+		k_active[i] = ph->layer[i].k_active;
+	r = mime_phase_shapes(g, k_active, ins, outs);
+	if (r < 0)
+		return mime_errinfo_set(ei, r, "energy: phase: a k_active is out of range");
 	for (int i = 0; i < g->n_layers; i++) {
 		const struct mime_layer_spec *l = &g->layers[i];
-		const struct mime_shape *in = i ? &shapes[i - 1] : &g->input;
-		const struct mime_shape *out = &shapes[i];
+		const struct mime_shape *in = &ins[i];
+		const struct mime_shape *out = &outs[i];
 		struct mime_energy_layer *e = &net.layers[net.n_layers];
 
 		if (l->kind != MIME_LAYER_CONV && l->kind != MIME_LAYER_FC)
@@ -81,18 +106,31 @@ int mime_energy_net_init(struct mime_energy_net *ret_net, const struct mime_grap
 		e->in_words = mime_shape_size(in);
 		e->out_words = e->m * e->n;
 		e->weight_words = e->n * e->k;
-		e->params = mime_graph_layer_params(l, in);
+		e->params = e->weight_words + e->n; /* weights + biases */
 		if (!mime_graph_layer_masked(g, i))
 			e->thr_words = 0;
 		else
 			e->thr_words = thr == MIME_ENERGY_THR_CHANNEL ? e->n : e->out_words;
 		e->weight_density = 1.0;
+		if (ph && ph->layer[i].keep) {
+			if (ph->wuv < 1)
+				return mime_errinfo_set(ei, MIME_EINVAL,
+				                        "energy: layer '%s' has a mask but wuv %d",
+				                        l->name, ph->wuv);
+			e->weight_density = keep_density(ph->layer[i].keep, e->n, e->k, ph->wuv);
+		}
 		net.n_layers++;
 	}
 	if (net.n_layers == 0)
 		return mime_errinfo_set(ei, MIME_EGRAPH, "graph has no conv or fc layer");
 	*ret_net = net;
 	return 0;
+}
+
+int mime_energy_net_init(struct mime_energy_net *ret_net, const struct mime_graph *g,
+                         enum mime_energy_thr thr, struct mime_errinfo *ei)
+{
+	return mime_energy_net_init_phase(ret_net, g, thr, NULL, ei);
 }
 
 /* Words a map of n words with a fraction `density` of non-zeros costs when zeros are skipped:

@@ -49,6 +49,7 @@
 
 #include "lib/error.h"
 #include "lib/graph.h"
+#include "lib/phase.h"
 
 enum mime_energy_case {
 	MIME_ENERGY_CASE1 = 1, /* conventional, dense */
@@ -144,6 +145,19 @@ struct mime_energy_net {
  * Fails with MIME_EGRAPH as mime_graph_check() does, or when g has no conv or fc layer. */
 int mime_energy_net_init(struct mime_energy_net *ret_net, const struct mime_graph *g,
                          enum mime_energy_thr thr, struct mime_errinfo *ei);
+
+/* As mime_energy_net_init(), for the sub-network of g that phase ph serves (lib/phase.h; NULL
+ * = the whole parent, the same net as mime_energy_net_init()): each conv / fc layer keeps its
+ * first k_active filters (n) and reads the phase's input channels (k, in_words), so m, n, k,
+ * the words, params and thresholds follow the phase's shapes (mime_phase_shapes()); a layer
+ * with a fine-grain keep mask gets weight_density = the share of its n x k weights kept
+ * (whole W_uv x 1 groups; the last group row may be shorter), which Case-2/3 skip like
+ * pruned weights. A phase keeping every kernel and no mask gives the parent's net exactly.
+ * Fails as mime_energy_net_init() does, or with MIME_EINVAL when a k_active is out of range
+ * or a mask comes without a positive wuv. */
+int mime_energy_net_init_phase(struct mime_energy_net *ret_net, const struct mime_graph *g,
+                               enum mime_energy_thr thr, const struct mime_phase *ph,
+                               struct mime_errinfo *ei);
 
 /* Fraction of zeros, per sample and layer, in the layer's input map and in its output (after
  * the ReLU or the threshold mask). */

@@ -220,8 +220,8 @@ static void test_energy_batch_lru_over_tasks(void **state)
 	EQ(r.layer[0].access[D][T], 4 * 8);
 }
 
-/* A VGG-like net on 3x32x32 with a padded conv, pools and fc layers. */
-static void vggish(struct mime_energy_net *net)
+/* A VGG-like graph on 3x32x32 with a padded conv, pools and fc layers. */
+static void vggish_graph(struct mime_graph *ret_g)
 {
 	struct mime_graph g = {.input = {3, 32, 32}, .n_layers = 8};
 	const struct mime_layer_spec l[8] = {
@@ -236,6 +236,14 @@ static void vggish(struct mime_energy_net *net)
 	};
 
 	memcpy(g.layers, l, sizeof(l));
+	*ret_g = g;
+}
+
+static void vggish(struct mime_energy_net *net)
+{
+	struct mime_graph g;
+
+	vggish_graph(&g);
 	assert_int_equal(mime_energy_net_init(net, &g, MIME_ENERGY_THR_NEURON, NULL), 0);
 	assert_int_equal(net->n_layers, 5);
 }
@@ -525,6 +533,98 @@ static void test_energy_hw_check_rejects_bad_hardware(void **state)
 	assert_int_equal(mime_energy_hw_check(&hw, &ei), MIME_EINVAL);
 }
 
+/* MIME's (Case-3) total energy of one sample of the vggish graph in phase ph, at sparsity s. */
+static double phase_energy(const struct mime_phase *ph, float s, struct mime_energy_net *ret_net)
+{
+	struct mime_energy_hw hw;
+	struct mime_graph g;
+	struct mime_energy_report r;
+	struct mime_energy_sparsity sp[5];
+
+	mime_energy_hw_default(&hw);
+	vggish_graph(&g);
+	assert_int_equal(mime_energy_net_init_phase(ret_net, &g, MIME_ENERGY_THR_NEURON, ph, NULL),
+	                 0);
+	fill_sparsity(sp, 5, s, s);
+	assert_int_equal(mime_energy_batch(&hw, ret_net, 1, NULL, sp, MIME_ENERGY_CASE3, &r, NULL),
+	                 0);
+	return r.total.e_total;
+}
+
+static void test_energy_net_init_phase_full_is_the_parent(void **state)
+{
+	struct mime_energy_net parent, net;
+	struct mime_graph g;
+	struct mime_phase ph = {.wuv = 16};
+	double e_parent;
+
+	vggish(&parent);
+	e_parent = phase_energy(NULL, 0.3f, &net);
+	assert_memory_equal(&net, &parent, sizeof(net));
+	/* every kernel kept, by 0 (all) or by the layer's own count: the same net, bit for bit */
+	vggish_graph(&g);
+	for (int i = 0; i < g.n_layers; i++)
+		ph.layer[i].k_active = i % 2 ? g.layers[i].out : 0;
+	EQ(phase_energy(&ph, 0.3f, &net), e_parent);
+	assert_memory_equal(&net, &parent, sizeof(net));
+}
+
+static void test_energy_net_init_phase_smaller_costs_less(void **state)
+{
+	struct mime_energy_net parent, half, fine;
+	struct mime_phase ph = {.wuv = 16};
+	uint8_t keep[(64 / 16) * (32 * 3 * 3)]; /* conv2 at 32 of 64 kernels: [2][32*3*3] */
+	double e_parent, e_half, e_fine;
+
+	e_parent = phase_energy(NULL, 0.3f, &parent);
+	/* Coarse: half the kernels of every conv, fc1 keeps its 512 outputs. */
+	ph.layer[0].k_active = 32;
+	ph.layer[1].k_active = 32;
+	ph.layer[3].k_active = 128;
+	ph.layer[5].k_active = 256;
+	e_half = phase_energy(&ph, 0.3f, &half);
+	assert_true(e_half < e_parent);
+	assert_int_equal(half.layers[1].n, 32);
+	assert_int_equal(half.layers[1].k, 32 * 9); /* conv1's 32 kernels in */
+	assert_int_equal(half.layers[4].k, 256 * 8 * 8);
+	assert_int_equal(half.layers[4].n, 512);
+	assert_int_equal(half.layers[1].thr_words, 32 * 32 * 32);
+	assert_int_equal(half.layers[1].params, 32 * 32 * 9 + 32);
+	EQ(half.layers[1].weight_density, 1.0);
+	/* Fine: conv2 also prunes every other group column of its first row of groups (16
+	 * kernels), then every group column of the second row but the first 32 -> density
+	 * (16 * 144 + 16 * 32) / (32 * 288). */
+	memset(keep, 0, sizeof(keep));
+	for (int c = 0; c < 288; c += 2)
+		keep[c] = 1;
+	for (int c = 0; c < 32; c++)
+		keep[288 + c] = 1;
+	ph.layer[1].keep = keep;
+	e_fine = phase_energy(&ph, 0.3f, &fine);
+	EQ(fine.layers[1].weight_density, (16.0 * 144 + 16.0 * 32) / (32.0 * 288));
+	assert_true(e_fine < e_half);
+	/* A last group row shorter than wuv counts its own height: 24 kernels = 16 + 8. */
+	ph.layer[1].k_active = 24;
+	phase_energy(&ph, 0.3f, &fine);
+	EQ(fine.layers[1].weight_density, (16.0 * 144 + 8.0 * 32) / (24.0 * 288));
+	/* A mask without a group height, a k_active past the layer: MIME_EINVAL. */
+	{
+		struct mime_graph g;
+		struct mime_energy_net net;
+
+		vggish_graph(&g);
+		ph.wuv = 0;
+		assert_int_equal(
+			mime_energy_net_init_phase(&net, &g, MIME_ENERGY_THR_NEURON, &ph, NULL),
+			MIME_EINVAL);
+		ph.wuv = 16;
+		ph.layer[1].k_active = 65;
+		assert_int_equal(
+			mime_energy_net_init_phase(&net, &g, MIME_ENERGY_THR_NEURON, &ph, NULL),
+			MIME_EINVAL);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -542,6 +642,8 @@ int main(void)
 		cmocka_unit_test(test_energy_storage_formula),
 		cmocka_unit_test(test_energy_batch_rejects_bad_arguments),
 		cmocka_unit_test(test_energy_hw_check_rejects_bad_hardware),
+		cmocka_unit_test(test_energy_net_init_phase_full_is_the_parent),
+		cmocka_unit_test(test_energy_net_init_phase_smaller_costs_less),
 	};
 
 	return cmocka_run_group_tests_name("energy", tests, NULL, NULL);
