@@ -68,7 +68,9 @@ struct mimed_runtime {
 	struct mime_engine **engines;
 	float **inputs; /* [n_workers][max_batch * input_floats] */
 	bool have_energy;
-	struct mime_energy_net energy_net;
+	/* [n_phases + 1]: the energy model's view of the network phase p serves at [p]; [0] the
+	 * whole parent (an engine that never entered a phase) */
+	struct mime_energy_net *energy_nets;
 	struct mime_energy_hw energy_hw;
 	/* Phases as clients number them, 1..n_phases: the bundle's phases when it lists any
 	 * (has_phases; mime mode only), else one phase, the whole parent, entered by nothing. */

@@ -33,6 +33,7 @@ static void runtime_free(struct mimed_runtime *rt)
 	free(rt->phase_memory_bytes);
 	free(rt->phase_memory_measured);
 	free(rt->engine_phase);
+	free(rt->energy_nets);
 	if (rt->model_ready)
 		mime_model_fini(&rt->model);
 	mime_bundle_close(rt->bundle);
@@ -320,8 +321,17 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 		if (rt->manifest->tasks[i].thresholds == MIME_THR_CHANNEL)
 			thr = MIME_ENERGY_THR_CHANNEL;
 	mime_energy_hw_default(&rt->energy_hw);
-	rt->have_energy =
-		mime_energy_net_init(&rt->energy_net, &rt->manifest->graph, thr, NULL) == 0;
+	rt->energy_nets = calloc((size_t)rt->n_phases + 1, sizeof(*rt->energy_nets));
+	if (!rt->energy_nets) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	rt->have_energy = true;
+	for (int p = 0; p <= rt->n_phases && rt->have_energy; p++)
+		rt->have_energy =
+			mime_energy_net_init_phase(&rt->energy_nets[p], &rt->manifest->graph, thr,
+		                                   rt->has_phases && p ? &rt->phases[p - 1] : NULL,
+		                                   NULL) == 0;
 
 	*ret_rt = rt;
 	return 0;

@@ -50,7 +50,8 @@ static int top_k(const float *logits, int n, int k, int *ret_class, float *ret_p
 
 static void batch_energy(struct mimed_worker *w, struct mimed_batch *b, int ran)
 {
-	const struct mime_energy_net *net = &b->rt->energy_net;
+	/* the sub-network the batch ran: its phase's filters, input channels and kept weights */
+	const struct mime_energy_net *net = &b->rt->energy_nets[b->phase];
 
 	/* Sample b's sparsity per modelled layer: its output zeros from the engine's count for
 	 * that layer, its input zeros from the previous modelled layer's output (the image: 0). */

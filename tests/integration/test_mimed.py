@@ -71,6 +71,18 @@ class Conn:
         self.s.close()
 
 
+def connect_retry(path, tries=500):
+    """A connection to a socket that may not be there or listening yet (its file appears at
+    bind(), a moment before listen())."""
+    for i in range(tries):
+        try:
+            return Conn(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if i == tries - 1:
+                raise
+            time.sleep(0.02)
+
+
 def expect_error(conn, name, method, params=None):
     try:
         r = conn.call(method, params)
@@ -973,15 +985,7 @@ def systemd_socket_activation_and_notify(ctx):
                           '--socket', os.path.join(ctx.tmp, 'unused.sock')],
                          stdout=log, stderr=subprocess.STDOUT)
     try:
-        # The file appears at bind(), a moment before listen(): retry a refused connect.
-        for i in range(200):
-            try:
-                c = Conn(sock)  # the first connection makes systemd-socket-activate start mimed
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if i == 199:
-                    raise
-                time.sleep(0.02)
+        c = connect_retry(sock, 200)  # the first connection makes systemd start mimed
         assert c.call('io.mime.ListTasks')['tasks'][0]['name'] == 'alpha'
         msgs = []
         while not any('WATCHDOG=1' in m for m in msgs):
@@ -1179,6 +1183,24 @@ def infer_named_phase(ctx):
                 assert r['phase'] == p, r
                 same_answer(r, pinned[p, k])
         assert any(pinned[1, k]['top'] != pinned[3, k]['top'] for k in range(4))
+        # Energy follows the phase's sub-network: the same image costs less in phase 1 than
+        # in 3, in every case (Case-1 is dense, so it only sees the shapes); a named phase
+        # costs what the pinned one did; GetStatus' totals add the batch as it ran.
+        for k in range(4):
+            e1, e2, e3 = (pinned[p, k]['energy'] for p in (1, 2, 3))
+            for case in CASES:
+                assert e1[case]['total'] < e2[case]['total'] < e3[case]['total'], (e1, e3)
+                assert e1[case]['cycles'] < e3[case]['cycles'], (e1, e3)
+            assert pinned[1, k]['batch_size'] == 1
+        _, _, before = energy_totals(c)
+        r = infer(c, tasks[0], imgs[0], top_k=3, phase=1)
+        assert r['batch_size'] == 1
+        for case in CASES:
+            assert close(r['energy'][case]['total'], pinned[1, 0]['energy'][case]['total'])
+        _, _, after = energy_totals(c)
+        for case in CASES:
+            assert close(after[case]['total'] - before[case]['total'],
+                         r['energy'][case]['total'], 1e-6), (case, before, after)
         # The daemon's phase did not move; a request naming none runs in it.
         st = c.call('io.mime.GetStatus')['status']
         assert st['phase'] == 3 and st['pinned'] is False, st
@@ -1393,11 +1415,7 @@ def shipped_bundle_with_defaults(ctx):
     p = subprocess.Popen([MIMED], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     sock = os.path.join(rundir, 'mimed.sock')
     try:
-        for _ in range(500):
-            if os.path.exists(sock) or p.poll() is not None:
-                break
-            time.sleep(0.02)
-        c = Conn(sock)
+        c = connect_retry(sock)
         st = c.call('io.mime.GetStatus')['status']
         assert st['bundle'].endswith(shipped[0]), (st['bundle'], shipped)
         tasks = c.call('io.mime.ListTasks')['tasks']
