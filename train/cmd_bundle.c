@@ -23,7 +23,9 @@ static void usage(FILE *f)
 	           "                                -o OUT.mime [--task NAME] [--classes A,B,...]\n"
 	           "\n"
 	           "inspect  the manifest and the tensor table of a bundle (or of a plain\n"
-	           "         safetensors file), and its phases when it has some\n"
+	           "         safetensors file), and its phases when it has some: measured\n"
+	           "         accuracy, latency and speed (1/ms), memory, nonzero parameters,\n"
+	           "         which tasks can run in each and their accuracy there\n"
 	           "verify   validate a bundle completely; exit 0 when it is good\n"
 	           "import   make a bundle from PyTorch weights (a state_dict saved with\n"
 	           "         safetensors) as the network description names them; BatchNorm\n"
@@ -181,27 +183,89 @@ static int task_has_phase(const struct mime_bundle *b, const struct mime_task_sp
 	return mime_bundle_tensor(b, name, &v) == 0;
 }
 
+/* Whether phase ps is the whole parent: every layer's kernels = out, no fine layer. */
+static int phase_is_whole(const struct mime_manifest *m, const struct mime_phase_spec *ps)
+{
+	for (int i = 0; i < m->graph.n_layers; i++)
+		if (ps->fine[i] || (ps->k_active[i] && ps->k_active[i] != m->graph.layers[i].out))
+			return 0;
+	return 1;
+}
+
+/* The rule of mime_model_phase(): a task runs in phase p with tensors of its own for it,
+ * or with its parent tensors when the phase is the whole parent. */
+static int task_can_run(const struct mime_bundle *b, int t, int p)
+{
+	const struct mime_manifest *m = mime_bundle_manifest(b);
+
+	return task_has_phase(b, &m->tasks[t], p) || phase_is_whole(m, &m->phases[p - 1]);
+}
+
+/* The phase's "task_accuracy" object (task -> accuracy, written by the phase builder into
+ * the phase's extra keys), a new reference; NULL when it has none. */
+static json_t *phase_task_accuracy(const struct mime_phase_spec *ps)
+{
+	json_t *extra, *ta;
+
+	if (!ps->extra_json)
+		return NULL;
+	extra = json_loads(ps->extra_json, 0, NULL);
+	ta = json_object_get(extra, "task_accuracy");
+	ta = json_is_object(ta) ? json_incref(ta) : NULL;
+	json_decref(extra);
+	return ta;
+}
+
+/* Task t's accuracy in ta, or -1 when ta does not say. */
+static double task_accuracy_of(json_t *ta, const char *task)
+{
+	json_t *a = json_object_get(ta, task);
+
+	return json_is_number(a) ? json_number_value(a) : -1;
+}
+
 static void print_phases(const struct mime_bundle *b, const struct mime_manifest *m)
 {
+	char buf[32];
+
 	if (m->n_phases == 0)
 		return;
-	printf("phases: %d, smallest first (phase 0 = the whole parent)\n", m->n_phases);
+	printf("phases: %d, smallest first (phase 0 = the whole parent); measured, as the "
+	       "manifest says:\n",
+	       m->n_phases);
+	printf("  %-5s %-12s %8s %10s %10s %12s %12s\n", "PHASE", "NAME", "ACCURACY", "LATENCY",
+	       "SPEED", "MEMORY", "NONZERO");
 	for (int p = 1; p <= m->n_phases; p++) {
 		const struct mime_phase_spec *ps = &m->phases[p - 1];
+
+		printf("  %-5d %-12.12s", p, ps->name);
+		if (ps->accuracy >= 0)
+			snprintf(buf, sizeof(buf), "%.2f%%", 100.0 * ps->accuracy);
+		printf(" %8s", ps->accuracy >= 0 ? buf : "-");
+		if (ps->latency_ms >= 0)
+			snprintf(buf, sizeof(buf), "%.3f ms", ps->latency_ms);
+		printf(" %10s", ps->latency_ms >= 0 ? buf : "-");
+		if (ps->latency_ms > 0)
+			snprintf(buf, sizeof(buf), "%.3g/ms", 1.0 / ps->latency_ms);
+		printf(" %10s", ps->latency_ms > 0 ? buf : "-");
+		if (ps->memory_bytes >= 0)
+			snprintf(buf, sizeof(buf), "%lld", (long long)ps->memory_bytes);
+		printf(" %12s", ps->memory_bytes >= 0 ? buf : "-");
+		if (ps->nonzero_params >= 0)
+			snprintf(buf, sizeof(buf), "%lld", (long long)ps->nonzero_params);
+		printf(" %12s\n", ps->nonzero_params >= 0 ? buf : "-");
+	}
+	for (int p = 1; p <= m->n_phases; p++) {
+		const struct mime_phase_spec *ps = &m->phases[p - 1];
+		json_t *ta = phase_task_accuracy(ps);
 		struct phase_count c;
-		int ok = phase_count(b, p, &c) == 0, n_fine = 0, n_own = 0, whole = 1;
+		int ok = phase_count(b, p, &c) == 0, n_fine = 0, n_run = 0;
 
 		printf("  %d %s: wuv %d", p, ps->name, ps->wuv);
+		if (phase_is_whole(m, ps))
+			printf(", the whole parent");
 		if (ok)
 			printf(", %ld parameters with masks applied", c.params);
-		if (ps->nonzero_params >= 0)
-			printf(", nonzero %lld (measured)", (long long)ps->nonzero_params);
-		if (ps->accuracy >= 0)
-			printf(", accuracy %.2f%%", 100.0 * ps->accuracy);
-		if (ps->latency_ms >= 0)
-			printf(", %.3f ms", ps->latency_ms);
-		if (ps->memory_bytes >= 0)
-			printf(", memory %lld bytes", (long long)ps->memory_bytes);
 		printf("\n    kernels:");
 		for (int i = 0; i < m->graph.n_layers; i++)
 			if (ps->k_active[i])
@@ -218,20 +282,28 @@ static void print_phases(const struct mime_bundle *b, const struct mime_manifest
 			else
 				printf(" %s", m->graph.layers[i].name);
 		}
-		printf("%s\n    tasks with tensors of their own:", n_fine ? "" : " none");
-		for (int t = 0; t < m->n_tasks; t++)
-			if (task_has_phase(b, &m->tasks[t], p)) {
-				printf(" %s", m->tasks[t].name);
-				n_own++;
+		printf("%s\n    tasks:", n_fine ? "" : " none");
+		for (int t = 0; t < m->n_tasks; t++) {
+			const char *name = m->tasks[t].name;
+			double acc = task_accuracy_of(ta, name);
+
+			if (!task_can_run(b, t, p)) {
+				printf(" %s (cannot run: no head or thresholds for it)", name);
+				continue;
 			}
-		for (int i = 0; i < m->graph.n_layers; i++)
-			whole &= !ps->fine[i] &&
-			         (!ps->k_active[i] || ps->k_active[i] == m->graph.layers[i].out);
-		/* the rule of mime_model_phase(): only the whole parent may lack them */
-		printf("%s%s\n", n_own ? "" : " none",
-		       n_own == m->n_tasks ? ""
-		       : whole             ? " (the whole parent: the others use their own)"
-		                           : " (the others cannot run in this phase)");
+			n_run++;
+			printf(" %s", name);
+			if (acc >= 0)
+				printf(" %.2f%%", 100.0 * acc);
+			if (!task_has_phase(b, &m->tasks[t], p))
+				printf(" (the parent's tensors)");
+		}
+		printf("\n");
+		/* mime_model_phase() enters a phase only when every task can run in it */
+		if (n_run < m->n_tasks)
+			printf("    not enterable as it is: %d of %d tasks can run in it\n", n_run,
+			       m->n_tasks);
+		json_decref(ta);
 	}
 }
 
@@ -269,22 +341,53 @@ static int inspect_json(const char *path, const struct mime_bundle *b)
 	}
 	json_object_set_new(root, "tensors", tensors);
 	if (m && m->n_phases) {
-		/* What the manifest does not say: parameters with the masks applied, and which
-		 * tasks have tensors of their own for each phase. */
+		/* Each phase's measured keys from the manifest (accuracy, latency_ms and its
+		 * inverse speed_per_ms, memory_bytes, nonzero_params: those it has), its
+		 * "task_accuracy" object when its extra keys carry one, and what the manifest
+		 * does not say: parameters with the masks applied, which tasks have tensors of
+		 * their own ("tasks_with_tensors"), which can run in it ("tasks": those, or
+		 * every task in a phase equal to the whole parent) and whether every task can
+		 * ("enterable": what mime_model_phase() and the daemon need). */
 		json_t *phases = json_array();
 
 		for (int p = 1; phases && p <= m->n_phases; p++) {
+			const struct mime_phase_spec *ps = &m->phases[p - 1];
 			struct phase_count c;
-			json_t *o = json_object(), *own = json_array();
+			json_t *o = json_object(), *own = json_array(), *run = json_array();
+			json_t *ta = phase_task_accuracy(ps);
 
 			json_object_set_new(o, "phase", json_integer(p));
-			json_object_set_new(o, "name", json_string(m->phases[p - 1].name));
+			json_object_set_new(o, "name", json_string(ps->name));
+			json_object_set_new(o, "whole", json_boolean(phase_is_whole(m, ps)));
 			if (phase_count(b, p, &c) == 0)
 				json_object_set_new(o, "params", json_integer(c.params));
-			for (int t = 0; t < m->n_tasks; t++)
+			/* the manifest's measured keys, when it has them */
+			if (ps->accuracy >= 0)
+				json_object_set_new(o, "accuracy", json_real(ps->accuracy));
+			if (ps->latency_ms >= 0)
+				json_object_set_new(o, "latency_ms", json_real(ps->latency_ms));
+			if (ps->latency_ms > 0)
+				json_object_set_new(o, "speed_per_ms",
+				                    json_real(1.0 / ps->latency_ms));
+			if (ps->memory_bytes >= 0)
+				json_object_set_new(o, "memory_bytes",
+				                    json_integer((json_int_t)ps->memory_bytes));
+			if (ps->nonzero_params >= 0)
+				json_object_set_new(o, "nonzero_params",
+				                    json_integer((json_int_t)ps->nonzero_params));
+			for (int t = 0; t < m->n_tasks; t++) {
 				if (task_has_phase(b, &m->tasks[t], p))
 					json_array_append_new(own, json_string(m->tasks[t].name));
+				if (task_can_run(b, t, p))
+					json_array_append_new(run, json_string(m->tasks[t].name));
+			}
 			json_object_set_new(o, "tasks_with_tensors", own);
+			json_object_set_new(
+				o, "enterable",
+				json_boolean(json_array_size(run) == (size_t)m->n_tasks));
+			json_object_set_new(o, "tasks", run);
+			if (ta)
+				json_object_set_new(o, "task_accuracy", ta);
 			json_array_append_new(phases, o);
 		}
 		json_object_set_new(root, "phases", phases);
