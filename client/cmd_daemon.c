@@ -356,11 +356,60 @@ static double jnum(json_t *o, const char *k)
 	return json_number_value(json_object_get(o, k));
 }
 
+/* A phase's predicted latency (ms): the first number under a key starting "predicted"
+ * (the daemon may report a model's prediction beside the p95 it uses); < 0 when none. */
+static double phase_predicted_ms(json_t *ph)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(ph, k, v)
+	{
+		if (strncmp(k, "predicted", 9) == 0 && json_is_number(v))
+			return json_number_value(v);
+	}
+	return -1;
+}
+
+/* GetStatus's phases[] as a table, the phase in force (status "phase") marked '*'. */
+static void print_phases(json_t *s)
+{
+	json_t *phases = json_object_get(s, "phases"), *ph;
+	long long cur = jint(s, "phase");
+	size_t i;
+
+	if (!json_array_size(phases))
+		return;
+	printf("phases      %zu, * = the phase in force; memory and p95 as the policy uses them\n",
+	       json_array_size(phases));
+	printf("  %1s %5s  %-12s %-26s %11s %11s\n", "", "PHASE", "NAME", "MEMORY", "P95",
+	       "PREDICTED");
+	json_array_foreach(phases, i, ph)
+	{
+		char mem[64], hb[32], p95[32] = "-", pred[32] = "-";
+		const char *src = json_string_value(json_object_get(ph, "memory_source"));
+		const char *name = json_string_value(json_object_get(ph, "name"));
+		double pr = phase_predicted_ms(ph);
+
+		snprintf(mem, sizeof(mem), "%s (%s)",
+		         human_bytes((double)jint(ph, "memory_bytes"), hb, sizeof(hb)),
+		         src ? src : "?");
+		if (json_is_number(json_object_get(ph, "p95_ms")))
+			snprintf(p95, sizeof(p95), "%.3f ms", jnum(ph, "p95_ms"));
+		if (pr >= 0)
+			snprintf(pred, sizeof(pred), "%.3f ms", pr);
+		printf("  %1s %5lld  %-12.12s %-26s %11s %11s\n",
+		       jint(ph, "phase") == cur ? "*" : "", jint(ph, "phase"), name ? name : "?",
+		       mem, p95, pred);
+	}
+}
+
 int mimectl_cmd_status(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: mimectl status [--json] [--socket PATH]\n\n"
-		"Shows the daemon's phase, budgets, memory, latency, queue and counters.\n";
+		"Shows the daemon's phase, budgets, memory, latency, queue and counters, and\n"
+		"its phases: memory, p95 and predicted latency of each, the one in force marked.\n";
 	json_t *reply = NULL, *s, *b, *l, *t, *e;
 	char buf1[32], buf2[32], buf3[32];
 	bool json;
@@ -439,6 +488,7 @@ int mimectl_cmd_status(int argc, char **argv)
 	} else {
 		printf("energy      %s\n", json_string_value(e));
 	}
+	print_phases(s);
 	printf("uptime      %.0f s\n", json_number_value(json_object_get(s, "uptime_s")));
 	json_decref(reply);
 	return MIMECTL_EXIT_OK;
