@@ -272,10 +272,160 @@ int svg_line_chart(const char *path, const struct svg_line_chart *c)
 			        M_LEFT + 10 + (plot_w - 20) * (c->x[i] - x_min) / (x_max - x_min),
 			        y0 - PLOT_H * c->y[k * c->n_points + i] / y_max);
 		fputs("\"/>\n", s.f);
-		for (int i = 0; i < c->n_points; i++)
-			fprintf(s.f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"%s\"/>\n",
+		for (int i = 0; i < c->n_points; i++) {
+			const int open = c->n_measured > 0 && i >= c->n_measured;
+
+			fprintf(s.f,
+			        "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%s\" fill=\"%s\" "
+			        "stroke=\"%s\"/>\n",
 			        M_LEFT + 10 + (plot_w - 20) * (c->x[i] - x_min) / (x_max - x_min),
-			        y0 - PLOT_H * c->y[k * c->n_points + i] / y_max, col);
+			        y0 - PLOT_H * c->y[k * c->n_points + i] / y_max, open ? "3.5" : "3",
+			        open ? "white" : col, col);
+		}
+	}
+	legend(&s, M_LEFT + plot_w + 16, c->n_series, c->series_names);
+	return svg_close(&s);
+}
+
+/* An axis from lo to hi at a nice step (nice_ceil of a fifth of the span) covering [v0, v1]. */
+static void nice_range(double v0, double v1, double *ret_lo, double *ret_hi, double *ret_step)
+{
+	double step;
+
+	if (!(v1 > v0)) {
+		v0 -= fabs(v0) > 0 ? fabs(v0) * 0.05 : 0.5;
+		v1 += fabs(v1) > 0 ? fabs(v1) * 0.05 : 0.5;
+	}
+	step = nice_ceil((v1 - v0) / N_GRID);
+	*ret_lo = floor(v0 / step + 1e-9) * step;
+	*ret_hi = ceil(v1 / step - 1e-9) * step;
+	if (*ret_hi <= *ret_lo)
+		*ret_hi = *ret_lo + step;
+	*ret_step = step;
+}
+
+/* geo: x_lo, x_hi, y_lo, y_hi, plot_w, y0 */
+static double xy_px(double x, const double *geo)
+{
+	return M_LEFT + 10 + (geo[4] - 20) * (x - geo[0]) / (geo[1] - geo[0]);
+}
+
+static double xy_py(double y, const double *geo)
+{
+	return geo[5] - PLOT_H * (y - geo[2]) / (geo[3] - geo[2]);
+}
+
+/* The staircase outline of the area series s dominates above and right of the reference:
+ * points beyond the reference taken by decreasing x, each adding the strip above the best y
+ * so far. Writes a <polygon> (nothing when no point is beyond the reference). */
+static void xy_dominated(struct svg *s, const struct svg_xy_chart *c, int k, const double *geo,
+                         const char *col)
+{
+	const int n = c->n_points[k];
+	double best = c->ref_y, last_x = INFINITY;
+	int started = 0;
+
+	for (;;) {
+		int pick = -1;
+
+		/* the point with the largest x below last_x, beyond the reference */
+		for (int i = 0; i < n; i++) {
+			const double x = c->x[k][i], y = c->y[k][i];
+
+			if (x > c->ref_x && y > c->ref_y && x < last_x &&
+			    (pick < 0 || x > c->x[k][pick] ||
+			     (x == c->x[k][pick] && y > c->y[k][pick])))
+				pick = i;
+		}
+		if (pick < 0)
+			break;
+		last_x = c->x[k][pick];
+		if (c->y[k][pick] <= best)
+			continue;
+		if (!started) {
+			fprintf(s->f,
+			        "<polygon fill=\"%s\" fill-opacity=\"0.1\" stroke=\"%s\" "
+			        "stroke-opacity=\"0.7\" stroke-width=\"1\" points=\"",
+			        col, col);
+			fprintf(s->f, "%.2f,%.2f ", xy_px(c->ref_x, geo), xy_py(c->ref_y, geo));
+			started = 1;
+		}
+		fprintf(s->f, "%.2f,%.2f %.2f,%.2f ", xy_px(last_x, geo), xy_py(best, geo),
+		        xy_px(last_x, geo), xy_py(c->y[k][pick], geo));
+		best = c->y[k][pick];
+	}
+	if (started)
+		fprintf(s->f, "%.2f,%.2f\"/>\n", xy_px(c->ref_x, geo), xy_py(best, geo));
+}
+
+int svg_xy_chart(const char *path, const struct svg_xy_chart *c)
+{
+	const double plot_w = 520, y0 = M_TOP + PLOT_H;
+	double x0 = INFINITY, x1 = -INFINITY, v0 = INFINITY, v1 = -INFINITY, xs, ys, geo[6];
+	struct svg s;
+	int r;
+
+	for (int k = 0; k < c->n_series; k++)
+		for (int i = 0; i < c->n_points[k]; i++) {
+			x0 = fmin(x0, c->x[k][i]);
+			x1 = fmax(x1, c->x[k][i]);
+			v0 = fmin(v0, c->y[k][i]);
+			v1 = fmax(v1, c->y[k][i]);
+		}
+	if (c->has_ref) {
+		x0 = fmin(x0, c->ref_x);
+		x1 = fmax(x1, c->ref_x);
+		v0 = fmin(v0, c->ref_y);
+		v1 = fmax(v1, c->ref_y);
+	}
+	if (!isfinite(x0)) { /* no point at all */
+		x0 = v0 = 0;
+		x1 = v1 = 1;
+	}
+	nice_range(x0, x1, &geo[0], &geo[1], &xs);
+	nice_range(v0, v1, &geo[2], &geo[3], &ys);
+	geo[4] = plot_w;
+	geo[5] = y0;
+	r = svg_open(
+		&s, path,
+		(int)(M_LEFT + plot_w + M_RIGHT + legend_w(c->n_series, c->series_names, NULL)),
+		M_TOP + PLOT_H + M_BOTTOM);
+	if (r < 0)
+		return r;
+	svg_text(&s, M_LEFT, 22, 16, "start", 0, "%s", c->title);
+	if (c->subtitle)
+		svg_text(&s, M_LEFT, 40, 11, "start", 0, "%s", c->subtitle);
+	for (double v = geo[2]; v <= geo[3] + ys * 1e-6; v += ys) {
+		svg_line(&s, M_LEFT, xy_py(v, geo), M_LEFT + plot_w, xy_py(v, geo),
+		         v == geo[2] ? "#333333" : "#dddddd", 1, 0);
+		svg_text(&s, M_LEFT - 6, xy_py(v, geo) + 4, 11, "end", 0, "%g", v);
+	}
+	for (double v = geo[0]; v <= geo[1] + xs * 1e-6; v += xs)
+		svg_text(&s, xy_px(v, geo), y0 + 16, 11, "middle", 0, "%g", v);
+	svg_line(&s, M_LEFT, M_TOP, M_LEFT, y0, "#333333", 1, 0);
+	svg_text(&s, 18, M_TOP + PLOT_H / 2.0, 12, "middle", -90, "%s", c->y_label);
+	svg_text(&s, M_LEFT + plot_w / 2, y0 + 36, 12, "middle", 0, "%s", c->x_label);
+	if (c->has_ref) {
+		for (int k = 0; k < c->n_series; k++)
+			xy_dominated(&s, c, k, geo, PALETTE[k % N_PALETTE]);
+		svg_line(&s, xy_px(c->ref_x, geo), M_TOP, xy_px(c->ref_x, geo), y0, "#333333", 1,
+		         1);
+		svg_line(&s, M_LEFT, xy_py(c->ref_y, geo), M_LEFT + plot_w, xy_py(c->ref_y, geo),
+		         "#333333", 1, 1);
+		svg_text(&s, xy_px(c->ref_x, geo) + 4, xy_py(c->ref_y, geo) - 4, 10, "start", 0,
+		         "reference");
+	}
+	for (int k = 0; k < c->n_series; k++) {
+		const char *col = PALETTE[k % N_PALETTE];
+
+		fprintf(s.f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+		        col);
+		for (int i = 0; i < c->n_points[k]; i++)
+			fprintf(s.f, "%.2f,%.2f ", xy_px(c->x[k][i], geo), xy_py(c->y[k][i], geo));
+		fputs("\"/>\n", s.f);
+		for (int i = 0; i < c->n_points[k]; i++)
+			fprintf(s.f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"%s\"/>\n",
+			        xy_px(c->x[k][i], geo), xy_py(c->y[k][i], geo), col);
 	}
 	legend(&s, M_LEFT + plot_w + 16, c->n_series, c->series_names);
 	return svg_close(&s);

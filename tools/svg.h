@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* svg -- a small SVG 1.1 writer for mime-energy's figures, no dependencies: a few drawing
- * primitives and two chart kinds built on them, grouped (optionally stacked) bars and lines.
+/* svg -- a small SVG 1.1 writer for mime-energy's and `mime-train report`'s figures, no
+ * dependencies: a few drawing primitives and three chart kinds built on them, grouped
+ * (optionally stacked) bars, lines over shared x values, and x-y series with their own x.
  * Text is XML-escaped; numbers are written with %g. Charts scale the y axis from 0 to a
  * "nice" maximum (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 x 10^k, at or above the largest value) with 5
  * gridlines. Ownership: a struct svg owns its FILE from svg_open() to svg_close(). Threads: one
@@ -42,14 +43,32 @@ struct svg_bar_chart {
 	double ref;
 };
 
-/* Lines: n_series series of n_points (x[i], y[s * n_points + i]) with markers. */
+/* Lines: n_series series of n_points (x[i], y[s * n_points + i]) with markers. n_measured
+ * > 0: the markers of points n_measured.. are drawn open (e.g. extrapolated); 0: all filled. */
 struct svg_line_chart {
 	const char *title, *subtitle, *x_label, *y_label;
 	int n_points, n_series;
 	const double *x, *y;
 	const char *const *series_names;
+	int n_measured;
+};
+
+/* X-Y series: series s has n_points[s] points (x[s][i], y[s][i]), drawn as markers joined in
+ * the given order. Both axes span the data (and the reference point) with nice ticks; they do
+ * not start at 0. has_ref: dashed lines through (ref_x, ref_y) and, for every series, the
+ * area its points dominate above and right of the reference (maximising x and y: the union
+ * of the boxes [ref_x, x_i] x [ref_y, y_i], a hypervolume) shaded in the series' colour. */
+struct svg_xy_chart {
+	const char *title, *subtitle, *x_label, *y_label;
+	int n_series;
+	const int *n_points;
+	const double *const *x, *const *y;
+	const char *const *series_names;
+	int has_ref;
+	double ref_x, ref_y;
 };
 
 /* Write the chart to path; 0 or -errno. */
 int svg_bar_chart(const char *path, const struct svg_bar_chart *c);
 int svg_line_chart(const char *path, const struct svg_line_chart *c);
+int svg_xy_chart(const char *path, const struct svg_xy_chart *c);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* test_svg -- the SVG writer behind mime-energy's figures (tools/svg.c): one rect per bar
- * segment, escaped text, a nice y axis, lines with one marker per point, and -errno for a
- * path that cannot be created. Built from tools/meson.build, suite 'unit'. */
+/* test_svg -- the SVG writer behind mime-energy's and mime-train report's figures
+ * (tools/svg.c): one rect per bar segment, escaped text, a nice y axis, lines with one marker
+ * per point (open ones past n_measured), x-y series with their dominated areas, and -errno
+ * for a path that cannot be created. Built from tools/meson.build, suite 'unit'. */
 #include "tests/unit.h"
 
 #include <errno.h>
@@ -127,6 +128,63 @@ static void test_svg_line_chart(void **state)
 	free(path);
 }
 
+static void test_svg_line_chart_open_markers(void **state)
+{
+	static const char *const series[] = {"a"};
+	static const double x[3] = {1, 2, 3}, y[3] = {1, 2, 3};
+	char *path = tmp_path(), *s;
+
+	(void)state;
+	assert_int_equal(svg_line_chart(path, &(struct svg_line_chart){.title = "S",
+	                                                               .x_label = "n",
+	                                                               .y_label = "MB",
+	                                                               .n_points = 3,
+	                                                               .n_series = 1,
+	                                                               .x = x,
+	                                                               .y = y,
+	                                                               .series_names = series,
+	                                                               .n_measured = 2}),
+	                 0);
+	s = slurp(path);
+	assert_int_equal(count(s, "<circle"), 3);
+	assert_int_equal(count(s, "fill=\"white\" stroke"), 1); /* the third point is open */
+	free(s);
+	free(path);
+}
+
+static void test_svg_xy_chart_dominated_area(void **state)
+{
+	static const char *const series[] = {"v1", "v2"};
+	static const double x1[] = {3, 2, 2.5}, y1[] = {85, 90, 84}, x2[] = {0.5}, y2[] = {95};
+	static const double *const xs[] = {x1, x2}, *const ys[] = {y1, y2};
+	static const int n[] = {3, 1};
+	char *path = tmp_path(), *s;
+
+	(void)state;
+	assert_int_equal(svg_xy_chart(path, &(struct svg_xy_chart){.title = "F",
+	                                                           .x_label = "speed",
+	                                                           .y_label = "acc",
+	                                                           .n_series = 2,
+	                                                           .n_points = n,
+	                                                           .x = xs,
+	                                                           .y = ys,
+	                                                           .series_names = series,
+	                                                           .has_ref = 1,
+	                                                           .ref_x = 1,
+	                                                           .ref_y = 80}),
+	                 0);
+	s = slurp(path);
+	assert_int_equal(count(s, "<circle"), 4);
+	assert_int_equal(count(s, "<polyline"), 2);
+	/* v1 dominates a staircase: ref, (3, 80), (3, 85), (2, 85), (2, 90), (1, 90); v2 is left
+	 * of the reference and shades nothing */
+	assert_int_equal(count(s, "<polygon"), 1);
+	assert_int_equal(count(s, "stroke-dasharray"), 2);
+	assert_non_null(strstr(s, ">reference</text>"));
+	free(s);
+	free(path);
+}
+
 static void test_svg_open_unwritable_path(void **state)
 {
 	static const char *const names[] = {"a"};
@@ -151,6 +209,8 @@ int main(void)
 		cmocka_unit_test(test_svg_bar_chart_stacked),
 		cmocka_unit_test(test_svg_bar_chart_plain_with_reference),
 		cmocka_unit_test(test_svg_line_chart),
+		cmocka_unit_test(test_svg_line_chart_open_markers),
+		cmocka_unit_test(test_svg_xy_chart_dominated_area),
 		cmocka_unit_test(test_svg_open_unwritable_path),
 	};
 
