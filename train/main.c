@@ -19,6 +19,8 @@ static const struct {
 	{"bundle", mimetrain_cmd_bundle, "inspect | verify | import bundles"},
 	{"data", mimetrain_cmd_data, "convert the mnist | digits child-task data to IDX"},
 	{"samples", mimetrain_cmd_samples, "write the first N test images of each class as PNG"},
+	{"report", mimetrain_cmd_report,
+         "measure a bundle, (re)write models/REPORT.md and figures"},
 };
 
 static void usage(FILE *f)
