@@ -13,6 +13,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* How long a worker that finds the queue empty polls it (yielding the CPU between polls)
+ * before it sleeps on the condition variable: a request that arrives meanwhile is taken
+ * without a futex wake-up, tens of microseconds on a busy or virtualised machine and part of
+ * the socket path's fixed cost at concurrency 1 (bench/RESULTS.md: a request at concurrency
+ * 1 arrives ~100-200 us after the previous reply). Polling stops at once when an item
+ * arrives or the queue closes; an idle worker polls once per idle period, then sleeps. A
+ * pause-only spin was measured worse on this 2-core shared machine: it took the CPU from
+ * the loop thread and the client. */
+#define MIMED_QUEUE_SPIN_US 300
+
 struct mimed_qitem {
 	struct mimed_qitem *next;
 	uint64_t queued_ns; /* CLOCK_MONOTONIC, set by push */
@@ -28,6 +38,9 @@ struct mimed_queue {
 	int max_batch;                   /* guarded by lock */
 	uint64_t max_wait_ns;            /* guarded by lock */
 	bool closed;                     /* guarded by lock */
+	uint64_t spin_ns;                /* see MIMED_QUEUE_SPIN_US; set at init */
+	/* __atomic: bumped under lock by every push and by close; polled without the lock */
+	uint64_t events;
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */

@@ -437,7 +437,20 @@ static void finish_removed(struct mimed *d, struct mimed_qitem *list, enum mimed
 /* ---- the way back from the workers ------------------------------------------------------------
  */
 
-static void batch_log(struct mimed *d, const struct mimed_batch *b)
+/* The tasks of b's requests that ran, in batch order, into ret_tasks (room for b->size);
+ * returns their count. Taken before the replies free the requests. */
+static int batch_tasks(const struct mimed_batch *b, int *ret_tasks)
+{
+	int n = 0;
+
+	for (int s = 0; s < b->size; s++)
+		if (b->reqs[s]->status == MIMED_REQ_OK)
+			ret_tasks[n++] = b->reqs[s]->task;
+	return n;
+}
+
+/* One key=value line for b; tasks[0..n_tasks) are its requests' that ran (batch_tasks()). */
+static void batch_log(struct mimed *d, const struct mimed_batch *b, const int *task_of, int n_ok)
 {
 	const struct mime_manifest *man = b->rt->manifest;
 	char tasks[1024], sp[1024], energy[512];
@@ -445,15 +458,11 @@ static void batch_log(struct mimed *d, const struct mimed_batch *b)
 	bool mixed = false;
 
 	tasks[0] = sp[0] = 0;
-	for (int s = 0; s < b->size; s++) {
-		const struct mimed_req *req = b->reqs[s];
-
-		if (req->status != MIMED_REQ_OK)
-			continue;
+	for (int s = 0; s < n_ok; s++) {
 		if (nt < sizeof(tasks))
 			nt += (size_t)snprintf(tasks + nt, sizeof(tasks) - nt, "%s%s",
-			                       nt ? "," : "", man->tasks[req->task].name);
-		if (req->task != b->reqs[0]->task)
+			                       nt ? "," : "", man->tasks[task_of[s]].name);
+		if (task_of[s] != task_of[0])
 			mixed = true;
 	}
 	for (int m = 0; m < b->n_masked; m++)
@@ -492,19 +501,16 @@ static void batch_log(struct mimed *d, const struct mimed_batch *b)
 	          b->error ? " error=" : "", b->error ? mime_strerror(b->error) : "");
 }
 
-static json_t *batch_event(struct mimed *d, const struct mimed_batch *b)
+static json_t *batch_event(struct mimed *d, const struct mimed_batch *b, const int *task_of,
+                           int n_ok)
 {
 	const struct mime_manifest *man = b->rt->manifest;
 	json_t *tasks = json_array(), *sp = json_object();
 	bool mixed = false;
 
-	for (int s = 0; s < b->size; s++) {
-		const struct mimed_req *req = b->reqs[s];
-
-		if (req->status != MIMED_REQ_OK)
-			continue;
-		json_array_append_new(tasks, json_string(man->tasks[req->task].name));
-		if (req->task != b->reqs[0]->task)
+	for (int s = 0; s < n_ok; s++) {
+		json_array_append_new(tasks, json_string(man->tasks[task_of[s]].name));
+		if (task_of[s] != task_of[0])
 			mixed = true;
 	}
 	for (int m = 0; m < b->n_masked; m++)
@@ -556,8 +562,14 @@ void mimed_server_on_done(uv_async_t *h)
 
 	while (list) {
 		struct mimed_batch *b = list;
+		struct mimed_runtime *rt = b->rt;
+		int task_of[MIMED_MAX_BATCH], n_ok;
 
 		list = b->next;
+		/* The replies below may free the requests and their runtime references: keep
+		 * what the log line and the event need. */
+		rt->refs++;
+		n_ok = batch_tasks(b, task_of);
 		if (b->switched)
 			switch_log(d, b);
 		if (b->ran > 0) {
@@ -577,12 +589,17 @@ void mimed_server_on_done(uv_async_t *h)
 				if (b->energy.mode == MIME_ENERGY_PIPELINED)
 					d->energy_pipelined++;
 			}
-			batch_log(d, b);
-			if (d->n_watchers)
-				mimed_server_emit(d, "batch", batch_event(d, b));
 		}
+		/* Replies first: they go out (uv_write tries at once) before the log line and
+		 * the event are formatted, so those are off the request's path. */
 		for (int s = 0; s < b->size; s++)
 			req_finish(d, b->reqs[s], b);
+		if (b->ran > 0) {
+			batch_log(d, b, task_of, n_ok);
+			if (d->n_watchers)
+				mimed_server_emit(d, "batch", batch_event(d, b, task_of, n_ok));
+		}
+		mimed_runtime_unref(rt);
 		free(b);
 	}
 }
