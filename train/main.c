@@ -17,6 +17,8 @@ static const struct {
          "baselines: fine-tune a copy of the parent, or --head-only, for a task"},
 	{"phases", mimetrain_cmd_phases,
          "multi-phase: build nested coarse / fine phases of the parent from constraints"},
+	{"phase-tasks", mimetrain_cmd_phase_tasks,
+         "multi-phase: every task's head and thresholds for every phase"},
 	{"eval", mimetrain_cmd_eval, "accuracy and sparsity of a bundle's task on IDX data"},
 	{"bundle", mimetrain_cmd_bundle, "inspect | verify | import bundles"},
 	{"data", mimetrain_cmd_data, "convert the mnist | digits child-task data to IDX"},

@@ -391,6 +391,19 @@ const float *mimetrain_mime_thresholds(const struct mimetrain_mime *m, int i, si
 	return NULL;
 }
 
+int mimetrain_mime_set_thresholds(struct mimetrain_mime *m, int i, const float *t, size_t n)
+{
+	for (int k = 0; k < m->n_masked; k++)
+		if (m->masked_layer[k] == i && m->t[k]) {
+			if (n != m->n_t[k])
+				return MIME_EINVAL;
+			for (size_t j = 0; j < n; j++)
+				m->t[k][j] = t[j] >= MIMETRAIN_T_MIN ? t[j] : MIMETRAIN_T_MIN;
+			return 0;
+		}
+	return MIME_EINVAL;
+}
+
 static void clamp_thresholds(struct mimetrain_mime *m)
 {
 	for (int k = 0; k < m->n_masked; k++)

@@ -106,6 +106,11 @@ struct mimetrain_net *mimetrain_mime_net(struct mimetrain_mime *m);
 /* The thresholds of graph layer i (MIME mode) and their count, or NULL. Borrowed. */
 const float *mimetrain_mime_thresholds(const struct mimetrain_mime *m, int i, size_t *ret_n);
 
+/* Starts the thresholds of graph layer i (MIME mode) from t[0..n) (n must be their count;
+ * values below MIMETRAIN_T_MIN are raised to it), e.g. a larger network's, sliced. Returns
+ * 0 or MIME_EINVAL. */
+int mimetrain_mime_set_thresholds(struct mimetrain_mime *m, int i, const float *t, size_t n);
+
 /* Fills *ret_model for the engine with one task, "name": the trained head and (MIME)
  * thresholds; weights are the parent's (borrowed from parent) or, fine-tuned, the net's
  * own. Everything is borrowed from m and parent; mime_model_fini() releases the task
