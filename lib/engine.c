@@ -25,6 +25,7 @@
  * creating a threaded engine sets that. */
 #include "lib/engine.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -470,6 +471,15 @@ static int alloc_plan(struct mime_engine *e)
 		if (!e->ts[t].col || !e->ts[t].acc || !e->ts[t].zeros)
 			return -ENOMEM;
 	}
+	/* Storage for each conv layer's packed weights, sized for the whole parent: a phase
+	 * repacks into it, so entering one allocates nothing and cannot fail. */
+	for (int i = 0; i < e->n_layers; i++) {
+		struct layer_plan *lp = &e->L[i];
+
+		if (lp->spec->kind == MIME_LAYER_CONV && e->cfg.conv == MIME_CONV_PACKED &&
+		    mime_gemm_weights_init(&lp->gw, &e->arch, lp->spec->out, (int)lp->lda) < 0)
+			return -ENOMEM;
+	}
 	/* About 256 KiB of activations per buffer per group (L2-sized), 1 to 8 samples. */
 	e->group = (int)(65536 / (e->act_floats ? e->act_floats : 1));
 	e->group = e->group < 1 ? 1 : e->group > 8 ? 8 : e->group;
@@ -671,8 +681,13 @@ int64_t mime_engine_macs(const struct mime_engine *e, int task)
 {
 	int64_t macs = 0;
 
-	for (int i = 0; i < e->n_layers; i++)
-		macs += mime_graph_layer_macs(e->L[i].spec, &e->L[i].in, &e->L[i].out);
+	for (int i = 0; i < e->n_layers; i++) {
+		struct mime_layer_spec l = *e->L[i].spec;
+
+		if (l.kind == MIME_LAYER_CONV || l.kind == MIME_LAYER_FC)
+			l.out = e->L[i].out.c; /* the current phase's kernels */
+		macs += mime_graph_layer_macs(&l, &e->L[i].in, &e->L[i].out);
+	}
 	if (task >= 0 && task < e->model.n_tasks)
 		macs += (int64_t)e->model.tasks[task].n_classes * mime_shape_size(&e->feat);
 	return macs;
@@ -747,11 +762,10 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
                           const struct mime_task_params *tasks, struct mime_errinfo *ei)
 {
 	static const struct mime_phase whole; /* const: every layer fully active */
-	struct mime_gemm_weights gw[MIME_MAX_LAYERS];
 	struct mime_shape in_s[MIME_MAX_LAYERS], out_s[MIME_MAX_LAYERS];
 	struct mime_shape cur = e->model.graph.input;
 	size_t packed = 0;
-	int sparse[MIME_MAX_LAYERS] = {0};
+	int repacked = 0;
 
 	if (!ph)
 		ph = &whole;
@@ -798,48 +812,57 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 		out_s[i] = out;
 		cur = out;
 	}
-	/* Pack the phase's weights; nothing changes until all of them are packed. */
-	memset(gw, 0, sizeof(gw));
-	for (int i = 0; i < e->n_layers; i++) {
-		const struct layer_plan *lp = &e->L[i];
-		const int K = out_s[i].c, CRS = in_s[i].c * lp->spec->kernel * lp->spec->kernel;
-		const uint8_t *keep = ph->layer[i].keep;
-
-		if (lp->spec->kind != MIME_LAYER_CONV || e->cfg.conv != MIME_CONV_PACKED)
-			continue;
-		/* Stated rule: block-sparse when at least 1 in 8 panel columns is all zero;
-		 * below that the index costs about what it saves. */
-		sparse[i] = 8 * mime_gemm_zero_columns_sub(&e->arch, lp->w, lp->lda, K, CRS, keep,
-		                                           ph->wuv) >=
-		            (int64_t)((K + e->arch.mr - 1) / e->arch.mr) * CRS;
-		if (mime_gemm_weights_pack_sub(&e->arch, lp->w, lp->lda, K, CRS, keep, ph->wuv,
-		                               sparse[i], &gw[i]) < 0) {
-			for (int j = 0; j < i; j++)
-				mime_gemm_weights_free(&gw[j]);
-			return mime_errinfo_set(ei, -ENOMEM, "phase: cannot pack the weights");
-		}
-		packed += mime_gemm_weights_bytes(&gw[i]);
-	}
-	/* Commit. */
+	/* Checked: from here on nothing can fail (each layer's storage was sized for the whole
+	 * parent when the engine was made). A layer whose kernels and input channels stay
+	 * keeps its panels and only selects other columns: a fine-grain switch moves no weight.
+	 * Others repack in place, selectable, unless the mask's groups are not whole panel
+	 * columns (W_uv not a multiple of MR): then compact, the pruned groups left out. */
 	for (int i = 0; i < e->n_layers; i++) {
 		struct layer_plan *lp = &e->L[i];
+		const uint8_t *keep = ph->layer[i].keep;
+		const int K = out_s[i].c, CRS = in_s[i].c * lp->spec->kernel * lp->spec->kernel;
+		int r = 0;
 
 		lp->in = in_s[i];
 		lp->out = out_s[i];
-		if (lp->spec->kind == MIME_LAYER_CONV) {
-			lp->geom.c = in_s[i].c;
-			lp->geom.k = out_s[i].c;
-			lp->crs = in_s[i].c * lp->spec->kernel * lp->spec->kernel;
-			mime_gemm_weights_free(&lp->gw);
-			lp->gw = gw[i];
-			lp->sparse = sparse[i];
-		}
 		if (lp->masked >= 0)
 			e->neurons[lp->masked] = mime_shape_size(&lp->out);
 		e->phase.layer[i] = (struct mime_phase_layer){out_s[i].c, NULL};
+		if (lp->spec->kind != MIME_LAYER_CONV)
+			continue;
+		lp->geom.c = in_s[i].c;
+		lp->geom.k = K;
+		lp->crs = CRS;
+		if (e->cfg.conv != MIME_CONV_PACKED)
+			continue;
+		if (keep && ph->wuv % e->arch.mr != 0) {
+			/* Stated rule: block-sparse when at least 1 in 8 panel columns is all
+			 * zero; below that the index costs about what it saves. */
+			const int64_t cols = (int64_t)((K + e->arch.mr - 1) / e->arch.mr) * CRS;
+			const int sparse = 8 * mime_gemm_zero_columns_sub(&e->arch, lp->w, lp->lda,
+			                                                  K, CRS, keep, ph->wuv) >=
+			                   cols;
+
+			r = mime_gemm_weights_repack(&lp->gw, &e->arch, lp->w, lp->lda, K, CRS,
+			                             keep, ph->wuv, sparse);
+			repacked = 1;
+		} else {
+			if (!lp->gw.live || lp->gw.K != K || lp->gw.CRS != CRS) {
+				r = mime_gemm_weights_repack_selectable(&lp->gw, &e->arch, lp->w,
+				                                        lp->lda, K, CRS);
+				repacked = 1;
+			}
+			if (r == 0)
+				r = mime_gemm_weights_select(&lp->gw, keep, ph->wuv);
+		}
+		assert(r == 0); /* sizes and wuv were checked */
+		(void)r;
+		lp->sparse = lp->gw.form != MIME_GEMM_DENSE;
+		packed += mime_gemm_weights_bytes(&lp->gw);
 	}
 	e->phase.wuv = ph->wuv;
-	release_packed_sources(e);
+	if (repacked)
+		release_packed_sources(e);
 	e->feat = cur;
 	e->tasks = tasks;
 	e->plan_bytes = e->base_bytes + packed;

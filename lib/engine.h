@@ -62,7 +62,8 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 const struct mime_model *mime_engine_model(const struct mime_engine *e);
 /* Bytes the plan holds (activations, scratch, packed weights). */
 size_t mime_engine_plan_bytes(const struct mime_engine *e);
-/* Multiply-accumulates of one sample's forward through the graph and its head. */
+/* Multiply-accumulates of one sample's forward through the current phase's sub-network and
+ * its head. */
 int64_t mime_engine_macs(const struct mime_engine *e, int task);
 
 /* Softmax of logits[0..n) and the k most probable classes, most probable first (ties: lower
@@ -79,11 +80,16 @@ int mime_engine_result_layer(const struct mime_engine *e, int k);
 /* Enters a phase between forwards: ph (NULL = the whole parent) picks the active kernels and
  * fine-grain masks of every layer; tasks (model->n_tasks entries; NULL = the model's) are the
  * heads and thresholds of this phase, sized for its sub-network: head [n_classes, features of
- * the phase], thresholds [k_active, H, W] or [k_active]. The engine repacks the phase's
- * weights (a coarse step really changes the packed bytes, see mime_engine_plan_bytes); the
- * plan's buffers were sized for the whole parent, so no activation buffer moves. On failure
- * (MIME_EINVAL: k_active out of range, keep without wuv; MIME_EUNSUPPORTED: fine masks on the
- * OpenBLAS path; -ENOMEM) the previous phase stays in force. */
+ * the phase], thresholds [k_active, H, W] or [k_active]. A conv layer whose active kernels
+ * and input channels do not change keeps its packed weights and only selects the columns to
+ * run (a fine-grain switch: no weight moves, microseconds) when wuv is a multiple of the
+ * microkernel's MR (16 or 8 on AVX-512, see mime_engine_describe); otherwise, and on a
+ * coarse step, the layer is repacked in place (a coarse step really changes the packed
+ * bytes and the memory held, see mime_engine_plan_bytes). The plan's buffers and packing
+ * storage were sized for the whole parent, so entering a phase allocates nothing. The masks
+ * are read while entering only. On failure (MIME_EINVAL: k_active out of range, keep
+ * without wuv; MIME_EUNSUPPORTED: fine masks on the OpenBLAS path) the previous phase stays
+ * in force. */
 int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
                           const struct mime_task_params *tasks, struct mime_errinfo *ei);
 

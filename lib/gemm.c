@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -109,72 +111,161 @@ int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, i
 	return zero_columns(&s, a->mr);
 }
 
-static void *aligned_floats(size_t n)
+/* Storage: one private anonymous mapping per packing, sized once for the largest packing
+ * it will hold (the whole parent's layer), in four page-aligned regions: values, live
+ * flags, start, cols. A packing fills a prefix of each region; repacking a smaller one
+ * returns the pages past it to the system (MADV_DONTNEED), so memory follows the phase,
+ * and a larger one faults in only what it adds. Nothing of this goes through malloc,
+ * which would keep freed chunks (and glibc raises its mmap threshold to the largest chunk
+ * freed). */
+static size_t page_bytes(void)
 {
-	void *p = NULL;
-	size_t bytes = (n ? n : 1) * sizeof(float);
+	static const size_t fallback = 4096;
+	const long p = sysconf(_SC_PAGESIZE);
 
-	bytes = (bytes + 63) / 64 * 64;
-	return posix_memalign(&p, 64, bytes) == 0 ? p : NULL;
+	return p > 0 ? (size_t)p : fallback;
 }
 
-static int pack(const struct mime_gemm_arch *a, const struct wsrc *s, int sparse,
-                struct mime_gemm_weights *ret_weights)
+static size_t round_up(size_t n, size_t to)
 {
-	const int mr = a->mr, K = s->K, CRS = s->CRS, panels = (K + mr - 1) / mr;
-	struct mime_gemm_weights w = {.K = K, .CRS = CRS, .mr = mr};
-	float *v;
+	return (n + to - 1) / to * to;
+}
 
-	w.n_cols = (int64_t)panels * CRS;
-	if (sparse) {
-		w.n_cols -= zero_columns(s, mr);
-		w.cols = malloc(sizeof(int32_t) * (size_t)(w.n_cols ? w.n_cols : 1));
-		w.start = malloc(sizeof(int64_t) * (size_t)(panels + 1));
-	}
-	w.values = aligned_floats((size_t)w.n_cols * mr);
-	if (!w.values || (sparse && (!w.cols || !w.start))) {
-		mime_gemm_weights_free(&w);
+int mime_gemm_weights_init(struct mime_gemm_weights *w, const struct mime_gemm_arch *a, int K_max,
+                           int CRS_max)
+{
+	const size_t pg = page_bytes();
+	const size_t panels = (size_t)((K_max + a->mr - 1) / a->mr), cols = panels * CRS_max;
+	void *map;
+
+	*w = (struct mime_gemm_weights){.mr = a->mr, .K_max = K_max, .CRS_max = CRS_max};
+	if (K_max < 1 || CRS_max < 1 || cols > SIZE_MAX / 64 / (size_t)a->mr)
+		return -EINVAL;
+	w->off_live = round_up(sizeof(float) * cols * a->mr, pg);
+	w->off_start = w->off_live + round_up(cols, pg);
+	w->off_cols = w->off_start + round_up(sizeof(int64_t) * (panels + 1), pg);
+	w->map_bytes = w->off_cols + round_up(sizeof(int32_t) * cols, pg);
+	map = mmap(NULL, w->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED) {
+		*w = (struct mime_gemm_weights){0};
 		return -ENOMEM;
 	}
-	v = w.values;
-	for (int p = 0, n = 0; p < panels; p++) {
+	w->values = map; /* page aligned, so 64-byte aligned */
+	return 0;
+}
+
+/* Region i of the storage ([off, end)) now uses its first used bytes: returns the pages
+ * past them that an earlier packing touched to the system (one madvise, and only when
+ * there are some: a system call is not free, least of all in a virtual machine). */
+static void release_tail(struct mime_gemm_weights *w, int i, size_t off, size_t end, size_t used)
+{
+	const size_t pg = page_bytes(), from = off + round_up(used, pg);
+	const size_t to = off + round_up(w->touched[i], pg);
+
+	if (from < to && from < end)
+		madvise((uint8_t *)w->values + from, (to < end ? to : end) - from,
+		        MADV_DONTNEED); /* advice: errors ignored */
+	w->touched[i] = used;
+}
+
+/* Points the arrays at the regions for a packing of K x CRS and releases what it leaves
+ * unused: used values columns, live flags when selectable, index entries when indexed. */
+static void place(struct mime_gemm_weights *w, int K, int CRS)
+{
+	w->K = K;
+	w->CRS = CRS;
+	w->start = (int64_t *)((uint8_t *)w->values + w->off_start);
+	w->cols = (int32_t *)((uint8_t *)w->values + w->off_cols);
+	w->live = NULL;
+	w->n_live = 0;
+}
+
+static void release_unused(struct mime_gemm_weights *w)
+{
+	const size_t panels = (size_t)((w->K + w->mr - 1) / w->mr);
+	const size_t stored =
+		w->form == MIME_GEMM_COMPACT ? (size_t)w->n_cols : panels * (size_t)w->CRS;
+
+	release_tail(w, 0, 0, w->off_live, sizeof(float) * stored * w->mr);
+	release_tail(w, 1, w->off_live, w->off_start, w->live ? panels * w->CRS : 0);
+	release_tail(w, 2, w->off_start, w->off_cols,
+	             w->form == MIME_GEMM_DENSE ? 0 : sizeof(int64_t) * (panels + 1));
+	release_tail(w, 3, w->off_cols, w->map_bytes,
+	             w->form == MIME_GEMM_DENSE ? 0 : sizeof(int32_t) * (size_t)w->n_cols);
+}
+
+static int fits(const struct mime_gemm_weights *w, const struct mime_gemm_arch *a, int K, int CRS)
+{
+	return w->values && a->mr == w->mr && K >= 1 && CRS >= 1 && K <= w->K_max &&
+	       CRS <= w->CRS_max;
+}
+
+static void pack(const struct wsrc *s, int sparse, struct mime_gemm_weights *w)
+{
+	const int mr = w->mr, K = s->K, CRS = s->CRS, panels = (K + mr - 1) / mr;
+	float *v = w->values;
+	int64_t n = 0;
+
+	place(w, K, CRS);
+	w->form = sparse ? MIME_GEMM_COMPACT : MIME_GEMM_DENSE;
+	for (int p = 0; p < panels; p++) {
 		const int k0 = p * mr;
 
 		if (sparse)
-			w.start[p] = n;
+			w->start[p] = n;
 		for (int c = 0; c < CRS; c++) {
 			if (sparse) {
 				if (column_is_zero(s, k0, mr, c))
 					continue;
-				w.cols[n++] = c;
+				w->cols[n++] = c;
 			}
 			for (int r = 0; r < mr; r++)
 				*v++ = wsrc_at(s, k0 + r, c);
 		}
-		if (sparse && p == panels - 1)
-			w.start[panels] = n;
 	}
-	*ret_weights = w;
+	if (sparse)
+		w->start[panels] = n;
+	w->n_cols = sparse ? n : (int64_t)panels * CRS;
+	release_unused(w);
+}
+
+int mime_gemm_weights_repack(struct mime_gemm_weights *w, const struct mime_gemm_arch *a,
+                             const float *W, int64_t lda, int K, int CRS, const uint8_t *keep,
+                             int wuv, int sparse)
+{
+	const struct wsrc s = {W, lda, K, CRS, keep, wuv > 0 ? wuv : 1};
+
+	if (!fits(w, a, K, CRS) || (keep && wuv <= 0))
+		return -EINVAL;
+	pack(&s, sparse, w);
 	return 0;
 }
 
 int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
                            int sparse, struct mime_gemm_weights *ret_weights)
 {
-	const struct wsrc s = {W, CRS, K, CRS, NULL, 1};
-
-	return pack(a, &s, sparse, ret_weights);
+	return mime_gemm_weights_pack_sub(a, W, CRS, K, CRS, NULL, 0, sparse, ret_weights);
 }
 
 int mime_gemm_weights_pack_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda, int K,
                                int CRS, const uint8_t *keep, int wuv, int sparse,
                                struct mime_gemm_weights *ret_weights)
 {
-	const struct wsrc s = {W, lda, K, CRS, keep, wuv > 0 ? wuv : 1};
+	struct mime_gemm_weights w;
+	int r;
 
 	if (keep && wuv <= 0)
 		return -EINVAL;
-	return pack(a, &s, sparse, ret_weights);
+	r = mime_gemm_weights_init(&w, a, K, CRS);
+	if (r < 0)
+		return r == -EINVAL ? -ENOMEM : r;
+	r = mime_gemm_weights_repack(&w, a, W, lda, K, CRS, keep, wuv, sparse);
+	if (r < 0) {
+		mime_gemm_weights_free(&w);
+		return r;
+	}
+	*ret_weights = w;
+	return 0;
 }
 
 int64_t mime_gemm_zero_columns_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda,
@@ -185,21 +276,135 @@ int64_t mime_gemm_zero_columns_sub(const struct mime_gemm_arch *a, const float *
 	return zero_columns(&s, a->mr);
 }
 
+int mime_gemm_weights_repack_selectable(struct mime_gemm_weights *w, const struct mime_gemm_arch *a,
+                                        const float *W, int64_t lda, int K, int CRS)
+{
+	const int mr = w->mr, panels = (K + mr - 1) / mr;
+	float *v = w->values;
+
+	if (!fits(w, a, K, CRS))
+		return -EINVAL;
+	place(w, K, CRS);
+	w->live = (uint8_t *)w->values + w->off_live;
+	/* Panel by panel: each source row read in order (a stream, not MR strided reads per
+	 * column), the last panel padded with zeros, then the live flags from the panel while
+	 * it is in cache. */
+	for (int p = 0; p < panels; p++, v += (int64_t)CRS * mr) {
+		const int k0 = p * mr, kn = K - k0 < mr ? K - k0 : mr;
+		uint8_t *live = w->live + (int64_t)p * CRS;
+
+		for (int r = 0; r < mr; r++) {
+			const float *row = W + (int64_t)(k0 + r) * lda;
+
+			if (r < kn)
+				for (int c = 0; c < CRS; c++)
+					v[(int64_t)c * mr + r] = row[c];
+			else
+				for (int c = 0; c < CRS; c++)
+					v[(int64_t)c * mr + r] = 0.0f;
+		}
+		for (int c = 0; c < CRS; c++) {
+			int nz = 0;
+
+			for (int r = 0; r < mr; r++)
+				nz |= v[(int64_t)c * mr + r] != 0.0f;
+			live[c] = (uint8_t)nz;
+			w->n_live += nz;
+		}
+	}
+	w->form = MIME_GEMM_DENSE;
+	w->n_cols = (int64_t)panels * CRS;
+	release_unused(w);
+	return 0;
+}
+
+int mime_gemm_weights_pack_selectable(const struct mime_gemm_arch *a, const float *W, int64_t lda,
+                                      int K, int CRS, struct mime_gemm_weights *ret_weights)
+{
+	struct mime_gemm_weights w;
+	int r = mime_gemm_weights_init(&w, a, K, CRS);
+
+	if (r < 0)
+		return r == -EINVAL ? -ENOMEM : r;
+	r = mime_gemm_weights_repack_selectable(&w, a, W, lda, K, CRS);
+	if (r < 0) {
+		mime_gemm_weights_free(&w);
+		return r;
+	}
+	*ret_weights = w;
+	return 0;
+}
+
+int mime_gemm_weights_select(struct mime_gemm_weights *w, const uint8_t *keep, int wuv)
+{
+	const int mr = w->mr, CRS = w->CRS, panels = (w->K + mr - 1) / mr;
+	const int64_t total = (int64_t)panels * CRS;
+	int64_t n = 0;
+
+	if (!w->live || (keep && (wuv <= 0 || wuv % mr != 0)))
+		return -EINVAL;
+	if (!keep && 8 * (total - w->n_live) < total) {
+		w->form = MIME_GEMM_DENSE; /* nothing worth selecting */
+		w->n_cols = total;
+		return 0;
+	}
+	/* Branch-free: every column is written, the count advances only for those that run.
+	 * A panel lies in one group row, as MR divides wuv. */
+	for (int p = 0; p < panels; p++) {
+		const uint8_t *live = w->live + (int64_t)p * CRS;
+		int32_t *cols = w->cols;
+
+		w->start[p] = n;
+		if (keep) {
+			const uint8_t *kp = keep + (int64_t)(p * mr / wuv) * CRS;
+
+			for (int c = 0; c < CRS; c++) {
+				cols[n] = c;
+				n += live[c] & (kp[c] != 0);
+			}
+		} else {
+			for (int c = 0; c < CRS; c++) {
+				cols[n] = c;
+				n += live[c];
+			}
+		}
+	}
+	w->start[panels] = n;
+	/* Dense only when what is left out is all zeros anyway (never a weight the mask
+	 * prunes: the values are unmasked) and there is little of it. */
+	if (n == w->n_live && 8 * (total - n) < total) {
+		w->form = MIME_GEMM_DENSE;
+		w->n_cols = total;
+	} else {
+		w->form = MIME_GEMM_INDEXED;
+		w->n_cols = n;
+	}
+	/* What the index pages hold now (kept resident: the next fine switch reuses them). */
+	if (w->touched[2] < sizeof(int64_t) * (size_t)(panels + 1))
+		w->touched[2] = sizeof(int64_t) * (size_t)(panels + 1);
+	if (w->touched[3] < sizeof(int32_t) * (size_t)(n < total ? n + 1 : total))
+		w->touched[3] = sizeof(int32_t) * (size_t)(n < total ? n + 1 : total);
+	return 0;
+}
+
 void mime_gemm_weights_free(struct mime_gemm_weights *w)
 {
-	free(w->values);
-	free(w->cols);
-	free(w->start);
+	if (w->values)
+		munmap(w->values, w->map_bytes);
 	*w = (struct mime_gemm_weights){0};
 }
 
 size_t mime_gemm_weights_bytes(const struct mime_gemm_weights *w)
 {
-	size_t n = sizeof(float) * (size_t)w->n_cols * w->mr;
+	const size_t panels = w->mr ? (size_t)((w->K + w->mr - 1) / w->mr) : 0;
+	const size_t stored =
+		w->form == MIME_GEMM_COMPACT ? (size_t)w->n_cols : panels * (size_t)w->CRS;
+	size_t n = sizeof(float) * stored * w->mr;
 
-	if (w->cols)
-		n += sizeof(int32_t) * (size_t)w->n_cols +
-		     sizeof(int64_t) * (size_t)((w->K + w->mr - 1) / w->mr + 1);
+	if (w->live)
+		n += panels * (size_t)w->CRS;
+	if (w->form != MIME_GEMM_DENSE)
+		n += sizeof(int64_t) * (panels + 1) + sizeof(int32_t) * (size_t)w->n_cols;
 	return n;
 }
 
@@ -280,29 +485,33 @@ void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geo
 	}
 }
 
-/* Microkernels: tile[MR][NR] = sum over i < crs of a[i][r] * b[i][j], i in increasing order. */
+/* Microkernels: tile[MR][NR] = sum over i < n of a[x][r] * b[x][j], i in increasing order,
+ * x = cols[i] (or i when cols is NULL, dense); a is read at row i (compact: its columns are
+ * stored in order) or, with ia set (indexed), at row x like b. */
 
-static void ukr_scalar(int n, const float *a, const float *b, const int32_t *cols, float *tile)
+static void ukr_scalar(int n, const float *a, const float *b, const int32_t *cols, int ia,
+                       float *tile)
 {
 	float acc[4][8] = {{0}};
 
-	for (int i = 0; i < n; i++, a += 4) {
-		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 8;
+	for (int i = 0; i < n; i++) {
+		const int64_t x = cols ? cols[i] : i;
+		const float *bb = b + x * 8, *ai = a + (ia ? x : i) * 4;
 
 		for (int r = 0; r < 4; r++)
 			for (int j = 0; j < 8; j++)
-				acc[r][j] = fmaf(a[r], bb[j], acc[r][j]);
+				acc[r][j] = fmaf(ai[r], bb[j], acc[r][j]);
 	}
 	memcpy(tile, acc, sizeof(acc));
 }
 
 #ifdef MIME_X86
 /* The kernels are written out by hand so the accumulators stay in registers at -O2. Each is
- * one always-inline body instantiated twice: dense (cols == NULL, the compiler drops the
- * index) and block-sparse (b row = cols[i]). */
+ * one always-inline body instantiated three times: dense (cols == NULL, the compiler drops
+ * the index), compact (b row = cols[i]) and indexed (a and b rows = cols[i]). */
 #define ROW2(r, LOADA, FMA)                                                                        \
 	do {                                                                                       \
-		const VEC ar = LOADA(a + (r));                                                     \
+		const VEC ar = LOADA(ai + (r));                                                    \
 		c##r##0 = FMA(ar, b0, c##r##0);                                                    \
 		c##r##1 = FMA(ar, b1, c##r##1);                                                    \
 	} while (0)
@@ -314,13 +523,14 @@ static void ukr_scalar(int n, const float *a, const float *b, const int32_t *col
 
 #define VEC __m256
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-ukr_avx2_body(int n, const float *a, const float *b, const int32_t *cols, float *tile)
+ukr_avx2_body(int n, const float *a, const float *b, const int32_t *cols, int ia, float *tile)
 {
 	__m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 
-	for (int i = 0; i < n; i++, a += 6) {
-		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 16;
+	for (int i = 0; i < n; i++) {
+		const int64_t x = cols ? cols[i] : i;
+		const float *bb = b + x * 16, *ai = a + (ia ? x : i) * 6;
 		const __m256 b0 = _mm256_load_ps(bb), b1 = _mm256_load_ps(bb + 8);
 
 		ROW2(0, _mm256_broadcast_ss, _mm256_fmadd_ps);
@@ -340,12 +550,14 @@ ukr_avx2_body(int n, const float *a, const float *b, const int32_t *cols, float 
 #undef VEC
 
 __attribute__((target("avx2,fma"))) static void ukr_avx2(int n, const float *a, const float *b,
-                                                         const int32_t *cols, float *tile)
+                                                         const int32_t *cols, int ia, float *tile)
 {
-	if (cols)
-		ukr_avx2_body(n, a, b, cols, tile);
+	if (!cols)
+		ukr_avx2_body(n, a, b, NULL, 0, tile);
+	else if (ia)
+		ukr_avx2_body(n, a, b, cols, 1, tile);
 	else
-		ukr_avx2_body(n, a, b, NULL, tile);
+		ukr_avx2_body(n, a, b, cols, 0, tile);
 }
 
 #define VEC __m512
@@ -355,14 +567,15 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 bcast512(
 }
 
 __attribute__((target("avx512f"), always_inline)) static inline void
-ukr_avx512_body(int n, const float *a, const float *b, const int32_t *cols, float *tile)
+ukr_avx512_body(int n, const float *a, const float *b, const int32_t *cols, int ia, float *tile)
 {
 	__m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00;
 	__m512 c61 = c00, c70 = c00, c71 = c00;
 
-	for (int i = 0; i < n; i++, a += 8) {
-		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 32;
+	for (int i = 0; i < n; i++) {
+		const int64_t x = cols ? cols[i] : i;
+		const float *bb = b + x * 32, *ai = a + (ia ? x : i) * 8;
 		const __m512 b0 = _mm512_load_ps(bb), b1 = _mm512_load_ps(bb + 16);
 
 		ROW2(0, bcast512, _mm512_fmadd_ps);
@@ -386,12 +599,14 @@ ukr_avx512_body(int n, const float *a, const float *b, const int32_t *cols, floa
 #undef VEC
 
 __attribute__((target("avx512f"))) static void ukr_avx512(int n, const float *a, const float *b,
-                                                          const int32_t *cols, float *tile)
+                                                          const int32_t *cols, int ia, float *tile)
 {
-	if (cols)
-		ukr_avx512_body(n, a, b, cols, tile);
+	if (!cols)
+		ukr_avx512_body(n, a, b, NULL, 0, tile);
+	else if (ia)
+		ukr_avx512_body(n, a, b, cols, 1, tile);
 	else
-		ukr_avx512_body(n, a, b, NULL, tile);
+		ukr_avx512_body(n, a, b, cols, 0, tile);
 }
 
 /* The conv epilogue on a 8 x 32 tile with AVX-512: bias, mask, zero count, masked stores. */
@@ -438,16 +653,18 @@ epilogue_avx512(const float *tile, int kn, int jn, int k0, int j0, int p0, int P
 
 #ifdef MIME_NEON
 /* 8 kernels x 8 pixels: 16 accumulators of 4 floats (of 32 NEON registers). */
-static void ukr_neon(int n, const float *a, const float *b, const int32_t *cols, float *tile)
+static void ukr_neon(int n, const float *a, const float *b, const int32_t *cols, int ia,
+                     float *tile)
 {
 	float32x4_t c[8][2];
 
 	for (int r = 0; r < 8; r++)
 		c[r][0] = c[r][1] = vdupq_n_f32(0.0f);
-	for (int i = 0; i < n; i++, a += 8) {
-		const float *bb = b + (int64_t)(cols ? cols[i] : i) * 8;
+	for (int i = 0; i < n; i++) {
+		const int64_t x = cols ? cols[i] : i;
+		const float *bb = b + x * 8, *ai = a + (ia ? x : i) * 8;
 		const float32x4_t b0 = vld1q_f32(bb), b1 = vld1q_f32(bb + 4);
-		const float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+		const float32x4_t a0 = vld1q_f32(ai), a1 = vld1q_f32(ai + 4);
 
 		c[0][0] = vfmaq_laneq_f32(c[0][0], b0, a0, 0);
 		c[0][1] = vfmaq_laneq_f32(c[0][1], b1, a0, 0);
@@ -482,11 +699,11 @@ int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_we
 	int64_t zeros = 0;
 
 	for (int k0 = 0; k0 < K; k0 += mr) {
-		const int p = k0 / mr;
-		const int64_t c0 = w->start ? w->start[p] : (int64_t)p * CRS;
-		const int n = (int)(w->start ? w->start[p + 1] - c0 : CRS);
-		const float *ap = w->values + c0 * mr;
-		const int32_t *cols = w->cols ? w->cols + c0 : NULL;
+		const int p = k0 / mr, ia = w->form == MIME_GEMM_INDEXED;
+		const int64_t c0 = w->form == MIME_GEMM_DENSE ? (int64_t)p * CRS : w->start[p];
+		const int n = (int)(w->form == MIME_GEMM_DENSE ? CRS : w->start[p + 1] - c0);
+		const float *ap = w->values + (ia ? (int64_t)p * CRS : c0) * mr;
+		const int32_t *cols = w->form == MIME_GEMM_DENSE ? NULL : w->cols + c0;
 		const int kn = K - k0 < mr ? K - k0 : mr;
 
 		for (int j0 = 0; j0 < np; j0 += nr) {
@@ -496,21 +713,21 @@ int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_we
 			switch (a->simd) {
 #ifdef MIME_X86
 			case MIME_SIMD_AVX512:
-				ukr_avx512(n, ap, bp, cols, tile);
+				ukr_avx512(n, ap, bp, cols, ia, tile);
 				zeros += epilogue_avx512(tile, kn, jn, k0, j0, p0, P, bias, mask,
 				                         apply_mask, out_sample);
 				continue;
 			case MIME_SIMD_AVX2:
-				ukr_avx2(n, ap, bp, cols, tile);
+				ukr_avx2(n, ap, bp, cols, ia, tile);
 				break;
 #endif
 #ifdef MIME_NEON
 			case MIME_SIMD_NEON:
-				ukr_neon(n, ap, bp, cols, tile);
+				ukr_neon(n, ap, bp, cols, ia, tile);
 				break;
 #endif
 			default:
-				ukr_scalar(n, ap, bp, cols, tile);
+				ukr_scalar(n, ap, bp, cols, ia, tile);
 				break;
 			}
 			/* Epilogue while the tile is hot: bias, mask, zero count, store. */

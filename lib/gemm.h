@@ -10,8 +10,10 @@
  *
  * Layouts: packed weights [ceil(K/MR)][CRS][MR] (kernels past K are zero; see
  * struct mime_gemm_weights for the block-sparse form); packed patches
- * [ceil(np/NR)][CRS][NR] (pixels past np are zero). Both 64-byte aligned by the caller.
- * Ownership: callers own every buffer. Threads: reentrant; no allocation. */
+ * [ceil(np/NR)][CRS][NR] (pixels past np are zero). Both 64-byte aligned.
+ * Ownership: a struct mime_gemm_weights owns what packing allocated (released by
+ * mime_gemm_weights_free); callers own every other buffer.
+ * Threads: reentrant; only mime_gemm_weights_init() and the _pack functions allocate. */
 #pragma once
 
 #include <stddef.h>
@@ -39,36 +41,88 @@ int mime_gemm_arch_supported(int simd);
  * the best). */
 void mime_gemm_arch_select(int want, struct mime_gemm_arch *ret_arch);
 
-/* Packed weights. Dense: panel p (kernels p*MR .. p*MR+MR-1) holds CRS columns of MR values.
- * Block-sparse (SIMD-aware fine-grain pruning, the Multi-phase CNN paper's W_uv groups): a
- * panel column whose MR values are all zero is not stored, and each panel lists the columns
- * it keeps, so a zero group costs no instruction and no byte. Groups of W_uv rows with
- * MR | W_uv (e.g. W_uv = 16 on AVX-512, MR = 8) map to whole panel columns. */
+/* Packed weights, in one of three forms.
+ * Dense: panel p (kernels p*MR .. p*MR+MR-1) holds CRS columns of MR values.
+ * Compact block-sparse (SIMD-aware fine-grain pruning, the Multi-phase CNN paper's W_uv
+ * groups): a panel column whose MR values are all zero is not stored, and each panel lists
+ * the columns it keeps, so a zero group costs no instruction and no byte.
+ * Indexed block-sparse: the dense panels stay as they are and each panel lists the columns
+ * to run; the microkernel reads weights and patches at those columns. Choosing other
+ * columns (mime_gemm_weights_select, a fine-grain phase switch) moves no weight: a pruned
+ * group costs no instruction, but its bytes stay.
+ * Groups of W_uv rows with MR | W_uv (e.g. W_uv = 16 on AVX-512, MR = 8) map to whole panel
+ * columns.
+ * Storage: one mapping sized at init for the largest packing it will hold (K_max x
+ * CRS_max); a packing fills a prefix of it and the pages past that prefix are returned to
+ * the system, so repacking a smaller sub-matrix (a coarse step down) really frees memory,
+ * and a larger one faults in only what it adds. Values are page aligned. */
+enum mime_gemm_form {
+	MIME_GEMM_DENSE,
+	MIME_GEMM_COMPACT,
+	MIME_GEMM_INDEXED,
+};
+
 struct mime_gemm_weights {
 	int K, CRS, mr;
-	float *values;  /* panel p's values: values + start[p] * mr (dense: p * CRS * mr) */
-	int32_t *cols;  /* kept column indices, increasing per panel; NULL when dense */
-	int64_t *start; /* [panels + 1] offsets into cols; NULL when dense */
-	int64_t n_cols; /* stored columns over all panels */
+	enum mime_gemm_form form;
+	float *values;      /* compact: panel p at values + start[p] * mr; else p * CRS * mr */
+	int32_t *cols;      /* compact, indexed: columns run, increasing per panel */
+	int64_t *start;     /* compact, indexed: [panels + 1] offsets into cols */
+	int64_t n_cols;     /* columns run over all panels */
+	uint8_t *live;      /* selectable packings: [panels][CRS], 1 = the panel column holds a
+	                       nonzero value; NULL otherwise */
+	int64_t n_live;     /* selectable: columns with live set */
+	int K_max, CRS_max; /* what the storage can hold */
+	size_t off_live, off_start, off_cols, map_bytes; /* the storage's regions */
+	size_t touched[4]; /* bytes of each region written since its pages were released */
 };
 
 /* Number of all-zero MR x 1 panel columns of W [K, CRS] (what sparse packing drops). */
 int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, int K, int CRS);
 
-/* Packs W [K, CRS] (row-major) for a; sparse = 1 drops all-zero panel columns. Allocates
- * (64-byte aligned); returns 0 or -ENOMEM. */
+/* Maps storage for packings of up to K_max kernels x CRS_max columns (address space only:
+ * nothing is resident before a packing writes it); *w holds no packing yet. Returns 0,
+ * -EINVAL (sizes not positive or too large) or -ENOMEM. */
+int mime_gemm_weights_init(struct mime_gemm_weights *w, const struct mime_gemm_arch *a, int K_max,
+                           int CRS_max);
+/* Packs, into w's storage (no allocation), rows [0, K) and columns [0, CRS) of W with leading
+ * dimension lda (a phase's first K kernels over its first C input channels), with
+ * keep[(k / wuv) * CRS + c] == 0 reading group (k / wuv, c) as zero (keep may be NULL);
+ * sparse = 1: compact form, dropping all-zero panel columns; 0: dense. Replaces the packing
+ * w held and releases the pages it no longer uses. Returns 0, or -EINVAL (K or CRS beyond the
+ * storage, another arch, keep without a positive wuv) leaving w as it was. */
+int mime_gemm_weights_repack(struct mime_gemm_weights *w, const struct mime_gemm_arch *a,
+                             const float *W, int64_t lda, int K, int CRS, const uint8_t *keep,
+                             int wuv, int sparse);
+/* Packs the same sub-matrix densely and unmasked, noting which panel columns hold a nonzero
+ * value, so that mime_gemm_weights_select() can later pick the columns to run without
+ * touching a weight; runs dense (every column) until then. Same failures. */
+int mime_gemm_weights_repack_selectable(struct mime_gemm_weights *w, const struct mime_gemm_arch *a,
+                                        const float *W, int64_t lda, int K, int CRS);
+/* Picks the columns of selectable packing w to run: column c of panel p runs when it holds a
+ * nonzero value and keep (NULL = every group) keeps group (p * MR / wuv, c), keep being
+ * [ceil(K / wuv)][CRS] as above. w runs indexed when keep leaves out a column holding a
+ * nonzero value or when at least 1 in 8 columns is left out (below that, skipping all-zero
+ * columns saves about what the index costs), else dense. No weight moves and nothing is
+ * allocated; the results are bit for bit those of packing the masked weights. Returns 0,
+ * or -EINVAL (w not selectable; keep with wuv not a positive multiple of MR), leaving w as
+ * it was. */
+int mime_gemm_weights_select(struct mime_gemm_weights *w, const uint8_t *keep, int wuv);
+
+/* Storage just large enough, then repack / repack_selectable: allocates; 0 or -ENOMEM
+ * (-EINVAL: keep without a positive wuv). */
 int mime_gemm_weights_pack(const struct mime_gemm_arch *a, const float *W, int K, int CRS,
                            int sparse, struct mime_gemm_weights *ret_weights);
-/* The same for a sub-matrix and a fine-grain mask: rows [0, K) and columns [0, CRS) of W with
- * leading dimension lda (a phase's first K kernels over its first C input channels), and
- * keep[(k / wuv) * CRS + c] == 0 reads group (k / wuv, c) as zero (keep may be NULL).
- * Returns 0, -ENOMEM, or -EINVAL (keep without a positive wuv). */
 int mime_gemm_weights_pack_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda, int K,
                                int CRS, const uint8_t *keep, int wuv, int sparse,
                                struct mime_gemm_weights *ret_weights);
+int mime_gemm_weights_pack_selectable(const struct mime_gemm_arch *a, const float *W, int64_t lda,
+                                      int K, int CRS, struct mime_gemm_weights *ret_weights);
 int64_t mime_gemm_zero_columns_sub(const struct mime_gemm_arch *a, const float *W, int64_t lda,
                                    int K, int CRS, const uint8_t *keep, int wuv);
-void mime_gemm_weights_free(struct mime_gemm_weights *w); /* zeroes *w; NULL fields fine */
+void mime_gemm_weights_free(struct mime_gemm_weights *w); /* unmaps; zeroes *w; {0} is fine */
+/* Bytes the current packing uses: values (all of the dense panels when indexed), live
+ * flags, index. */
 size_t mime_gemm_weights_bytes(const struct mime_gemm_weights *w);
 
 /* Floats needed for the packed patches of np pixels. */

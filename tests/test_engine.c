@@ -651,6 +651,147 @@ static void test_engine_set_phase_equals_sliced_network(void **state)
 	net_free(&sub);
 }
 
+/* keep for a phase's layer: [ceil(k / wuv)][crs] groups, about 1 in 2 kept. */
+static uint8_t *random_groups(uint64_t *rng, int k, int crs, int wuv)
+{
+	const size_t n = mime_phase_mask_groups(k, crs, wuv);
+	uint8_t *keep = malloc(n);
+
+	for (size_t i = 0; i < n; i++)
+		keep[i] = (mime_test_rand(rng) & 1) != 0;
+	return keep;
+}
+
+/* The same groups at a smaller height: group (k / small, c) = group (k / wuv, c). */
+static uint8_t *regroup(const uint8_t *keep, int k, int crs, int wuv, int small)
+{
+	uint8_t *out = malloc(mime_phase_mask_groups(k, crs, small));
+
+	for (int row = 0; row < (k + small - 1) / small; row++)
+		for (int c = 0; c < crs; c++)
+			out[(size_t)row * crs + c] = keep[(size_t)(row * small / wuv) * crs + c];
+	return out;
+}
+
+static void forward_into(struct mime_engine *e, const float *in, const int *tasks, float *logits,
+                         int64_t *zeros)
+{
+	struct mime_engine_result r;
+
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r), 0);
+	memcpy(logits, r.logits, sizeof(float) * 4 * r.max_classes);
+	memcpy(zeros, r.zeros, sizeof(int64_t) * 4 * r.n_masked);
+}
+
+/* A fine-grain switch (same kernels, other masks) selects other columns of the packed
+ * weights instead of repacking them; the phase it lands in gives bit for bit what entering
+ * that phase from a coarse one gives, and what the compact packing of the same masked
+ * weights gives (groups of W_uv / 2 rows, not whole panel columns: the repacking path), on
+ * every SIMD path of this machine, and back. */
+static void test_engine_fine_switch_equals_direct_entry(void **state)
+{
+	static const int simds[3] = {MIME_SIMD_SCALAR, MIME_SIMD_AVX2, MIME_SIMD_AVX512};
+	const enum mime_thresholds gran[2] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL};
+	const int classes[2] = {4, 6}, tasks[4] = {1, 0, 0, 1};
+	const int ka[9] = {33, 0, 30, 19, 0, 0, 0}; /* conv 40->33, 37->30, 24->19; fc all */
+	const int masked[3] = {0, 2, 3}, crs[3] = {3 * 9, 33 * 9, 30 * 9};
+	struct mime_graph g = {0};
+	struct net n;
+	uint64_t rng = 77;
+	float *in;
+
+	(void)state;
+	g.input = (struct mime_shape){3, 12, 12};
+	add_layer(&g, MIME_LAYER_CONV, 40, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_CONV, 37, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_CONV, 24, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_FC, 10, 0, 0, 0, MIME_ACT_RELU);
+	net_init(&n, &g, 2, gran, classes, 31);
+	in = rand_array(&rng, 4 * 3 * 144, 0.0f, 1.0f);
+	for (int si = 0; si < 3; si++) {
+		struct mime_engine_config cfg = {
+			.max_batch = 4, .n_threads = 2, .simd = 1 + simds[si]};
+		struct mime_engine *direct = NULL, *sw = NULL, *compact = NULL;
+		struct mime_phase pa = {0}, pb = {0}, pc = {0}, psmall = {0};
+		struct mime_gemm_arch arch;
+		uint8_t *keep_a[3], *keep_b[3], *keep_small[3];
+		float l1[4 * 10], l2[4 * 10], l3[4 * 10];
+		int64_t z1[4 * 8], z2[4 * 8], z3[4 * 8];
+		size_t bytes_direct;
+		int wuv;
+
+		if (!mime_gemm_arch_supported(simds[si]))
+			continue;
+		mime_gemm_arch_select(simds[si], &arch);
+		wuv = 2 * arch.mr; /* whole panel columns */
+		pa.wuv = pb.wuv = wuv;
+		psmall.wuv = arch.mr / 2; /* half a panel column: compact repacking */
+		for (int i = 0; i < g.n_layers; i++) {
+			pa.layer[i].k_active = pb.layer[i].k_active = ka[i];
+			psmall.layer[i].k_active = ka[i];
+			pc.layer[i].k_active = ka[i] ? ka[i] - 5 : 0; /* a coarse step down */
+		}
+		for (int m = 0; m < 3; m++) {
+			const int l = masked[m];
+
+			keep_a[m] = random_groups(&rng, ka[l], crs[m], wuv);
+			keep_b[m] = random_groups(&rng, ka[l], crs[m], wuv);
+			keep_small[m] = regroup(keep_a[m], ka[l], crs[m], wuv, psmall.wuv);
+			pa.layer[l].keep = keep_a[m];
+			pb.layer[l].keep = keep_b[m];
+			psmall.layer[l].keep = keep_small[m];
+		}
+		assert_int_equal(mime_engine_create(&n.m, &cfg, &direct, NULL), 0);
+		assert_int_equal(mime_engine_create(&n.m, &cfg, &sw, NULL), 0);
+		assert_int_equal(mime_engine_create(&n.m, &cfg, &compact, NULL), 0);
+
+		/* A entered from a coarse phase (repacked) vs from B (columns selected). */
+		assert_int_equal(mime_engine_set_phase(direct, &pc, NULL, NULL), 0);
+		assert_int_equal(mime_engine_set_phase(direct, &pa, NULL, NULL), 0);
+		forward_into(direct, in, tasks, l1, z1);
+		bytes_direct = mime_engine_plan_bytes(direct);
+		assert_int_equal(mime_engine_set_phase(sw, &pb, NULL, NULL), 0);
+		forward_into(sw, in, tasks, l2, z2);
+		assert_memory_not_equal(l1, l2, sizeof(l1)); /* B is another sub-network */
+		assert_int_equal(mime_engine_set_phase(sw, &pa, NULL, NULL), 0);
+		forward_into(sw, in, tasks, l2, z2);
+		assert_memory_equal(l1, l2, sizeof(l1));
+		assert_memory_equal(z1, z2, sizeof(z1));
+		assert_int_equal(mime_engine_plan_bytes(sw), bytes_direct);
+		assert_int_equal(mime_engine_set_phase(compact, &psmall, NULL, NULL), 0);
+		forward_into(compact, in, tasks, l3, z3);
+		assert_memory_equal(l1, l3, sizeof(l1));
+		assert_memory_equal(z1, z3, sizeof(z1));
+
+		/* And back: B via a fine switch = B entered from the whole parent. */
+		assert_int_equal(mime_engine_set_phase(sw, &pb, NULL, NULL), 0);
+		forward_into(sw, in, tasks, l2, z2);
+		assert_int_equal(mime_engine_set_phase(direct, NULL, NULL, NULL), 0);
+		assert_int_equal(mime_engine_set_phase(direct, &pb, NULL, NULL), 0);
+		forward_into(direct, in, tasks, l1, z1);
+		assert_memory_equal(l1, l2, sizeof(l1));
+		assert_memory_equal(z1, z2, sizeof(z1));
+		/* A mask entered twice in a row changes nothing. */
+		assert_int_equal(mime_engine_set_phase(sw, &pb, NULL, NULL), 0);
+		forward_into(sw, in, tasks, l2, z2);
+		assert_memory_equal(l1, l2, sizeof(l1));
+
+		mime_engine_destroy(direct);
+		mime_engine_destroy(sw);
+		mime_engine_destroy(compact);
+		for (int m = 0; m < 3; m++) {
+			free(keep_a[m]);
+			free(keep_b[m]);
+			free(keep_small[m]);
+		}
+	}
+	free(in);
+	net_free(&n);
+}
+
 /* Resident bytes of the mapping that contains p, from /proc/self/smaps; -1 if not found. */
 static long mapping_rss_kb(const void *p)
 {
@@ -775,6 +916,124 @@ static void test_engine_packed_path_releases_mapped_weights(void **state)
 	free(in);
 }
 
+static long process_rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long size = 0, res = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld %ld", &size, &res) != 2)
+		res = -1;
+	fclose(f);
+	return res < 0 ? -1 : res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* With a file-backed bundle, stepping down a coarse phase gives the memory of the kernels it
+ * drops back to the system: the process' RSS falls by at least 80% of the packed bytes the
+ * step releases (the packed weights live in mappings of their own, the file's pages are
+ * dropped once packed); stepping up takes it again. */
+static void test_engine_coarse_step_down_releases_memory(void **state)
+{
+	static char *classes[2] = {"x", "y"};
+	struct mime_graph g = {0};
+	struct mime_manifest mf = {0};
+	struct mime_task_spec ts = {0};
+	struct mime_bundle_writer *w = NULL;
+	struct mime_bundle *b = NULL;
+	struct mime_model m;
+	struct mime_engine *e = NULL;
+	struct mime_engine_result r;
+	struct mime_errinfo ei = {0};
+	struct mime_engine_config cfg = {.max_batch = 1, .n_threads = 1};
+	struct mime_phase small = {0};
+	uint64_t rng = 15;
+	const long n1 = 512L * 128 * 9, feat = 512L * 4 * 4;
+	float *w0 = rand_array(&rng, 128 * 9, -0.3f, 0.3f), *b0 = rand_array(&rng, 128, 0, 0.1f);
+	float *w1 = rand_array(&rng, n1, -0.05f, 0.05f), *b1 = rand_array(&rng, 512, 0, 0.1f);
+	float *hw = rand_array(&rng, 2 * feat, -0.1f, 0.1f), *hb = rand_array(&rng, 2, 0, 0.1f);
+	float *in = rand_array(&rng, 8 * 8, 0, 1);
+	char *path = mime_test_tmpfile(NULL, 0);
+	int tasks[1] = {0};
+	long rss_big, rss_small, rss_again;
+	size_t plan_big, plan_small;
+
+	(void)state;
+	g.input = (struct mime_shape){1, 8, 8};
+	add_layer(&g, MIME_LAYER_CONV, 128, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_CONV, 512, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	mf.graph = g;
+	snprintf(ts.name, sizeof(ts.name), "t");
+	ts.n_classes = 2;
+	ts.class_names = classes;
+	mime_input_spec_default(&g, &ts.input);
+	ts.accuracy = -1;
+	mf.n_tasks = 1;
+	mf.tasks = &ts;
+	assert_int_equal(mime_bundle_writer_create(&w), 0);
+	assert_int_equal(mime_bundle_writer_add(w, "parent/l0.weight", MIME_DTYPE_F32, 4,
+	                                        (int64_t[]){128, 1, 3, 3}, w0),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "parent/l0.bias", MIME_DTYPE_F32, 1,
+	                                        (int64_t[]){128}, b0),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "parent/l1.weight", MIME_DTYPE_F32, 4,
+	                                        (int64_t[]){512, 128, 3, 3}, w1),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "parent/l1.bias", MIME_DTYPE_F32, 1,
+	                                        (int64_t[]){512}, b1),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "task/t/head.weight", MIME_DTYPE_F32, 2,
+	                                        (int64_t[]){2, feat}, hw),
+	                 0);
+	assert_int_equal(mime_bundle_writer_add(w, "task/t/head.bias", MIME_DTYPE_F32, 1,
+	                                        (int64_t[]){2}, hb),
+	                 0);
+	if (mime_bundle_writer_write(w, &mf, path, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	mime_bundle_writer_destroy(w);
+	if (mime_bundle_open(path, &b, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	assert_int_equal(mime_model_from_bundle(b, &m, &ei), 0);
+	assert_int_equal(m.weights_file_backed, 1);
+	assert_int_equal(mime_engine_create(&m, &cfg, &e, &ei), 0);
+	/* The whole parent, then the first 64 of l1's 512 kernels: 448 x 1152 weights go.
+	 * (The head reads a prefix of the parent's head: enough for a memory test.) */
+	small.layer[1].k_active = 64;
+	assert_int_equal(mime_engine_forward(e, 1, in, tasks, &r), 0);
+	plan_big = mime_engine_plan_bytes(e);
+	rss_big = process_rss_kb();
+	assert_int_equal(mime_engine_set_phase(e, &small, NULL, &ei), 0);
+	assert_int_equal(mime_engine_forward(e, 1, in, tasks, &r), 0);
+	plan_small = mime_engine_plan_bytes(e);
+	rss_small = process_rss_kb();
+	assert_true(plan_big - plan_small >= 448UL * 1152 * 4);
+	if ((double)(rss_big - rss_small) * 1024 < 0.8 * (double)(plan_big - plan_small))
+		fail_msg("RSS %ld kB in the whole parent, %ld kB after releasing %zu bytes",
+		         rss_big, rss_small, plan_big - plan_small);
+	/* Back up: the increment is packed (and resident) again. */
+	assert_int_equal(mime_engine_set_phase(e, NULL, NULL, &ei), 0);
+	assert_int_equal(mime_engine_forward(e, 1, in, tasks, &r), 0);
+	rss_again = process_rss_kb();
+	assert_int_equal(mime_engine_plan_bytes(e), plan_big);
+	assert_true((double)(rss_again - rss_small) * 1024 >=
+	            0.8 * (double)(plan_big - plan_small));
+	mime_engine_destroy(e);
+	mime_model_fini(&m);
+	mime_bundle_close(b);
+	unlink(path);
+	free(path);
+	free(w0);
+	free(b0);
+	free(w1);
+	free(b1);
+	free(hw);
+	free(hb);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -787,6 +1046,8 @@ int main(void)
 		cmocka_unit_test(test_engine_forward_rejects_bad_arguments),
 		cmocka_unit_test(test_engine_set_phase_equals_sliced_network),
 		cmocka_unit_test(test_engine_packed_path_releases_mapped_weights),
+		cmocka_unit_test(test_engine_fine_switch_equals_direct_entry),
+		cmocka_unit_test(test_engine_coarse_step_down_releases_memory),
 	};
 
 	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
