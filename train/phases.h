@@ -86,11 +86,12 @@ void mimetrain_phase_coarse(const struct mime_graph *g, double f, int wuv,
 void mimetrain_phase_coarse_for(const struct mimetrain_mp *mp, int64_t target, int wuv,
                                 struct mimetrain_phase_def *ret);
 
-/* A fine phase between prev (NULL: nothing) and top (prev nested in top; same k as top): keeps
- * every group prev keeps, plus the groups of top's increment with the largest l2 norm in `src`
- * (full-size weight arrays, e.g. an independently trained network) until the non-zero count reaches
- * `target` or top's. Conv layers only; fc layers take top's kernels dense. Returns 0 or
- * -ENOMEM. */
+/* A fine phase between prev (NULL: nothing) and top (prev nested in top; same k as top):
+ * keeps every group prev keeps, plus the groups of top's increment with the largest l2 norm
+ * in `src` (full-size weight arrays, e.g. an independently trained network), the same
+ * fraction of every conv layer's candidates, as many as keep the non-zero count within
+ * `target` (at least none: the count cannot go below prev's groups plus the fc layers, which
+ * have no mask and take top's kernels dense). Returns 0 or -ENOMEM. */
 int mimetrain_phase_fine_between(const struct mimetrain_mp *mp,
                                  const struct mimetrain_phase_def *prev,
                                  const struct mimetrain_phase_def *top, float *const *src,
