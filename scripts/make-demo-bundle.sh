@@ -3,11 +3,15 @@
 # make-demo-bundle.sh -- builds models/demo.mime from the trained parent, end to end:
 #
 #   parent (models/fmnist-parent.mime, `mime-train parent`)
+#     -> phases: 5 nested phases (coarse, fine, coarse, fine, coarse) built from the
+#        constraints (`mime-train phases`; the JSON record in models/phases.json), the
+#        parent's weights in phase-major order; this is the parent every later step uses
 #     -> + fmnist thresholds  (the parent task: its own head, retrained with the thresholds)
 #     -> + mnist thresholds   (new head)
 #     -> + digits thresholds  (new head; 20x20 digits padded/centred to 28x28 by the spec)
 #     -> + baselines: full fine-tune (conventional/<task>/*) and head-only (headonly/<task>/*)
 #        for mnist and digits; the parent itself is fmnist's conventional model
+#     -> + every task's head and thresholds per phase (`mime-train phase-tasks`)
 #   = models/demo.mime, then every task evaluated through the engine in every mode, and
 #     sample PNGs in models/samples/<task>/.
 #
@@ -26,6 +30,8 @@
 #   LIMIT=0  (training images for mnist and digits, every mode; 0 = all: a quick smoke run
 #             of the whole script takes e.g. LIMIT=300 EPOCHS=1 FMNIST_LIMIT=300 WORK=/tmp/d)
 #   MIME_DATA=$HOME/.cache/mime/data  (scripts/fetch-data.sh all)
+#   PHASE_FLAGS="--train-limit 0 --epochs 2 --search-epochs 2"  (mime-train phases)
+#   PHASE_TASK_FLAGS="--epochs 2 --train-limit 10000"  (mime-train phase-tasks)
 #   MIME_FLAGS="--reg-sign minus --beta 1e-4"  (threshold runs of the demo bundle)
 #
 # Why MIME_FLAGS: with the paper's regulariser beta * sum exp(t) at beta = 1e-6 (the
@@ -46,6 +52,8 @@ FMNIST_LIMIT=${FMNIST_LIMIT:-10000}
 LIMIT=${LIMIT:-0}
 MIME_FLAGS=${MIME_FLAGS:---reg-sign minus --beta 1e-4}
 DATA=${MIME_DATA:-$HOME/.cache/mime/data}
+PHASE_FLAGS=${PHASE_FLAGS:---train-limit 0 --epochs 2 --search-epochs 2}
+PHASE_TASK_FLAGS=${PHASE_TASK_FLAGS:---epochs 2 --train-limit 10000}
 DIGITS=0,1,2,3,4,5,6,7,8,9
 EXTRAS=0
 [ "${1:-}" = "--extras" ] && EXTRAS=1
@@ -173,7 +181,7 @@ done
 mkdir -p "$WORK"
 T0=$(date +%s)
 STEP=0
-NSTEPS=9
+NSTEPS=11
 
 # step NAME IN OUT ARGS...: runs `mime-train ARGS -o OUT --json OUT.json` unless OUT exists.
 step() {
@@ -193,6 +201,25 @@ step() {
 	grep -E "test accuracy|collapse" "${out%.mime}.log" | sed 's/^/    /'
 	echo "    done in $(($(date +%s) - s)) s"
 }
+
+# the phases, on the parent as trained; from here on the phased network is the parent
+STEP=$((STEP + 1))
+if [ -e "$WORK/00-phases.mime" ]; then
+	echo "[$STEP/$NSTEPS] phases: $WORK/00-phases.mime exists, skipped"
+else
+	echo "[$STEP/$NSTEPS] phases ... (log: $WORK/00-phases.log)"
+	s=$(date +%s)
+	"$MIME_TRAIN" phases --bundle "$PARENT" --task fmnist --data "$DATA/fmnist" \
+		--train-threads "$THREADS" --seed "$SEED" $PHASE_FLAGS \
+		--json "$WORK/00-phases.json" -o "$WORK/00-phases.mime.tmp" 2>"$WORK/00-phases.log" ||
+		{ tail -5 "$WORK/00-phases.log" >&2; exit 1; }
+	mv "$WORK/00-phases.mime.tmp" "$WORK/00-phases.mime"
+	grep -E "^combined_5p phase|^search step [0-9]+: acc|^highest|^regression" \
+		"$WORK/00-phases.log" | sed 's/^/    /'
+	echo "    done in $(($(date +%s) - s)) s"
+fi
+PARENT_IN=$PARENT
+PARENT=$WORK/00-phases.mime
 
 # fmnist's conventional and head-only models are the parent itself (0 epochs: the copies
 # are the parent's weights and head), so fmnist has all three models in the bundle too
@@ -221,8 +248,24 @@ step "head-only digits" "$WORK/6-ho-mnist.mime" "$WORK/7-ho-digits.mime" \
 	finetune --head-only --task digits --data "$DATA/digits" --epochs "$EPOCHS" \
 	--train-limit "$LIMIT"
 
-"$MIME_TRAIN" bundle verify "$WORK/7-ho-digits.mime" >/dev/null
-cp "$WORK/7-ho-digits.mime" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+STEP=$((STEP + 1))
+if [ -e "$WORK/8-phase-tasks.mime" ]; then
+	echo "[$STEP/$NSTEPS] phase-tasks: $WORK/8-phase-tasks.mime exists, skipped"
+else
+	echo "[$STEP/$NSTEPS] every task per phase ... (log: $WORK/8-phase-tasks.log)"
+	s=$(date +%s)
+	"$MIME_TRAIN" phase-tasks --bundle "$WORK/7-ho-digits.mime" --data-root "$DATA" \
+		--threads "$THREADS" --seed "$SEED" $PHASE_TASK_FLAGS \
+		--json "$WORK/8-phase-tasks.json" -o "$WORK/8-phase-tasks.mime.tmp" \
+		2>"$WORK/8-phase-tasks.log" || { tail -5 "$WORK/8-phase-tasks.log" >&2; exit 1; }
+	mv "$WORK/8-phase-tasks.mime.tmp" "$WORK/8-phase-tasks.mime"
+	sed 's/^/    /' "$WORK/8-phase-tasks.log"
+	echo "    done in $(($(date +%s) - s)) s"
+fi
+
+"$MIME_TRAIN" bundle verify "$WORK/8-phase-tasks.mime" >/dev/null
+cp "$WORK/8-phase-tasks.mime" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+cp "$WORK/00-phases.json" models/phases.json
 echo "wrote $OUT: $(stat -c %s "$OUT") bytes"
 
 echo "evaluating every task in every mode through the engine (test splits) ..."
@@ -236,7 +279,7 @@ for t in fmnist mnist digits; do
 	done
 done
 # the parent as it was (ReLU, its own head): fmnist's conventional model
-"$MIME_TRAIN" eval --bundle "$PARENT" --task fmnist --threads "$THREADS" --json \
+"$MIME_TRAIN" eval --bundle "$PARENT_IN" --task fmnist --threads "$THREADS" --json \
 	--images "$DATA/fmnist/t10k-images-idx3-ubyte.gz" \
 	--labels "$DATA/fmnist/t10k-labels-idx1-ubyte.gz" >"$WORK/eval-fmnist-parent.json"
 
