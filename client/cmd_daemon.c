@@ -110,12 +110,13 @@ static void print_result(const char *image, json_t *r, int top)
 	json_t *t;
 	size_t i;
 
-	printf("%s: %s (label %lld, %.1f%%) task %s, batch %lld of %lld, %.2f ms\n", image,
-	       json_string_value(json_object_get(r, "class")),
+	printf("%s: %s (label %lld, %.1f%%) task %s, phase %lld, batch %lld of %lld, %.2f ms\n",
+	       image, json_string_value(json_object_get(r, "class")),
 	       (long long)json_integer_value(json_object_get(r, "label")),
 	       100 * json_number_value(json_object_get(json_array_get(json_object_get(r, "top"), 0),
 	                                               "score")),
 	       json_string_value(json_object_get(r, "task")),
+	       (long long)json_integer_value(json_object_get(r, "phase")),
 	       (long long)json_integer_value(json_object_get(r, "batch_id")),
 	       (long long)json_integer_value(json_object_get(r, "batch_size")),
 	       (double)json_integer_value(json_object_get(r, "latency_us")) / 1000.0);
@@ -129,16 +130,19 @@ static void print_result(const char *image, json_t *r, int top)
 int mimectl_cmd_infer(int argc, char **argv)
 {
 	static const char usage[] = "usage: mimectl infer --task TASK [--top K] [--deadline MS] "
-				    "[--json] [--socket PATH] "
+				    "[--phase N] [--json] [--socket PATH] "
 				    "IMAGE...\n\n"
 				    "Classifies PNG, PGM or PPM images with the daemon's TASK. "
 				    "Several images go in one\n"
 				    "InferBatch call. --top K lists the K most likely classes; "
-				    "--json prints the reply.\n";
+				    "--phase N runs them in\n"
+				    "phase N (1..n, as `mimectl status` lists them) instead of the "
+				    "daemon's phase; --json\nprints the reply.\n";
 	static const struct option opts[] = {
 		{"task", required_argument, NULL, 't'},
 		{"top", required_argument, NULL, 'k'},
 		{"deadline", required_argument, NULL, 'd'},
+		{"phase", required_argument, NULL, 'p'},
 		{"json", no_argument, NULL, 'j'},
 		{"socket", required_argument, NULL, OPT_SOCKET},
 		{"help", no_argument, NULL, 'h'},
@@ -148,15 +152,22 @@ int mimectl_cmd_infer(int argc, char **argv)
 	struct mimectl_varlink v = {.fd = -1};
 	json_t *items, *reply = NULL;
 	bool json = false;
-	long top = 0, deadline = 0;
+	long top = 0, deadline = 0, phase = 0;
 	int opt, r;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "t:k:d:jh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "t:k:d:p:jh", opts, NULL)) != -1) {
 		char *end;
 
 		if (opt == 't') {
 			task = optarg;
+		} else if (opt == 'p') {
+			phase = strtol(optarg, &end, 10);
+			if (*end || phase < 1 || phase > 1000) {
+				fprintf(stderr,
+				        "mimectl: --phase wants a phase number, 1 or more\n");
+				return MIMECTL_EXIT_USAGE;
+			}
 		} else if (opt == 'k' || opt == 'd') {
 			long x = strtol(optarg, &end, 10);
 
@@ -195,6 +206,9 @@ int mimectl_cmd_infer(int argc, char **argv)
 		if (top)
 			json_object_set_new(json_array_get(items, json_array_size(items) - 1),
 			                    "top_k", json_integer(top));
+		if (phase)
+			json_object_set_new(json_array_get(items, json_array_size(items) - 1),
+			                    "phase", json_integer(phase));
 	}
 	r = open_daemon(socket_opt, &v);
 	if (r) {

@@ -38,7 +38,7 @@ _mimectl()
 	local cmd=${words[1]} opts
 	case $cmd in
 	run) opts='--bundle --task --phase --top --json --logits --threads --help' ;;
-	infer) opts='--task --top --deadline --json --socket --help' ;;
+	infer) opts='--task --top --deadline --phase --json --socket --help' ;;
 	tasks | status | watch) opts='--json --socket --help' ;;
 	budget) opts='--memory --latency --json --socket --help' ;;
 	phase) opts='--json --socket --help' ;;

@@ -5,7 +5,8 @@
 # bundle's bytes (so a run that ignores --phase, or enters the wrong phase, fails), against
 # `mime-train eval --phase N` on the same images, its errors and exit codes; `mime-train eval
 # --phase all`; `mime-train bundle inspect --json` with the manifest's measured keys and a
-# phase's "task_accuracy"; `mimectl status`'s phase table from a real mimed.
+# phase's "task_accuracy"; `mimectl status`'s phase table and `mimectl infer --phase` from a
+# real mimed.
 # Bundles with measured keys or missing per-phase tensors are made here by rewriting
 # mkbundle's file (safetensors: 8-byte little-endian header length, JSON header, data).
 # Environment: MIMECTL, MIME_TRAIN, MKBUNDLE, MIMED name the built programs. Stdlib only.
@@ -417,6 +418,43 @@ def status_phase_table(ctx):
         log.close()
 
 
+def infer_named_phase(ctx):
+    """mimectl infer --phase N: the daemon runs the images in phase N (its reply says so) and
+    answers what mimectl run gives offline in that phase; without --phase the daemon's own
+    phase (the highest) runs; a bad --phase is a usage error."""
+    sock = os.path.join(ctx.tmp, 'mimed-infer.sock')
+    log = open(os.path.join(ctx.tmp, 'mimed-infer.log'), 'w')
+    d = subprocess.Popen([MIMED, '--bundle', ctx.bundle, '--socket', sock], stdout=log,
+                         stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            p = run(MIMECTL, 'status', '--json', '--socket', sock)
+            if p.returncode != 3:
+                break
+            time.sleep(0.05)
+        assert p.returncode == 0, p.stderr
+        for phase in range(1, N_PHASES + 1):
+            offline = mimectl_run(ctx, ctx.bundle, 'beta', phase, ctx.paths)
+            p = run(MIMECTL, 'infer', '--task', 'beta', '--phase', phase, '--json',
+                    '--socket', sock, *ctx.paths, check=0)
+            got = json.loads(p.stdout)['results']
+            assert [r['phase'] for r in got] == [phase] * len(ctx.paths), got
+            assert [r['label'] for r in got] == [r['label'] for r in offline], (got, offline)
+            p = run(MIMECTL, 'infer', '--task', 'beta', '--phase', phase, '--socket', sock,
+                    ctx.paths[0], check=0)
+            assert ', phase %d, ' % phase in p.stdout, p.stdout
+        p = run(MIMECTL, 'infer', '--task', 'beta', '--json', '--socket', sock, ctx.paths[0],
+                check=0)
+        assert json.loads(p.stdout)['result']['phase'] == N_PHASES, p.stdout
+        p = run(MIMECTL, 'infer', '--task', 'beta', '--phase', 'x', '--socket', sock,
+                ctx.paths[0])
+        assert p.returncode == 2 and '--phase' in p.stderr, (p.returncode, p.stderr)
+    finally:
+        d.terminate()
+        d.wait(20)
+        log.close()
+
+
 def status_predicted_column(ctx):
     """A daemon that reports a predicted latency and a phase without a known p95 (a canned
     GetStatus from a stand-in on the socket): the table shows both."""
@@ -500,7 +538,7 @@ def main():
     tests = [run_phase_matches_reference, eval_agrees_with_run, run_bad_phase,
              eval_phase_all, inspect_phases, status_predicted_column]
     if os.access(MIMED, os.X_OK):
-        tests.append(status_phase_table)
+        tests += [status_phase_table, infer_named_phase]
     failed = 0
     for t in tests:
         try:
