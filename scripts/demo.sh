@@ -4,7 +4,9 @@
 #   1. classify the shipped sample images offline (mimectl run) and measure the shipped
 #      model's test accuracy through the inference engine (mime-train eval);
 #   2. start mimed on the shipped bundle on a temporary socket, send interleaved requests of
-#      every task, change the budgets (socket API and signals), show the status with the
+#      every task, run one image in each of the bundle's phases, squeeze the memory budget so
+#      the phase policy steps down and lift it so it climbs back, change the budgets (socket
+#      API and signals), show the status with the
 #      modelled energy, print the daemon's batch records, and stop it cleanly (SIGTERM).
 # MIME_BUILD_DIR overrides the build directory (default build/).
 set -eu
@@ -70,6 +72,31 @@ done
 
 say "closed-loop load: mimectl bench -n 600 -c 8 (tasks interleaved)"
 "$MIMECTL" bench -n 600 -c 8
+
+NPH=$("$MIMECTL" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["n_phases"])')
+if [ "$NPH" -gt 1 ]; then
+	say "the bundle's $NPH nested phases (Multi-phase CNN): one image in each, mimectl infer --phase N"
+	f=$(ls models/samples/fmnist/*-0.png | head -n 1)
+	p=1
+	while [ "$p" -le "$NPH" ]; do
+		"$MIMECTL" infer --task fmnist --phase "$p" "$f"
+		p=$((p + 1))
+	done
+	# a memory budget only phase 1 fits: the policy steps down at once; lifted, it climbs
+	# back after K = 3 evaluations (docs/PROTOCOL.md, "Phases and budgets")
+	LOW=$("$MIMECTL" status --json | python3 -c 'import json,sys
+ph = json.load(sys.stdin)["phases"]
+print(min(p["memory_bytes"] for p in ph[1:]) - 1)')
+	say "memory budget $LOW bytes (below every phase but the first): mimectl budget --memory $LOW"
+	"$MIMECTL" budget --memory "$LOW"
+	sleep 0.3
+	"$MIMECTL" status | sed -n '/^phases /,/^$/p'
+	"$MIMECTL" infer --task mnist "$(ls models/samples/mnist/*-0.png | head -n 1)"
+	say "budget lifted (mimectl budget --memory none): the policy climbs back"
+	"$MIMECTL" budget --memory none
+	sleep 2
+	"$MIMECTL" status | sed -n '1,3p'
+fi
 
 say "budgets through the socket: mimectl budget --memory 64M --latency 5ms"
 "$MIMECTL" budget --memory 64M --latency 5ms
