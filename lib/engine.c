@@ -135,7 +135,7 @@ static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *
 		int64_t z;
 
 		if (e->cfg.conv == MIME_CONV_PACKED) {
-			mime_gemm_pack_b(&e->arch, g, in_n, (int)p0, nc, ts->col);
+			mime_gemm_pack_b_rows(&e->arch, g, in_n, (int)p0, nc, lp->gw.rows, ts->col);
 			z = mime_gemm_conv(&e->arch, &lp->gw, ts->col, nc, (int)p0, (int)P, lp->b,
 			                   mask_of(e, li, sbase + (int)n), apply,
 			                   out + n * g->k * P);

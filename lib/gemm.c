@@ -144,7 +144,8 @@ int mime_gemm_weights_init(struct mime_gemm_weights *w, const struct mime_gemm_a
 	w->off_live = round_up(sizeof(float) * cols * a->mr, pg);
 	w->off_start = w->off_live + round_up(cols, pg);
 	w->off_cols = w->off_start + round_up(sizeof(int64_t) * (panels + 1), pg);
-	w->map_bytes = w->off_cols + round_up(sizeof(int32_t) * cols, pg);
+	w->off_rows = w->off_cols + round_up(sizeof(int32_t) * cols, pg);
+	w->map_bytes = w->off_rows + round_up((size_t)CRS_max, pg);
 	map = mmap(NULL, w->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED) {
 		*w = (struct mime_gemm_weights){0};
@@ -178,6 +179,7 @@ static void place(struct mime_gemm_weights *w, int K, int CRS)
 	w->cols = (int32_t *)((uint8_t *)w->values + w->off_cols);
 	w->live = NULL;
 	w->n_live = 0;
+	w->rows = NULL;
 }
 
 static void release_unused(struct mime_gemm_weights *w)
@@ -190,8 +192,9 @@ static void release_unused(struct mime_gemm_weights *w)
 	release_tail(w, 1, w->off_live, w->off_start, w->live ? panels * w->CRS : 0);
 	release_tail(w, 2, w->off_start, w->off_cols,
 	             w->form == MIME_GEMM_DENSE ? 0 : sizeof(int64_t) * (panels + 1));
-	release_tail(w, 3, w->off_cols, w->map_bytes,
+	release_tail(w, 3, w->off_cols, w->off_rows,
 	             w->form == MIME_GEMM_DENSE ? 0 : sizeof(int32_t) * (size_t)w->n_cols);
+	release_tail(w, 4, w->off_rows, w->map_bytes, w->rows ? (size_t)w->CRS : 0);
 }
 
 static int fits(const struct mime_gemm_weights *w, const struct mime_gemm_arch *a, int K, int CRS)
@@ -340,16 +343,21 @@ int mime_gemm_weights_select(struct mime_gemm_weights *w, const uint8_t *keep, i
 	const int mr = w->mr, CRS = w->CRS, panels = (w->K + mr - 1) / mr;
 	const int64_t total = (int64_t)panels * CRS;
 	int64_t n = 0;
+	uint8_t *rows;
 
 	if (!w->live || (keep && (wuv <= 0 || wuv % mr != 0)))
 		return -EINVAL;
 	if (!keep && 8 * (total - w->n_live) < total) {
 		w->form = MIME_GEMM_DENSE; /* nothing worth selecting */
 		w->n_cols = total;
+		w->rows = NULL;
 		return 0;
 	}
 	/* Branch-free: every column is written, the count advances only for those that run.
-	 * A panel lies in one group row, as MR divides wuv. */
+	 * A panel lies in one group row, as MR divides wuv. rows[c]: some panel runs column c
+	 * (the patch rows mime_gemm_pack_b_rows must fill). */
+	rows = (uint8_t *)w->values + w->off_rows;
+	memset(rows, 0, (size_t)CRS);
 	for (int p = 0; p < panels; p++) {
 		const uint8_t *live = w->live + (int64_t)p * CRS;
 		int32_t *cols = w->cols;
@@ -359,13 +367,17 @@ int mime_gemm_weights_select(struct mime_gemm_weights *w, const uint8_t *keep, i
 			const uint8_t *kp = keep + (int64_t)(p * mr / wuv) * CRS;
 
 			for (int c = 0; c < CRS; c++) {
+				const uint8_t run = live[c] & (kp[c] != 0);
+
 				cols[n] = c;
-				n += live[c] & (kp[c] != 0);
+				n += run;
+				rows[c] |= run;
 			}
 		} else {
 			for (int c = 0; c < CRS; c++) {
 				cols[n] = c;
 				n += live[c];
+				rows[c] |= live[c];
 			}
 		}
 	}
@@ -375,10 +387,13 @@ int mime_gemm_weights_select(struct mime_gemm_weights *w, const uint8_t *keep, i
 	if (n == w->n_live && 8 * (total - n) < total) {
 		w->form = MIME_GEMM_DENSE;
 		w->n_cols = total;
+		w->rows = NULL;
 	} else {
 		w->form = MIME_GEMM_INDEXED;
 		w->n_cols = n;
+		w->rows = rows;
 	}
+	w->touched[4] = (size_t)CRS;
 	/* What the index pages hold now (kept resident: the next fine switch reuses them). */
 	if (w->touched[2] < sizeof(int64_t) * (size_t)(panels + 1))
 		w->touched[2] = sizeof(int64_t) * (size_t)(panels + 1);
@@ -413,8 +428,46 @@ size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np
 	return (size_t)((np + a->nr - 1) / a->nr) * CRS * a->nr;
 }
 
+/* One run of a patch row: dst[0, lo) = 0, dst[lo, hi) = src_lo[0, hi - lo), dst[hi, seg) = 0. */
+static void seg_copy(float *dst, const float *src_lo, int lo, int hi, int seg)
+{
+	for (int i = 0; i < lo; i++)
+		dst[i] = 0.0f;
+	memcpy(dst + lo, src_lo, sizeof(float) * (hi - lo));
+	for (int i = hi; i < seg; i++)
+		dst[i] = 0.0f;
+}
+
+#ifdef MIME_X86
+/* The same for seg <= 32 without a call or a branch per part: an expand-load puts the
+ * source run in lanes [lo, hi) with zeros around it (masked lanes are not read), one masked
+ * store per 16 lanes. At 7x7 or 14x14 pixels the runs are a few floats long, and the calls
+ * to memcpy / memset cost more than the copying. */
+__attribute__((target("avx512f"))) static void seg_avx512(float *dst, const float *src_lo, int lo,
+                                                          int hi, int seg)
+{
+	const uint32_t run = (uint32_t)((1ull << hi) - (1ull << lo));
+	const uint32_t all = (uint32_t)((1ull << seg) - 1);
+
+	_mm512_mask_storeu_ps(dst, (__mmask16)all,
+	                      _mm512_maskz_expandloadu_ps((__mmask16)run, src_lo));
+	if (seg > 16)
+		_mm512_mask_storeu_ps(
+			dst + 16, (__mmask16)(all >> 16),
+			_mm512_maskz_expandloadu_ps((__mmask16)(run >> 16),
+		                                    src_lo + __builtin_popcount(run & 0xffff)));
+}
+#endif
+
 void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
                       const float *in_sample, int p0, int np, float *packed)
+{
+	mime_gemm_pack_b_rows(a, g, in_sample, p0, np, NULL, packed);
+}
+
+void mime_gemm_pack_b_rows(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                           const float *in_sample, int p0, int np, const uint8_t *rows,
+                           float *packed)
 {
 	const int nr = a->nr, CRS = g->c * g->r * g->s;
 	const int64_t plane = (int64_t)g->h * g->w;
@@ -428,6 +481,8 @@ void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geo
 				const float *src_plane = in_sample + c * plane;
 				int oh = p0 / g->ow, ow = p0 % g->ow;
 
+				if (rows && !rows[row])
+					continue; /* no panel runs this column */
 				for (int j = 0; j < np;) {
 					const int lane = j % nr;
 					float *dst = packed + ((int64_t)(j / nr) * CRS + row) * nr +
@@ -453,12 +508,14 @@ void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geo
 
 							lo = lo > seg ? seg : lo;
 							hi = hi < lo ? lo : hi;
-							for (int i = 0; i < lo; i++)
-								dst[i] = 0.0f;
-							memcpy(dst + lo, src + iw + lo,
-							       sizeof(float) * (hi - lo));
-							for (int i = hi; i < seg; i++)
-								dst[i] = 0.0f;
+#ifdef MIME_X86
+							if (a->simd == MIME_SIMD_AVX512)
+								seg_avx512(dst, src + iw + lo, lo,
+								           hi, seg);
+							else
+#endif
+								seg_copy(dst, src + iw + lo, lo, hi,
+								         seg);
 						} else {
 							for (int i = 0; i < seg;
 							     i++, iw += g->stride)

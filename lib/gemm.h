@@ -73,8 +73,9 @@ struct mime_gemm_weights {
 	                       nonzero value; NULL otherwise */
 	int64_t n_live;     /* selectable: columns with live set */
 	int K_max, CRS_max; /* what the storage can hold */
-	size_t off_live, off_start, off_cols, map_bytes; /* the storage's regions */
-	size_t touched[4]; /* bytes of each region written since its pages were released */
+	uint8_t *rows;      /* indexed: [CRS], 1 = some panel runs column c; NULL otherwise */
+	size_t off_live, off_start, off_cols, off_rows, map_bytes; /* the storage's regions */
+	size_t touched[5]; /* bytes of each region written since its pages were released */
 };
 
 /* Number of all-zero MR x 1 panel columns of W [K, CRS] (what sparse packing drops). */
@@ -132,6 +133,12 @@ size_t mime_gemm_packed_b_floats(const struct mime_gemm_arch *a, int CRS, int np
  */
 void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
                       const float *in_sample, int p0, int np, float *packed);
+/* The same, filling only the rows (columns of the weights) c with rows[c] set (rows may be
+ * NULL: all of them); the others are left as they were. For an indexed packing w, pass
+ * w->rows: the rows no panel runs are never read. */
+void mime_gemm_pack_b_rows(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                           const float *in_sample, int p0, int np, const uint8_t *rows,
+                           float *packed);
 
 /* out_sample[k, p0 + j] = mask(sum_crs W[k, crs] * X[crs, j] + bias[k]) for every kernel k
  * and j < np; P = OH*OW is the row stride of out_sample ([K, P]). Returns the number of zero
