@@ -459,6 +459,74 @@ __attribute__((target("avx512f"))) static void seg_avx512(float *dst, const floa
 }
 #endif
 
+#ifdef MIME_X86
+#define GATHER_MAX_K 16 /* kernel rows / columns the gathering packer handles */
+
+/* Patch packing with gathers (AVX-512, NR = 32): per pixel panel, lane j is pixel p of
+ * output row oh, column ow; for tap (c, kh, kw) it reads input (c, oh*stride - pad + kh,
+ * ow*stride - pad + kw), one gather of 16 lanes at a time, lanes in the padding or past np
+ * masked off (read as zero, never touched). One pass per row and panel instead of one per
+ * run of pixels: at 7x7 outputs a run is 7 floats and the per-run work dominated. */
+__attribute__((target("avx512f"))) static void pack_b_gather(const struct mime_conv_geom *g,
+                                                             const float *in_sample, int p0, int np,
+                                                             const uint8_t *rows, float *packed)
+{
+	const int CRS = g->c * g->r * g->s, panels = (np + 31) / 32;
+	const int64_t plane = (int64_t)g->h * g->w;
+
+	for (int pi = 0; pi < panels; pi++) {
+		int32_t base[32] __attribute__((aligned(64)));
+		uint32_t mrow[GATHER_MAX_K], mcol[GATHER_MAX_K];
+		float *panel = packed + (int64_t)pi * CRS * 32;
+
+		/* Per lane: the input offset of tap (0, 0), and which taps fall inside. */
+		for (int kh = 0; kh < g->r; kh++)
+			mrow[kh] = 0;
+		for (int kw = 0; kw < g->s; kw++)
+			mcol[kw] = 0;
+		for (int l = 0; l < 32; l++) {
+			const int j = pi * 32 + l, p = p0 + j;
+			const int ih0 = (p / g->ow) * g->stride - g->pad;
+			const int iw0 = (p % g->ow) * g->stride - g->pad;
+
+			base[l] = ih0 * g->w + iw0;
+			if (j >= np)
+				continue;
+			for (int kh = 0; kh < g->r; kh++)
+				mrow[kh] |= (uint32_t)(ih0 + kh >= 0 && ih0 + kh < g->h) << l;
+			for (int kw = 0; kw < g->s; kw++)
+				mcol[kw] |= (uint32_t)(iw0 + kw >= 0 && iw0 + kw < g->w) << l;
+		}
+		{
+			const __m512i b0 = _mm512_load_si512(base),
+				      b1 = _mm512_load_si512(base + 16);
+
+			for (int c = 0; c < g->c; c++)
+				for (int kh = 0; kh < g->r; kh++)
+					for (int kw = 0; kw < g->s; kw++) {
+						const int row = (c * g->r + kh) * g->s + kw;
+						const uint32_t m = mrow[kh] & mcol[kw];
+						const float *src =
+							in_sample + c * plane + kh * g->w + kw;
+						float *dst = panel + (int64_t)row * 32;
+
+						if (rows && !rows[row])
+							continue; /* no panel runs this column */
+						_mm512_store_ps(dst,
+						                _mm512_mask_i32gather_ps(
+									_mm512_setzero_ps(),
+									(__mmask16)m, b0, src, 4));
+						_mm512_store_ps(dst + 16,
+						                _mm512_mask_i32gather_ps(
+									_mm512_setzero_ps(),
+									(__mmask16)(m >> 16), b1,
+									src, 4));
+					}
+		}
+	}
+}
+#endif
+
 void mime_gemm_pack_b(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
                       const float *in_sample, int p0, int np, float *packed)
 {
@@ -469,9 +537,16 @@ void mime_gemm_pack_b_rows(const struct mime_gemm_arch *a, const struct mime_con
                            const float *in_sample, int p0, int np, const uint8_t *rows,
                            float *packed)
 {
-	const int nr = a->nr, CRS = g->c * g->r * g->s;
+	const int nr = a->nr, CRS = g->c * g->r * g->s, oh0 = p0 / g->ow, ow0 = p0 % g->ow;
 	const int64_t plane = (int64_t)g->h * g->w;
 
+#ifdef MIME_X86
+	if (a->simd == MIME_SIMD_AVX512 && g->r <= GATHER_MAX_K && g->s <= GATHER_MAX_K &&
+	    plane * g->c < INT32_MAX / 2) {
+		pack_b_gather(g, in_sample, p0, np, rows, packed);
+		return;
+	}
+#endif
 	/* Straight into the panels: each run of pixels that stays in one output row and one
 	 * panel is one contiguous (stride 1) or strided read of an input row. */
 	for (int c = 0; c < g->c; c++)
@@ -479,14 +554,14 @@ void mime_gemm_pack_b_rows(const struct mime_gemm_arch *a, const struct mime_con
 			for (int kw = 0; kw < g->s; kw++) {
 				const int row = (c * g->r + kh) * g->s + kw;
 				const float *src_plane = in_sample + c * plane;
-				int oh = p0 / g->ow, ow = p0 % g->ow;
+				float *panel = packed + (int64_t)row * nr; /* pixel panel 0 */
+				int oh = oh0, ow = ow0, lane = 0;
 
 				if (rows && !rows[row])
 					continue; /* no panel runs this column */
+				/* j: pixel, lane = j % nr in panel j / nr, kept without dividing */
 				for (int j = 0; j < np;) {
-					const int lane = j % nr;
-					float *dst = packed + ((int64_t)(j / nr) * CRS + row) * nr +
-					             lane;
+					float *dst = panel + lane;
 					int seg = g->ow - ow, ih = oh * g->stride - g->pad + kh;
 					int iw = ow * g->stride - g->pad + kw;
 
@@ -526,6 +601,11 @@ void mime_gemm_pack_b_rows(const struct mime_gemm_arch *a, const struct mime_con
 					}
 					j += seg;
 					ow += seg;
+					lane += seg;
+					if (lane == nr) {
+						lane = 0;
+						panel += (int64_t)CRS * nr;
+					}
 					if (ow == g->ow) {
 						ow = 0;
 						oh++;
