@@ -541,8 +541,10 @@ void mime_gemm_pack_b_rows(const struct mime_gemm_arch *a, const struct mime_con
 	const int64_t plane = (int64_t)g->h * g->w;
 
 #ifdef MIME_X86
-	if (a->simd == MIME_SIMD_AVX512 && g->r <= GATHER_MAX_K && g->s <= GATHER_MAX_K &&
-	    plane * g->c < INT32_MAX / 2) {
+	/* Gathers pay for their per-panel set-up (per lane: a division, the tap masks) from a
+	 * few dozen rows on; a first layer of 1-3 channels copies its long runs faster. */
+	if (a->simd == MIME_SIMD_AVX512 && CRS >= 32 && g->r <= GATHER_MAX_K &&
+	    g->s <= GATHER_MAX_K && plane < INT32_MAX / 2) {
 		pack_b_gather(g, in_sample, p0, np, rows, packed);
 		return;
 	}
