@@ -245,11 +245,11 @@ static void samples_range(struct mime_engine *e, int tid, const float *in, int s
 	heads_range(e, x, e->job.tasks + s0, e->logits + (int64_t)s0 * e->max_classes, nb);
 }
 
-/* Thread tid's share of the current job. */
-static void run_job(struct mime_engine *e, int tid)
+/* Thread tid's share (of T) of the current job. */
+static void run_job(struct mime_engine *e, int tid, int T)
 {
 	const struct layer_plan *lp = e->job.lp;
-	const int T = e->cfg.n_threads, B = e->job.batch;
+	const int B = e->job.batch;
 
 	if (!lp) {
 		/* Sample-parallel: contiguous sample ranges, whole network, one join. Each
@@ -306,7 +306,7 @@ static void *worker_main(void *arg)
 		}
 		seen = atomic_load(&e->generation);
 		pthread_mutex_unlock(&e->lock);
-		run_job(e, tid);
+		run_job(e, tid, e->cfg.n_threads);
 		if (atomic_fetch_sub(&e->pending, 1) == 1) {
 			pthread_mutex_lock(&e->lock);
 			pthread_cond_signal(&e->done);
@@ -316,11 +316,24 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* Layer-parallel forwards (batch below the thread count) split each layer over the threads,
+ * one hand-off and one join per layer. The stated rule: a max-pool, or a conv of fewer than
+ * SMALL_LAYER_MACS multiply-accumulates over the batch in the current phase (about 20 us on
+ * one core here), runs on the calling thread alone. Small phases are mostly such layers. */
+#define SMALL_LAYER_MACS (1 << 20)
+
+static int layer_is_small(const struct layer_plan *lp, int batch)
+{
+	if (lp->spec->kind != MIME_LAYER_CONV)
+		return 1;
+	return (int64_t)batch * lp->out.c * lp->out.h * lp->out.w * lp->crs < SMALL_LAYER_MACS;
+}
+
 /* Runs the current job on every thread and waits for all of them. */
 static void parallel_run(struct mime_engine *e)
 {
 	if (e->cfg.n_threads == 1) {
-		run_job(e, 0);
+		run_job(e, 0, 1);
 		return;
 	}
 	atomic_store(&e->pending, e->cfg.n_threads - 1);
@@ -328,7 +341,7 @@ static void parallel_run(struct mime_engine *e)
 	atomic_fetch_add(&e->generation, 1);
 	pthread_cond_broadcast(&e->go);
 	pthread_mutex_unlock(&e->lock);
-	run_job(e, 0);
+	run_job(e, 0, e->cfg.n_threads);
 	for (int i = 0; i < SPIN_ROUNDS && atomic_load(&e->pending) > 0; i++)
 		cpu_relax();
 	pthread_mutex_lock(&e->lock);
@@ -633,17 +646,26 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 
 		switch (lp->spec->kind) {
 		case MIME_LAYER_CONV:
-		case MIME_LAYER_MAXPOOL:
+		case MIME_LAYER_MAXPOOL: {
+			/* A small layer runs on the calling thread alone: waking the others
+			 * costs more than it saves (the chunks, and so the results, are the
+			 * same whoever runs them). */
+			const int solo = layer_is_small(lp, batch);
+
 			e->job.lp = lp;
 			e->job.in = x;
 			e->job.out = y;
-			parallel_run(e);
+			if (solo)
+				run_job(e, 0, 1);
+			else
+				parallel_run(e);
 			if (lp->masked >= 0)
-				for (int t = 0; t < e->cfg.n_threads; t++)
+				for (int t = 0; t < (solo ? 1 : e->cfg.n_threads); t++)
 					for (int b = 0; b < batch; b++)
 						e->zeros[(int64_t)b * e->n_masked + lp->masked] +=
 							e->ts[t].zeros[b];
 			break;
+		}
 		case MIME_LAYER_FLATTEN:
 			continue; /* NCHW per sample is already flat */
 		case MIME_LAYER_FC:

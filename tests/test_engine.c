@@ -373,6 +373,49 @@ static void test_engine_every_conv_path_matches_reference(void **state)
 	net_free(&n);
 }
 
+/* Batch 1 on 2 threads splits the big layers over both threads and runs the small ones
+ * (max-pools, convs under 1 M MACs) on the caller alone: either way the logits and zero
+ * counts are bit for bit those of 1 thread, for every task kind. */
+static void test_engine_batch1_threads_equal_one_thread(void **state)
+{
+	struct mime_graph g = {.input = {3, 32, 32}};
+	struct net n;
+	enum mime_thresholds gran[3] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL, MIME_THR_NONE};
+	int classes[3] = {10, 5, 3};
+	struct mime_engine *e1 = NULL, *e2 = NULL;
+	struct mime_engine_result r1, r2;
+	uint64_t rng = 5;
+	float *in;
+
+	(void)state;
+	add_layer(&g, MIME_LAYER_CONV, 32, 3, 1, 1, MIME_ACT_RELU); /* 0.9 M MACs: alone */
+	add_layer(&g, MIME_LAYER_CONV, 64, 3, 1, 1, MIME_ACT_RELU); /* 19 M: both threads */
+	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_CONV, 16, 3, 1, 1, MIME_ACT_RELU); /* 2.4 M: both */
+	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	net_init(&n, &g, 3, gran, classes, 23);
+	in = rand_array(&rng, mime_shape_size(&g.input), 0.0f, 1.0f);
+	assert_int_equal(mime_engine_create(
+				 &n.m, &(struct mime_engine_config){.max_batch = 2, .n_threads = 1},
+				 &e1, NULL),
+	                 0);
+	assert_int_equal(mime_engine_create(
+				 &n.m, &(struct mime_engine_config){.max_batch = 2, .n_threads = 2},
+				 &e2, NULL),
+	                 0);
+	for (int t = 0; t < 3; t++) {
+		assert_int_equal(mime_engine_forward(e1, 1, in, &t, &r1), 0);
+		assert_int_equal(mime_engine_forward(e2, 1, in, &t, &r2), 0);
+		assert_memory_equal(r1.logits, r2.logits, sizeof(float) * classes[t]);
+		assert_memory_equal(r1.zeros, r2.zeros, sizeof(int64_t) * r1.n_masked);
+		assert_true(r1.zeros[1] > 0 && r1.zeros[1] < r1.neurons[1]);
+	}
+	mime_engine_destroy(e1);
+	mime_engine_destroy(e2);
+	free(in);
+	net_free(&n);
+}
+
 /* A mixed-task batch gives exactly (bit for bit) the results of each sample run alone. */
 static void test_engine_mixed_batch_equals_single_samples(void **state)
 {
@@ -1041,6 +1084,7 @@ int main(void)
 		cmocka_unit_test(test_engine_forward_vgg_like_all_granularities),
 		cmocka_unit_test(test_engine_every_conv_path_matches_reference),
 		cmocka_unit_test(test_engine_mixed_batch_equals_single_samples),
+		cmocka_unit_test(test_engine_batch1_threads_equal_one_thread),
 		cmocka_unit_test(test_engine_zero_thresholds_equal_relu),
 		cmocka_unit_test(test_engine_threshold_equal_fires),
 		cmocka_unit_test(test_engine_forward_rejects_bad_arguments),
