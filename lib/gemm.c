@@ -112,8 +112,8 @@ int64_t mime_gemm_zero_columns(const struct mime_gemm_arch *a, const float *W, i
 }
 
 /* Storage: one private anonymous mapping per packing, sized once for the largest packing
- * it will hold (the whole parent's layer), in four page-aligned regions: values, live
- * flags, start, cols. A packing fills a prefix of each region; repacking a smaller one
+ * it will hold (the whole parent's layer), in five page-aligned regions: values, live
+ * flags, start, cols, rows. A packing fills a prefix of each region; repacking a smaller one
  * returns the pages past it to the system (MADV_DONTNEED), so memory follows the phase,
  * and a larger one faults in only what it adds. Nothing of this goes through malloc,
  * which would keep freed chunks (and glibc raises its mmap threshold to the largest chunk
@@ -169,8 +169,7 @@ static void release_tail(struct mime_gemm_weights *w, int i, size_t off, size_t 
 	w->touched[i] = used;
 }
 
-/* Points the arrays at the regions for a packing of K x CRS and releases what it leaves
- * unused: used values columns, live flags when selectable, index entries when indexed. */
+/* Points the arrays at the regions for a packing of K x CRS (nothing selected yet). */
 static void place(struct mime_gemm_weights *w, int K, int CRS)
 {
 	w->K = K;
@@ -182,6 +181,8 @@ static void place(struct mime_gemm_weights *w, int K, int CRS)
 	w->rows = NULL;
 }
 
+/* Releases what the packing leaves unused: values past its columns, live flags unless
+ * selectable, index entries unless compact or indexed, rows unless indexed. */
 static void release_unused(struct mime_gemm_weights *w)
 {
 	const size_t panels = (size_t)((w->K + w->mr - 1) / w->mr);
