@@ -6,7 +6,9 @@
 # `mime-train eval --phase N` on the same images, its errors and exit codes; `mime-train eval
 # --phase all`; `mime-train bundle inspect --json` with the manifest's measured keys and a
 # phase's "task_accuracy"; `mimectl status`'s phase table and `mimectl infer --phase` from a
-# real mimed.
+# real mimed; `mime-train phases` and `phase-tasks` end to end on the shipped parent with a
+# few hundred Fashion-MNIST images (${MIME_DATA:-~/.cache/mime/data}/fmnist, fetched by
+# scripts/test.sh), their phases' accuracies reproduced by `mime-train eval --phase`.
 # Bundles with measured keys or missing per-phase tensors are made here by rewriting
 # mkbundle's file (safetensors: 8-byte little-endian header length, JSON header, data).
 # Environment: MIMECTL, MIME_TRAIN, MKBUNDLE, MIMED name the built programs. Stdlib only.
@@ -28,6 +30,7 @@ MIMECTL = os.path.abspath(os.environ.get('MIMECTL', 'build/client/mimectl'))
 MIME_TRAIN = os.path.abspath(os.environ.get('MIME_TRAIN', 'build/train/mime-train'))
 MKBUNDLE = os.path.abspath(os.environ.get('MKBUNDLE', 'build/daemon/mkbundle'))
 MIMED = os.path.abspath(os.environ.get('MIMED', 'build/daemon/mimed'))
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 N_PHASES = 3
 SIDE = 16  # mkbundle's small graph: input 1x16x16
 
@@ -455,6 +458,52 @@ def infer_named_phase(ctx):
         log.close()
 
 
+def phases_build_small(ctx):
+    """mime-train phases end to end on the shipped parent with a few hundred Fashion-MNIST
+    images: a valid bundle with 5 nested phases (coarse, fine, coarse, fine, coarse), each
+    with its measured accuracy, which `mime-train eval --phase` reproduces through the engine;
+    the JSON record has the search, the fit and the variant; phase-tasks then gives the task
+    tensors for every phase with both accuracies in the manifest."""
+    data = os.path.join(os.environ.get('MIME_DATA', os.path.expanduser('~/.cache/mime/data')),
+                        'fmnist')
+    parent = os.path.join(SRC, 'models', 'fmnist-parent.mime')
+    out = os.path.join(ctx.tmp, 'phased-fmnist.mime')
+    rec = os.path.join(ctx.tmp, 'phases.json')
+    run(MIME_TRAIN, 'phases', '--bundle', parent, '--task', 'fmnist', '--data', data,
+        '-o', out, '--json', rec, '--train-limit', 300, '--test-limit', 200, '--epochs', 1,
+        '--search-epochs', 1, '--max-steps', 2, '--reps', 5, '--retries', 0,
+        '--train-threads', 1, '--variants', 'none', check=0)
+    run(MIME_TRAIN, 'bundle', 'verify', out, check=0)
+    insp = json.loads(run(MIME_TRAIN, 'bundle', 'inspect', '--json', out, check=0).stdout)
+    phases = insp['phases']
+    assert len(phases) == 5, phases
+    kinds = [p['name'].split('-', 1)[1] for p in phases]
+    assert kinds == ['coarse', 'fine', 'coarse', 'fine', 'coarse'], kinds
+    nz = [p['nonzero_params'] for p in phases]
+    assert nz == sorted(nz) and nz[0] < nz[-1], nz
+    r = json.load(open(rec))
+    assert r['search'] and r['search'][0]['rate'] == 0.5, r['search']
+    assert len(r['regression']['speed']['coef']) == 10, r['regression']
+    v = r['variants'][0]
+    assert v['name'] == 'combined_5p' and v['shipped'] and v['nested_bit_identical'], v
+    ev = json.loads(run(MIME_TRAIN, 'eval', '--bundle', out, '--task', 'fmnist', '--phase',
+                        'all', '--json', '--images',
+                        os.path.join(data, 't10k-images-idx3-ubyte.gz'), '--labels',
+                        os.path.join(data, 't10k-labels-idx1-ubyte.gz'), '--limit', 200,
+                        check=0).stdout)
+    assert len(ev) == 6, ev
+    for p in range(1, 6):
+        assert abs(ev[p]['accuracy'] - v['phases'][p - 1]['accuracy']) < 1e-9, (ev[p], v)
+    out2 = os.path.join(ctx.tmp, 'phased-tasks.mime')
+    run(MIME_TRAIN, 'phase-tasks', '--bundle', out, '--data-root', os.path.dirname(data),
+        '-o', out2, '--epochs', 1, '--train-limit', 200, '--test-limit', 100, '--threads', 1,
+        check=0)
+    insp = json.loads(run(MIME_TRAIN, 'bundle', 'inspect', '--json', out2, check=0).stdout)
+    phases = insp['phases']
+    for p in phases:
+        assert 'fmnist' in p['task_accuracy'], p
+
+
 def status_predicted_column(ctx):
     """A daemon that reports a predicted latency and a phase without a known p95 (a canned
     GetStatus from a stand-in on the socket): the table shows both."""
@@ -536,7 +585,7 @@ def main():
         write_pgm(ctx.paths[-1], img)
 
     tests = [run_phase_matches_reference, eval_agrees_with_run, run_bad_phase,
-             eval_phase_all, inspect_phases, status_predicted_column]
+             eval_phase_all, inspect_phases, status_predicted_column, phases_build_small]
     if os.access(MIMED, os.X_OK):
         tests += [status_phase_table, infer_named_phase]
     failed = 0
