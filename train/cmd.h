@@ -8,11 +8,12 @@ int mimetrain_cmd_bundle(int argc, char **argv); /* inspect | verify | import */
 int mimetrain_cmd_eval(int argc, char **argv);
 int mimetrain_cmd_data(int argc, char **argv); /* mnist | digits */
 int mimetrain_cmd_samples(int argc, char **argv);
-int mimetrain_cmd_thresholds(int argc, char **argv);  /* MIME: thresholds + head of a task */
-int mimetrain_cmd_finetune(int argc, char **argv);    /* baselines: fine-tune, --head-only */
-int mimetrain_cmd_phases(int argc, char **argv);      /* multi-phase: build nested phases */
-int mimetrain_cmd_phase_tasks(int argc, char **argv); /* every task's tensors per phase */
-int mimetrain_cmd_report(int argc, char **argv);      /* models/REPORT.md and its figures */
+int mimetrain_cmd_thresholds(int argc, char **argv);     /* MIME: thresholds + head of a task */
+int mimetrain_cmd_finetune(int argc, char **argv);       /* baselines: fine-tune, --head-only */
+int mimetrain_cmd_phases(int argc, char **argv);         /* multi-phase: build nested phases */
+int mimetrain_cmd_phase_tasks(int argc, char **argv);    /* every task's tensors per phase */
+int mimetrain_cmd_phases_measure(int argc, char **argv); /* re-measure a bundle's phases */
+int mimetrain_cmd_report(int argc, char **argv);         /* models/REPORT.md and its figures */
 
 /* The body of thresholds and finetune (cmd_thresholds.c); mode is an enum mimetrain_mode
  * (train/mime.h): MIME, or fine-tune (--head-only switches to head-only). */

@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include "lib/bundle.h"
+#include "lib/engine.h"
 #include "lib/manifest.h"
 #include "lib/model.h"
 #include "train/cmd.h"
@@ -1434,6 +1435,266 @@ out:
 	mimetrain_taskset_fini(&c.train);
 	mimetrain_taskset_fini(&c.test);
 	mimetrain_data_fini(&dtrain);
+	mimetrain_data_fini(&dtest);
+	mime_model_fini(&model);
+	mime_manifest_free(&m);
+	mime_bundle_close(b);
+	return status;
+}
+
+/* ---- mime-train phases-measure ----------------------------------------------------------- */
+
+static void measure_usage(FILE *f)
+{
+	fprintf(f, "usage: mime-train phases-measure --bundle IN.mime --data DIR [-o OUT.mime]\n"
+	           "         [--json REPORT.json] [--task NAME (default: the first)]\n"
+	           "         [--threads T (default: the phases' own, else 1)] [--reps 300]\n"
+	           "         [--rounds 5] [--test-limit 1000]\n"
+	           "Measures every phase of a bundle on this machine as the daemon runs it\n"
+	           "(batch 1, T engine threads; the lower quartile of each round, the least over\n"
+	           "rounds, phases interleaved round by round so that other load touches them\n"
+	           "alike) and its engine memory; -o writes the bundle with the new measured\n"
+	           "keys, --json updates the shipped variant of a `mime-train phases` record.\n");
+}
+
+int mimetrain_cmd_phases_measure(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"bundle", required_argument, NULL, 'b'},
+		{"data", required_argument, NULL, 'd'},
+		{"json", required_argument, NULL, 'J'},
+		{"task", required_argument, NULL, 't'},
+		{"threads", required_argument, NULL, 'j'},
+		{"reps", required_argument, NULL, 'r'},
+		{"rounds", required_argument, NULL, 'R'},
+		{"test-limit", required_argument, NULL, 'L'},
+		{"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *bundle = NULL, *data = NULL, *json_path = NULL, *task_name = NULL, *out = NULL;
+	int threads = 0, reps = 300, rounds = 5, limit = 1000, c, r, status = 1, task = 0;
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+	struct mime_manifest m = {0};
+	struct mime_model model = {0};
+	struct mimetrain_data dtest = {0};
+	struct mimetrain_taskset test = {0};
+	struct mime_engine *e = NULL;
+	double lat[MIME_MAX_PHASES], *t = NULL;
+	int64_t mem[MIME_MAX_PHASES];
+	char path[PATH_MAX], lab[PATH_MAX];
+	char *end;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+		end = NULL;
+		switch (c) {
+		case 'b':
+			bundle = optarg;
+			break;
+		case 'd':
+			data = optarg;
+			break;
+		case 'J':
+			json_path = optarg;
+			break;
+		case 't':
+			task_name = optarg;
+			break;
+		case 'j':
+			threads = (int)strtol(optarg, &end, 10);
+			break;
+		case 'r':
+			reps = (int)strtol(optarg, &end, 10);
+			break;
+		case 'R':
+			rounds = (int)strtol(optarg, &end, 10);
+			break;
+		case 'L':
+			limit = (int)strtol(optarg, &end, 10);
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		case 'h':
+			measure_usage(stdout);
+			return 0;
+		default:
+			measure_usage(stderr);
+			return 2;
+		}
+		if (end && *end) {
+			measure_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || !bundle || !data || threads < 0 || threads > 64 || reps < 4 ||
+	    rounds < 1 || limit < 0) {
+		measure_usage(stderr);
+		return 2;
+	}
+	r = mime_bundle_open(bundle, &b, &ei);
+	if (r == 0) {
+		const struct mime_manifest *bm = mime_bundle_manifest(b);
+
+		r = mime_manifest_parse(bm->json, strlen(bm->json), &m, &ei);
+	}
+	if (r == 0)
+		r = mime_model_from_bundle(b, &model, &ei);
+	if (r < 0) {
+		fprintf(stderr, "mime-train phases-measure: %s: %s\n", bundle,
+		        ei.msg[0] ? ei.msg : mime_strerror(r));
+		goto out;
+	}
+	if (m.n_phases == 0 || m.n_phases > MIME_MAX_PHASES) {
+		fprintf(stderr, "mime-train phases-measure: %s has no phases\n", bundle);
+		goto out;
+	}
+	if (task_name && (task = mime_manifest_task(&m, task_name)) < 0) {
+		fprintf(stderr, "mime-train phases-measure: no task '%s' in %s\n", task_name,
+		        bundle);
+		goto out;
+	}
+	if (threads == 0) { /* the thread count the builder measured the phases at */
+		json_t *x =
+			m.phases[0].extra_json ? json_loads(m.phases[0].extra_json, 0, NULL) : NULL;
+
+		threads = (int)json_integer_value(json_object_get(x, "threads"));
+		json_decref(x);
+		if (threads < 1)
+			threads = 1;
+	}
+	snprintf(path, sizeof(path), "%s/t10k-images-idx3-ubyte.gz", data);
+	snprintf(lab, sizeof(lab), "%s/t10k-labels-idx1-ubyte.gz", data);
+	r = mimetrain_data_load(path, lab, m.tasks[task].n_classes, limit, &dtest, &ei);
+	if (r == 0)
+		r = mimetrain_taskset_make(&dtest, &m.tasks[task].input, &test, &ei);
+	if (r == 0)
+		r = mime_engine_create(
+			&model, &(struct mime_engine_config){.max_batch = 1, .n_threads = threads},
+			&e, &ei);
+	t = malloc(sizeof(double) * (size_t)reps);
+	if (r < 0 || !t) {
+		fprintf(stderr, "mime-train phases-measure: %s\n",
+		        ei.msg[0] ? ei.msg : mime_strerror(r < 0 ? r : -ENOMEM));
+		goto out;
+	}
+	for (int p = 0; p < m.n_phases; p++)
+		lat[p] = INFINITY;
+	for (int round = 0; round < rounds; round++)
+		for (int p = 0; p < m.n_phases; p++) {
+			struct mime_phase ph;
+			struct mime_task_params *tp = calloc((size_t)m.n_tasks, sizeof(*tp));
+			struct mime_engine_result res;
+			const long isz = (long)test.c * test.h * test.w;
+			uint8_t *keep = NULL;
+
+			if (!tp)
+				goto out;
+			r = mime_model_phase(b, p + 1, &ph, &keep, tp, &ei);
+			if (r == 0)
+				r = mime_engine_set_phase(e, &ph, tp, &ei);
+			free(keep);
+			for (int i = 0; r == 0 && i < reps + 20; i++) {
+				double t0 = now_s();
+
+				mime_engine_forward(e, 1, test.x + (size_t)(i % test.n) * isz,
+				                    &task, &res);
+				if (i >= 20) /* the first ones warm the caches up */
+					t[i - 20] = now_s() - t0;
+			}
+			if (r == 0) {
+				qsort(t, (size_t)reps, sizeof(double), cmp_double);
+				if (1e3 * t[reps / 4] < lat[p])
+					lat[p] = 1e3 * t[reps / 4];
+				mem[p] = (int64_t)mime_engine_plan_bytes(e);
+			}
+			/* back to the whole parent before the engine lets go of tp */
+			mime_engine_set_phase(e, NULL, NULL, NULL);
+			free(tp);
+			if (r < 0) {
+				fprintf(stderr, "mime-train phases-measure: phase %d: %s\n", p + 1,
+				        ei.msg[0] ? ei.msg : mime_strerror(r));
+				goto out;
+			}
+		}
+	for (int p = 0; p < m.n_phases; p++) {
+		json_t *x =
+			m.phases[p].extra_json ? json_loads(m.phases[p].extra_json, 0, NULL) : NULL;
+
+		printf("phase %d %-12s %.4f ms (%.2f/ms) at %d thread(s), %lld bytes (was %.4f ms, "
+		       "%lld bytes)\n",
+		       p + 1, m.phases[p].name, lat[p], 1.0 / lat[p], threads, (long long)mem[p],
+		       m.phases[p].latency_ms, (long long)m.phases[p].memory_bytes);
+		m.phases[p].latency_ms = lat[p];
+		m.phases[p].memory_bytes = mem[p];
+		if (!json_is_object(x)) {
+			json_decref(x);
+			x = json_object();
+		}
+		json_object_set_new(x, "speed_per_ms", json_real(1.0 / lat[p]));
+		json_object_set_new(x, "threads", json_integer(threads));
+		free(m.phases[p].extra_json);
+		m.phases[p].extra_json = json_dumps(x, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		json_decref(x);
+	}
+	if (out) {
+		struct mime_bundle_writer *w = NULL;
+
+		r = mime_bundle_writer_create(&w);
+		for (size_t i = 0; r == 0 && i < mime_bundle_n_tensors(b); i++) {
+			struct mime_tensor_view v;
+
+			mime_bundle_tensor_at(b, i, &v);
+			r = mime_bundle_writer_add(w, v.name, v.dtype, v.ndim, v.shape, v.data);
+		}
+		if (r == 0)
+			r = mime_bundle_writer_write(w, &m, out, &ei);
+		mime_bundle_writer_destroy(w);
+		if (r < 0) {
+			fprintf(stderr, "mime-train phases-measure: %s: %s\n", out,
+			        ei.msg[0] ? ei.msg : mime_strerror(r));
+			goto out;
+		}
+	}
+	if (json_path) {
+		json_t *rec = json_load_file(json_path, 0, NULL), *v, *ph;
+		size_t i, j;
+
+		if (!rec) {
+			fprintf(stderr, "mime-train phases-measure: cannot read %s\n", json_path);
+			goto out;
+		}
+		json_array_foreach(json_object_get(rec, "variants"), i, v)
+		{
+			if (!json_is_true(json_object_get(v, "shipped")))
+				continue;
+			json_array_foreach(json_object_get(v, "phases"), j, ph)
+			{
+				if (j >= (size_t)m.n_phases)
+					break;
+				json_object_set_new(ph, "latency_ms", json_real(lat[j]));
+				json_object_set_new(ph, "speed_per_ms", json_real(1.0 / lat[j]));
+				json_object_set_new(ph, "memory_bytes", json_integer(mem[j]));
+			}
+			json_object_set_new(v, "remeasured",
+			                    json_pack("{s:i, s:i, s:i, s:s}", "threads", threads,
+			                              "rounds", rounds, "reps", reps, "by",
+			                              "mime-train phases-measure"));
+		}
+		r = json_dump_file(rec, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		json_decref(rec);
+		if (r < 0) {
+			fprintf(stderr, "mime-train phases-measure: cannot write %s\n", json_path);
+			goto out;
+		}
+	}
+	status = 0;
+out:
+	free(t);
+	mime_engine_destroy(e);
+	mimetrain_taskset_fini(&test);
 	mimetrain_data_fini(&dtest);
 	mime_model_fini(&model);
 	mime_manifest_free(&m);

@@ -19,6 +19,8 @@ static const struct {
          "multi-phase: build nested coarse / fine phases of the parent from constraints"},
 	{"phase-tasks", mimetrain_cmd_phase_tasks,
          "multi-phase: every task's head and thresholds for every phase"},
+	{"phases-measure", mimetrain_cmd_phases_measure,
+         "multi-phase: measure a bundle's phases on this machine, update its record"},
 	{"eval", mimetrain_cmd_eval, "accuracy and sparsity of a bundle's task on IDX data"},
 	{"bundle", mimetrain_cmd_bundle, "inspect | verify | import bundles"},
 	{"data", mimetrain_cmd_data, "convert the mnist | digits child-task data to IDX"},
@@ -31,7 +33,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: mime-train COMMAND [ARGS...]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+		fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n'mime-train COMMAND --help' describes a command.\n");
 }
 
