@@ -1063,6 +1063,23 @@ out_free:
 	return r;
 }
 
+/* Stable sort by element size, widest first: every tensor then starts at a multiple of its
+ * element size (the data starts aligned, and each tensor's bytes are a multiple of its own
+ * element size), whatever order the caller added them in. */
+static void sort_by_element_size(struct mime_bundle_writer *w)
+{
+	for (size_t i = 1; i < w->n; i++) {
+		struct writer_tensor t = w->t[i];
+		size_t j = i;
+
+		while (j > 0 && mime_dtype_size(w->t[j - 1].dtype) < mime_dtype_size(t.dtype)) {
+			w->t[j] = w->t[j - 1];
+			j--;
+		}
+		w->t[j] = t;
+	}
+}
+
 int mime_bundle_writer_write(struct mime_bundle_writer *w, const struct mime_manifest *m,
                              const char *path, struct mime_errinfo *ei)
 {
@@ -1080,6 +1097,7 @@ int mime_bundle_writer_write(struct mime_bundle_writer *w, const struct mime_man
 				"manifest cannot be formatted (bad provenance JSON, "
 				"or out of memory)");
 	}
+	sort_by_element_size(w);
 	header = writer_header(w, manifest_json, &data_bytes);
 	free(manifest_json);
 	if (!header)

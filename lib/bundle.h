@@ -80,7 +80,7 @@ const char *mime_bundle_metadata(const struct mime_bundle *b, const char *key);
 int mime_bundle_tensor(const struct mime_bundle *b, const char *name,
                        struct mime_tensor_view *ret_view);
 size_t mime_bundle_n_tensors(const struct mime_bundle *b);
-/* The i-th tensor in file order (ascending data offset; the writer's insertion order). */
+/* The i-th tensor in file order (ascending data offset; see mime_bundle_writer_write()). */
 void mime_bundle_tensor_at(const struct mime_bundle *b, size_t i,
                            struct mime_tensor_view *ret_view);
 size_t mime_bundle_size_bytes(const struct mime_bundle *b);
@@ -104,8 +104,10 @@ int mime_bundle_writer_add(struct mime_bundle_writer *w, const char *name, enum 
 int mime_bundle_writer_add_mask(struct mime_bundle_writer *w, int p, const char *layer,
                                 const uint8_t *keep, size_t n_groups);
 /* Writes the manifest and all tensors to path (via a temporary file in the same directory,
- * fsync and rename). The result is validated with mime_bundle_open_memory() before it
- * is written, so a writer never produces a file the reader rejects: a manifest that does
+ * fsync and rename). Tensors go to the file in the order they were added, except that wider
+ * element types come first (F32 before U16 masks, ...), so each stays aligned to its element
+ * size whatever order the caller used. The result is validated with mime_bundle_open_memory()
+ * before it is written, so a writer never produces a file the reader rejects: a manifest that does
  * not match the tensors fails with MIME_EFORMAT and nothing is written. m may be NULL to
  * write a plain safetensors file (no manifest, checked like mime_safetensors_open()). */
 int mime_bundle_writer_write(struct mime_bundle_writer *w, const struct mime_manifest *m,

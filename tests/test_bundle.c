@@ -669,6 +669,42 @@ static void test_bundle_safetensors_open_needs_no_manifest(void **state)
 	free(path);
 }
 
+/* Tensors added narrow first (an odd-length U16 mask, then F32) are written wide first, so
+ * the F32 data stays 4-byte aligned and the file opens; the values survive the reordering. */
+static void test_bundle_writer_keeps_wide_tensors_aligned(void **state)
+{
+	struct mime_bundle_writer *w = NULL;
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+	struct mime_tensor_view v;
+	uint16_t mask[3] = {7, 1, 2};
+	float f[4] = {1.5f, -2.0f, 3.25f, 0.0f};
+	int64_t s3[] = {3}, s4[] = {4};
+	char *path = mime_test_tmpfile(NULL, 0);
+
+	(void)state;
+	assert_int_equal(mime_bundle_writer_create(&w), 0);
+	assert_int_equal(mime_bundle_writer_add(w, "a.mask", MIME_DTYPE_U16, 1, s3, mask), 0);
+	assert_int_equal(mime_bundle_writer_add(w, "b.weight", MIME_DTYPE_F32, 1, s4, f), 0);
+	assert_int_equal(mime_bundle_writer_add(w, "c.mask", MIME_DTYPE_U16, 1, s3, mask), 0);
+	assert_int_equal(mime_bundle_writer_write(w, NULL, path, &ei), 0);
+	assert_int_equal(mime_safetensors_open(path, &b, &ei), 0);
+	assert_int_equal(mime_bundle_tensor(b, "b.weight", &v), 0);
+	assert_int_equal((uintptr_t)v.data % 4, 0);
+	assert_memory_equal(v.data, f, sizeof(f));
+	mime_bundle_tensor_at(b, 0, &v);
+	assert_string_equal(v.name, "b.weight");
+	mime_bundle_tensor_at(b, 1, &v); /* the narrow ones keep their order */
+	assert_string_equal(v.name, "a.mask");
+	assert_memory_equal(v.data, mask, sizeof(mask));
+	mime_bundle_tensor_at(b, 2, &v);
+	assert_string_equal(v.name, "c.mask");
+	mime_bundle_close(b);
+	mime_bundle_writer_destroy(w);
+	unlink(path);
+	free(path);
+}
+
 #define CORRUPT(n, c)                                                                              \
 	{                                                                                          \
 		"test_bundle_open_rejects_" n, run_corrupt_case, NULL, NULL, (void *)&c            \
@@ -722,6 +758,7 @@ int main(void)
 		cmocka_unit_test(test_bundle_writer_refuses_what_the_reader_rejects),
 		cmocka_unit_test(test_bundle_writer_add_rejects_bad_tensors),
 		cmocka_unit_test(test_bundle_safetensors_open_needs_no_manifest),
+		cmocka_unit_test(test_bundle_writer_keeps_wide_tensors_aligned),
 	};
 
 	return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);
