@@ -265,7 +265,21 @@ fi
 
 "$MIME_TRAIN" bundle verify "$WORK/8-phase-tasks.mime" >/dev/null
 cp "$WORK/8-phase-tasks.mime" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
-cp "$WORK/00-phases.json" models/phases.json
+# the phase build record for `mime-train report`, with every task's accuracy per phase (as
+# served: trained per phase, and sliced from the whole-parent tensors without training)
+python3 - "$WORK/00-phases.json" "$WORK/8-phase-tasks.json" models/phases.json <<'EOF'
+import json, sys
+rec, tasks = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+shipped = next(v for v in rec['variants'] if v.get('shipped'))
+for ph in shipped['phases']:
+    ph['task_accuracy'], ph['task_accuracy_shared'] = {}, {}
+    for task, rows in tasks.items():
+        for r in rows if isinstance(rows, list) else []:
+            if r['phase'] == ph['phase']:
+                ph['task_accuracy'][task] = r['trained']
+                ph['task_accuracy_shared'][task] = r['shared']
+json.dump(rec, open(sys.argv[3], 'w'), indent=2)
+EOF
 echo "wrote $OUT: $(stat -c %s "$OUT") bytes"
 
 echo "evaluating every task in every mode through the engine (test splits) ..."
