@@ -256,8 +256,12 @@ static int report_measure(const struct mime_bundle *b, const char *path, const c
 
 		snprintf(t->name, sizeof(t->name), "%s", mf->tasks[i].name);
 		t->granularity = mf->tasks[i].thresholds;
+		/* the task's whole-parent tensors; its per-phase ones (task/<task>/phase<p>/)
+		 * belong to the phases and are not a cost of MIME */
 		snprintf(prefix, sizeof(prefix), "task/%s/", t->name);
 		t->mime_bytes = report_prefix_bytes(b, prefix);
+		snprintf(prefix, sizeof(prefix), "task/%s/phase", t->name);
+		t->mime_bytes -= report_prefix_bytes(b, prefix);
 		snprintf(prefix, sizeof(prefix), "task/%s/head.", t->name);
 		t->head_bytes = report_prefix_bytes(b, prefix);
 		snprintf(prefix, sizeof(prefix), "conventional/%s/", t->name);
