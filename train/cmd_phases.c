@@ -482,13 +482,6 @@ static struct indep *independent(struct ctx *c, const struct mimetrain_phase_def
 	}
 	if (r == 0) {
 		mimetrain_sub_store(&d->net, ph, &s);
-		for (int k = 0; k < s.n_classes; k++) /* the phase's head columns */
-			memcpy(d->net.head_w +
-			               (size_t)k * (size_t)mime_shape_size(
-							   &d->net.shapes[d->net.g.n_layers - 1]),
-			       s.head_w + (size_t)k * (size_t)s.features,
-			       sizeof(float) * (size_t)s.features);
-		memcpy(d->net.head_b, s.head_b, sizeof(float) * (size_t)s.n_classes);
 	}
 	mimetrain_sub_fini(&s);
 	if (r < 0) {
@@ -778,18 +771,8 @@ static int build_variant(struct ctx *c, struct variant *v, const struct indep *l
 						.seed = c->o->seed + 500u + (uint64_t)j},
 					stderr, ei);
 			}
-			if (r == 0) {
-				size_t nf_full =
-					(size_t)mime_shape_size(&oneprime.shapes[g->n_layers - 1]);
-
+			if (r == 0)
 				mimetrain_sub_store(&oneprime, &top, &s);
-				for (int k = 0; k < s.n_classes; k++)
-					memcpy(oneprime.head_w + (size_t)k * nf_full,
-					       s.head_w + (size_t)k * (size_t)s.features,
-					       sizeof(float) * (size_t)s.features);
-				memcpy(oneprime.head_b, s.head_b,
-				       sizeof(float) * (size_t)s.n_classes);
-			}
 			mimetrain_sub_fini(&s);
 			if (r < 0)
 				break;
@@ -1141,11 +1124,10 @@ int mimetrain_cmd_phases(int argc, char **argv)
 	}
 	openblas_set_num_threads(o.train_threads);
 
-	/* the parent in phase-major order, and what it measures */
+	/* the parent in phase-major order (its speed and memory are measured with the search's
+	 * candidates, for the regression) */
 	{
 		struct mimetrain_phase_def full;
-		double lat;
-		int64_t mem;
 
 		mimetrain_phase_def_full(&full, &c.parent.g, o.wuv);
 		r = mimetrain_phase_eval(&c.parent, &full, c.parent.head_w, c.parent.head_b,
@@ -1154,10 +1136,6 @@ int mimetrain_cmd_phases(int argc, char **argv)
 		if (r == 0)
 			r = mimetrain_phase_eval(&c.parent, &full, c.parent.head_w, c.parent.head_b,
 			                         &c.test, o.train_threads, &sorted_acc, &ei);
-		if (r == 0)
-			r = mimetrain_phase_measure(&c.parent, &full, c.parent.head_w,
-			                            c.parent.head_b, &c.test, o.threads[0], o.reps,
-			                            &lat, &mem, &ei);
 		if (r < 0) {
 			fprintf(stderr, "mime-train phases: %s\n",
 			        ei.msg[0] ? ei.msg : mime_strerror(r));
@@ -1166,10 +1144,8 @@ int mimetrain_cmd_phases(int argc, char **argv)
 		c.n_full = mimetrain_phase_nonzero(&c.parent, &full);
 		fprintf(stderr,
 		        "parent: %lld non-zero parameters, accuracy %.4f (%.4f with its kernels "
-		        "sorted by l2 norm), %.3f ms at %d thread(s), %lld bytes; %d train / %d "
-		        "test images\n",
-		        (long long)c.n_full, c.parent_accuracy, sorted_acc, lat, o.threads[0],
-		        (long long)mem, c.train.n, c.test.n);
+		        "sorted by l2 norm); %d train / %d test images\n",
+		        (long long)c.n_full, c.parent_accuracy, sorted_acc, c.train.n, c.test.n);
 	}
 	if (o.min_accuracy < 0)
 		o.min_accuracy = c.parent_accuracy - 0.10;
@@ -1199,6 +1175,8 @@ int mimetrain_cmd_phases(int argc, char **argv)
 			                            &lat, &mem, &ei);
 			if (r < 0)
 				goto out;
+			fprintf(stderr, "parent: %.3f ms at %d thread(s), %lld bytes\n", lat,
+			        o.threads[t], (long long)mem);
 			xs[np] = (double)c.n_full;
 			ys[np] = o.threads[t];
 			zs[np] = 1.0 / lat;

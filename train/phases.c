@@ -590,6 +590,13 @@ int mimetrain_sub_extract(const struct mimetrain_mp *mp, float *const *w, float 
 void mimetrain_sub_store(struct mimetrain_mp *mp, const struct mimetrain_phase_def *ph,
                          const struct mimetrain_sub *s)
 {
+	const size_t nf_full = (size_t)mime_shape_size(&mp->shapes[mp->g.n_layers - 1]);
+
+	for (int c = 0; c < s->n_classes; c++) /* the head's columns of the phase's features */
+		memcpy(mp->head_w + (size_t)c * nf_full,
+		       s->head_w + (size_t)c * (size_t)s->features,
+		       sizeof(float) * (size_t)s->features);
+	memcpy(mp->head_b, s->head_b, sizeof(float) * (size_t)s->n_classes);
 	for (int i = 0; i < mp->g.n_layers; i++) {
 		int rs, cin_full, cin;
 		size_t crs;
@@ -863,65 +870,85 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* An engine on mp's full weights, in phase ph with head (sized for the phase): the views it
+ * borrows live here, next to it. */
+struct phase_run {
+	struct mime_model m;
+	struct mime_task_params full, phase_task;
+	struct mime_engine *e;
+};
+
+static int phase_run_open(struct phase_run *pr, const struct mimetrain_mp *mp,
+                          const struct mimetrain_phase_def *ph, const float *head_w,
+                          const float *head_b, int max_batch, int threads, struct mime_errinfo *ei)
+{
+	struct mime_phase eph;
+	int r;
+
+	memset(pr, 0, sizeof(*pr));
+	pr->m.graph = mp->g;
+	for (int i = 0; i < mp->g.n_layers; i++) {
+		pr->m.weight[i] = mp->w[i];
+		pr->m.bias[i] = mp->b[i];
+	}
+	pr->full.name = "parent";
+	pr->full.n_classes = mp->n_classes;
+	pr->full.head_w = mp->head_w;
+	pr->full.head_b = mp->head_b;
+	pr->full.granularity = MIME_THR_NONE;
+	pr->phase_task = pr->full;
+	pr->phase_task.head_w = head_w;
+	pr->phase_task.head_b = head_b;
+	pr->m.n_tasks = 1;
+	pr->m.tasks = &pr->full;
+	r = mime_engine_create(
+		&pr->m, &(struct mime_engine_config){.max_batch = max_batch, .n_threads = threads},
+		&pr->e, ei);
+	if (r < 0)
+		return r;
+	mimetrain_phase_to_engine(ph, &mp->g, &eph);
+	r = mime_engine_set_phase(pr->e, &eph, &pr->phase_task, ei);
+	if (r < 0) {
+		mime_engine_destroy(pr->e);
+		pr->e = NULL;
+	}
+	return r;
+}
+
 int mimetrain_phase_measure(const struct mimetrain_mp *mp, const struct mimetrain_phase_def *ph,
                             const float *head_w, const float *head_b,
                             const struct mimetrain_taskset *set, int threads, int reps,
                             double *ret_latency_ms, int64_t *ret_memory_bytes,
                             struct mime_errinfo *ei)
 {
-	struct mime_model m;
-	struct mime_task_params full, phase_task;
-	struct mime_engine *e = NULL;
-	struct mime_phase eph;
-	struct mime_engine_result res;
 	const long isz = (long)set->c * set->h * set->w;
-	double *t = NULL;
+	struct mime_engine_result res;
+	struct phase_run pr;
+	double *t;
 	int task0 = 0, r;
 
-	memset(&m, 0, sizeof(m));
-	m.graph = mp->g;
-	for (int i = 0; i < mp->g.n_layers; i++) {
-		m.weight[i] = mp->w[i];
-		m.bias[i] = mp->b[i];
-	}
-	memset(&full, 0, sizeof(full));
-	full.name = "parent";
-	full.n_classes = mp->n_classes;
-	full.head_w = mp->head_w;
-	full.head_b = mp->head_b;
-	full.granularity = MIME_THR_NONE;
-	phase_task = full;
-	phase_task.head_w = head_w;
-	phase_task.head_b = head_b;
-	m.n_tasks = 1;
-	m.tasks = &full;
 	if (reps < 1)
 		reps = 1;
 	t = malloc(sizeof(double) * (size_t)reps);
 	if (!t)
 		return -ENOMEM;
-	r = mime_engine_create(
-		&m, &(struct mime_engine_config){.max_batch = 1, .n_threads = threads}, &e, ei);
-	if (r < 0)
-		goto out;
-	mimetrain_phase_to_engine(ph, &mp->g, &eph);
-	r = mime_engine_set_phase(e, &eph, &phase_task, ei);
+	r = phase_run_open(&pr, mp, ph, head_w, head_b, 1, threads, ei);
 	if (r < 0)
 		goto out;
 	for (int i = 0; i < 20 && i < set->n; i++) /* warm-up */
-		mime_engine_forward(e, 1, set->x + (size_t)i * isz, &task0, &res);
+		mime_engine_forward(pr.e, 1, set->x + (size_t)i * isz, &task0, &res);
 	for (int i = 0; i < reps; i++) {
 		double t0 = now_s();
 
-		mime_engine_forward(e, 1, set->x + (size_t)(i % set->n) * isz, &task0, &res);
+		mime_engine_forward(pr.e, 1, set->x + (size_t)(i % set->n) * isz, &task0, &res);
 		t[i] = now_s() - t0;
 	}
 	qsort(t, (size_t)reps, sizeof(double), cmp_double);
 	*ret_latency_ms = 1e3 * t[reps / 4]; /* lower quartile: robust to a busy machine */
-	*ret_memory_bytes = (int64_t)mime_engine_plan_bytes(e);
+	*ret_memory_bytes = (int64_t)mime_engine_plan_bytes(pr.e);
+	mime_engine_destroy(pr.e);
 out:
 	free(t);
-	mime_engine_destroy(e);
 	return r;
 }
 
@@ -931,42 +958,17 @@ int mimetrain_phase_eval(const struct mimetrain_mp *mp, const struct mimetrain_p
                          struct mime_errinfo *ei)
 {
 	enum { BATCH = 100 };
-	struct mime_model m;
-	struct mime_task_params full, phase_task;
-	struct mime_engine *e = NULL;
-	struct mime_phase eph;
-	struct mime_engine_result res;
 	const long isz = (long)set->c * set->h * set->w;
+	struct mime_engine_result res;
+	struct phase_run pr;
 	int tasks[BATCH] = {0}, r;
 	long hits = 0;
 
-	memset(&m, 0, sizeof(m));
-	m.graph = mp->g;
-	for (int i = 0; i < mp->g.n_layers; i++) {
-		m.weight[i] = mp->w[i];
-		m.bias[i] = mp->b[i];
-	}
-	memset(&full, 0, sizeof(full));
-	full.name = "parent";
-	full.n_classes = mp->n_classes;
-	full.head_w = mp->head_w;
-	full.head_b = mp->head_b;
-	full.granularity = MIME_THR_NONE;
-	phase_task = full;
-	phase_task.head_w = head_w;
-	phase_task.head_b = head_b;
-	m.n_tasks = 1;
-	m.tasks = &full;
-	r = mime_engine_create(
-		&m, &(struct mime_engine_config){.max_batch = BATCH, .n_threads = threads}, &e, ei);
-	if (r < 0)
-		return r;
-	mimetrain_phase_to_engine(ph, &mp->g, &eph);
-	r = mime_engine_set_phase(e, &eph, &phase_task, ei);
+	r = phase_run_open(&pr, mp, ph, head_w, head_b, BATCH, threads, ei);
 	for (int i0 = 0; r == 0 && i0 < set->n; i0 += BATCH) {
 		const int bn = set->n - i0 < BATCH ? set->n - i0 : BATCH;
 
-		r = mime_engine_forward(e, bn, set->x + (size_t)i0 * isz, tasks, &res);
+		r = mime_engine_forward(pr.e, bn, set->x + (size_t)i0 * isz, tasks, &res);
 		for (int bb = 0; r == 0 && bb < bn; bb++) {
 			int cls;
 			float p;
@@ -978,7 +980,7 @@ int mimetrain_phase_eval(const struct mimetrain_mp *mp, const struct mimetrain_p
 	}
 	if (r == 0)
 		*ret_accuracy = (double)hits / (double)set->n;
-	mime_engine_destroy(e);
+	mime_engine_destroy(pr.e);
 	return r;
 }
 

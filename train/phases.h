@@ -117,7 +117,8 @@ int mimetrain_sub_extract(const struct mimetrain_mp *mp, float *const *w, float 
                           const float *head_w, const struct mimetrain_phase_def *ph,
                           struct mimetrain_sub *ret_sub);
 void mimetrain_sub_fini(struct mimetrain_sub *s);
-/* Writes s's weights back into mp's full arrays (only ph's kept weights and its biases). */
+/* Writes s back into mp's full arrays: ph's kept weights, its biases, and the head's columns
+ * of the phase's features (and the head's bias). */
 void mimetrain_sub_store(struct mimetrain_mp *mp, const struct mimetrain_phase_def *ph,
                          const struct mimetrain_sub *s);
 /* Copies into s, from the full arrays w / b, the weights of ph that `prev` does not keep
