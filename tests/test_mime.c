@@ -404,7 +404,7 @@ static void test_mime_train_keeps_parent_byte_identical(void **state)
 	model_before = mimetrain_model_checksum(&p.model);
 	before = mimetrain_mime_body_checksum(m);
 	assert_true(before == model_before);
-	assert_int_equal(mimetrain_mime_train(m, &s, NULL, &rep, &ei), 0);
+	assert_int_equal(mimetrain_mime_train(m, &s, NULL, NULL, &rep, &ei), 0);
 	assert_true(mimetrain_mime_body_checksum(m) == before);
 	assert_true(mimetrain_model_checksum(&p.model) == model_before);
 	/* the net's own copies, compared byte by byte: params are weight, bias per layer */
@@ -434,6 +434,132 @@ static void test_mime_train_keeps_parent_byte_identical(void **state)
 	parent_fini(&p);
 }
 
+static void test_mime_taskset_split_is_stratified_disjoint_and_seeded(void **state)
+{
+	struct mimetrain_taskset all, tr, va, tr2, va2;
+	struct mime_errinfo ei = {0};
+	int count[4] = {0}, vcount[4] = {0};
+
+	(void)state;
+	synth_task(&all, 400, 4, 21);
+	for (int i = 0; i < all.n; i++)
+		count[all.y[i]]++;
+	assert_int_equal(mimetrain_taskset_split(&all, 100, 5, &tr, &va, &ei), 0);
+	assert_int_equal(tr.n + va.n, all.n);
+	assert_true(va.n >= 98 && va.n <= 102);
+	for (int i = 0; i < va.n; i++)
+		vcount[va.y[i]]++;
+	for (int k = 0; k < 4; k++) /* every class keeps its share, to rounding */
+		assert_true(abs(vcount[k] - (int)(100.0 * count[k] / all.n + 0.5)) == 0);
+	/* disjoint, and together exactly all: every image of all is in one side once */
+	for (int i = 0; i < all.n; i++) {
+		int found = 0;
+
+		for (int j = 0; j < tr.n; j++)
+			found += memcmp(all.x + 64 * i, tr.x + 64 * j, sizeof(float) * 64) == 0 &&
+			         all.y[i] == tr.y[j];
+		for (int j = 0; j < va.n; j++)
+			found += memcmp(all.x + 64 * i, va.x + 64 * j, sizeof(float) * 64) == 0 &&
+			         all.y[i] == va.y[j];
+		assert_int_equal(found, 1);
+	}
+	/* the same seed gives the same split, another seed another */
+	assert_int_equal(mimetrain_taskset_split(&all, 100, 5, &tr2, &va2, &ei), 0);
+	assert_int_equal(va2.n, va.n);
+	assert_memory_equal(va2.x, va.x, sizeof(float) * 64 * va.n);
+	mimetrain_taskset_fini(&tr2);
+	mimetrain_taskset_fini(&va2);
+	assert_int_equal(mimetrain_taskset_split(&all, 100, 6, &tr2, &va2, &ei), 0);
+	assert_true(memcmp(va2.x, va.x, sizeof(float) * 64 * va.n) != 0);
+	mimetrain_taskset_fini(&tr2);
+	mimetrain_taskset_fini(&va2);
+	/* nothing or everything held out: refused */
+	assert_int_equal(mimetrain_taskset_split(&all, 0, 5, &tr2, &va2, &ei), MIME_EINVAL);
+	assert_int_equal(mimetrain_taskset_split(&all, 400, 5, &tr2, &va2, &ei), MIME_EINVAL);
+	mimetrain_taskset_fini(&tr);
+	mimetrain_taskset_fini(&va);
+	mimetrain_taskset_fini(&all);
+}
+
+/* Thresholds and head of m, in a fixed order, into out (room for MAX floats); returns n. */
+static size_t learned_state(struct mimetrain_mime *m, const struct mime_graph *g, float *out)
+{
+	const float *hw, *hb;
+	size_t off = 0;
+
+	for (int i = 0; i < g->n_layers; i++) {
+		size_t nt = 0;
+		const float *t = mimetrain_mime_thresholds(m, i, &nt);
+
+		if (t)
+			memcpy(out + off, t, sizeof(float) * nt);
+		off += t ? nt : 0;
+	}
+	mimetrain_net_head(mimetrain_mime_net(m), &hw, &hb);
+	memcpy(out + off, hw, sizeof(float) * 4 * 8);
+	off += 4 * 8;
+	memcpy(out + off, hb, sizeof(float) * 4);
+	return off + 4;
+}
+
+/* With a validation set the best epoch's params are kept: they equal, bit for bit, those
+ * of a run stopped after that epoch (training is deterministic), although later epochs ran. */
+static void test_mime_validation_keeps_the_best_epoch(void **state)
+{
+	enum { MAX_STATE = 4 * 64 + 6 * 16 + 8 + 4 * 8 + 4 };
+	struct parent_fixture p;
+	struct mimetrain_taskset train, val;
+	struct mimetrain_mime *m = NULL;
+	struct mimetrain_mime_report rep, rep2;
+	struct mime_errinfo ei = {0};
+	struct mimetrain_mime_config cfg = small_config(MIMETRAIN_MODE_MIME);
+	float *s1 = calloc(MAX_STATE, sizeof(float)), *s2 = calloc(MAX_STATE, sizeof(float));
+	size_t n1, n2;
+
+	(void)state;
+	assert_non_null(s1);
+	assert_non_null(s2);
+	parent_init(&p, 5);
+	synth_task(&train, 200, 4, 9);
+	/* a validation set whose labels are noise: its best epoch is an early one (seeded) */
+	synth_task(&val, 100, 4, 31);
+	for (int i = 0; i < val.n; i++)
+		val.y[i] = (uint8_t)((val.y[i] + i) % 4);
+	cfg.epochs = 8;
+	assert_int_equal(mimetrain_mime_create(&p.model, -1, 4, &cfg, &m, &ei), 0);
+	assert_int_equal(mimetrain_mime_train(m, &train, &val, NULL, &rep, &ei), 0);
+	assert_int_equal(rep.epochs, 8);
+	assert_int_equal(rep.n_val, 100);
+	print_message("validation: best epoch %d of 8 (acc %.2f)\n", rep.best_epoch,
+	              rep.val_acc_best);
+	assert_true(rep.best_epoch >= 1 && rep.best_epoch < 8); /* the restore ran */
+	for (int e = 0; e < rep.epochs; e++)
+		assert_true(rep.val_acc[e] <= rep.val_acc_best);
+	assert_true(rep.val_acc[rep.best_epoch - 1] == rep.val_acc_best);
+	n1 = learned_state(m, &p.model.graph, s1);
+	mimetrain_mime_destroy(m);
+
+	cfg.epochs = rep.best_epoch;
+	assert_int_equal(mimetrain_mime_create(&p.model, -1, 4, &cfg, &m, &ei), 0);
+	assert_int_equal(mimetrain_mime_train(m, &train, NULL, NULL, &rep2, &ei), 0);
+	assert_int_equal(rep2.best_epoch, rep.best_epoch);
+	n2 = learned_state(m, &p.model.graph, s2);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(s1, s2, sizeof(float) * n1);
+	mimetrain_mime_destroy(m);
+	/* a validation set of the wrong shape is refused */
+	val.w = 7;
+	cfg.epochs = 1;
+	assert_int_equal(mimetrain_mime_create(&p.model, -1, 4, &cfg, &m, &ei), 0);
+	assert_int_equal(mimetrain_mime_train(m, &train, &val, NULL, &rep2, &ei), MIME_EINVAL);
+	mimetrain_mime_destroy(m);
+	mimetrain_taskset_fini(&train);
+	mimetrain_taskset_fini(&val);
+	parent_fini(&p);
+	free(s1);
+	free(s2);
+}
+
 /* Trains mode on the synthetic task and returns the engine's test accuracy; keeps the
  * thresholds and head in ret_state (may be NULL) for the rerun check. */
 static double run_small(enum mimetrain_mode mode, float *ret_state, size_t *ret_n)
@@ -453,7 +579,7 @@ static double run_small(enum mimetrain_mode mode, float *ret_state, size_t *ret_
 	synth_task(&train, 400, 4, 9);
 	synth_task(&test, 400, 4, 10);
 	assert_int_equal(mimetrain_mime_create(&p.model, -1, 4, &cfg, &m, &ei), 0);
-	assert_int_equal(mimetrain_mime_train(m, &train, NULL, &rep, &ei), 0);
+	assert_int_equal(mimetrain_mime_train(m, &train, NULL, NULL, &rep, &ei), 0);
 	assert_int_equal(rep.epochs, cfg.epochs);
 	assert_int_equal(mimetrain_mime_model(m, &p.model, "child", &model), 0);
 	assert_int_equal(mimetrain_engine_eval(&model, 0, &test, 1, &ev, &ei), 0);
@@ -540,6 +666,8 @@ int main(void)
 		cmocka_unit_test(test_mime_zero_thresholds_equal_relu_bit_exactly),
 		cmocka_unit_test(test_mime_train_keeps_parent_byte_identical),
 		cmocka_unit_test(test_mime_tiny_run_beats_head_only_and_reruns_identically),
+		cmocka_unit_test(test_mime_taskset_split_is_stratified_disjoint_and_seeded),
+		cmocka_unit_test(test_mime_validation_keeps_the_best_epoch),
 		cmocka_unit_test(test_mime_manifest_keeps_task_extra_keys),
 	};
 

@@ -328,7 +328,7 @@ static int task_phase(const struct opts *o, const struct mime_manifest *m,
 			r = mimetrain_mime_set_thresholds(tr, i, sliced[i], n);
 		}
 	if (r == 0)
-		r = mimetrain_mime_train(tr, train, NULL, &rep, ei);
+		r = mimetrain_mime_train(tr, train, NULL, NULL, &rep, ei);
 	if (r == 0)
 		r = mimetrain_mime_model(tr, &sm, tp->name, &lm);
 	if (r == 0)

@@ -42,6 +42,7 @@ struct learn_opts {
 	char train_images[PATH_MAX], train_labels[PATH_MAX];
 	char test_images[PATH_MAX], test_labels[PATH_MAX];
 	int train_limit, test_limit;
+	int val; /* training images held out for epoch selection; 0: none */
 	int fit; /* -1: automatic */
 	struct mimetrain_mime_config cfg;
 };
@@ -59,7 +60,7 @@ static void learn_usage(FILE *f, enum mimetrain_mode mode)
 		        "[--t-init 1e-6] [--collapse 0.98]\n"
 		        "         [--fit pad|stretch] [--train-limit N] [--test-limit N] "
 		        "[--threads T] [--seed S]\n"
-		        "         [--json REPORT.json]\n");
+		        "         [--val N] [--json REPORT.json]\n");
 	else
 		fprintf(f,
 		        "usage: mime-train finetune --bundle IN.mime --task NAME -o OUT.mime "
@@ -70,7 +71,7 @@ static void learn_usage(FILE *f, enum mimetrain_mode mode)
 		        "(head-only: 1e-3)]\n"
 		        "         [--head-lr 1e-3] [--fit pad|stretch] [--train-limit N] "
 		        "[--test-limit N]\n"
-		        "         [--threads T] [--seed S] [--json REPORT.json]\n");
+		        "         [--threads T] [--seed S] [--val N] [--json REPORT.json]\n");
 }
 
 static double now_s(void)
@@ -106,6 +107,7 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 		O_TELIM,
 		O_THREADS,
 		O_SEED,
+		O_VAL,
 		O_JSON,
 		O_HEADONLY,
 		O_HELP,
@@ -133,6 +135,7 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 		{"test-limit", required_argument, NULL, O_TELIM},
 		{"threads", required_argument, NULL, O_THREADS},
 		{"seed", required_argument, NULL, O_SEED},
+		{"val", required_argument, NULL, O_VAL},
 		{"json", required_argument, NULL, O_JSON},
 		{"head-only", no_argument, NULL, O_HEADONLY},
 		{"output", required_argument, NULL, 'o'},
@@ -242,6 +245,9 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 		case O_SEED:
 			o->cfg.seed = strtoull(optarg, &end, 10);
 			break;
+		case O_VAL:
+			o->val = (int)strtol(optarg, &end, 10);
+			break;
 		case O_JSON:
 			o->json_out = optarg;
 			break;
@@ -266,7 +272,7 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 	}
 	if (optind != argc || !o->bundle || !o->task || !o->out || o->cfg.epochs < 0 ||
 	    o->cfg.batch <= 0 || o->cfg.threads < 1 || o->cfg.threads > 64 || !(o->cfg.lr > 0) ||
-	    o->cfg.beta < 0 || o->train_limit < 0 || o->test_limit < 0)
+	    o->cfg.beta < 0 || o->train_limit < 0 || o->test_limit < 0 || o->val < 0)
 		return -1;
 	if (o->data_dir) {
 		snprintf(o->train_images, PATH_MAX, "%s/train-images-idx3-ubyte.gz", o->data_dir);
@@ -382,6 +388,21 @@ static json_t *result_json(const struct learn_opts *o, const struct mime_graph *
 		if (rep->collapse_events[k])
 			json_object_set_new(col, g->layers[rep->masked_layer[k]].name,
 			                    json_integer(rep->collapse_events[k]));
+	if (rep->n_val) {
+		json_t *curve = json_array(), *lcurve = json_array();
+
+		for (int e = 0; e < rep->epochs && e < MIMETRAIN_VAL_CURVE; e++) {
+			json_array_append_new(curve, json_real(rep->val_acc[e]));
+			json_array_append_new(lcurve, json_real(rep->val_loss[e]));
+		}
+		json_object_set_new(tr, "validation",
+		                    json_pack("{s:i, s:s, s:i, s:f, s:f, s:o, s:o}", "images",
+		                              rep->n_val, "split",
+		                              "held out of the training split, stratified, seeded",
+		                              "best_epoch", rep->best_epoch, "best_accuracy",
+		                              rep->val_acc_best, "best_loss", rep->val_loss_best,
+		                              "accuracy", curve, "loss", lcurve));
+	}
 	json_object_set_new(tr, "collapse_guard",
 	                    json_pack("{s:f, s:s, s:o}", "above", o->cfg.collapse, "action",
 	                              "report, halve the layer's thresholds", "events", col));
@@ -556,7 +577,7 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 	struct mime_model parent = {0}, learned = {0};
 	struct mime_manifest m = {0};
 	struct mimetrain_data dtrain = {0}, dtest = {0};
-	struct mimetrain_taskset train = {0}, test = {0};
+	struct mimetrain_taskset train = {0}, test = {0}, val = {0};
 	struct mimetrain_mime *mime = NULL;
 	struct mimetrain_mime_report rep;
 	struct mimetrain_eval ev, relu_ev;
@@ -657,6 +678,16 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 	r = mimetrain_taskset_make(&dtrain, &spec, &train, &ei);
 	if (r == 0)
 		r = mimetrain_taskset_make(&dtest, &spec, &test, &ei);
+	if (r == 0 && o.val > 0) {
+		/* held out of the training split (the test split stays unseen until the end) */
+		struct mimetrain_taskset all = train;
+
+		r = mimetrain_taskset_split(&all, o.val, o.cfg.seed, &train, &val, &ei);
+		if (r == 0)
+			mimetrain_taskset_fini(&all);
+		else
+			train = all;
+	}
 	if (r < 0) {
 		fprintf(stderr, "mime-train: %s\n", ei.msg[0] ? ei.msg : mime_strerror(r));
 		goto out;
@@ -683,7 +714,12 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 		        o.bundle);
 		goto out;
 	}
-	r = mimetrain_mime_train(mime, &train, stderr, &rep, &ei);
+	if (val.n)
+		fprintf(stderr,
+		        "mime-train: %d training images held out for validation: the epoch with "
+		        "the best validation accuracy is kept\n",
+		        val.n);
+	r = mimetrain_mime_train(mime, &train, val.n ? &val : NULL, stderr, &rep, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train: %s\n", ei.msg[0] ? ei.msg : mime_strerror(r));
 		goto out;
@@ -848,6 +884,7 @@ out:
 	mime_model_fini(&parent);
 	mimetrain_taskset_fini(&train);
 	mimetrain_taskset_fini(&test);
+	mimetrain_taskset_fini(&val);
 	mimetrain_data_fini(&dtrain);
 	mimetrain_data_fini(&dtest);
 	mime_manifest_free(&m);

@@ -114,6 +114,81 @@ void mimetrain_taskset_stats(const struct mimetrain_taskset *s, float *ret_mean,
 
 /* ---- checksums and the regulariser ---- */
 
+int mimetrain_taskset_split(const struct mimetrain_taskset *all, int n_val, uint64_t seed,
+                            struct mimetrain_taskset *ret_train, struct mimetrain_taskset *ret_val,
+                            struct mime_errinfo *ei)
+{
+	const size_t isz = (size_t)all->c * (size_t)all->h * (size_t)all->w;
+	struct mimetrain_taskset sets[2] = {{0}, {0}};
+	int count[256] = {0}, want[256] = {0}, taken[256] = {0};
+	uint8_t *to_val = NULL;
+	int *perm = NULL, n_to_val = 0, r = 0;
+	struct mimetrain_rng rng;
+
+	if (all->n < 2 || n_val < 1 || n_val >= all->n)
+		return mime_errinfo_set(ei, MIME_EINVAL,
+		                        "validation split: %d of %d images (1..%d allowed)", n_val,
+		                        all->n, all->n - 1);
+	for (int i = 0; i < all->n; i++)
+		count[all->y[i]]++;
+	for (int k = 0; k < 256; k++) {
+		want[k] = (int)((double)n_val * count[k] / all->n + 0.5);
+		n_to_val += want[k];
+	}
+	if (n_to_val < 1 || n_to_val >= all->n)
+		return mime_errinfo_set(ei, MIME_EINVAL,
+		                        "validation split: %d of %d images leaves a side empty",
+		                        n_to_val, all->n);
+	perm = malloc(sizeof(int) * (size_t)all->n);
+	to_val = calloc((size_t)all->n, 1);
+	if (!perm || !to_val) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < all->n; i++)
+		perm[i] = i;
+	mimetrain_rng_seed(&rng, mimetrain_rng_derive(seed, 0x7a11da7eull));
+	mimetrain_shuffle(perm, all->n, &rng);
+	for (int j = 0; j < all->n; j++) {
+		const int i = perm[j], k = all->y[i];
+
+		if (taken[k] < want[k]) {
+			taken[k]++;
+			to_val[i] = 1;
+		}
+	}
+	for (int s = 0; s < 2; s++) {
+		struct mimetrain_taskset *t = &sets[s];
+		const int n = s ? n_to_val : all->n - n_to_val;
+
+		*t = (struct mimetrain_taskset){
+			.n = n, .c = all->c, .h = all->h, .w = all->w, .n_classes = all->n_classes};
+		t->x = malloc(sizeof(float) * isz * (size_t)n);
+		t->y = malloc((size_t)n);
+		if (!t->x || !t->y) {
+			r = -ENOMEM;
+			goto out;
+		}
+		for (int i = 0, at = 0; i < all->n; i++) {
+			if (to_val[i] != s)
+				continue;
+			memcpy(t->x + isz * (size_t)at, all->x + isz * (size_t)i,
+			       sizeof(float) * isz);
+			t->y[at++] = all->y[i];
+		}
+	}
+	*ret_train = sets[0];
+	*ret_val = sets[1];
+out:
+	if (r < 0) {
+		mimetrain_taskset_fini(&sets[0]);
+		mimetrain_taskset_fini(&sets[1]);
+	}
+	free(perm);
+	free(to_val);
+	return r;
+}
+
 uint64_t mimetrain_fnv1a(const void *data, size_t n, uint64_t h)
 {
 	const uint8_t *p = data;
@@ -412,7 +487,56 @@ static void clamp_thresholds(struct mimetrain_mime *m)
 				m->t[k][j] = MIMETRAIN_T_MIN;
 }
 
-int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskset *train, FILE *log,
+/* Accuracy and mean loss of the net as it is now on set (no training state kept). */
+static void val_measure(struct mimetrain_mime *m, const struct mimetrain_taskset *set, float *x,
+                        double *ret_acc, double *ret_loss)
+{
+	const size_t isz = (size_t)set->c * (size_t)set->h * (size_t)set->w;
+	double loss = 0;
+	long hits = 0;
+
+	for (int i0 = 0; i0 < set->n; i0 += m->cfg.batch) {
+		const int n = set->n - i0 < m->cfg.batch ? set->n - i0 : m->cfg.batch;
+		int correct;
+
+		memcpy(x, set->x + isz * (size_t)i0, sizeof(float) * isz * (size_t)n);
+		mimetrain_net_forward(m->net, x, n, 0);
+		loss += mimetrain_net_loss(m->net, set->y + i0, &correct) * n;
+		hits += correct;
+	}
+	*ret_acc = (double)hits / set->n;
+	*ret_loss = loss / set->n;
+}
+
+/* Copies every learned param into snap (save) or back (!save). */
+static void learned_copy(struct mimetrain_mime *m, float *snap, int save)
+{
+	struct mimetrain_param *sets[2] = {m->train_params, m->head_params};
+	const int counts[2] = {m->n_train_params, m->n_head_params};
+
+	for (int s = 0; s < 2; s++)
+		for (int i = 0; i < counts[s]; i++) {
+			if (save)
+				memcpy(snap, sets[s][i].w, sizeof(float) * sets[s][i].n);
+			else
+				memcpy(sets[s][i].w, snap, sizeof(float) * sets[s][i].n);
+			snap += sets[s][i].n;
+		}
+}
+
+static size_t learned_count(const struct mimetrain_mime *m)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < m->n_train_params; i++)
+		n += m->train_params[i].n;
+	for (int i = 0; i < m->n_head_params; i++)
+		n += m->head_params[i].n;
+	return n;
+}
+
+int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskset *train,
+                         const struct mimetrain_taskset *val, FILE *log,
                          struct mimetrain_mime_report *ret_report, struct mime_errinfo *ei)
 {
 	const struct mimetrain_mime_config *c = &m->cfg;
@@ -423,10 +547,20 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 	float *x = NULL;
 	uint8_t *y = NULL;
 	int *perm = NULL;
+	float *snap = NULL;
 	double t0 = now_s();
 	int r = 0;
 
 	memset(&rep, 0, sizeof(rep));
+	if (val && (val->c != in->c || val->h != in->h || val->w != in->w || val->n <= 0))
+		return mime_errinfo_set(ei, MIME_EINVAL,
+		                        "validation images are %dx%dx%d, not %dx%dx%d", val->c,
+		                        val->h, val->w, in->c, in->h, in->w);
+	for (int i = 0; val && i < val->n; i++)
+		if (val->y[i] >= m->n_classes)
+			return mime_errinfo_set(ei, MIME_EINVAL,
+			                        "label %d of validation image %d >= %d classes",
+			                        val->y[i], i, m->n_classes);
 	if (train->c != in->c || train->h != in->h || train->w != in->w || train->n <= 0)
 		return mime_errinfo_set(ei, MIME_EINVAL,
 		                        "training images are %dx%dx%d, the graph wants %dx%dx%d",
@@ -439,11 +573,14 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 	x = malloc(sizeof(float) * (size_t)B * (size_t)isz);
 	y = malloc((size_t)B);
 	perm = malloc(sizeof(int) * (size_t)train->n);
-	if (!x || !y || !perm) {
+	if (val)
+		snap = malloc(sizeof(float) * learned_count(m));
+	if (!x || !y || !perm || (val && !snap)) {
 		r = -ENOMEM;
 		goto out;
 	}
 	rep.n_masked = m->n_masked;
+	rep.n_val = val ? val->n : 0;
 	memcpy(rep.masked_layer, m->masked_layer, sizeof(rep.masked_layer));
 	for (int epoch = 0; epoch < c->epochs; epoch++) {
 		struct mimetrain_rng rng;
@@ -522,6 +659,36 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 				m->t[k][j] *= 0.5f;
 			clamp_thresholds(m);
 		}
+		if (val) {
+			double acc, loss;
+
+			val_measure(m, val, x, &acc, &loss);
+			if (epoch < MIMETRAIN_VAL_CURVE) {
+				rep.val_acc[epoch] = acc;
+				rep.val_loss[epoch] = loss;
+			}
+			if (rep.best_epoch == 0 || acc > rep.val_acc_best ||
+			    (acc == rep.val_acc_best && loss < rep.val_loss_best)) {
+				rep.best_epoch = epoch + 1;
+				rep.val_acc_best = acc;
+				rep.val_loss_best = loss;
+				learned_copy(m, snap, 1);
+			}
+			if (log)
+				fprintf(log, "epoch %d/%d validation acc %.2f%% loss %.4f%s\n",
+				        epoch + 1, c->epochs, 100.0 * acc, loss,
+				        rep.best_epoch == epoch + 1 ? " (best so far)" : "");
+		}
+	}
+	if (val && rep.best_epoch > 0) {
+		if (rep.best_epoch != rep.epochs) {
+			learned_copy(m, snap, 0);
+			if (log)
+				fprintf(log, "kept epoch %d's parameters (validation acc %.2f%%)\n",
+				        rep.best_epoch, 100.0 * rep.val_acc_best);
+		}
+	} else {
+		rep.best_epoch = rep.epochs;
 	}
 	for (int k = 0; k < m->n_masked; k++) {
 		double s = 0;
@@ -536,6 +703,7 @@ out:
 	free(x);
 	free(y);
 	free(perm);
+	free(snap);
 	return r;
 }
 

@@ -32,7 +32,8 @@
 #include "train/data.h"
 #include "train/net.h"
 
-#define MIMETRAIN_T_MIN 1e-6f /* thresholds are clamped to >= this after every step */
+#define MIMETRAIN_T_MIN     1e-6f /* thresholds are clamped to >= this after every step */
+#define MIMETRAIN_VAL_CURVE 100   /* epochs whose validation figures a report keeps */
 
 enum mimetrain_mode {
 	MIMETRAIN_MODE_MIME,      /* frozen parent; thresholds + head */
@@ -57,6 +58,14 @@ int mimetrain_taskset_make(const struct mimetrain_data *d, const struct mime_inp
 void mimetrain_taskset_fini(struct mimetrain_taskset *s); /* zeroed or NULL: no-op */
 /* Mean and standard deviation of every value of s. */
 void mimetrain_taskset_stats(const struct mimetrain_taskset *s, float *ret_mean, float *ret_std);
+/* Splits all into *ret_train and *ret_val (copies; all is left alone): per class, a seeded
+ * random round(n_val * class count / all->n) of its images go to the validation set, so
+ * it keeps the class balance; both keep all's order otherwise. The split depends only on
+ * (all's labels, n_val, seed). Returns 0, MIME_EINVAL (n_val not in 1..n-1, or a side
+ * left empty) or -ENOMEM. */
+int mimetrain_taskset_split(const struct mimetrain_taskset *all, int n_val, uint64_t seed,
+                            struct mimetrain_taskset *ret_train, struct mimetrain_taskset *ret_val,
+                            struct mime_errinfo *ei);
 
 struct mimetrain_mime_config {
 	enum mimetrain_mode mode;
@@ -81,6 +90,14 @@ struct mimetrain_mime_report {
 	double t_mean[MIME_MAX_LAYERS];         /* mean threshold at the end (MIME) */
 	int collapse_events[MIME_MAX_LAYERS];   /* epochs in which the guard fired */
 	int total_collapse_events;
+	/* With a validation set (mimetrain_mime_train's val): after every epoch the learned
+	 * params are measured on it and the best epoch's (highest accuracy, then lowest loss;
+	 * the earlier on a tie) are kept and restored at the end. */
+	int n_val;                           /* 0: no validation set, the last epoch */
+	int best_epoch;                      /* 1-based: whose params were kept */
+	double val_acc_best, val_loss_best;  /* of that epoch */
+	double val_acc[MIMETRAIN_VAL_CURVE]; /* per epoch (the first ones) */
+	double val_loss[MIMETRAIN_VAL_CURVE];
 };
 
 struct mimetrain_mime;
@@ -96,9 +113,12 @@ int mimetrain_mime_create(const struct mime_model *parent, int head_task, int n_
 void mimetrain_mime_destroy(struct mimetrain_mime *m); /* NULL is a no-op */
 
 /* Trains for cfg->epochs over train (its shape must be the graph's input), printing one
- * line per epoch and every collapse to log (may be NULL). Fills *ret_report. Returns 0 or
- * MIME_EINVAL (shape or label mismatch). */
-int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskset *train, FILE *log,
+ * line per epoch and every collapse to log (may be NULL). val (may be NULL; same shape and
+ * classes, never trained on): measured after every epoch, and the best epoch's learned
+ * params are kept (see the report). Fills *ret_report. Returns 0, MIME_EINVAL (shape or
+ * label mismatch) or -ENOMEM. */
+int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskset *train,
+                         const struct mimetrain_taskset *val, FILE *log,
                          struct mimetrain_mime_report *ret_report, struct mime_errinfo *ei);
 
 struct mimetrain_net *mimetrain_mime_net(struct mimetrain_mime *m);
