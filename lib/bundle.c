@@ -18,11 +18,13 @@
  * at a multiple of 4, e.g. ours at 64 and PyTorch's at 8). */
 #include "lib/bundle.h"
 
+#include "lib/half.h"
 #include "lib/phase.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +80,7 @@ struct bundle_tensor {
 	int ndim;
 	int64_t shape[MIME_MAX_DIMS];
 	size_t begin, end; /* relative to the data section */
+	float *decoded;    /* F16: its values as F32, made on first use (mime_bundle_tensor_f32) */
 };
 
 struct mime_bundle {
@@ -93,6 +96,7 @@ struct mime_bundle {
 	struct bundle_tensor **by_name; /* sorted by name */
 	int has_manifest;
 	struct mime_manifest manifest;
+	pthread_mutex_t decode_lock; /* guards every tensor's decoded */
 };
 
 static int tensor_cmp_offset(const void *a, const void *b)
@@ -282,9 +286,10 @@ static const struct bundle_tensor *find(const struct mime_bundle *b, const char 
 	return hit ? *hit : NULL;
 }
 
-/* One tensor the manifest implies: present, F32, of exactly this shape. */
-static int expect(const struct mime_bundle *b, const char *name, int ndim, const int64_t *shape,
-                  const char *what, struct mime_errinfo *ei)
+/* One tensor the manifest implies: present, F32 (or F16 where f16_ok: a task's head and
+ * thresholds), of exactly this shape. */
+static int expect_dtype(const struct mime_bundle *b, const char *name, int ndim,
+                        const int64_t *shape, const char *what, int f16_ok, struct mime_errinfo *ei)
 {
 	const struct bundle_tensor *t = find(b, name);
 	char want[96], have[96];
@@ -293,10 +298,10 @@ static int expect(const struct mime_bundle *b, const char *name, int ndim, const
 		return mime_errinfo_set(ei, MIME_EFORMAT,
 		                        "tensor '" MSG_NAME "' missing (the manifest's %s)", name,
 		                        what);
-	if (t->dtype != MIME_DTYPE_F32)
+	if (t->dtype != MIME_DTYPE_F32 && !(f16_ok && t->dtype == MIME_DTYPE_F16))
 		return mime_errinfo_set(ei, MIME_EFORMAT,
-		                        "tensor '" MSG_NAME "': dtype %s, expected F32", name,
-		                        dtypes[t->dtype].name);
+		                        "tensor '" MSG_NAME "': dtype %s, expected F32%s", name,
+		                        dtypes[t->dtype].name, f16_ok ? " or F16" : "");
 	if (t->ndim != ndim || memcmp(t->shape, shape, ndim * sizeof(*shape)) != 0) {
 		shape_str(want, sizeof(want), ndim, shape);
 		shape_str(have, sizeof(have), t->ndim, t->shape);
@@ -305,6 +310,19 @@ static int expect(const struct mime_bundle *b, const char *name, int ndim, const
 		                        have, want, what);
 	}
 	return 0;
+}
+
+static int expect(const struct mime_bundle *b, const char *name, int ndim, const int64_t *shape,
+                  const char *what, struct mime_errinfo *ei)
+{
+	return expect_dtype(b, name, ndim, shape, what, 0, ei);
+}
+
+/* A task's own tensor (head, thresholds): F32 or F16. */
+static int expect_task(const struct mime_bundle *b, const char *name, int ndim,
+                       const int64_t *shape, const char *what, struct mime_errinfo *ei)
+{
+	return expect_dtype(b, name, ndim, shape, what, 1, ei);
 }
 
 /* The tensors of one (task, phase): all of them or none (then the task cannot run in that
@@ -345,12 +363,12 @@ static int check_task_phase(const struct mime_bundle *b, const struct mime_task_
 	s[0] = t->n_classes;
 	s[1] = mime_shape_size(&feat);
 	snprintf(what, sizeof(what), "phase %d head weight [n_classes,features]", p);
-	r = expect(b, name, 2, s, what, ei);
+	r = expect_task(b, name, 2, s, what, ei);
 	if (r < 0)
 		return r;
 	snprintf(name, sizeof(name), "task/%s/phase%d/head.bias", t->name, p);
 	snprintf(what, sizeof(what), "phase %d head bias [n_classes]", p);
-	r = expect(b, name, 1, s, what, ei);
+	r = expect_task(b, name, 1, s, what, ei);
 	if (r < 0 || t->thresholds == MIME_THR_NONE)
 		return r;
 	for (int i = 0; i < g->n_layers; i++) {
@@ -364,10 +382,10 @@ static int check_task_phase(const struct mime_bundle *b, const struct mime_task_
 		if (t->thresholds == MIME_THR_ELEMENT) {
 			snprintf(what, sizeof(what), "phase %d element thresholds [k_active,H,W]",
 			         p);
-			r = expect(b, name, 3, s, what, ei);
+			r = expect_task(b, name, 3, s, what, ei);
 		} else {
 			snprintf(what, sizeof(what), "phase %d channel thresholds [k_active]", p);
-			r = expect(b, name, 1, s, what, ei);
+			r = expect_task(b, name, 1, s, what, ei);
 		}
 		if (r < 0)
 			return r;
@@ -564,11 +582,11 @@ static int check_implied(const struct mime_bundle *b, struct mime_errinfo *ei)
 		s[0] = t->n_classes;
 		s[1] = mime_shape_size(&feat);
 		snprintf(name, sizeof(name), "task/%s/head.weight", t->name);
-		r = expect(b, name, 2, s, "head weight [n_classes,features]", ei);
+		r = expect_task(b, name, 2, s, "head weight [n_classes,features]", ei);
 		if (r < 0)
 			return r;
 		snprintf(name, sizeof(name), "task/%s/head.bias", t->name);
-		r = expect(b, name, 1, s, "head bias [n_classes]", ei);
+		r = expect_task(b, name, 1, s, "head bias [n_classes]", ei);
 		if (r < 0)
 			return r;
 		if (t->thresholds == MIME_THR_NONE)
@@ -582,9 +600,9 @@ static int check_implied(const struct mime_bundle *b, struct mime_errinfo *ei)
 			snprintf(name, sizeof(name), "task/%s/%s.threshold", t->name,
 			         g->layers[i].name);
 			if (t->thresholds == MIME_THR_ELEMENT)
-				r = expect(b, name, 3, s, "element thresholds [C,H,W]", ei);
+				r = expect_task(b, name, 3, s, "element thresholds [C,H,W]", ei);
 			else
-				r = expect(b, name, 1, s, "channel thresholds [C]", ei);
+				r = expect_task(b, name, 1, s, "channel thresholds [C]", ei);
 			if (r < 0)
 				return r;
 		}
@@ -691,6 +709,9 @@ void mime_bundle_close(struct mime_bundle *b)
 		return;
 	if (b->has_manifest)
 		mime_manifest_free(&b->manifest);
+	for (size_t i = 0; b->tensors && i < b->n_tensors; i++)
+		free(b->tensors[i].decoded);
+	pthread_mutex_destroy(&b->decode_lock);
 	free(b->by_name);
 	free(b->tensors);
 	json_decref(b->header);
@@ -708,6 +729,7 @@ static int open_memory(const void *data, size_t size, int want_manifest,
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
+	pthread_mutex_init(&b->decode_lock, NULL);
 	b->base = data;
 	b->size = size;
 	r = bundle_parse(b, want_manifest, ei);
@@ -824,6 +846,54 @@ int mime_bundle_tensor(const struct mime_bundle *b, const char *name,
 		return MIME_EFORMAT;
 	view(b, t, ret_view);
 	return 0;
+}
+
+int mime_bundle_tensor_f32(const struct mime_bundle *b, const char *name, const float **ret)
+{
+	struct bundle_tensor *t = (struct bundle_tensor *)find(b, name); /* decoded: a cache */
+	struct mime_bundle *mb = (struct mime_bundle *)b;
+	const uint8_t *src;
+	size_t n;
+	int r = 0;
+
+	if (!t || (t->dtype != MIME_DTYPE_F32 && t->dtype != MIME_DTYPE_F16))
+		return MIME_EFORMAT;
+	if (t->dtype == MIME_DTYPE_F32) {
+		*ret = (const float *)(b->data + t->begin);
+		return 0;
+	}
+	pthread_mutex_lock(&mb->decode_lock);
+	if (!t->decoded) {
+		n = (t->end - t->begin) / sizeof(uint16_t);
+		src = b->data + t->begin; /* byte copies: any offset is fine */
+		t->decoded = malloc(sizeof(float) * (n ? n : 1));
+		if (!t->decoded) {
+			r = -ENOMEM;
+		} else {
+			for (size_t i = 0; i < n; i++) {
+				uint16_t h;
+
+				memcpy(&h, src + 2 * i, sizeof(h));
+				t->decoded[i] = mime_half_to_float(h);
+			}
+			if (b->mapped) {
+				/* read once: give the file pages back (read again from the file if
+				 * something looks at the raw tensor later) */
+				const long pg = sysconf(_SC_PAGESIZE);
+				const uintptr_t lo =
+					((uintptr_t)src + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+				const uintptr_t hi = ((uintptr_t)src + n * sizeof(uint16_t)) &
+				                     ~((uintptr_t)pg - 1);
+
+				if (hi > lo)
+					madvise((void *)lo, hi - lo, MADV_DONTNEED);
+			}
+		}
+	}
+	if (r == 0)
+		*ret = t->decoded;
+	pthread_mutex_unlock(&mb->decode_lock);
+	return r;
 }
 
 size_t mime_bundle_n_tensors(const struct mime_bundle *b)

@@ -9,7 +9,8 @@
  *
  * Ownership: a bundle owns its read-only mapping of the file; tensor views handed out by
  * mime_bundle_tensor() borrow from it and die with mime_bundle_close().
- * Threads: immutable once open, so any thread may read it; open and close on one thread. */
+ * Threads: immutable once open (but for the F16 decoding cache of mime_bundle_tensor_f32,
+ * which locks), so any thread may read it; open and close on one thread. */
 #pragma once
 
 #include <stddef.h>
@@ -79,6 +80,12 @@ const char *mime_bundle_metadata(const struct mime_bundle *b, const char *key);
 /* Looks a tensor up by name; returns 0, or MIME_EFORMAT when absent. */
 int mime_bundle_tensor(const struct mime_bundle *b, const char *name,
                        struct mime_tensor_view *ret_view);
+/* The values of tensor name as floats: an F32 tensor's view, or an F16 tensor decoded once,
+ * on first use, into memory b owns (exact: every half is a float; the file pages the halves
+ * lay in are then dropped from memory when b is a file mapping). The pointer lives as long
+ * as b. Any thread may call this (the decoding is serialised). Returns 0, MIME_EFORMAT (no
+ * such tensor, or not F32/F16) or -ENOMEM. */
+int mime_bundle_tensor_f32(const struct mime_bundle *b, const char *name, const float **ret);
 size_t mime_bundle_n_tensors(const struct mime_bundle *b);
 /* The i-th tensor in file order (ascending data offset; see mime_bundle_writer_write()). */
 void mime_bundle_tensor_at(const struct mime_bundle *b, size_t i,

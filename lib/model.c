@@ -8,18 +8,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The floats of tensor name (F32, or a task's F16 tensor decoded by the bundle). */
 static const float *tensor_f32(const struct mime_bundle *b, const char *name, int *r,
                                struct mime_errinfo *ei)
 {
-	struct mime_tensor_view v;
+	const float *f = NULL;
+	int rr;
 
 	if (*r < 0)
 		return NULL;
-	if (mime_bundle_tensor(b, name, &v) < 0 || v.dtype != MIME_DTYPE_F32) {
-		*r = mime_errinfo_set(ei, MIME_EFORMAT, "bundle: tensor '%s' missing", name);
+	rr = mime_bundle_tensor_f32(b, name, &f);
+	if (rr < 0) {
+		*r = rr == -ENOMEM ? -ENOMEM
+		                   : mime_errinfo_set(ei, MIME_EFORMAT,
+		                                      "bundle: tensor '%s' missing", name);
 		return NULL;
 	}
-	return v.data;
+	return f;
 }
 
 int mime_model_from_bundle(const struct mime_bundle *b, struct mime_model *ret_model,

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include "lib/bundle.h"
+#include "lib/half.h"
+#include "lib/model.h"
 
 /* A tiny network: 1x4x4 -> conv1 (2 kernels 3x3 pad 1, relu) -> pool1 -> flatten (8) ->
  * fc1 (3, relu); task t with 2 classes and channel thresholds. */
@@ -705,6 +708,169 @@ static void test_bundle_writer_keeps_wide_tensors_aligned(void **state)
 	free(path);
 }
 
+/* Half precision: every one of the 65,536 encodings decodes to the value its fields say
+ * (computed with ldexp) and encodes back to itself; rounding float -> half is to the nearest
+ * half, ties to even, checked against a search over every finite half. */
+static double half_value(uint16_t h)
+{
+	const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+	const double v = e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
+
+	return h & 0x8000 ? -v : v;
+}
+
+static void test_half_decodes_every_encoding_and_rounds_to_nearest_even(void **state)
+{
+	static const struct {
+		float f;
+		uint16_t h;
+	} edge[] = {
+		{1.0f, 0x3c00},         {-2.0f, 0xc000},           {65504.0f, 0x7bff},
+		{65519.0f, 0x7bff},     {65520.0f, 0x7c00},        {1e10f, 0x7c00},
+		{0x1p-24f, 0x0001},     {0x1p-25f, 0x0000},        {0x1.8p-25f, 0x0001},
+		{0x1.ffcp-15f, 0x0400}, {1.0f + 0x1p-11f, 0x3c00}, {1.0f + 0x3p-11f, 0x3c02},
+		{-0.0f, 0x8000},        {0x1p-14f, 0x0400},        {0x1p-30f, 0x0000},
+	};
+	uint64_t rng = 99;
+
+	(void)state;
+	for (uint32_t h = 0; h < 0x10000u; h++) {
+		const float f = mime_half_to_float((uint16_t)h);
+		const int exp = (h >> 10) & 0x1f;
+
+		if (exp == 0x1f) {
+			assert_true((h & 0x3ff) ? isnan(f) : isinf(f));
+			assert_true(((h & 0x3ff) != 0) ==
+			            isnan(mime_half_to_float(mime_float_to_half(f))));
+			continue;
+		}
+		assert_true((double)f == half_value((uint16_t)h));
+		assert_int_equal(mime_float_to_half(f), h);
+	}
+	for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++)
+		if (mime_float_to_half(edge[i].f) != edge[i].h)
+			fail_msg("%a -> 0x%04x, expected 0x%04x", (double)edge[i].f,
+			         mime_float_to_half(edge[i].f), edge[i].h);
+	for (int i = 0; i < 3000; i++) {
+		/* log-uniform over the halves' range, both signs */
+		const float f = (i & 1 ? -1.0f : 1.0f) *
+		                (float)exp2(mime_test_uniform(&rng, -26.0f, 15.99f));
+		const uint16_t got = mime_float_to_half(f);
+		uint16_t best = 0;
+		double dbest = INFINITY;
+
+		for (uint16_t h = 0; h < 0x7c00; h++) {
+			const double d = fabs(fabs((double)f) - half_value(h));
+
+			if (d < dbest || (d == dbest && !(h & 1))) {
+				dbest = d;
+				best = h;
+			}
+		}
+		if (fabs((double)f) >= 65520.0)
+			best = 0x7c00;
+		if ((got & 0x7fff) != best || ((got & 0x8000) != 0) != (f < 0))
+			fail_msg("%a -> 0x%04x, nearest-even is 0x%04x", (double)f, got, best);
+	}
+}
+
+/* A task's head and thresholds may be stored as F16 (half the bytes of a task); the parent's
+ * weights may not. mime_bundle_tensor_f32 and the model see the decoded floats. */
+static void test_bundle_task_tensors_may_be_f16(void **state)
+{
+	static const int64_t s_cw[] = {2, 1, 3, 3}, s2[] = {2}, s_fw[] = {3, 8}, s3[] = {3},
+			     s_hw[] = {2, 3};
+	struct fixture_tensors f;
+	struct mime_bundle_writer *w = NULL;
+	struct mime_manifest m;
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+	struct mime_model model;
+	struct mime_tensor_view v;
+	uint16_t hw[6], hb[2], t1[2], t2[3];
+	const float *dec, *again;
+	char *path = mime_test_tmpfile(NULL, 0);
+	uint64_t rng = 7;
+
+	(void)state;
+	fill((float *)&f, sizeof(f) / sizeof(float), &rng);
+	for (int i = 0; i < 6; i++)
+		hw[i] = mime_float_to_half(f.hw[i]);
+	for (int i = 0; i < 2; i++) {
+		hb[i] = mime_float_to_half(f.hb[i]);
+		t1[i] = mime_float_to_half(f.t1[i]);
+	}
+	for (int i = 0; i < 3; i++)
+		t2[i] = mime_float_to_half(f.t2[i]);
+	assert_int_equal(mime_manifest_parse(manifest_json, strlen(manifest_json), &m, &ei), 0);
+	for (int parent_f16 = 0; parent_f16 < 2; parent_f16++) {
+		assert_int_equal(mime_bundle_writer_create(&w), 0);
+		assert_int_equal(mime_bundle_writer_add(w, "parent/conv1.weight", MIME_DTYPE_F32, 4,
+		                                        s_cw, f.cw),
+		                 0);
+		assert_int_equal(
+			mime_bundle_writer_add(w, "parent/conv1.bias", MIME_DTYPE_F32, 1, s2, f.cb),
+			0);
+		assert_int_equal(mime_bundle_writer_add(w, "parent/fc1.weight", MIME_DTYPE_F32, 2,
+		                                        s_fw, f.fw),
+		                 0);
+		if (parent_f16) /* a parent tensor as F16: refused by name */
+			assert_int_equal(mime_bundle_writer_add(w, "parent/fc1.bias",
+			                                        MIME_DTYPE_F16, 1, s3, t2),
+			                 0);
+		else
+			assert_int_equal(mime_bundle_writer_add(w, "parent/fc1.bias",
+			                                        MIME_DTYPE_F32, 1, s3, f.fb),
+			                 0);
+		assert_int_equal(mime_bundle_writer_add(w, "task/t/head.weight", MIME_DTYPE_F16, 2,
+		                                        s_hw, hw),
+		                 0);
+		assert_int_equal(
+			mime_bundle_writer_add(w, "task/t/head.bias", MIME_DTYPE_F16, 1, s2, hb),
+			0);
+		assert_int_equal(mime_bundle_writer_add(w, "task/t/conv1.threshold", MIME_DTYPE_F16,
+		                                        1, s2, t1),
+		                 0);
+		assert_int_equal(mime_bundle_writer_add(w, "task/t/fc1.threshold", MIME_DTYPE_F16,
+		                                        1, s3, t2),
+		                 0);
+		if (parent_f16) {
+			assert_int_equal(mime_bundle_writer_write(w, &m, path, &ei), MIME_EFORMAT);
+			assert_non_null(strstr(ei.msg, "parent/fc1.bias"));
+			assert_non_null(strstr(ei.msg, "expected F32"));
+			mime_bundle_writer_destroy(w);
+			continue;
+		}
+		if (mime_bundle_writer_write(w, &m, path, &ei) != 0)
+			fail_msg("%s", ei.msg);
+		mime_bundle_writer_destroy(w);
+	}
+	if (mime_bundle_open(path, &b, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	assert_int_equal(mime_bundle_tensor(b, "task/t/head.weight", &v), 0);
+	assert_int_equal(v.dtype, MIME_DTYPE_F16);
+	assert_int_equal(v.n_bytes, 12);
+	assert_int_equal(mime_bundle_tensor_f32(b, "task/t/head.weight", &dec), 0);
+	for (int i = 0; i < 6; i++) {
+		assert_true(dec[i] == mime_half_to_float(hw[i]));
+		assert_true(fabsf(dec[i] - f.hw[i]) <= 0x1p-11f * fabsf(f.hw[i]) + 0x1p-24f);
+	}
+	assert_int_equal(mime_bundle_tensor_f32(b, "task/t/head.weight", &again), 0);
+	assert_ptr_equal(again, dec); /* decoded once */
+	assert_int_equal(mime_bundle_tensor_f32(b, "parent/fc1.weight", &dec), 0);
+	assert_memory_equal(dec, f.fw, sizeof(f.fw)); /* F32: the view itself */
+	assert_int_equal(mime_bundle_tensor_f32(b, "nope", &dec), MIME_EFORMAT);
+	assert_int_equal(mime_model_from_bundle(b, &model, &ei), 0);
+	for (int i = 0; i < 3; i++)
+		assert_true(model.tasks[0].thresholds[3][i] == mime_half_to_float(t2[i]));
+	assert_true(model.tasks[0].head_b[1] == mime_half_to_float(hb[1]));
+	mime_model_fini(&model);
+	mime_bundle_close(b);
+	mime_manifest_free(&m);
+	unlink(path);
+	free(path);
+}
+
 #define CORRUPT(n, c)                                                                              \
 	{                                                                                          \
 		"test_bundle_open_rejects_" n, run_corrupt_case, NULL, NULL, (void *)&c            \
@@ -755,6 +921,8 @@ int main(void)
 		cmocka_unit_test(test_bundle_open_survives_header_bit_flips),
 		cmocka_unit_test(test_bundle_open_reports_missing_file),
 		cmocka_unit_test(test_bundle_writer_round_trips),
+		cmocka_unit_test(test_half_decodes_every_encoding_and_rounds_to_nearest_even),
+		cmocka_unit_test(test_bundle_task_tensors_may_be_f16),
 		cmocka_unit_test(test_bundle_writer_refuses_what_the_reader_rejects),
 		cmocka_unit_test(test_bundle_writer_add_rejects_bad_tensors),
 		cmocka_unit_test(test_bundle_safetensors_open_needs_no_manifest),
