@@ -25,8 +25,11 @@
 #   --report   only prints the measured tables (markdown) from $WORK's JSON reports.
 # Environment (defaults):
 #   MIME_TRAIN=build/train/mime-train   PARENT=models/fmnist-parent.mime  OUT=models/demo.mime
-#   WORK=out/demo  EPOCHS=10  THREADS=2  SEED=1
-#   FMNIST_LIMIT=10000  (training images for the fmnist thresholds; 0 = all 60,000)
+#   WORK=out/demo  EPOCHS=20  THREADS=2  SEED=1
+#   FMNIST_EPOCHS=10  FMNIST_LIMIT=0  (the fmnist thresholds: epochs, and training images,
+#             0 = all 60,000: 10 epochs of 54,000 are more steps than 20 of mnist's 7,200)
+#   VAL=10%  (--val of every trained step: held out of its training images, stratified;
+#             the epoch with the best validation accuracy is kept, for MIME and baselines)
 #   LIMIT=0  (training images for mnist and digits, every mode; 0 = all: a quick smoke run
 #             of the whole script takes e.g. LIMIT=300 EPOCHS=1 FMNIST_LIMIT=300 WORK=/tmp/d)
 #   MIME_DATA=$HOME/.cache/mime/data  (scripts/fetch-data.sh all)
@@ -45,10 +48,12 @@ MIME_TRAIN=${MIME_TRAIN:-build/train/mime-train}
 PARENT=${PARENT:-models/fmnist-parent.mime}
 OUT=${OUT:-models/demo.mime}
 WORK=${WORK:-out/demo}
-EPOCHS=${EPOCHS:-10}
+EPOCHS=${EPOCHS:-20}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
-FMNIST_LIMIT=${FMNIST_LIMIT:-10000}
+FMNIST_EPOCHS=${FMNIST_EPOCHS:-10}
+FMNIST_LIMIT=${FMNIST_LIMIT:-0}
+VAL=${VAL:-10%}
 LIMIT=${LIMIT:-0}
 MIME_FLAGS=${MIME_FLAGS:---reg-sign minus --beta 1e-4}
 DATA=${MIME_DATA:-$HOME/.cache/mime/data}
@@ -229,24 +234,26 @@ step "head-only fmnist = the parent (0 epochs)" "$WORK/0a-ft-fmnist.mime" \
 	"$WORK/0b-ho-fmnist.mime" finetune --head-only --task fmnist --data "$DATA/fmnist" \
 	--epochs 0 --train-limit 100
 step "thresholds fmnist (train limit $FMNIST_LIMIT)" "$WORK/0b-ho-fmnist.mime" "$WORK/1-fmnist.mime" \
-	thresholds --task fmnist --data "$DATA/fmnist" --epochs "$EPOCHS" \
-	--train-limit "$FMNIST_LIMIT" $MIME_FLAGS
+	thresholds --task fmnist --data "$DATA/fmnist" --epochs "$FMNIST_EPOCHS" \
+	--train-limit "$FMNIST_LIMIT" --val "$VAL" $MIME_FLAGS
 step "thresholds mnist" "$WORK/1-fmnist.mime" "$WORK/2-mnist.mime" \
 	thresholds --task mnist --data "$DATA/mnist" --classes "$DIGITS" --epochs "$EPOCHS" \
-	--train-limit "$LIMIT" $MIME_FLAGS
+	--train-limit "$LIMIT" --val "$VAL" $MIME_FLAGS
 step "thresholds digits" "$WORK/2-mnist.mime" "$WORK/3-digits.mime" \
 	thresholds --task digits --data "$DATA/digits" --classes "$DIGITS" --epochs "$EPOCHS" \
-	--train-limit "$LIMIT" $MIME_FLAGS
+	--train-limit "$LIMIT" --val "$VAL" $MIME_FLAGS
 step "fine-tune mnist" "$WORK/3-digits.mime" "$WORK/4-ft-mnist.mime" \
-	finetune --task mnist --data "$DATA/mnist" --epochs "$EPOCHS" --train-limit "$LIMIT"
+	finetune --task mnist --data "$DATA/mnist" --epochs "$EPOCHS" --train-limit "$LIMIT" \
+	--val "$VAL"
 step "fine-tune digits" "$WORK/4-ft-mnist.mime" "$WORK/5-ft-digits.mime" \
-	finetune --task digits --data "$DATA/digits" --epochs "$EPOCHS" --train-limit "$LIMIT"
+	finetune --task digits --data "$DATA/digits" --epochs "$EPOCHS" --train-limit "$LIMIT" \
+	--val "$VAL"
 step "head-only mnist" "$WORK/5-ft-digits.mime" "$WORK/6-ho-mnist.mime" \
 	finetune --head-only --task mnist --data "$DATA/mnist" --epochs "$EPOCHS" \
-	--train-limit "$LIMIT"
+	--train-limit "$LIMIT" --val "$VAL"
 step "head-only digits" "$WORK/6-ho-mnist.mime" "$WORK/7-ho-digits.mime" \
 	finetune --head-only --task digits --data "$DATA/digits" --epochs "$EPOCHS" \
-	--train-limit "$LIMIT"
+	--train-limit "$LIMIT" --val "$VAL"
 
 STEP=$((STEP + 1))
 if [ -e "$WORK/8-phase-tasks.mime" ]; then

@@ -42,8 +42,9 @@ struct learn_opts {
 	char train_images[PATH_MAX], train_labels[PATH_MAX];
 	char test_images[PATH_MAX], test_labels[PATH_MAX];
 	int train_limit, test_limit;
-	int val; /* training images held out for epoch selection; 0: none */
-	int fit; /* -1: automatic */
+	int val;            /* training images held out for epoch selection; 0: none */
+	double val_percent; /* or this percentage of them (--val 10%) */
+	int fit;            /* -1: automatic */
 	struct mimetrain_mime_config cfg;
 };
 
@@ -60,7 +61,7 @@ static void learn_usage(FILE *f, enum mimetrain_mode mode)
 		        "[--t-init 1e-6] [--collapse 0.98]\n"
 		        "         [--fit pad|stretch] [--train-limit N] [--test-limit N] "
 		        "[--threads T] [--seed S]\n"
-		        "         [--val N] [--json REPORT.json]\n");
+		        "         [--val N|P%%] [--json REPORT.json]\n");
 	else
 		fprintf(f,
 		        "usage: mime-train finetune --bundle IN.mime --task NAME -o OUT.mime "
@@ -71,7 +72,7 @@ static void learn_usage(FILE *f, enum mimetrain_mode mode)
 		        "(head-only: 1e-3)]\n"
 		        "         [--head-lr 1e-3] [--fit pad|stretch] [--train-limit N] "
 		        "[--test-limit N]\n"
-		        "         [--threads T] [--seed S] [--val N] [--json REPORT.json]\n");
+		        "         [--threads T] [--seed S] [--val N|P%%] [--json REPORT.json]\n");
 }
 
 static double now_s(void)
@@ -246,7 +247,15 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 			o->cfg.seed = strtoull(optarg, &end, 10);
 			break;
 		case O_VAL:
-			o->val = (int)strtol(optarg, &end, 10);
+			if (optarg[0] && optarg[strlen(optarg) - 1] == '%') {
+				o->val_percent = strtod(optarg, &end);
+				if (end != optarg + strlen(optarg) - 1 || !(o->val_percent > 0) ||
+				    !(o->val_percent < 100))
+					return -1;
+				end = NULL;
+			} else {
+				o->val = (int)strtol(optarg, &end, 10);
+			}
 			break;
 		case O_JSON:
 			o->json_out = optarg;
@@ -678,6 +687,8 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 	r = mimetrain_taskset_make(&dtrain, &spec, &train, &ei);
 	if (r == 0)
 		r = mimetrain_taskset_make(&dtest, &spec, &test, &ei);
+	if (o.val_percent > 0)
+		o.val = (int)(o.val_percent / 100.0 * train.n + 0.5);
 	if (r == 0 && o.val > 0) {
 		/* held out of the training split (the test split stays unseen until the end) */
 		struct mimetrain_taskset all = train;
