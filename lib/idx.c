@@ -260,7 +260,7 @@ int mime_idx_write(const char *path, int ndim, const uint32_t *dims, const uint8
                    struct mime_errinfo *ei)
 {
 	uint8_t head[4 + 4 * IDX_MAX_NDIM];
-	size_t len = strlen(path), n_bytes, hdr;
+	size_t len = strlen(path), n_bytes = 0, hdr;
 	bool gzipped = len >= 3 && strcmp(path + len - 3, ".gz") == 0;
 	gzFile gz;
 	int r, zr;
