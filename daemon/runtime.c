@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -213,6 +214,143 @@ static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
 	return 0;
 }
 
+/* Sorts and searches the pointers the serving path reads (drop_unread_pages). */
+static int cmp_ptr(const void *a, const void *b)
+{
+	const uintptr_t x = (uintptr_t) * (const void *const *)a;
+	const uintptr_t y = (uintptr_t) * (const void *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void keep_task(const void **keep, size_t *n, const struct mime_task_params *tp)
+{
+	keep[(*n)++] = tp->head_w;
+	keep[(*n)++] = tp->head_b;
+	for (int i = 0; i < MIME_MAX_LAYERS; i++)
+		if (tp->thresholds[i])
+			keep[(*n)++] = tp->thresholds[i];
+}
+
+/* The bundle's mapping [*ret_base, *ret_base + *ret_len), page aligned; false when the
+ * bundle is not a file mapping. The tensors tile the data to the end of the file (checked
+ * on open), so the mapping ends where the last tensor does. */
+static bool bundle_mapping(const struct mime_bundle *b, uintptr_t *ret_base, size_t *ret_len)
+{
+	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	const size_t n = mime_bundle_n_tensors(b), size = mime_bundle_size_bytes(b);
+	uintptr_t end = 0;
+
+	if (!mime_bundle_is_mapped(b))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		struct mime_tensor_view v;
+
+		mime_bundle_tensor_at(b, i, &v);
+		if (v.n_bytes && (uintptr_t)v.data + v.n_bytes > end)
+			end = (uintptr_t)v.data + v.n_bytes;
+	}
+	if (end < size || (end - size) % pg != 0)
+		return false; /* not the mapping we think: leave it alone */
+	*ret_base = end - size;
+	*ret_len = (size + pg - 1) / pg * pg;
+	return true;
+}
+
+/* After the load, the bundle mapping holds pages that serving never reads again: the header
+ * (parsed into the manifest), the parent's conv weights around the pages the engines dropped
+ * once packed, the masks (decoded), other phases' and disabled tasks' tensors, the other
+ * mode's tensors, and whatever the kernel mapped around each page fault (fault-around maps
+ * up to 16 cached neighbours). Drops every page that holds no byte of a tensor a forward
+ * reads: biases, fc weights, conv weights unless packed, and the heads and thresholds of
+ * the enabled tasks in the phases the engines are in and the one the daemon starts in.
+ * Those keep their pages (dropping a bias's page would cost a fault that maps 64 KiB around
+ * it); anything dropped that is needed after all (a later phase, a task enabled by a
+ * reload) is read back from the file on first touch. Advice only: errors are ignored. */
+static void drop_unread_pages(struct mimed_runtime *rt)
+{
+	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	const struct mime_graph *g = &rt->model.graph;
+	const size_t n_tensors = mime_bundle_n_tensors(rt->bundle);
+	const int n_tasks = rt->manifest->n_tasks;
+	size_t n_keep = 0, cap, len;
+	uintptr_t base, at;
+	const void **keep;
+	bool packed = true;
+
+	if (!bundle_mapping(rt->bundle, &base, &len))
+		return;
+	for (int i = 0; i < rt->n_workers * rt->n_models; i++) {
+		enum mime_conv_impl conv;
+
+		if (rt->engines[i]) {
+			mime_engine_describe(rt->engines[i], &conv, NULL);
+			packed = packed && conv == MIME_CONV_PACKED;
+		}
+	}
+	/* Per model: a weight and a bias per layer; per task view: a head (2) and thresholds. */
+	cap = (size_t)(rt->n_models + 1) * 2 * MIME_MAX_LAYERS +
+	      (size_t)(rt->n_workers + 2) * (size_t)n_tasks * (2 + MIME_MAX_LAYERS);
+	keep = malloc(cap * sizeof(*keep));
+	if (!keep)
+		return;
+	for (int k = 0; k < rt->n_models; k++) {
+		const struct mime_model *m =
+			rt->mode == MIMED_MODE_CONVENTIONAL ? &rt->conv_models[k] : &rt->model;
+
+		if (rt->mode == MIMED_MODE_CONVENTIONAL && !rt->enabled[k])
+			continue;
+		for (int i = 0; i < g->n_layers; i++) {
+			if (m->bias[i])
+				keep[n_keep++] = m->bias[i];
+			if (m->weight[i] && (g->layers[i].kind == MIME_LAYER_FC || !packed))
+				keep[n_keep++] = m->weight[i];
+		}
+		if (rt->mode == MIMED_MODE_CONVENTIONAL)
+			keep_task(keep, &n_keep, &rt->conv_tasks[k]);
+	}
+	for (int t = 0; rt->mode == MIMED_MODE_MIME && t < n_tasks; t++) {
+		if (!rt->enabled[t])
+			continue;
+		for (int w = 0; w <= rt->n_workers; w++) {
+			/* each engine's phase (0: the parent's views), then the top phase */
+			int p = w < rt->n_workers ? rt->engine_phase[w] : rt->n_phases;
+			size_t at_p = (size_t)(p - 1) * (size_t)n_tasks + (size_t)t;
+
+			keep_task(keep, &n_keep,
+			          rt->has_phases && p > 0 ? &rt->phase_tasks[at_p]
+			                                  : &rt->model.tasks[t]);
+		}
+	}
+	qsort(keep, n_keep, sizeof(*keep), cmp_ptr);
+	/* Reads one byte of every page of each kept tensor first: a page fault may map a
+	 * whole large folio of the page cache (2 MiB seen here, whatever MADV_NOHUGEPAGE
+	 * says), so the faults are taken now and the drop below unmaps what came with them.
+	 * Then drops [at, start of each kept tensor) in whole pages, and the tail. */
+	at = base;
+	for (size_t i = 0; i <= n_tensors; i++) {
+		struct mime_tensor_view v = {0};
+		uintptr_t lo, hi;
+
+		if (i < n_tensors) {
+			mime_bundle_tensor_at(rt->bundle, i, &v);
+			if (!v.n_bytes || !bsearch(&v.data, keep, n_keep, sizeof(*keep), cmp_ptr))
+				continue;
+			for (uintptr_t p = (uintptr_t)v.data; p < (uintptr_t)v.data + v.n_bytes;
+			     p = (p / pg + 1) * pg)
+				(void)*(const volatile char *)p;
+		} else {
+			v.data = (const void *)(base + len);
+		}
+		lo = (at + pg - 1) / pg * pg;
+		hi = (uintptr_t)v.data / pg * pg;
+		if (hi > lo)
+			madvise((void *)lo, hi - lo, MADV_DONTNEED);
+		at = (uintptr_t)v.data + v.n_bytes;
+	}
+	free(keep);
+}
+
 int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei)
 {
@@ -249,6 +387,18 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 	if (r < 0)
 		goto fail;
 	rt->manifest = mime_bundle_manifest(rt->bundle);
+	{
+		/* A file freshly written or read ahead sits in the page cache in large folios,
+		 * and the kernel maps a 2 MiB one whole on the first fault inside it: reading a
+		 * bias would put 2 MiB of the bundle in RSS (VGG-7 full: 6 of the 6.4 MiB the
+		 * mapping held). Small pages: a fault maps what it reads and at most 64 KiB
+		 * around it. Advice only. */
+		uintptr_t base;
+		size_t len;
+
+		if (bundle_mapping(rt->bundle, &base, &len))
+			madvise((void *)base, len, MADV_NOHUGEPAGE);
+	}
 	r = mime_model_from_bundle(rt->bundle, &rt->model, ei);
 	if (r < 0)
 		goto fail;
@@ -317,6 +467,7 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 	r = runtime_phases(rt, ei);
 	if (r < 0)
 		goto fail;
+	drop_unread_pages(rt);
 	for (int i = 0; i < rt->manifest->n_tasks; i++)
 		if (rt->manifest->tasks[i].thresholds == MIME_THR_CHANNEL)
 			thr = MIME_ENERGY_THR_CHANNEL;
