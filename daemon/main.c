@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -386,12 +387,38 @@ static void on_signal(uv_signal_t *h, int signum)
 	}
 }
 
+/* Hands the heap's free pages back to the system once the daemon has been quiet for
+ * TRIM_QUIET_NS after some activity: a burst leaves freed connection buffers (64 KiB each),
+ * decoded images and replies in the heap, which glibc returns only from its top (measured
+ * after 300 requests over 8 connections: ~0.4 MiB). Never while requests come in (the pages
+ * would be faulted in again at once); one malloc_trim per quiet period. Loop thread only,
+ * so the state can be static (one daemon per process). */
+#define TRIM_QUIET_NS 1000000000u
+
+static void trim_when_quiet(struct mimed *d, uint64_t now)
+{
+	static uint64_t seen, quiet_since_ns;
+	static bool dirty;
+	uint64_t activity = d->n_requests + d->n_batches + (uint64_t)d->n_conns + d->next_gen;
+
+	if (activity != seen) {
+		seen = activity;
+		quiet_since_ns = now;
+		dirty = true;
+	} else if (dirty && now - quiet_since_ns >= TRIM_QUIET_NS &&
+	           mimed_queue_len(&d->queue) == 0) {
+		dirty = false;
+		malloc_trim(0);
+	}
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct mimed *d = t->data;
 	uint64_t now = mimed_now_ns();
 
 	mimed_server_tick(d);
+	trim_when_quiet(d, now);
 	if (d->watchdog_usec && now - d->last_watchdog_ns >= d->watchdog_usec * 500u) {
 		d->last_watchdog_ns = now;
 		mimed_notify(d, "WATCHDOG=1");
