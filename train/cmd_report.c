@@ -267,9 +267,18 @@ static int report_measure(const struct mime_bundle *b, const char *path, const c
 		snprintf(prefix, sizeof(prefix), "conventional/%s/", t->name);
 		t->copy_bytes = report_prefix_bytes(b, prefix);
 		t->channel_bytes = t->head_bytes;
-		for (int k = 0; k < g->n_layers; k++)
-			if (mime_graph_layer_masked(g, k))
-				t->channel_bytes += (int64_t)sizeof(float) * g->layers[k].out;
+		{
+			/* stored as the task's head is (F32, or F16 after `bundle half`) */
+			struct mime_tensor_view hv;
+			size_t elem = sizeof(float);
+
+			snprintf(prefix, sizeof(prefix), "task/%s/head.weight", t->name);
+			if (mime_bundle_tensor(b, prefix, &hv) == 0)
+				elem = mime_dtype_size(hv.dtype);
+			for (int k = 0; k < g->n_layers; k++)
+				if (mime_graph_layer_masked(g, k))
+					t->channel_bytes += (int64_t)elem * g->layers[k].out;
+		}
 		report_recorded(mf, i, t);
 		if (report_measure_task(b, i, data_dir, limit, threads, t) < 0)
 			return -1;

@@ -85,7 +85,13 @@ class Bundle:
         return name in self.header
 
     def f32(self, name):
+        """The tensor's values as floats: F32, or F16 (a task's tensors after `mime-train
+        bundle half`) decoded with struct's IEEE half."""
         a, b = self.header[name]['data_offsets']
+        if self.header[name]['dtype'] == 'F16':
+            v = array.array('f', struct.unpack('<%de' % ((b - a) // 2), self.data[a:b]))
+            return v, self.header[name]['shape']
+        assert self.header[name]['dtype'] == 'F32', (name, self.header[name])
         v = array.array('f')
         v.frombytes(self.data[a:b])
         if sys.byteorder != 'little':
@@ -266,6 +272,56 @@ def eval_agrees_with_run(ctx):
                         '--images', x, '--labels', y, '--phase', others[0], '--json',
                         check=0)
                 assert json.loads(p.stdout)['accuracy'] < 1.0, p.stdout
+
+
+def half_bundle_matches_reference(ctx):
+    """`mime-train bundle half`: every task tensor (whole parent and per phase) becomes F16,
+    rounded to nearest even exactly as IEEE does (struct's 'e'), everything else is byte
+    for byte the same; mimectl run on the result matches the reference forward pass on the
+    halves in every phase, and `bundle verify` accepts it."""
+    half = os.path.join(ctx.tmp, 'half.mime')
+    p = run(MIME_TRAIN, 'bundle', 'half', ctx.bundle, '-o', half, check=0)
+    assert 'F32 -> F16' in p.stdout, p.stdout
+    run(MIME_TRAIN, 'bundle', 'verify', half, check=0)
+    src, dst = Bundle(ctx.bundle), Bundle(half)
+    n_half = 0
+    for name, e in src.header.items():
+        if name == '__metadata__':
+            continue
+        a, b = e['data_offsets']
+        c, d = dst.header[name]['data_offsets']
+        if name.startswith('task/'):
+            assert dst.header[name]['dtype'] == 'F16', (name, dst.header[name])
+            vals = struct.unpack('<%df' % ((b - a) // 4), src.data[a:b])
+            want = struct.pack('<%de' % len(vals), *vals)
+            assert dst.data[c:d] == want, name
+            n_half += 1
+        else:
+            assert dst.header[name]['dtype'] == e['dtype'], name
+            assert dst.data[c:d] == src.data[a:b], name
+    assert n_half > 0
+    assert os.path.getsize(half) < os.path.getsize(ctx.bundle)
+    for task in ('alpha', 'gamma'):
+        for phase in range(N_PHASES + 1):
+            got = mimectl_run(ctx, half, task, phase, ctx.paths)
+            for img, res in zip(ctx.images, got):
+                ref = forward(dst, task, phase, img)
+                err = max(abs(a - r) for a, r in zip(res['logits'], ref))
+                assert err < 1e-3 * (1 + max(abs(r) for r in ref)), (task, phase, res, ref)
+    # the parent's weights may not be F16: the reader names the tensor
+    bad = os.path.join(ctx.tmp, 'bad-half.mime')
+    h = dict(dst.header)
+    name = next(k for k in h if k.startswith('parent/') and k.endswith('.bias'))
+    a, b = h[name]['data_offsets']
+    vals = struct.unpack('<%df' % ((b - a) // 4), dst.data[a:b])
+    data = dst.data[:a] + struct.pack('<%de' % len(vals), *vals) + b'\0' * ((b - a) // 2) + \
+        dst.data[b:]
+    h[name] = dict(h[name], dtype='F16', data_offsets=[a, a + (b - a) // 2])
+    h['__pad__'] = {'dtype': 'U8', 'shape': [(b - a) // 2],
+                    'data_offsets': [a + (b - a) // 2, b]}
+    st_write(bad, h, data)
+    p = run(MIME_TRAIN, 'bundle', 'verify', bad)
+    assert p.returncode != 0 and name in p.stderr and 'expected F32' in p.stderr, p.stderr
 
 
 def run_bad_phase(ctx):
@@ -584,7 +640,8 @@ def main():
         ctx.paths.append(os.path.join(ctx.tmp, 'img%d.pgm' % i))
         write_pgm(ctx.paths[-1], img)
 
-    tests = [run_phase_matches_reference, eval_agrees_with_run, run_bad_phase,
+    tests = [run_phase_matches_reference, eval_agrees_with_run, half_bundle_matches_reference,
+             run_bad_phase,
              eval_phase_all, inspect_phases, status_predicted_column, phases_build_small]
     if os.access(MIMED, os.X_OK):
         tests += [status_phase_table, infer_named_phase]
