@@ -830,6 +830,56 @@ static void ukr_neon(int n, const float *a, const float *b, const int32_t *cols,
 }
 #endif
 
+/* The conv epilogue of one tile (row r at tile + r * nr, kernels k0 .. k0 + kn - 1, pixels
+ * j0 .. j0 + jn - 1 of the chunk at p0): bias, mask, zero count, store. */
+static int64_t tile_epilogue(const struct mime_gemm_arch *a, const float *tile, int kn, int jn,
+                             int k0, int j0, int p0, int P, const float *bias,
+                             const struct mime_mask_ref *mask, int apply_mask, float *out_sample)
+{
+	const int nr = a->nr;
+	int64_t zeros = 0;
+
+#ifdef MIME_X86
+	if (a->simd == MIME_SIMD_AVX512)
+		return epilogue_avx512(tile, kn, jn, k0, j0, p0, P, bias, mask, apply_mask,
+		                       out_sample);
+#endif
+	for (int r = 0; r < kn; r++) {
+		const int k = k0 + r;
+		const float bk = bias ? bias[k] : 0.0f;
+		const float *t = tile + r * nr;
+		float *o = out_sample + (int64_t)k * P + p0 + j0;
+
+		if (!apply_mask) {
+			for (int j = 0; j < jn; j++)
+				o[j] = t[j] + bk;
+		} else if (!mask->thr || mask->granularity == MIME_THR_CHANNEL) {
+			const float th = mask->thr ? mask->thr[k] : 0.0f;
+			int z = 0;
+
+			for (int j = 0; j < jn; j++) {
+				const float y = t[j] + bk, v = y >= th ? y : 0.0f;
+
+				o[j] = v;
+				z += v == 0.0f;
+			}
+			zeros += z;
+		} else {
+			const float *th = mask->thr + (int64_t)k * P + p0 + j0;
+			int z = 0;
+
+			for (int j = 0; j < jn; j++) {
+				const float y = t[j] + bk, v = y >= th[j] ? y : 0.0f;
+
+				o[j] = v;
+				z += v == 0.0f;
+			}
+			zeros += z;
+		}
+	}
+	return zeros;
+}
+
 int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_weights *w,
                        const float *packed_b, int np, int p0, int P, const float *bias,
                        const struct mime_mask_ref *mask, int apply_mask, float *out_sample)
@@ -854,9 +904,7 @@ int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_we
 #ifdef MIME_X86
 			case MIME_SIMD_AVX512:
 				ukr_avx512(n, ap, bp, cols, ia, tile);
-				zeros += epilogue_avx512(tile, kn, jn, k0, j0, p0, P, bias, mask,
-				                         apply_mask, out_sample);
-				continue;
+				break;
 			case MIME_SIMD_AVX2:
 				ukr_avx2(n, ap, bp, cols, ia, tile);
 				break;
@@ -870,42 +918,534 @@ int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_we
 				ukr_scalar(n, ap, bp, cols, ia, tile);
 				break;
 			}
-			/* Epilogue while the tile is hot: bias, mask, zero count, store. */
-			for (int r = 0; r < kn; r++) {
-				const int k = k0 + r;
-				const float bk = bias ? bias[k] : 0.0f;
-				const float *t = tile + r * nr;
-				float *o = out_sample + (int64_t)k * P + p0 + j0;
+			/* Epilogue while the tile is hot. */
+			zeros += tile_epilogue(a, tile, kn, jn, k0, j0, p0, P, bias, mask,
+			                       apply_mask, out_sample);
+		}
+	}
+	return zeros;
+}
 
-				if (!apply_mask) {
-					for (int j = 0; j < jn; j++)
-						o[j] = t[j] + bk;
-				} else if (!mask->thr || mask->granularity == MIME_THR_CHANNEL) {
-					const float th = mask->thr ? mask->thr[k] : 0.0f;
-					int z = 0;
+/* ---- The input-sparse form (see gemm.h) ---- */
 
-					for (int j = 0; j < jn; j++) {
-						const float y = t[j] + bk, v = y >= th ? y : 0.0f;
+#define ACT_KV    16 /* kv is K rounded up to this */
+#define ACT_MAXW  32 /* padded input row width the row masks hold */
+#define ACT_MAXRS 16 /* R*S: the taps of one channel fit one vector */
 
-						o[j] = v;
-						z += v == 0.0f;
-					}
-					zeros += z;
-				} else {
-					const float *th = mask->thr + (int64_t)k * P + p0 + j0;
-					int z = 0;
+int mime_gemm_tweights_init(struct mime_gemm_tweights *t, int K_max, int CRS_max, int rs)
+{
+	const size_t pg = page_bytes();
+	const size_t kv = (size_t)(K_max + ACT_KV - 1) / ACT_KV * ACT_KV;
+	void *map;
 
-					for (int j = 0; j < jn; j++) {
-						const float y = t[j] + bk,
-							    v = y >= th[j] ? y : 0.0f;
+	*t = (struct mime_gemm_tweights){.K_max = K_max, .CRS_max = CRS_max, .rs = rs};
+	if (K_max < 1 || CRS_max < 1 || rs < 1 || rs > ACT_MAXRS || CRS_max % rs ||
+	    kv > SIZE_MAX / 8 / (size_t)CRS_max)
+		return -EINVAL;
+	t->off_live = round_up(sizeof(float) * kv * CRS_max, pg);
+	t->map_bytes = t->off_live + round_up(sizeof(uint32_t) * (size_t)(CRS_max / rs), pg);
+	map = mmap(NULL, t->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED) {
+		*t = (struct mime_gemm_tweights){0};
+		return -ENOMEM;
+	}
+	t->values = map;
+	t->live = (uint32_t *)((uint8_t *)map + t->off_live);
+	return 0;
+}
 
-						o[j] = v;
-						z += v == 0.0f;
-					}
-					zeros += z;
-				}
+int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w)
+{
+	const int mr = w->mr, K = w->K, CRS = w->CRS, panels = (K + mr - 1) / mr;
+	const int kv = (K + ACT_KV - 1) / ACT_KV * ACT_KV;
+	const size_t pg = page_bytes();
+	size_t used, from, to;
+
+	if (!t->values || K > t->K_max || CRS > t->CRS_max || CRS % t->rs)
+		return -EINVAL;
+	t->K = K;
+	t->CRS = CRS;
+	t->kv = kv;
+	memset(t->values, 0, sizeof(float) * (size_t)kv * CRS);
+	/* The columns w runs, panel by panel: W^T[c][p*mr + r] = panel p's column c, row r
+	 * (kernels past K are zero in the panel and lie past K here, in the padding). */
+	for (int p = 0; p < panels; p++) {
+		const int k0 = p * mr, kn = K - k0 < mr ? K - k0 : mr;
+		int64_t i0 = 0, i1 = CRS;
+
+		if (w->form != MIME_GEMM_DENSE) {
+			i0 = w->start[p];
+			i1 = w->start[p + 1];
+		}
+		for (int64_t i = i0; i < i1; i++) {
+			const int c = w->form == MIME_GEMM_DENSE ? (int)i : w->cols[i];
+			const float *src = w->form == MIME_GEMM_COMPACT
+			                           ? w->values + i * mr
+			                           : w->values + ((int64_t)p * CRS + c) * mr;
+			float *dst = t->values + (int64_t)c * kv + k0;
+
+			for (int r = 0; r < kn; r++)
+				dst[r] = src[r];
+		}
+	}
+	for (int c = 0; c < CRS / t->rs; c++) {
+		uint32_t bits = 0;
+
+		for (int q = 0; q < t->rs; q++) {
+			const float *row = t->values + (int64_t)(c * t->rs + q) * kv;
+			int nz = 0;
+
+			for (int k = 0; k < K; k++)
+				nz |= row[k] != 0.0f;
+			bits |= (uint32_t)nz << q;
+		}
+		t->live[c] = bits;
+	}
+	/* Release the value pages past this build (what an earlier, larger one touched). */
+	used = sizeof(float) * (size_t)kv * CRS;
+	from = round_up(used, pg);
+	to = round_up(t->touched, pg);
+	if (from < to && from < t->off_live)
+		madvise((uint8_t *)t->values + from, (to < t->off_live ? to : t->off_live) - from,
+		        MADV_DONTNEED); /* advice: errors ignored */
+	t->touched = used;
+	return 0;
+}
+
+void mime_gemm_tweights_free(struct mime_gemm_tweights *t)
+{
+	if (t->values)
+		munmap(t->values, t->map_bytes);
+	*t = (struct mime_gemm_tweights){0};
+}
+
+size_t mime_gemm_tweights_bytes(const struct mime_gemm_tweights *t)
+{
+	return t->values ? sizeof(float) * (size_t)t->kv * t->CRS +
+	                           sizeof(uint32_t) * (size_t)(t->CRS / t->rs)
+	                 : 0;
+}
+
+int mime_gemm_act_supported(const struct mime_conv_geom *g)
+{
+	return g->stride == 1 && g->r * g->s <= ACT_MAXRS && g->w + 2 * g->pad <= ACT_MAXW &&
+	       g->oh == g->h + 2 * g->pad - g->r + 1 && g->ow == g->w + 2 * g->pad - g->s + 1;
+}
+
+/* Pixels are taken in groups of up to ACT_NP consecutive pixels of one output row: one
+ * list of the weight rows any of them needs (c*R*S ascending), each entry an FMA of the
+ * row into every pixel's accumulators with that pixel's input (0 where only the others need
+ * the row: 0 * w adds nothing). A group shares each weight load and each list entry among
+ * its pixels; the union of their windows costs FMAs: 4 measured best (bench_sparse). */
+#ifndef ACT_NP
+#define ACT_NP 4
+#endif
+
+/* Scratch: a header; the padded row masks [rows][Cp] (Cp = C rounded up to 16; bit x of
+ * entry (y, c): the padded input of channel c at (y0 + y, x) is nonzero); a zero-padded copy
+ * of those input rows [C][rows][wp] (+ slack for the pixels of a short group, which are
+ * computed and dropped); the list of a group (offsets into W^T, offsets into the copy, + 16
+ * of slack for whole-vector stores); the accumulators of a panel of NR pixels
+ * [NR + ACT_NP][kv] (a group's dropped pixels past the panel included); the tile [kv][NR]
+ * the epilogue reads. */
+struct act_scratch {
+	int y0, rows, wp, cp; /* padded rows [y0, y0 + rows) are held, wp floats per row */
+	int64_t masks_at, xpad_at, woffs_at, xoffs_at, acc_at, tile_at, end;
+};
+
+static size_t align64(size_t n)
+{
+	return (n + 63) / 64 * 64;
+}
+
+static void act_layout(const struct mime_gemm_arch *a, const struct mime_conv_geom *g, int K,
+                       struct act_scratch *ret)
+{
+	const size_t kv = (size_t)(K + ACT_KV - 1) / ACT_KV * ACT_KV;
+	const size_t rows = (size_t)(g->h + 2 * g->pad), wp = (size_t)(g->w + 2 * g->pad);
+	const size_t crs = (size_t)g->c * g->r * g->s, cp = (size_t)(g->c + 15) / 16 * 16;
+
+	ret->masks_at = (int64_t)align64(sizeof(struct act_scratch));
+	ret->xpad_at = ret->masks_at + (int64_t)align64(sizeof(uint32_t) * cp * rows);
+	ret->woffs_at =
+		ret->xpad_at + (int64_t)align64(sizeof(float) * (g->c * rows * wp + ACT_NP + 64));
+	ret->xoffs_at = ret->woffs_at + (int64_t)align64(sizeof(int32_t) * (crs + 16));
+	ret->acc_at = ret->xoffs_at + (int64_t)align64(sizeof(int32_t) * (crs + 16));
+	ret->tile_at = ret->acc_at + (int64_t)align64(sizeof(float) * kv * (a->nr + ACT_NP));
+	ret->end = ret->tile_at + (int64_t)align64(sizeof(float) * kv * a->nr);
+}
+
+size_t mime_gemm_act_scratch_bytes(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                                   int K)
+{
+	struct act_scratch l;
+
+	act_layout(a, g, K, &l);
+	return (size_t)l.end;
+}
+
+double mime_gemm_act_density(const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
+                             void *scratch)
+{
+	struct act_scratch *h = scratch;
+	const int H = g->h + 2 * g->pad, wp = g->w + 2 * g->pad, plane = g->h * g->w;
+	const int y0 = p0 / g->ow, y1r = (p0 + np - 1) / g->ow + g->r; /* padded rows read */
+	const int y1 = y1r < H ? y1r : H, cp = (g->c + 15) / 16 * 16;
+	uint32_t *masks;
+	float *xpad;
+	int64_t nz = 0, n = 0;
+
+	act_layout(&(struct mime_gemm_arch){.nr = 1}, g, 1, h); /* offsets up to xpad */
+	masks = (uint32_t *)((uint8_t *)scratch + h->masks_at);
+	xpad = (float *)((uint8_t *)scratch + h->xpad_at);
+	h->y0 = y0;
+	h->rows = y1 - y0;
+	h->wp = wp;
+	h->cp = cp;
+	memset(masks, 0, sizeof(uint32_t) * (size_t)cp * h->rows);
+	for (int c = 0; c < g->c; c++) {
+		float *xc = xpad + (int64_t)c * h->rows * wp;
+
+		for (int y = y0; y < y1; y++) {
+			const int ih = y - g->pad;
+			float *xr = xc + (int64_t)(y - y0) * wp;
+			uint32_t bits = 0;
+
+			for (int x = 0; x < g->pad; x++)
+				xr[x] = xr[wp - 1 - x] = 0.0f;
+			if (ih >= 0 && ih < g->h) {
+				const float *row =
+					in_sample + (int64_t)c * plane + (int64_t)ih * g->w;
+
+				memcpy(xr + g->pad, row, sizeof(float) * g->w);
+				for (int x = 0; x < g->w; x++)
+					bits |= (uint32_t)(row[x] != 0.0f) << x;
+				n += g->w;
+			} else {
+				memset(xr + g->pad, 0, sizeof(float) * g->w);
+			}
+			masks[(int64_t)(y - y0) * cp + c] = bits << g->pad;
+			nz += __builtin_popcount(bits);
+		}
+	}
+	/* The slack the last short group reads past the copy (values never used). */
+	for (int i = 0; i < ACT_NP + 64; i++)
+		xpad[(int64_t)g->c * h->rows * wp + i] = 0.0f;
+	return n ? (double)nz / (double)n : 1.0;
+}
+
+/* The list of the group of gn pixels from output (oh, ow): for every channel c, the window
+ * bits q (tap q = kh * S + kw) where some pixel's input is nonzero and the weight row
+ * c*R*S + q is live; entries woffs = that row's offset in W^T, xoffs = the first pixel's
+ * input in the copy. Returns the number of entries. */
+static int act_list(const struct act_scratch *h, const uint32_t *masks, const uint32_t *live,
+                    const struct mime_conv_geom *g, int kv, const int32_t *tap, int oh, int ow,
+                    int gn, int32_t *woffs, int32_t *xoffs)
+{
+	const int R = g->r, S = g->s, rs = R * S, cs = h->rows * h->wp;
+	const uint32_t smask = (1u << S) - 1;
+	const uint32_t *m = masks + (int64_t)(oh - h->y0) * h->cp;
+	const int32_t xbase = (oh - h->y0) * h->wp + ow;
+	int n = 0;
+
+	for (int c = 0; c < g->c; c++) {
+		uint32_t win = 0;
+
+		for (int kh = 0; kh < R; kh++) {
+			const uint32_t rb = m[kh * h->cp + c] >> ow;
+			uint32_t u = rb;
+
+			for (int q = 1; q < gn; q++)
+				u |= rb >> q;
+			win |= (u & smask) << (kh * S);
+		}
+		win &= live[c];
+		while (win) {
+			const int q = __builtin_ctz(win);
+
+			win &= win - 1;
+			woffs[n] = (c * rs + q) * kv;
+			xoffs[n] = c * cs + xbase + tap[q];
+			n++;
+		}
+	}
+	return n;
+}
+
+#ifdef MIME_X86
+/* The same, 16 channels at a time: the windows in one vector, then each nonzero window's
+ * entries compressed out of a vector of its R*S taps (rs <= 16). */
+__attribute__((target("avx512f"))) static int
+act_list_avx512(const struct act_scratch *h, const uint32_t *masks, const uint32_t *live,
+                const struct mime_conv_geom *g, int kv, const int32_t *tap, int oh, int ow, int gn,
+                int32_t *woffs, int32_t *xoffs)
+{
+	const int R = g->r, S = g->s, rs = R * S, cs = h->rows * h->wp;
+	const uint32_t *m = masks + (int64_t)(oh - h->y0) * h->cp;
+	const __m512i smask = _mm512_set1_epi32((1 << S) - 1);
+	const __m128i sh = _mm_cvtsi32_si128(ow);
+	const __m512i lanes =
+		_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const __m512i qkv = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(kv));
+	const __m512i taps = _mm512_maskz_loadu_epi32((__mmask16)((1u << rs) - 1), tap);
+	const int32_t xbase = (oh - h->y0) * h->wp + ow;
+	uint32_t wins[16] __attribute__((aligned(64)));
+	int n = 0;
+
+	for (int c0 = 0; c0 < g->c; c0 += 16) {
+		const __mmask16 valid =
+			g->c - c0 >= 16 ? 0xffff : (__mmask16)((1u << (g->c - c0)) - 1);
+		__m512i win = _mm512_setzero_si512();
+		__mmask16 nz;
+
+		for (int kh = 0; kh < R; kh++) {
+			const __m512i rb =
+				_mm512_srl_epi32(_mm512_load_si512(m + kh * h->cp + c0), sh);
+			__m512i u = rb;
+
+			for (int q = 1; q < gn; q++)
+				u = _mm512_or_si512(u, _mm512_srl_epi32(rb, _mm_cvtsi32_si128(q)));
+			win = _mm512_or_si512(win, _mm512_sll_epi32(_mm512_and_si512(u, smask),
+			                                            _mm_cvtsi32_si128(kh * S)));
+		}
+		win = _mm512_maskz_and_epi32(valid, win,
+		                             _mm512_maskz_loadu_epi32(valid, live + c0));
+		nz = _mm512_test_epi32_mask(win, win);
+		if (!nz)
+			continue;
+		_mm512_store_si512(wins, win);
+		while (nz) {
+			const int l = __builtin_ctz(nz), c = c0 + l;
+			const __mmask16 w = (__mmask16)wins[l];
+
+			nz &= (__mmask16)(nz - 1);
+			_mm512_storeu_si512(
+				woffs + n,
+				_mm512_maskz_compress_epi32(
+					w, _mm512_add_epi32(qkv, _mm512_set1_epi32(c * rs * kv))));
+			_mm512_storeu_si512(
+				xoffs + n,
+				_mm512_maskz_compress_epi32(
+					w,
+					_mm512_add_epi32(taps, _mm512_set1_epi32(c * cs + xbase))));
+			n += __builtin_popcount(w);
+		}
+	}
+	return n;
+}
+#endif
+
+/* acc[j][0, kv) (j < ACT_NP, row stride kv) = sum over the list of x[xoffs[i] + j] * W^T
+ * row at woffs[i], in list order, one FMA per element: the microkernels' arithmetic, per
+ * output. */
+static void act_scalar(int n, const int32_t *woffs, const int32_t *xoffs, const float *wt,
+                       const float *x, int kv, float *acc)
+{
+	for (int j = 0; j < ACT_NP; j++)
+		for (int k = 0; k < kv; k++)
+			acc[j * kv + k] = 0.0f;
+	for (int i = 0; i < n; i++) {
+		const float *wr = wt + woffs[i], *xr = x + xoffs[i];
+
+		for (int j = 0; j < ACT_NP; j++)
+			for (int k = 0; k < kv; k++)
+				acc[j * kv + k] = fmaf(xr[j], wr[k], acc[j * kv + k]);
+	}
+}
+
+#ifdef MIME_X86
+/* ACT_NP pixels x VB vectors of 16 kernels, from kernel k0, accumulators in registers
+ * (ACT_NP * VB <= 16). */
+#define ACT512(VB)                                                                                 \
+	__attribute__((target("avx512f"), always_inline)) static inline void act512_##VB(          \
+		int n, const int32_t *woffs, const int32_t *xoffs, const float *wt,                \
+		const float *x, int kv, int k0, float *acc)                                        \
+	{                                                                                          \
+		__m512 c[ACT_NP][VB];                                                              \
+                                                                                                   \
+		_Pragma("GCC unroll 16") for (int j = 0; j < ACT_NP; j++)                          \
+			_Pragma("GCC unroll 16") for (int v = 0; v < VB; v++) c[j][v] =            \
+				_mm512_setzero_ps();                                               \
+		for (int i = 0; i < n; i++) {                                                      \
+			const float *wr = wt + woffs[i] + k0, *xr = x + xoffs[i];                  \
+			__m512 w[VB];                                                              \
+                                                                                                   \
+			_Pragma("GCC unroll 16") for (int v = 0; v < VB; v++) w[v] =               \
+				_mm512_load_ps(wr + 16 * v);                                       \
+			_Pragma("GCC unroll 16") for (int j = 0; j < ACT_NP; j++)                  \
+			{                                                                          \
+				const __m512 xj = _mm512_set1_ps(xr[j]);                           \
+                                                                                                   \
+				_Pragma("GCC unroll 16") for (int v = 0; v < VB; v++) c[j][v] =    \
+					_mm512_fmadd_ps(xj, w[v], c[j][v]);                        \
+			}                                                                          \
+		}                                                                                  \
+		_Pragma("GCC unroll 16") for (int j = 0; j < ACT_NP; j++)                          \
+			_Pragma("GCC unroll 16") for (int v = 0; v < VB; v++)                      \
+				_mm512_store_ps(acc + j * kv + k0 + 16 * v, c[j][v]);              \
+	}
+ACT512(1)
+#if ACT_NP <= 2
+ACT512(8)
+#elif ACT_NP == 4
+ACT512(4)
+#elif ACT_NP == 8
+ACT512(2)
+#endif
+
+__attribute__((target("avx512f"))) static void act_avx512(int n, const int32_t *woffs,
+                                                          const int32_t *xoffs, const float *wt,
+                                                          const float *x, int kv, float *acc)
+{
+	int k0 = 0;
+
+#if ACT_NP <= 2
+	for (; k0 + 128 <= kv; k0 += 128)
+		act512_8(n, woffs, xoffs, wt, x, kv, k0, acc);
+#elif ACT_NP == 4
+	for (; k0 + 64 <= kv; k0 += 64)
+		act512_4(n, woffs, xoffs, wt, x, kv, k0, acc);
+#else
+	for (; k0 + 32 <= kv; k0 += 32)
+		act512_2(n, woffs, xoffs, wt, x, kv, k0, acc);
+#endif
+	for (; k0 < kv; k0 += 16)
+		act512_1(n, woffs, xoffs, wt, x, kv, k0, acc);
+}
+
+/* ACT_NP pixels x 16 kernels (two registers each). */
+__attribute__((target("avx2,fma"))) static void act_avx2(int n, const int32_t *woffs,
+                                                         const int32_t *xoffs, const float *wt,
+                                                         const float *x, int kv, float *acc)
+{
+	for (int k0 = 0; k0 < kv; k0 += 16) {
+		__m256 c[ACT_NP][2];
+
+#pragma GCC unroll 8
+		for (int j = 0; j < ACT_NP; j++)
+			c[j][0] = c[j][1] = _mm256_setzero_ps();
+		for (int i = 0; i < n; i++) {
+			const float *wr = wt + woffs[i] + k0, *xr = x + xoffs[i];
+			const __m256 w0 = _mm256_load_ps(wr), w1 = _mm256_load_ps(wr + 8);
+
+#pragma GCC unroll 8
+			for (int j = 0; j < ACT_NP; j++) {
+				const __m256 xj = _mm256_broadcast_ss(xr + j);
+
+				c[j][0] = _mm256_fmadd_ps(xj, w0, c[j][0]);
+				c[j][1] = _mm256_fmadd_ps(xj, w1, c[j][1]);
 			}
 		}
+#pragma GCC unroll 8
+		for (int j = 0; j < ACT_NP; j++) {
+			_mm256_store_ps(acc + j * kv + k0, c[j][0]);
+			_mm256_store_ps(acc + j * kv + k0 + 8, c[j][1]);
+		}
+	}
+}
+#endif
+
+#ifdef MIME_NEON
+/* ACT_NP pixels x 16 kernels (four registers each). */
+static void act_neon(int n, const int32_t *woffs, const int32_t *xoffs, const float *wt,
+                     const float *x, int kv, float *acc)
+{
+	for (int k0 = 0; k0 < kv; k0 += 16) {
+		float32x4_t c[ACT_NP][4];
+
+		for (int j = 0; j < ACT_NP; j++)
+			for (int v = 0; v < 4; v++)
+				c[j][v] = vdupq_n_f32(0.0f);
+		for (int i = 0; i < n; i++) {
+			const float *wr = wt + woffs[i] + k0, *xr = x + xoffs[i];
+			float32x4_t w[4];
+
+			for (int v = 0; v < 4; v++)
+				w[v] = vld1q_f32(wr + 4 * v);
+			for (int j = 0; j < ACT_NP; j++) {
+				const float32x4_t xj = vdupq_n_f32(xr[j]);
+
+				for (int v = 0; v < 4; v++)
+					c[j][v] = vfmaq_f32(c[j][v], xj, w[v]);
+			}
+		}
+		for (int j = 0; j < ACT_NP; j++)
+			for (int v = 0; v < 4; v++)
+				vst1q_f32(acc + j * kv + k0 + 4 * v, c[j][v]);
+	}
+}
+#endif
+
+int64_t mime_gemm_conv_act(const struct mime_gemm_arch *a, const struct mime_gemm_tweights *t,
+                           const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
+                           int P, const float *bias, const struct mime_mask_ref *mask,
+                           int apply_mask, float *out_sample, void *scratch)
+{
+	const struct act_scratch *h = scratch;
+	struct act_scratch l;
+	const int nr = a->nr, kv = t->kv, K = t->K, S = g->s, R = g->r;
+	int32_t tap[32]; /* offset of tap (kh, kw) in the copy from the window's corner */
+	const uint32_t *masks;
+	const float *xpad;
+	int32_t *woffs, *xoffs;
+	float *acc, *tile;
+	int64_t zeros = 0;
+
+	(void)in_sample; /* read through the copy mime_gemm_act_density made */
+	act_layout(a, g, K, &l);
+	masks = (const uint32_t *)((const uint8_t *)scratch + l.masks_at);
+	xpad = (const float *)((const uint8_t *)scratch + l.xpad_at);
+	woffs = (int32_t *)((uint8_t *)scratch + l.woffs_at);
+	xoffs = (int32_t *)((uint8_t *)scratch + l.xoffs_at);
+	acc = (float *)((uint8_t *)scratch + l.acc_at);
+	tile = (float *)((uint8_t *)scratch + l.tile_at);
+	for (int kh = 0; kh < R; kh++)
+		for (int kw = 0; kw < S; kw++)
+			tap[kh * S + kw] = kh * h->wp + kw;
+	for (int j0 = 0; j0 < np; j0 += nr) {
+		const int jn = np - j0 < nr ? np - j0 : nr;
+
+		for (int j = 0; j < jn;) {
+			const int p = p0 + j0 + j, oh = p / g->ow, ow = p % g->ow;
+			float *aj = acc + (int64_t)j * kv;
+			int gn = g->ow - ow, n;
+
+			gn = gn < jn - j ? gn : jn - j;
+			gn = gn < ACT_NP ? gn : ACT_NP;
+			switch (a->simd) {
+#ifdef MIME_X86
+			case MIME_SIMD_AVX512:
+				n = act_list_avx512(h, masks, t->live, g, kv, tap, oh, ow, gn,
+				                    woffs, xoffs);
+				act_avx512(n, woffs, xoffs, t->values, xpad, kv, aj);
+				break;
+			case MIME_SIMD_AVX2:
+				n = act_list(h, masks, t->live, g, kv, tap, oh, ow, gn, woffs,
+				             xoffs);
+				act_avx2(n, woffs, xoffs, t->values, xpad, kv, aj);
+				break;
+#endif
+#ifdef MIME_NEON
+			case MIME_SIMD_NEON:
+				n = act_list(h, masks, t->live, g, kv, tap, oh, ow, gn, woffs,
+				             xoffs);
+				act_neon(n, woffs, xoffs, t->values, xpad, kv, aj);
+				break;
+#endif
+			default:
+				n = act_list(h, masks, t->live, g, kv, tap, oh, ow, gn, woffs,
+				             xoffs);
+				act_scalar(n, woffs, xoffs, t->values, xpad, kv, aj);
+				break;
+			}
+			j += gn;
+		}
+		/* [pixel][kernel] -> [kernel][pixel], then the dense path's epilogue. */
+		for (int k = 0; k < K; k++)
+			for (int j = 0; j < jn; j++)
+				tile[(int64_t)k * nr + j] = acc[(int64_t)j * kv + k];
+		zeros += tile_epilogue(a, tile, K, jn, 0, j0, p0, P, bias, mask, apply_mask,
+		                       out_sample);
 	}
 	return zeros;
 }

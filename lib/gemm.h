@@ -146,3 +146,52 @@ void mime_gemm_pack_b_rows(const struct mime_gemm_arch *a, const struct mime_con
 int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_weights *w,
                        const float *packed_b, int np, int p0, int P, const float *bias,
                        const struct mime_mask_ref *mask, int apply_mask, float *out_sample);
+
+/* Skipping zero activations (issue 5): the thresholds (and ReLU) leave most of a conv
+ * layer's input at exactly 0, and a zero input contributes nothing to any output. In the
+ * input-sparse form each output pixel is computed as a vector over the kernels: for every
+ * nonzero input under its receptive field, taken in increasing c*R*S order, an FMA of that
+ * input, broadcast, with row c*R*S of the transposed weights W^T [CRS][kv] (kv = K rounded
+ * up to 16; the effective weights of the packing: pruned groups are zeros, and rows with
+ * no nonzero weight are never visited). Each output is then the same chain of FMAs as in
+ * the dense path with the terms of the zero inputs left out, and adding 0 * w (w finite)
+ * to a sum that is never -0 changes no bit: the results are bit for bit those of
+ * mime_gemm_conv on every path. (A weight that is inf or NaN times a skipped zero would
+ * give NaN in the dense path; the trained weights are finite.)
+ * Storage: one private mapping sized at init for K_max x CRS_max; a build fills a prefix
+ * and returns the pages past it to the system, like the packed weights. */
+struct mime_gemm_tweights {
+	int K, CRS, kv;         /* current: K kernels over CRS rows, row stride kv */
+	int K_max, CRS_max, rs; /* storage; rs = R*S of the layer (rows per input channel) */
+	float *values;          /* [CRS][kv] */
+	uint32_t *live;         /* [CRS / rs]: bit t set when row c*rs + t has a nonzero */
+	size_t off_live, map_bytes, touched;
+};
+
+/* Maps storage for up to K_max kernels x CRS_max rows, rs = R*S rows per input channel
+ * (rs <= 16). Returns 0, -EINVAL or -ENOMEM. */
+int mime_gemm_tweights_init(struct mime_gemm_tweights *t, int K_max, int CRS_max, int rs);
+/* Builds W^T from packing w (any form: the columns w runs, zeros elsewhere). Reads only w
+ * (resident), never the model's weights. Returns 0 or -EINVAL (w larger than the storage,
+ * CRS not a multiple of rs). */
+int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w);
+void mime_gemm_tweights_free(struct mime_gemm_tweights *t); /* {0} is fine */
+size_t mime_gemm_tweights_bytes(const struct mime_gemm_tweights *t);
+
+/* True when the input-sparse form handles geometry g (stride 1, R*S <= 16, a padded input
+ * row of at most 32 pixels). */
+int mime_gemm_act_supported(const struct mime_conv_geom *g);
+/* Bytes of scratch mime_gemm_conv_act needs for a layer of K kernels, geometry g. */
+size_t mime_gemm_act_scratch_bytes(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                                   int K);
+/* Fraction of nonzero inputs under output pixels [p0, p0 + np) (the input rows they read,
+ * every channel), computed while noting where they are (in scratch, for the call below). */
+double mime_gemm_act_density(const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
+                             void *scratch);
+/* Output pixels [p0, p0 + np) of one sample in the input-sparse form, after
+ * mime_gemm_act_density on the same arguments and scratch; writes what mime_gemm_conv
+ * writes (same epilogue) and returns its zero count. t must match w->K, w->CRS and g. */
+int64_t mime_gemm_conv_act(const struct mime_gemm_arch *a, const struct mime_gemm_tweights *t,
+                           const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
+                           int P, const float *bias, const struct mime_mask_ref *mask,
+                           int apply_mask, float *out_sample, void *scratch);

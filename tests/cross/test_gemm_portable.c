@@ -288,6 +288,68 @@ static int same_bits(struct layer *l, const float *want, int64_t want_zeros, int
 	return 0;
 }
 
+static void *must(void *p)
+{
+	if (!p) {
+		printf("out of memory\n");
+		exit(1);
+	}
+	return p;
+}
+
+/* What the input-sparse runs checked: chunks run sparse, trials where the geometry allows. */
+static int n_act_runs, n_act_layers;
+
+/* The input-sparse form of packing w (W^T built from it into t): out over random pixel
+ * chunks, the scratch full of NaNs before each, must be bit for bit want (the dense run of
+ * the same packing) with the same zero count, and within tolerance of the reference. */
+static int act_same(struct layer *l, struct mime_gemm_tweights *t,
+                    const struct mime_gemm_weights *w, int ep, const float *want,
+                    int64_t want_zeros)
+{
+	const struct mime_mask_ref mask = {ep == EP_CHANNEL   ? l->thr_c
+	                                   : ep == EP_ELEMENT ? l->thr_e
+	                                                      : NULL,
+	                                   ep == EP_CHANNEL   ? MIME_THR_CHANNEL
+	                                   : ep == EP_ELEMENT ? MIME_THR_ELEMENT
+	                                                      : MIME_THR_NONE};
+	const size_t sb = mime_gemm_act_scratch_bytes(&l->a, &l->g, l->K);
+	const int chunk = irand(3) == 0 ? l->P : 1 + irand(l->P);
+	void *scratch = NULL;
+	int64_t zeros = 0;
+
+	if (!t->values)
+		return 0; /* geometry not handled: the engine runs dense */
+	if (mime_gemm_tweights_build(t, w) != 0)
+		return fail(l, "tweights_build failed (%lld %lld)", l->K, l->CRS);
+	if (t->K != l->K || t->CRS != l->CRS || t->kv % 16 || t->kv < l->K)
+		return fail(l, "tweights shape K %lld kv %lld", t->K, t->kv);
+	if (posix_memalign(&scratch, 64, sb) != 0)
+		must(NULL);
+	for (int64_t i = 0; i < (int64_t)l->K * l->P; i++)
+		l->out[i] = NAN;
+	for (int p0 = 0; p0 < l->P; p0 += chunk) {
+		const int np = l->P - p0 < chunk ? l->P - p0 : chunk;
+		double d;
+
+		memset(scratch, 0xff, sb); /* NaNs: what the form reads, it wrote first */
+		d = mime_gemm_act_density(&l->g, l->in, p0, np, scratch);
+		if (!(d >= 0.0 && d <= 1.0))
+			fail(l, "density %lld/1000 (%lld)", (long long)(d * 1000), 0);
+		zeros += mime_gemm_conv_act(&l->a, t, &l->g, l->in, p0, np, l->P, l->bias, &mask,
+		                            ep != EP_NONE, l->out, scratch);
+		n_act_runs++;
+	}
+	free(scratch);
+	verify(l, ep, zeros);
+	if (memcmp(l->out, want, sizeof(float) * l->K * l->P) != 0)
+		return fail(l, "input-sparse outputs differ from the dense path's (%lld %lld)",
+		            l->K, l->P);
+	if (zeros != want_zeros)
+		return fail(l, "input-sparse: %lld zeros, dense %lld", zeros, want_zeros);
+	return 0;
+}
+
 /* What select must have chosen: indexed over the live kept columns when keep leaves out a
  * live column or at least 1 in 8 columns are left out, else dense. */
 static int check_selection(struct layer *l, const struct mime_gemm_weights *w, const uint8_t *keep,
@@ -325,15 +387,6 @@ static int check_selection(struct layer *l, const struct mime_gemm_weights *w, c
 	return 0;
 }
 
-static void *must(void *p)
-{
-	if (!p) {
-		printf("out of memory\n");
-		exit(1);
-	}
-	return p;
-}
-
 /* One random layer on path a: sel holds a selectable packing switched through keep masks,
  * dir the same masked weights packed directly; both storages are reused across trials. */
 static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gemm_weights *sel,
@@ -344,6 +397,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 	static uint8_t keep[(K_MAX + 3) / 4 * CRS_MAX];
 	const int ks = (int[]){1, 3, 3, 5}[irand(4)];
 	struct layer l = {.a = *a, .what = "unmasked"};
+	struct mime_gemm_tweights tw = {0};
 	float *out_dense, *want;
 	int64_t n_live, zeros, zeros_dense, want_zeros;
 	int ep = trial % EP_COUNT, step = 0, kp;
@@ -377,8 +431,27 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 	                   sizeof(float) * mime_gemm_packed_b_floats(a, l.CRS, l.P)) != 0)
 		must(NULL);
 
-	for (int i = 0; i < l.g.c * l.g.h * l.g.w; i++)
-		l.in[i] = uni(-1, 1);
+	{
+		/* Inputs as thresholds leave them: a fraction exactly zero (some -0), in
+		 * scattered pixels and whole channels. */
+		const float zf = (float[]){0.0f, 0.3f, 0.7f, 0.95f, 1.0f}[irand(5)];
+
+		for (int i = 0; i < l.g.c * l.g.h * l.g.w; i++)
+			l.in[i] = uni(0, 1) < zf ? (irand(4) ? 0.0f : -0.0f) : uni(-1, 1);
+		for (int c = 0; c < l.g.c; c++)
+			if (uni(0, 1) < zf / 2)
+				for (int i = 0; i < l.g.h * l.g.w; i++)
+					l.in[c * l.g.h * l.g.w + i] = 0.0f;
+	}
+	if (mime_gemm_act_supported(&l.g)) {
+		if (mime_gemm_tweights_init(&tw, K_MAX, l.CRS + ks * ks * irand(3), ks * ks) != 0) {
+			fail(&l, "tweights_init failed (%lld %lld)", l.K, l.CRS);
+			goto out;
+		}
+		n_act_layers++;
+	} else if (l.g.stride == 1 && ks <= 3) {
+		fail(&l, "geometry not supported (%lld %lld)", l.g.h, l.g.w);
+	}
 	for (int64_t i = 0; i < kp * l.lda; i++)
 		l.W[i] = NAN; /* outside the sub-matrix: must not be read */
 	for (int k = 0; k < l.K; k++)
@@ -426,6 +499,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 	zeros_dense = run(&l, sel, ep);
 	verify(&l, ep, zeros_dense);
 	memcpy(out_dense, l.out, sizeof(float) * l.K * l.P);
+	act_same(&l, &tw, sel, ep, out_dense, zeros_dense);
 
 	for (unsigned wi = 0; wi < sizeof(wuvs) / sizeof(wuvs[0]); wi++)
 		for (unsigned si = 0; si < sizeof(pruned) / sizeof(pruned[0]); si++, step++) {
@@ -459,6 +533,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 			want_zeros = run(&l, dir, ep);
 			verify(&l, ep, want_zeros);
 			memcpy(want, l.out, sizeof(float) * l.K * l.P);
+			act_same(&l, &tw, dir, ep, want, want_zeros);
 			if (mime_gemm_weights_repack(dir, a, l.W, l.lda, l.K, l.CRS, keep, wuv,
 			                             0) != 0 ||
 			    dir->form != MIME_GEMM_DENSE || dir->n_cols != total) {
@@ -468,6 +543,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 			}
 			zeros = run(&l, dir, ep);
 			same_bits(&l, want, want_zeros, zeros);
+			act_same(&l, &tw, dir, ep, want, want_zeros);
 			if (mime_gemm_weights_select(dir, keep, wuv) != -EINVAL)
 				fail(&l, "select on a packing that is not selectable (%lld %lld)",
 				     0, 0);
@@ -492,6 +568,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 			zeros = run(&l, sel, ep);
 			verify(&l, ep, zeros);
 			same_bits(&l, want, want_zeros, zeros);
+			act_same(&l, &tw, sel, ep, want, want_zeros);
 		}
 
 	/* Back to every live column: the bits of the dense run. */
@@ -503,12 +580,15 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 	zeros = run(&l, sel, ep);
 	memcpy(want, out_dense, sizeof(float) * l.K * l.P);
 	same_bits(&l, want, zeros_dense, zeros);
+	reference(&l, NULL, 1);
+	act_same(&l, &tw, sel, ep, want, zeros_dense);
 	if (mime_gemm_weights_select(sel, keep, 0) != -EINVAL ||
 	    mime_gemm_weights_repack(sel, a, l.W, l.lda, K_MAX + 1, l.CRS, NULL, 0, 0) != -EINVAL ||
 	    mime_gemm_weights_repack_selectable(sel, a, l.W, l.lda, l.K, CRS_MAX + 1) != -EINVAL ||
 	    !sel->live || sel->K != l.K || sel->CRS != l.CRS)
 		fail(&l, "bad arguments not refused, or the packing changed (%lld %lld)", 0, 0);
 out:
+	mime_gemm_tweights_free(&tw);
 	free(l.W);
 	free(l.in);
 	free(l.bias);
@@ -545,15 +625,16 @@ int main(void)
 			printf("out of memory\n");
 			return 1;
 		}
-		n_indexed = n_selected_dense = n_refused = 0;
+		n_indexed = n_selected_dense = n_refused = n_act_runs = n_act_layers = 0;
 		for (int trial = 0; trial < 32; trial++) /* the storages swap roles */
 			f += trial % 3 == 2 ? check_fine(&a, trial, &dir, &sel)
 			                    : check_fine(&a, trial, &sel, &dir);
 		mime_gemm_weights_free(&sel);
 		mime_gemm_weights_free(&dir);
-		printf("%s (%dx%d): %s (masked selects: %d indexed, %d dense, %d refused)\n",
+		printf("%s (%dx%d): %s (masked selects: %d indexed, %d dense, %d refused; "
+		       "input-sparse: %d layers, %d chunks bit-equal)\n",
 		       a.name, a.mr, a.nr, f ? "FAILED" : "ok", n_indexed, n_selected_dense,
-		       n_refused);
+		       n_refused, n_act_layers, n_act_runs);
 		failed += f;
 	}
 	printf("%d paths, %d failed checks\n", paths, failed);
