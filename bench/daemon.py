@@ -7,7 +7,9 @@ temporary directory and measures, in interleaved rounds so machine noise hits ev
   at concurrency 1, 8, 32: MIME mode, conventional mode (`mode: conventional`), and a
   single-task stream in MIME mode; plus MIME with other worker/thread splits;
 * RSS of mimed serving 1, 2, 3 tasks (`tasks:` in the config) in each mode, after a warm-up
-  of every enabled task;
+  of every enabled task: VmRSS (the headline), Pss, RssAnon, RssFile, the bundle mapping's
+  RSS, VmRSS again after 2.5 s without requests, and "model memory": VmRSS minus the floor,
+  the same mode serving mkbundle's tiny 'small' graph after the same warm-up;
 * the socket path at batch 1: `mimectl bench -c 1` with one task and one image vs
   bench_socket (mime_engine_forward at batch 1 on that image, preprocessed as mimed does).
 
@@ -95,8 +97,9 @@ class Daemon:
         self.sock = os.path.join(tmp, name + '.sock')
         self.log = os.path.join(tmp, name + '.log')
         cfg = os.path.join(tmp, name + '.yaml')
+        self.bundle = bundle or a.bundle
         with open(cfg, 'w') as f:
-            f.write('bundle: %s\nmode: %s\n' % (bundle or a.bundle, mode))
+            f.write('bundle: %s\nmode: %s\n' % (self.bundle, mode))
             if tasks:
                 f.write('tasks: [%s]\n' % ', '.join(tasks))
             if workers or threads is not None:
@@ -142,6 +145,27 @@ class Daemon:
                 if k in ('VmRSS', 'VmHWM', 'RssAnon', 'RssFile', 'RssShmem', 'Threads'):
                     v = v.split()
                     out[k] = int(v[0]) * (1024 if len(v) > 1 else 1)
+        return out
+
+    def memory(self):
+        """/proc/PID/status (VmRSS, RssAnon, ...) plus, from /proc/PID/smaps, Pss (shared
+        pages divided among the processes that map them) and the RSS of the bundle's own
+        mapping (file-backed: the tensors a forward reads, and what the kernel maps around
+        each page fault)."""
+        out = self.proc_status()
+        bundle = os.path.realpath(self.bundle)
+        out['Pss'] = out['BundleRss'] = 0
+        name = ''
+        with open('/proc/%d/smaps' % self.p.pid) as f:
+            for line in f:
+                first = line.split(None, 1)[0]
+                if '-' in first and not first.endswith(':'):
+                    parts = line.split(None, 5)
+                    name = parts[5].strip() if len(parts) > 5 else ''
+                elif first == 'Pss:':
+                    out['Pss'] += int(line.split()[1]) * 1024
+                elif first == 'Rss:' and name == bundle:
+                    out['BundleRss'] += int(line.split()[1]) * 1024
         return out
 
     def stop(self):
@@ -218,7 +242,11 @@ def main():
     ap.add_argument('--graph', default='vgg7-half', choices=['vgg7-half', 'vgg7'])
     ap.add_argument('--bundle')
     ap.add_argument('--no-write', action='store_true')
+    ap.add_argument('--memory-only', action='store_true',
+                    help='only the RSS measurements (implies --no-write)')
     a = ap.parse_args()
+    if a.memory_only:
+        a.no_write = True
     a.mimed = os.path.join(a.build, 'daemon', 'mimed')
     a.mimectl = os.path.join(a.build, 'client', 'mimectl')
     mkbundle = os.path.join(a.build, 'daemon', 'mkbundle')
@@ -315,6 +343,10 @@ def main():
                               % len(images) if image.endswith('.png')
                               else '8 random 28x28 PGM images')
 
+        if a.memory_only:
+            for d in daemons:
+                d.stop()
+            daemons = []
         for d in daemons:  # warm-up: page faults, the engines' threads, the allocator
             d.bench(200, 8, images=images)
 
@@ -333,7 +365,7 @@ def main():
             groups.append(g)
         runs = {}
         socket_runs = {}
-        for r in range(a.rounds):
+        for r in range(0 if a.memory_only else a.rounds):
             for g in groups:
                 for mode, kind, c, d, only in (g if r % 2 == 0 else g[::-1]):
                     cpu0 = d.cpu_s()
@@ -360,28 +392,38 @@ def main():
             d.stop()
         daemons = []
 
-        # ---- RSS: 1, 2, 3 tasks per mode ---------------------------------------------------
+        # ---- RSS: 1, 2, 3 tasks per mode, and each mode's floor ----------------------------
+        # The floor: the same binary and configuration serving mkbundle's 'small' graph (conv
+        # 8-8 on 1x16x16, fc 16: ~3 K parameters) with one task, warmed up with the same
+        # images (decoded as PNGs, resized to 16x16) over the same connections: the
+        # libraries, threads, allocator and connection state of a serving daemon with a
+        # model of almost nothing (its own engine is ~0.1-0.2 MiB, so "model memory" below
+        # is understated by that much). Measured next to the daemons it is subtracted from,
+        # because file-backed RSS depends on the page cache (see the reading).
+        floor_bundle = os.path.join(tmp, 'floor.mime')
+        sh(mkbundle, floor_bundle, '1', '--graph', 'small')
+
+        def measure(name, mode, bundle, only, graph):
+            d = Daemon(a, tmp, name, mode=mode, tasks=only, bundle=bundle)
+            daemons.append(d)
+            d.bench(300, 8, tasks=only, images=images)
+            mem = d.memory()
+            st = d.status()
+            time.sleep(2.5)  # mimed trims its heap after 1 s without activity
+            quiet = d.memory()
+            d.stop()
+            daemons.remove(d)
+            return {'mode': mode, 'tasks': len(only) if only else len(tasks), 'graph': graph,
+                    'proc': mem, 'quiet': quiet, 'status_rss_bytes': st.get('rss_bytes')}
+
         rss = []
         for mode in ('mime', 'conventional'):
+            rss.append(measure('rss-floor-%s' % mode, mode, floor_bundle, ['alpha'], 'floor'))
+            rss[-1]['tasks'] = 1
             for k in range(1, len(tasks) + 1):
-                d = Daemon(a, tmp, 'rss-%s-%d' % (mode, k), mode=mode, tasks=tasks[:k])
-                daemons.append(d)
-                d.bench(300, 8, tasks=tasks[:k], images=images)
-                ps = d.proc_status()
-                st = d.status()
-                rss.append({'mode': mode, 'tasks': k, 'proc': ps,
-                            'status_rss_bytes': st.get('rss_bytes')})
-                d.stop()
-                daemons.remove(d)
-        if big:
-            for mode in ('mime', 'conventional'):
-                d = Daemon(a, tmp, 'rss-vgg7-%s' % mode, mode=mode, bundle=big)
-                daemons.append(d)
-                d.bench(300, 8, images=images)
-                rss.append({'mode': mode, 'tasks': len(tasks), 'graph': 'vgg7',
-                            'proc': d.proc_status(), 'status_rss_bytes': d.status()['rss_bytes']})
-                d.stop()
-                daemons.remove(d)
+                rss.append(measure('rss-%s-%d' % (mode, k), mode, None, tasks[:k], 'main'))
+            if big:
+                rss.append(measure('rss-vgg7-%s' % mode, mode, big, None, 'vgg7'))
         res['rss'] = rss
     finally:
         for d in daemons:
@@ -491,18 +533,42 @@ def report(a, res, bundle_note):
                   '%d requests got Busy or an error (counted, not in the latencies).' % busy))
 
     w('### Memory: RSS after a warm-up of every enabled task (`tasks:` in the config)\n')
-    w('| network | mode | tasks | VmRSS MiB | RssAnon MiB | RssFile MiB | VmHWM MiB | threads |')
-    w('|---|---|---|---|---|---|---|---|')
     rss = {(r.get('graph', 'main'), r['mode'], r['tasks']): r for r in res['rss']}
     main_net = res.get('graph_name', 'bench bundle')
-    for r in res['rss']:
-        p = r['proc']
-        w('| %s | %s | %d | %s | %s | %s | %s | %d |' % (
-            'VGG-7 full' if r.get('graph') == 'vgg7' else main_net, r['mode'], r['tasks'], mib(p['VmRSS']),
-            mib(p['RssAnon']), mib(p['RssFile']), mib(p['VmHWM']), p['Threads']))
-    w('\nVmRSS, RssAnon, RssFile, VmHWM from /proc/PID/status; GetStatus `rss_bytes` '
-      'reported %s.\n' % ', '.join('%s' % mib(r['status_rss_bytes'] or 0)
-                                   for r in res['rss']))
+    names = {'floor': 'floor (mkbundle small)', 'main': main_net, 'vgg7': 'VGG-7 full'}
+
+    def floor(mode):
+        f = rss.get(('floor', mode, 1))
+        return f['proc']['VmRSS'] if f else None
+
+    def model_mem(r, key='proc'):
+        f = rss.get(('floor', r['mode'], 1))
+        return r[key]['VmRSS'] - f[key]['VmRSS'] if f and r.get('graph') != 'floor' else None
+
+    w('| network | mode | tasks | VmRSS MiB | model memory MiB (VmRSS - floor) | Pss MiB | '
+      'RssAnon MiB | RssFile MiB | of which bundle mapping MiB | VmRSS after 2.5 s quiet MiB '
+      '| VmHWM MiB | threads |')
+    w('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    order = {'floor': 0, 'main': 1, 'vgg7': 2}
+    for r in sorted(res['rss'], key=lambda r: (order.get(r.get('graph', 'main'), 3),
+                                               r['mode'] != 'mime', r['tasks'])):
+        p, q = r['proc'], r.get('quiet', r['proc'])
+        mm = model_mem(r)
+        w('| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %d |' % (
+            names.get(r.get('graph', 'main'), r.get('graph')), r['mode'], r['tasks'],
+            mib(p['VmRSS']), '-' if mm is None else mib(mm), mib(p.get('Pss', 0)),
+            mib(p['RssAnon']), mib(p['RssFile']), mib(p.get('BundleRss', 0)), mib(q['VmRSS']),
+            mib(p['VmHWM']), p['Threads']))
+    w('\nVmRSS (the headline), RssAnon, RssFile, VmHWM: /proc/PID/status right after the '
+      'warm-up (300 requests, 8 connections, every enabled task); Pss and the bundle '
+      "mapping's RSS: /proc/PID/smaps at the same moment; \"after 2.5 s quiet\": VmRSS again "
+      'once the daemon has had no request for 2.5 s (it hands its free heap pages back '
+      'after 1 s). Model memory: VmRSS minus the floor of the same mode measured in the same '
+      "run, the floor being the same binary and configuration serving mkbundle's 'small' "
+      'graph (~3 K parameters) with one task after the same warm-up: libraries, threads, '
+      'allocator and connection state without a model (its own tiny engine, ~0.1-0.2 MiB, '
+      'stays in the floor). GetStatus `rss_bytes` reported %s.\n'
+      % ', '.join('%s' % mib(r['status_rss_bytes'] or 0) for r in res['rss']))
 
     w('### Socket path at batch 1\n')
     w('`mimectl bench -c 1 -n N --tasks %s IMAGE` (VGG-7 full: task alpha; one image, one task: every batch holds '
@@ -558,18 +624,24 @@ def report(a, res, bundle_note):
              ('yes' if r >= 1.5 else 'no') if c == 8 else '-'))
     n = len(res['tasks'])
     for net in ('main', 'vgg7'):
-        if ('%s' % net, 'mime', n) not in rss:
+        if (net, 'mime', n) not in rss or (net, 'conventional', n) not in rss:
             continue
         label = main_net if net == 'main' else 'VGG-7 full'
-        rm = rss[(net, 'mime', n)]['proc']['VmRSS']
-        rc = rss[(net, 'conventional', n)]['proc']['VmRSS']
-        w('| RSS(MIME, %d tasks) <= 0.5 x RSS(conventional, %d tasks), %s | %s vs %s MiB = '
-          '%.2fx | %s |' % (n, n, label, mib(rm), mib(rc), rm / rc,
-                            'yes' if rm <= 0.5 * rc else 'no'))
-        am = rss[(net, 'mime', n)]['proc']['RssAnon']
-        ac = rss[(net, 'conventional', n)]['proc']['RssAnon']
-        w('| (the same, anonymous memory only), %s | %s vs %s MiB = %.2fx | %s |'
-          % (label, mib(am), mib(ac), am / ac, 'yes' if am <= 0.5 * ac else 'no'))
+        rm, rc = rss[(net, 'mime', n)], rss[(net, 'conventional', n)]
+
+        def view(what, m, c, goal=False):
+            ok = 'yes' if m <= 0.5 * c else 'no'
+            w('| %s, %s | %s vs %s MiB = %.2fx | %s |'
+              % (what, label, mib(m), mib(c), m / c, ok if goal else '(%s; not the goal)' % ok))
+        view('RSS(MIME, %d tasks) <= 0.5 x RSS(conventional, %d tasks)' % (n, n),
+             rm['proc']['VmRSS'], rc['proc']['VmRSS'], goal=True)
+        view('(the same on VmRSS after 2.5 s quiet)', rm['quiet']['VmRSS'],
+             rc['quiet']['VmRSS'])
+        view('(the same on Pss)', rm['proc']['Pss'], rc['proc']['Pss'])
+        view('(the same on anonymous memory, RssAnon)', rm['proc']['RssAnon'],
+             rc['proc']['RssAnon'])
+        if model_mem(rm) is not None and model_mem(rc) is not None:
+            view('(the same on model memory, VmRSS - floor)', model_mem(rm), model_mem(rc))
     for net, name, t, sp, e, dfw in sock_rows:
         o, od = (sp - e) / e, (sp - dfw) / dfw
         w('| socket overhead <= 15%% at batch 1, %s, daemon %s (%d engine thread%s) | '

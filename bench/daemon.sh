@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: MIT
 # daemon.sh -- benchmarks of mimed (issue 5): mimectl bench with the tasks interleaved at
 # concurrency 1, 8 and 32, MIME vs conventional mode in the same run (and a single-task
-# stream, and other worker/thread splits); RSS of mimed serving 1, 2, 3 tasks in each mode;
+# stream, and other worker/thread splits); RSS of mimed serving 1, 2, 3 tasks in each mode
+# (with Pss, the bundle mapping and "model memory" over a tiny-model floor; --memory-only
+# runs just that part and writes nothing);
 # the socket path's overhead at batch 1 against the in-process engine call (bench_socket).
 # Builds what it needs in its own release build directory, then runs bench/daemon.py,
 # which replaces (or appends) its own section of bench/RESULTS.md and leaves the rest alone.
 #
 #   bench/daemon.sh [--rounds N] [--requests N] [--graph vgg7-half|vgg7] [--bundle FILE]
-#                   [--no-write]
+#                   [--no-write] [--memory-only]
 #
 # The bundle: --bundle FILE, else models/demo.mime when it has conventional tensors for
 # every task, else a random-weight bundle from tests/integration/mkbundle (--graph, default
