@@ -391,6 +391,8 @@ static json_t *result_json(const struct learn_opts *o, const struct mime_graph *
 	json_object_set_new(tr, "train_images", json_integer(n_train));
 	json_object_set_new(tr, "test_images", json_integer(n_test));
 	json_object_set_new(tr, "train_seconds", json_real((double)(long)(rep->seconds * 10) / 10));
+	json_object_set_new(tr, "train_cpu_seconds",
+	                    json_real((double)(long)(rep->cpu_seconds * 10) / 10));
 	json_object_set_new(tr, "train_loss", json_real(rep->train_loss));
 	json_object_set_new(tr, "train_accuracy", json_real(rep->train_acc));
 	for (int k = 0; k < rep->n_masked; k++)

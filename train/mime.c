@@ -38,6 +38,14 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static double cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* ---- tasksets ---- */
 
 int mimetrain_taskset_make(const struct mimetrain_data *d, const struct mime_input_spec *spec,
@@ -548,7 +556,7 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 	uint8_t *y = NULL;
 	int *perm = NULL;
 	float *snap = NULL;
-	double t0 = now_s();
+	double t0 = now_s(), c0 = cpu_s();
 	int r = 0;
 
 	memset(&rep, 0, sizeof(rep));
@@ -698,6 +706,7 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 		rep.t_mean[k] = m->t[k] ? s / (double)m->n_t[k] : 0.0;
 	}
 	rep.seconds = now_s() - t0;
+	rep.cpu_seconds = cpu_s() - c0;
 	*ret_report = rep;
 out:
 	free(x);

@@ -82,7 +82,8 @@ struct mimetrain_mime_config {
 
 struct mimetrain_mime_report {
 	int epochs;
-	double seconds;               /* training only */
+	double seconds;               /* training only, wall */
+	double cpu_seconds;           /* training only, the process's CPU time (all threads) */
 	double train_loss, train_acc; /* last epoch, on the training batches */
 	int n_masked;
 	int masked_layer[MIME_MAX_LAYERS];      /* graph index of each masked layer */
