@@ -943,7 +943,9 @@ int mime_gemm_tweights_init(struct mime_gemm_tweights *t, int K_max, int CRS_max
 	    kv > SIZE_MAX / 8 / (size_t)CRS_max)
 		return -EINVAL;
 	t->off_live = round_up(sizeof(float) * kv * CRS_max, pg);
-	t->map_bytes = t->off_live + round_up(sizeof(uint32_t) * (size_t)(CRS_max / rs), pg);
+	t->off_held = t->off_live + round_up(sizeof(uint32_t) * (size_t)(CRS_max / rs), pg);
+	t->off_row = t->off_held + round_up((size_t)K_max * CRS_max, pg); /* panels <= K */
+	t->map_bytes = t->off_row + round_up(2 * (size_t)CRS_max, pg);
 	map = mmap(NULL, t->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED) {
 		*t = (struct mime_gemm_tweights){0};
@@ -951,6 +953,66 @@ int mime_gemm_tweights_init(struct mime_gemm_tweights *t, int K_max, int CRS_max
 	}
 	t->values = map;
 	t->live = (uint32_t *)((uint8_t *)map + t->off_live);
+	t->held = (uint8_t *)map + t->off_held;
+	t->row = (uint8_t *)map + t->off_row;
+	t->dirty = t->row + CRS_max;
+	return 0;
+}
+
+/* live bit of row r of W^T (r = c * rs + q) from its values. */
+static void tweights_live_row(struct mime_gemm_tweights *t, int r)
+{
+	const float *v = t->values + (int64_t)r * t->kv;
+	const uint32_t bit = 1u << (r % t->rs);
+	int nz = 0;
+
+	for (int k = 0; k < t->K; k++)
+		nz |= v[k] != 0.0f;
+	if (nz)
+		t->live[r / t->rs] |= bit;
+	else
+		t->live[r / t->rs] &= ~bit;
+}
+
+/* The columns panel p of w runs, as flags row[0, CRS). */
+static void run_flags(const struct mime_gemm_weights *w, int p, uint8_t *row)
+{
+	if (w->form == MIME_GEMM_DENSE) {
+		memset(row, 1, (size_t)w->CRS);
+		return;
+	}
+	memset(row, 0, (size_t)w->CRS);
+	for (int64_t i = w->start[p]; i < w->start[p + 1]; i++)
+		row[w->cols[i]] = 1;
+}
+
+int mime_gemm_tweights_update(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w)
+{
+	const int mr = w->mr, K = w->K, CRS = w->CRS, panels = (K + mr - 1) / mr;
+
+	if (!t->values || w->form == MIME_GEMM_COMPACT || K != t->K || CRS != t->CRS)
+		return -EINVAL;
+	memset(t->dirty, 0, (size_t)CRS);
+	for (int p = 0; p < panels; p++) {
+		const int k0 = p * mr, kn = K - k0 < mr ? K - k0 : mr;
+		uint8_t *held = t->held + (int64_t)p * CRS;
+
+		run_flags(w, p, t->row);
+		for (int c = 0; c < CRS; c++) {
+			const float *src = w->values + ((int64_t)p * CRS + c) * mr;
+			float *dst = t->values + (int64_t)c * t->kv + k0;
+
+			if (t->row[c] == held[c])
+				continue;
+			for (int r = 0; r < kn; r++)
+				dst[r] = t->row[c] ? src[r] : 0.0f;
+			held[c] = t->row[c];
+			t->dirty[c] = 1;
+		}
+	}
+	for (int c = 0; c < CRS; c++)
+		if (t->dirty[c])
+			tweights_live_row(t, c);
 	return 0;
 }
 
@@ -973,6 +1035,7 @@ int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gem
 		const int k0 = p * mr, kn = K - k0 < mr ? K - k0 : mr;
 		int64_t i0 = 0, i1 = CRS;
 
+		run_flags(w, p, t->held + (int64_t)p * CRS);
 		if (w->form != MIME_GEMM_DENSE) {
 			i0 = w->start[p];
 			i1 = w->start[p + 1];

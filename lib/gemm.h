@@ -165,7 +165,9 @@ struct mime_gemm_tweights {
 	int K_max, CRS_max, rs; /* storage; rs = R*S of the layer (rows per input channel) */
 	float *values;          /* [CRS][kv] */
 	uint32_t *live;         /* [CRS / rs]: bit t set when row c*rs + t has a nonzero */
-	size_t off_live, map_bytes, touched;
+	uint8_t *held;          /* [panels][CRS]: 1 = W^T holds panel p's column c */
+	uint8_t *row, *dirty;   /* [CRS] each: scratch of mime_gemm_tweights_update */
+	size_t off_live, off_held, off_row, map_bytes, touched;
 };
 
 /* Maps storage for up to K_max kernels x CRS_max rows, rs = R*S rows per input channel
@@ -175,6 +177,12 @@ int mime_gemm_tweights_init(struct mime_gemm_tweights *t, int K_max, int CRS_max
  * (resident), never the model's weights. Returns 0 or -EINVAL (w larger than the storage,
  * CRS not a multiple of rs). */
 int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w);
+/* The same after a fine-grain switch (mime_gemm_weights_select) of the packing t was last
+ * built or updated from, its values unchanged: rewrites only the columns whose selection
+ * changed (a comparison of panels x CRS flags, then the columns that differ), so the switch
+ * stays cheap. w must be dense or indexed with t's K and CRS; -EINVAL otherwise (then
+ * build). */
+int mime_gemm_tweights_update(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w);
 void mime_gemm_tweights_free(struct mime_gemm_tweights *t); /* {0} is fine */
 size_t mime_gemm_tweights_bytes(const struct mime_gemm_tweights *t);
 

@@ -350,6 +350,22 @@ static int act_same(struct layer *l, struct mime_gemm_tweights *t,
 	return 0;
 }
 
+/* After a select on sel: tu, built from sel before and updated now, must hold what tw,
+ * built from sel now, holds. */
+static int tweights_updated(struct layer *l, struct mime_gemm_tweights *tu,
+                            const struct mime_gemm_tweights *tw,
+                            const struct mime_gemm_weights *sel)
+{
+	if (!tu->values)
+		return 0;
+	if (mime_gemm_tweights_update(tu, sel) != 0)
+		return fail(l, "tweights_update refused form %lld (%lld)", sel->form, 0);
+	if (memcmp(tu->values, tw->values, sizeof(float) * tw->kv * tw->CRS) != 0 ||
+	    memcmp(tu->live, tw->live, sizeof(uint32_t) * (tw->CRS / tw->rs)) != 0)
+		return fail(l, "updated W^T differs from a fresh build (%lld %lld)", 0, 0);
+	return 0;
+}
+
 /* What select must have chosen: indexed over the live kept columns when keep leaves out a
  * live column or at least 1 in 8 columns are left out, else dense. */
 static int check_selection(struct layer *l, const struct mime_gemm_weights *w, const uint8_t *keep,
@@ -397,7 +413,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 	static uint8_t keep[(K_MAX + 3) / 4 * CRS_MAX];
 	const int ks = (int[]){1, 3, 3, 5}[irand(4)];
 	struct layer l = {.a = *a, .what = "unmasked"};
-	struct mime_gemm_tweights tw = {0};
+	struct mime_gemm_tweights tw = {0}, tu = {0}; /* tu: built once, then updated */
 	float *out_dense, *want;
 	int64_t n_live, zeros, zeros_dense, want_zeros;
 	int ep = trial % EP_COUNT, step = 0, kp;
@@ -444,7 +460,8 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 					l.in[c * l.g.h * l.g.w + i] = 0.0f;
 	}
 	if (mime_gemm_act_supported(&l.g)) {
-		if (mime_gemm_tweights_init(&tw, K_MAX, l.CRS + ks * ks * irand(3), ks * ks) != 0) {
+		if (mime_gemm_tweights_init(&tw, K_MAX, l.CRS + ks * ks * irand(3), ks * ks) != 0 ||
+		    mime_gemm_tweights_init(&tu, K_MAX, l.CRS, ks * ks) != 0) {
 			fail(&l, "tweights_init failed (%lld %lld)", l.K, l.CRS);
 			goto out;
 		}
@@ -500,6 +517,8 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 	verify(&l, ep, zeros_dense);
 	memcpy(out_dense, l.out, sizeof(float) * l.K * l.P);
 	act_same(&l, &tw, sel, ep, out_dense, zeros_dense);
+	if (tu.values && mime_gemm_tweights_build(&tu, sel) != 0)
+		fail(&l, "tweights_build (%lld %lld)", 0, 0);
 
 	for (unsigned wi = 0; wi < sizeof(wuvs) / sizeof(wuvs[0]); wi++)
 		for (unsigned si = 0; si < sizeof(pruned) / sizeof(pruned[0]); si++, step++) {
@@ -569,6 +588,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 			verify(&l, ep, zeros);
 			same_bits(&l, want, want_zeros, zeros);
 			act_same(&l, &tw, sel, ep, want, want_zeros);
+			tweights_updated(&l, &tu, &tw, sel);
 		}
 
 	/* Back to every live column: the bits of the dense run. */
@@ -582,6 +602,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 	same_bits(&l, want, zeros_dense, zeros);
 	reference(&l, NULL, 1);
 	act_same(&l, &tw, sel, ep, want, zeros_dense);
+	tweights_updated(&l, &tu, &tw, sel);
 	if (mime_gemm_weights_select(sel, keep, 0) != -EINVAL ||
 	    mime_gemm_weights_repack(sel, a, l.W, l.lda, K_MAX + 1, l.CRS, NULL, 0, 0) != -EINVAL ||
 	    mime_gemm_weights_repack_selectable(sel, a, l.W, l.lda, l.K, CRS_MAX + 1) != -EINVAL ||
@@ -589,6 +610,7 @@ static int check_fine(const struct mime_gemm_arch *a, int trial, struct mime_gem
 		fail(&l, "bad arguments not refused, or the packing changed (%lld %lld)", 0, 0);
 out:
 	mime_gemm_tweights_free(&tw);
+	mime_gemm_tweights_free(&tu);
 	free(l.W);
 	free(l.in);
 	free(l.bias);
