@@ -39,6 +39,9 @@
 #include "lib/kernels.h"
 
 #define ALIGN 64
+/* AUTO's density threshold: below it the input-sparse form is faster than the dense packed
+ * GEMM (measured: bench/bench_sparse, bench/RESULTS.md "Zero activations"). */
+#define ACT_MAX_DENSITY_DEFAULT 0.75
 
 struct layer_plan {
 	const struct mime_layer_spec *spec;
@@ -48,14 +51,17 @@ struct layer_plan {
 	int crs;    /* conv: C*R*S */
 	int chunk;  /* conv: columns per chunk (the last chunk of a sample may be short) */
 	int cps;    /* conv: chunks per sample */
-	struct mime_shape full;      /* output shape of the whole parent */
-	int64_t lda;                 /* conv: full C*R*S; fc: full input width */
-	struct mime_gemm_weights gw; /* conv, packed path: packed weights (owned) */
-	int sparse;                  /* gw drops all-zero panel columns */
+	struct mime_shape full;       /* output shape of the whole parent */
+	int64_t lda;                  /* conv: full C*R*S; fc: full input width */
+	struct mime_gemm_weights gw;  /* conv, packed path: packed weights (owned) */
+	struct mime_gemm_tweights tw; /* conv, packed path: the input-sparse form (owned) */
+	int act;                      /* tw is usable (geometry supported, skipping on) */
+	int sparse;                   /* gw drops all-zero panel columns */
 	struct mime_conv_geom geom;
 };
 
 struct thread_scratch {
+	void *act;      /* the input-sparse form's scratch (largest layer) */
 	float *col;     /* [crs_max * chunk_max] */
 	float *acc;     /* [k_max * chunk_max] */
 	int64_t *zeros; /* [max_batch]: this thread's zero counts for the current layer */
@@ -74,7 +80,8 @@ struct mime_engine {
 	int masked_layer[MIME_MAX_LAYERS];
 	int64_t neurons[MIME_MAX_LAYERS];
 	int max_classes;
-	int group; /* samples a thread takes through the whole network at a time */
+	int group;              /* samples a thread takes through the whole network at a time */
+	double act_max_density; /* see struct mime_engine_config */
 	size_t act_floats, plan_bytes, base_bytes; /* base: buffers, without packed weights */
 	float *act[2];
 	float *logits;
@@ -134,7 +141,15 @@ static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *
 		const float *in_n = in + n * in_size;
 		int64_t z;
 
-		if (e->cfg.conv == MIME_CONV_PACKED) {
+		/* Input-sparse when the chunk's input is sparse enough (the density pass also
+		 * notes where the nonzeros are, for the sparse form). */
+		if (lp->act &&
+		    (mime_gemm_act_density(g, in_n, (int)p0, nc, ts->act) <= e->act_max_density ||
+		     e->cfg.act_skip == MIME_ACT_SKIP_ALWAYS)) {
+			z = mime_gemm_conv_act(&e->arch, &lp->tw, g, in_n, (int)p0, nc, (int)P,
+			                       lp->b, mask_of(e, li, sbase + (int)n), apply,
+			                       out + n * g->k * P, ts->act);
+		} else if (e->cfg.conv == MIME_CONV_PACKED) {
 			mime_gemm_pack_b_rows(&e->arch, g, in_n, (int)p0, nc, lp->gw.rows, ts->col);
 			z = mime_gemm_conv(&e->arch, &lp->gw, ts->col, nc, (int)p0, (int)P, lp->b,
 			                   mask_of(e, li, sbase + (int)n), apply,
@@ -452,7 +467,7 @@ static int check_tasks(struct mime_engine *e, struct mime_errinfo *ei)
 static int alloc_plan(struct mime_engine *e)
 {
 	const int B = e->cfg.max_batch, T = e->cfg.n_threads;
-	size_t col_max = 1, acc_max = 1;
+	size_t col_max = 1, acc_max = 1, act_max = 64;
 
 	for (int i = 0; i < e->n_layers; i++) {
 		const struct layer_plan *lp = &e->L[i];
@@ -463,6 +478,10 @@ static int alloc_plan(struct mime_engine *e)
 			col_max = mime_gemm_packed_b_floats(&e->arch, lp->crs, lp->chunk);
 		if ((size_t)lp->geom.k * lp->chunk > acc_max)
 			acc_max = (size_t)lp->geom.k * lp->chunk;
+		if (e->cfg.conv == MIME_CONV_PACKED && e->cfg.act_skip != MIME_ACT_SKIP_OFF &&
+		    mime_gemm_act_supported(&lp->geom) &&
+		    mime_gemm_act_scratch_bytes(&e->arch, &lp->geom, lp->geom.k) > act_max)
+			act_max = mime_gemm_act_scratch_bytes(&e->arch, &lp->geom, lp->geom.k);
 	}
 	if (e->act_floats > SIZE_MAX / sizeof(float) / (size_t)B)
 		return -ENOMEM;
@@ -481,7 +500,8 @@ static int alloc_plan(struct mime_engine *e)
 		e->ts[t].col = xaligned(sizeof(float) * col_max);
 		e->ts[t].acc = xaligned(sizeof(float) * acc_max);
 		e->ts[t].zeros = calloc((size_t)B, sizeof(int64_t));
-		if (!e->ts[t].col || !e->ts[t].acc || !e->ts[t].zeros)
+		e->ts[t].act = xaligned(act_max);
+		if (!e->ts[t].col || !e->ts[t].acc || !e->ts[t].zeros || !e->ts[t].act)
 			return -ENOMEM;
 	}
 	/* Storage for each conv layer's packed weights, sized for the whole parent: a phase
@@ -492,6 +512,15 @@ static int alloc_plan(struct mime_engine *e)
 		if (lp->spec->kind == MIME_LAYER_CONV && e->cfg.conv == MIME_CONV_PACKED &&
 		    mime_gemm_weights_init(&lp->gw, &e->arch, lp->spec->out, (int)lp->lda) < 0)
 			return -ENOMEM;
+		/* The input-sparse form where the geometry allows it (a phase changes C and
+		 * K, not the geometry's kind). */
+		if (lp->spec->kind == MIME_LAYER_CONV && e->cfg.conv == MIME_CONV_PACKED &&
+		    e->cfg.act_skip != MIME_ACT_SKIP_OFF && mime_gemm_act_supported(&lp->geom)) {
+			if (mime_gemm_tweights_init(&lp->tw, lp->spec->out, (int)lp->lda,
+			                            lp->geom.r * lp->geom.s) < 0)
+				return -ENOMEM;
+			lp->act = 1;
+		}
 	}
 	/* About 256 KiB of activations per buffer per group (L2-sized), 1 to 8 samples. */
 	e->group = (int)(65536 / (e->act_floats ? e->act_floats : 1));
@@ -543,10 +572,13 @@ void mime_engine_destroy(struct mime_engine *e)
 			free(e->ts[t].col);
 			free(e->ts[t].acc);
 			free(e->ts[t].zeros);
+			free(e->ts[t].act);
 		}
 	free(e->ts);
-	for (int i = 0; i < e->n_layers; i++)
+	for (int i = 0; i < e->n_layers; i++) {
 		mime_gemm_weights_free(&e->L[i].gw);
+		mime_gemm_tweights_free(&e->L[i].tw);
+	}
 	free(e->masks);
 	free(e->zeros);
 	free(e->logits);
@@ -563,7 +595,9 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 
 	if (!m || !cfg || cfg->conv < MIME_CONV_AUTO || cfg->conv > MIME_CONV_BLAS ||
 	    cfg->simd < 0 || cfg->simd > 1 + MIME_SIMD_NEON || cfg->max_batch < 1 ||
-	    cfg->max_batch > 65536 || cfg->n_threads < 1 || cfg->n_threads > 256)
+	    cfg->max_batch > 65536 || cfg->n_threads < 1 || cfg->n_threads > 256 ||
+	    cfg->act_skip < MIME_ACT_SKIP_AUTO || cfg->act_skip > MIME_ACT_SKIP_ALWAYS ||
+	    !(cfg->act_max_density >= 0.0f && cfg->act_max_density <= 1.0f))
 		return mime_errinfo_set(ei, MIME_EINVAL, "engine: bad configuration");
 	e = calloc(1, sizeof(*e));
 	if (!e)
@@ -573,6 +607,8 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 	if (e->cfg.conv == MIME_CONV_AUTO)
 		e->cfg.conv = MIME_CONV_PACKED;
 	mime_gemm_arch_select(cfg->simd - 1, &e->arch);
+	e->act_max_density =
+		cfg->act_max_density > 0.0f ? cfg->act_max_density : ACT_MAX_DENSITY_DEFAULT;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->go, NULL);
 	pthread_cond_init(&e->done, NULL);
@@ -843,7 +879,7 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 		struct layer_plan *lp = &e->L[i];
 		const uint8_t *keep = ph->layer[i].keep;
 		const int K = out_s[i].c, CRS = in_s[i].c * lp->spec->kernel * lp->spec->kernel;
-		int r = 0;
+		int r = 0, fine = 0;
 
 		lp->in = in_s[i];
 		lp->out = out_s[i];
@@ -873,14 +909,25 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 				r = mime_gemm_weights_repack_selectable(&lp->gw, &e->arch, lp->w,
 				                                        lp->lda, K, CRS);
 				repacked = 1;
+			} else {
+				fine = 1; /* the same panels: W^T follows the selection */
 			}
 			if (r == 0)
 				r = mime_gemm_weights_select(&lp->gw, keep, ph->wuv);
 		}
 		assert(r == 0); /* sizes and wuv were checked */
-		(void)r;
 		lp->sparse = lp->gw.form != MIME_GEMM_DENSE;
 		packed += mime_gemm_weights_bytes(&lp->gw);
+		if (lp->act) {
+			/* W^T follows the packing (its columns, from the packed values: the
+			 * model's pages may have been dropped); after a fine switch only the
+			 * columns whose selection changed are rewritten. */
+			r = fine ? mime_gemm_tweights_update(&lp->tw, &lp->gw)
+			         : mime_gemm_tweights_build(&lp->tw, &lp->gw);
+			assert(r == 0);
+			packed += mime_gemm_tweights_bytes(&lp->tw);
+		}
+		(void)r;
 	}
 	e->phase.wuv = ph->wuv;
 	if (repacked)

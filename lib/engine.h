@@ -26,11 +26,24 @@ enum mime_conv_impl {
 	MIME_CONV_BLAS,   /* im2col + OpenBLAS cblas_sgemm, then the epilogue */
 };
 
+/* Zero activations (issue 5): the thresholds (and ReLU) leave most of a conv layer's input
+ * at 0. On the packed path a conv chunk whose input (the rows its pixels read) has at most
+ * act_max_density nonzero values runs in the input-sparse form of lib/gemm, which skips
+ * them (results bit for bit those of the dense path); others run dense. The decision is
+ * per chunk of pixels of one sample, from that sample's input only. */
+enum mime_act_skip {
+	MIME_ACT_SKIP_AUTO,   /* skip where the density says it pays (the default) */
+	MIME_ACT_SKIP_OFF,    /* always dense */
+	MIME_ACT_SKIP_ALWAYS, /* input-sparse wherever the geometry allows (tests, benchmarks) */
+};
+
 struct mime_engine_config {
 	int max_batch; /* >= 1 */
 	int n_threads; /* threads for this engine's GEMMs (1 = the calling thread only) */
 	enum mime_conv_impl conv;
 	int simd; /* 0: the best path the CPU has; 1 + enum mime_simd: at most that one */
+	enum mime_act_skip act_skip;
+	float act_max_density; /* AUTO's threshold, in (0, 1]; 0 = the measured default */
 };
 
 /* Per-sample results of one forward, owned by the engine, valid until the next forward.

@@ -218,11 +218,14 @@ static void reference(const struct net *n, const float *x0, int task, double *re
 	free(x);
 }
 
-static void check_impl(const struct net *n, int batch, const int *tasks, int n_threads,
-                       uint64_t seed, enum mime_conv_impl conv, int simd)
+static void check_skip(const struct net *n, int batch, const int *tasks, int n_threads,
+                       uint64_t seed, enum mime_conv_impl conv, int simd, enum mime_act_skip skip)
 {
-	struct mime_engine_config cfg = {
-		.max_batch = batch, .n_threads = n_threads, .conv = conv, .simd = simd};
+	struct mime_engine_config cfg = {.max_batch = batch,
+	                                 .n_threads = n_threads,
+	                                 .conv = conv,
+	                                 .simd = simd,
+	                                 .act_skip = skip};
 	struct mime_engine *e = NULL;
 	struct mime_engine_result res;
 	struct mime_errinfo ei = {0};
@@ -258,6 +261,12 @@ static void check_impl(const struct net *n, int batch, const int *tasks, int n_t
 	}
 	mime_engine_destroy(e);
 	free(in);
+}
+
+static void check_impl(const struct net *n, int batch, const int *tasks, int n_threads,
+                       uint64_t seed, enum mime_conv_impl conv, int simd)
+{
+	check_skip(n, batch, tasks, n_threads, seed, conv, simd, MIME_ACT_SKIP_AUTO);
 }
 
 static void check_against_reference(const struct net *n, int batch, const int *tasks, int n_threads,
@@ -367,6 +376,11 @@ static void test_engine_every_conv_path_matches_reference(void **state)
 		assert_int_equal(arch.simd, simd);
 		mime_engine_destroy(e);
 		check_impl(&n, 5, tasks, 1 + simd % 2, 31, MIME_CONV_PACKED, simd + 1);
+		/* every conv chunk dense, and every chunk the geometry allows input-sparse */
+		check_skip(&n, 5, tasks, 1 + simd % 2, 31, MIME_CONV_PACKED, simd + 1,
+		           MIME_ACT_SKIP_OFF);
+		check_skip(&n, 5, tasks, 2 - simd % 2, 31, MIME_CONV_PACKED, simd + 1,
+		           MIME_ACT_SKIP_ALWAYS);
 	}
 	check_impl(&n, 5, tasks, 1, 31, MIME_CONV_BLAS, 0);
 	check_impl(&n, 5, tasks, 2, 31, MIME_CONV_BLAS, 0);
@@ -835,6 +849,121 @@ static void test_engine_fine_switch_equals_direct_entry(void **state)
 	net_free(&n);
 }
 
+/* Zero activations skipped (the input-sparse conv form): on every SIMD path of this
+ * machine, at 1 and 2 threads, batch 1 and a batch mixing three tasks (per-element,
+ * per-channel thresholds, ReLU), engines that never skip (OFF), skip where it pays (AUTO)
+ * and skip wherever they can (ALWAYS) give bit for bit the same logits and zero counts, in
+ * the whole parent and through phases: a coarse one, a fine one entered from it, a fine
+ * switch to another mask and back, the parent again. Inputs half zeros, thresholds that
+ * zero most outputs (as MIME's do). */
+static void test_engine_act_skip_bit_equal(void **state)
+{
+	static const int simds[3] = {MIME_SIMD_SCALAR, MIME_SIMD_AVX2, MIME_SIMD_AVX512};
+	const enum mime_thresholds gran[3] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL, MIME_THR_NONE};
+	const int classes[3] = {4, 6, 5}, tasks[5] = {1, 0, 2, 2, 0};
+	const int ka[9] = {33, 0, 30, 19, 0, 0, 0};
+	const int masked[3] = {0, 2, 3}, crs[3] = {3 * 9, 33 * 9, 30 * 9};
+	struct mime_graph g = {0};
+	struct net n;
+	uint64_t rng = 91;
+	float *in;
+
+	(void)state;
+	g.input = (struct mime_shape){3, 14, 14};
+	add_layer(&g, MIME_LAYER_CONV, 40, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_CONV, 37, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_CONV, 24, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	add_layer(&g, MIME_LAYER_FC, 10, 0, 0, 0, MIME_ACT_RELU);
+	net_init(&n, &g, 3, gran, classes, 57);
+	for (int t = 0; t < 2; t++) /* thresholds that zero most outputs */
+		for (int i = 0; i < g.n_layers; i++)
+			if (n.thr[t][i]) {
+				const long cnt = gran[t] == MIME_THR_ELEMENT
+				                         ? mime_shape_size(&n.shapes[i])
+				                         : n.shapes[i].c;
+
+				for (long j = 0; j < cnt; j++)
+					n.thr[t][i][j] = mime_test_uniform(&rng, 0.0f, 0.6f);
+			}
+	in = rand_array(&rng, 5 * 3 * 196, -1.0f, 1.0f);
+	for (int i = 0; i < 5 * 3 * 196; i++)
+		if (mime_test_uniform(&rng, 0.0f, 1.0f) < 0.5f)
+			in[i] = 0.0f;
+	for (int si = 0; si < 3; si++) {
+		struct mime_gemm_arch arch;
+		struct mime_phase pa = {0}, pb = {0}, pc = {0};
+		uint8_t *keep_a[3], *keep_b[3];
+		const struct mime_phase *seq[6] = {NULL, &pc, &pa, &pb, &pa, NULL};
+
+		if (!mime_gemm_arch_supported(simds[si]))
+			continue;
+		mime_gemm_arch_select(simds[si], &arch);
+		pa.wuv = pb.wuv = 2 * arch.mr; /* whole panel columns: fine switches select */
+		for (int i = 0; i < g.n_layers; i++) {
+			pa.layer[i].k_active = pb.layer[i].k_active = ka[i];
+			pc.layer[i].k_active = ka[i] ? ka[i] - 5 : 0;
+		}
+		for (int m = 0; m < 3; m++) {
+			keep_a[m] = random_groups(&rng, ka[masked[m]], crs[m], pa.wuv);
+			keep_b[m] = random_groups(&rng, ka[masked[m]], crs[m], pa.wuv);
+			pa.layer[masked[m]].keep = keep_a[m];
+			pb.layer[masked[m]].keep = keep_b[m];
+		}
+		for (int threads = 1; threads <= 2; threads++)
+			for (int batch = 1; batch <= 5; batch += 4) {
+				struct mime_engine *e[3];
+				float lg[3][5 * 6];
+				int64_t z[3][5 * 4];
+
+				for (int k = 0; k < 3; k++) {
+					struct mime_engine_config cfg = {
+						.max_batch = 5,
+						.n_threads = threads,
+						.simd = 1 + simds[si],
+						.act_skip = (enum mime_act_skip)k};
+
+					assert_int_equal(
+						mime_engine_create(&n.m, &cfg, &e[k], NULL), 0);
+				}
+				for (int step = 0; step < 6; step++)
+					for (int k = 0; k < 3; k++) {
+						struct mime_engine_result r;
+
+						assert_int_equal(mime_engine_set_phase(e[k],
+						                                       seq[step],
+						                                       NULL, NULL),
+						                 0);
+						assert_int_equal(mime_engine_forward(e[k], batch,
+						                                     in, tasks, &r),
+						                 0);
+						memcpy(lg[k], r.logits,
+						       sizeof(float) * batch * r.max_classes);
+						memcpy(z[k], r.zeros,
+						       sizeof(int64_t) * batch * r.n_masked);
+						if (k == 0)
+							continue;
+						assert_memory_equal(lg[0], lg[k],
+						                    sizeof(float) * batch *
+						                            r.max_classes);
+						assert_memory_equal(z[0], z[k],
+						                    sizeof(int64_t) * batch *
+						                            r.n_masked);
+					}
+				for (int k = 0; k < 3; k++)
+					mime_engine_destroy(e[k]);
+			}
+		for (int m = 0; m < 3; m++) {
+			free(keep_a[m]);
+			free(keep_b[m]);
+		}
+	}
+	free(in);
+	net_free(&n);
+}
+
 /* Resident bytes of the mapping that contains p, from /proc/self/smaps; -1 if not found. */
 static long mapping_rss_kb(const void *p)
 {
@@ -1091,6 +1220,7 @@ int main(void)
 		cmocka_unit_test(test_engine_set_phase_equals_sliced_network),
 		cmocka_unit_test(test_engine_packed_path_releases_mapped_weights),
 		cmocka_unit_test(test_engine_fine_switch_equals_direct_entry),
+		cmocka_unit_test(test_engine_act_skip_bit_equal),
 		cmocka_unit_test(test_engine_coarse_step_down_releases_memory),
 	};
 
