@@ -12,6 +12,7 @@
 #     -> + baselines: full fine-tune (conventional/<task>/*) and head-only (headonly/<task>/*)
 #        for mnist and digits; the parent itself is fmnist's conventional model
 #     -> + every task's head and thresholds per phase (`mime-train phase-tasks`)
+#     -> every task's tensors stored as F16 (`mime-train bundle half`; HALF=0: F32)
 #   = models/demo.mime, then every task evaluated through the engine in every mode, and
 #     sample PNGs in models/samples/<task>/.
 #
@@ -26,8 +27,10 @@
 # Environment (defaults):
 #   MIME_TRAIN=build/train/mime-train   PARENT=models/fmnist-parent.mime  OUT=models/demo.mime
 #   WORK=out/demo  EPOCHS=20  THREADS=2  SEED=1
-#   FMNIST_EPOCHS=10  FMNIST_LIMIT=0  (the fmnist thresholds: epochs, and training images,
-#             0 = all 60,000: 10 epochs of 54,000 are more steps than 20 of mnist's 7,200)
+#   FMNIST_EPOCHS=3  FMNIST_LIMIT=0  (the fmnist thresholds: epochs, and training images,
+#             0 = all 60,000: 3 epochs of 54,000 are more steps than 20 of mnist's 7,200)
+#   HALF=1  (the last step: every task's head and thresholds stored as F16,
+#             `mime-train bundle half`; 0 keeps them F32)
 #   VAL=10%  (--val of every trained step: held out of its training images, stratified;
 #             the epoch with the best validation accuracy is kept, for MIME and baselines)
 #   LIMIT=0  (training images for mnist and digits, every mode; 0 = all: a quick smoke run
@@ -51,7 +54,8 @@ WORK=${WORK:-out/demo}
 EPOCHS=${EPOCHS:-20}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
-FMNIST_EPOCHS=${FMNIST_EPOCHS:-10}
+FMNIST_EPOCHS=${FMNIST_EPOCHS:-3}
+HALF=${HALF:-1}
 FMNIST_LIMIT=${FMNIST_LIMIT:-0}
 VAL=${VAL:-10%}
 LIMIT=${LIMIT:-0}
@@ -271,7 +275,13 @@ else
 fi
 
 "$MIME_TRAIN" bundle verify "$WORK/8-phase-tasks.mime" >/dev/null
-cp "$WORK/8-phase-tasks.mime" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+if [ "$HALF" = 1 ]; then
+	echo "every task's head and thresholds as F16 ..."
+	"$MIME_TRAIN" bundle half "$WORK/8-phase-tasks.mime" -o "$WORK/9-half.mime" | sed 's/^/    /'
+	cp "$WORK/9-half.mime" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+else
+	cp "$WORK/8-phase-tasks.mime" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+fi
 # the phase build record for `mime-train report`, with every task's accuracy per phase (as
 # served: trained per phase, and sliced from the whole-parent tensors without training)
 python3 - "$WORK/00-phases.json" "$WORK/8-phase-tasks.json" models/phases.json <<'EOF'
