@@ -143,9 +143,9 @@ static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *
 
 		/* Input-sparse when the chunk's input is sparse enough (the density pass also
 		 * notes where the nonzeros are, for the sparse form). */
-		if (lp->act &&
-		    (mime_gemm_act_density(g, in_n, (int)p0, nc, ts->act) <= e->act_max_density ||
-		     e->cfg.act_skip == MIME_ACT_SKIP_ALWAYS)) {
+		if (lp->act && (mime_gemm_act_density(&e->arch, g, in_n, (int)p0, nc, ts->act) <=
+		                        e->act_max_density ||
+		                e->cfg.act_skip == MIME_ACT_SKIP_ALWAYS)) {
 			z = mime_gemm_conv_act(&e->arch, &lp->tw, g, in_n, (int)p0, nc, (int)P,
 			                       lp->b, mask_of(e, li, sbase + (int)n), apply,
 			                       out + n * g->k * P, ts->act);

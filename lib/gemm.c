@@ -1147,8 +1147,34 @@ size_t mime_gemm_act_scratch_bytes(const struct mime_gemm_arch *a, const struct 
 	return (size_t)l.end;
 }
 
-double mime_gemm_act_density(const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
-                             void *scratch)
+#ifdef MIME_X86
+/* One padded row (wp <= 32 floats) of the copy with AVX-512: masked loads put input x in
+ * lane pad + x and zeros around it (lanes outside [pad, pad + w) are not read); the nonzero
+ * lanes are the row's mask bits. */
+__attribute__((target("avx512f"))) static uint32_t act_row_avx512(const float *row, int w, int pad,
+                                                                  int wp, float *xr)
+{
+	const uint32_t run = (uint32_t)(((1ull << w) - 1) << pad);
+	const uint32_t all = (uint32_t)((1ull << wp) - 1);
+	const __m512 zero = _mm512_setzero_ps();
+	const float *base = (const float *)((uintptr_t)row - sizeof(float) * (size_t)pad);
+	const __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)run, base);
+	uint32_t bits;
+
+	_mm512_mask_storeu_ps(xr, (__mmask16)all, v0);
+	bits = _mm512_cmp_ps_mask(v0, zero, _CMP_NEQ_UQ);
+	if (wp > 16) {
+		const __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(run >> 16), base + 16);
+
+		_mm512_mask_storeu_ps(xr + 16, (__mmask16)(all >> 16), v1);
+		bits |= (uint32_t)_mm512_cmp_ps_mask(v1, zero, _CMP_NEQ_UQ) << 16;
+	}
+	return bits;
+}
+#endif
+
+double mime_gemm_act_density(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                             const float *in_sample, int p0, int np, void *scratch)
 {
 	struct act_scratch *h = scratch;
 	const int H = g->h + 2 * g->pad, wp = g->w + 2 * g->pad, plane = g->h * g->w;
@@ -1158,7 +1184,7 @@ double mime_gemm_act_density(const struct mime_conv_geom *g, const float *in_sam
 	float *xpad;
 	int64_t nz = 0, n = 0;
 
-	act_layout(&(struct mime_gemm_arch){.nr = 1}, g, 1, h); /* offsets up to xpad */
+	act_layout(a, g, 1, h); /* offsets up to xpad do not depend on K */
 	masks = (uint32_t *)((uint8_t *)scratch + h->masks_at);
 	xpad = (float *)((uint8_t *)scratch + h->xpad_at);
 	h->y0 = y0;
@@ -1174,20 +1200,30 @@ double mime_gemm_act_density(const struct mime_conv_geom *g, const float *in_sam
 			float *xr = xc + (int64_t)(y - y0) * wp;
 			uint32_t bits = 0;
 
-			for (int x = 0; x < g->pad; x++)
-				xr[x] = xr[wp - 1 - x] = 0.0f;
-			if (ih >= 0 && ih < g->h) {
+			if (ih < 0 || ih >= g->h) {
+				memset(xr, 0, sizeof(float) * wp);
+				continue;
+			}
+			n += g->w;
+#ifdef MIME_X86
+			if (a->simd == MIME_SIMD_AVX512) {
+				bits = act_row_avx512(in_sample + (int64_t)c * plane +
+				                              (int64_t)ih * g->w,
+				                      g->w, g->pad, wp, xr);
+			} else
+#endif
+			{
 				const float *row =
 					in_sample + (int64_t)c * plane + (int64_t)ih * g->w;
 
+				for (int x = 0; x < g->pad; x++)
+					xr[x] = xr[wp - 1 - x] = 0.0f;
 				memcpy(xr + g->pad, row, sizeof(float) * g->w);
 				for (int x = 0; x < g->w; x++)
 					bits |= (uint32_t)(row[x] != 0.0f) << x;
-				n += g->w;
-			} else {
-				memset(xr + g->pad, 0, sizeof(float) * g->w);
+				bits <<= g->pad;
 			}
-			masks[(int64_t)(y - y0) * cp + c] = bits << g->pad;
+			masks[(int64_t)(y - y0) * cp + c] = bits;
 			nz += __builtin_popcount(bits);
 		}
 	}

@@ -194,8 +194,8 @@ size_t mime_gemm_act_scratch_bytes(const struct mime_gemm_arch *a, const struct 
                                    int K);
 /* Fraction of nonzero inputs under output pixels [p0, p0 + np) (the input rows they read,
  * every channel), computed while noting where they are (in scratch, for the call below). */
-double mime_gemm_act_density(const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
-                             void *scratch);
+double mime_gemm_act_density(const struct mime_gemm_arch *a, const struct mime_conv_geom *g,
+                             const float *in_sample, int p0, int np, void *scratch);
 /* Output pixels [p0, p0 + np) of one sample in the input-sparse form, after
  * mime_gemm_act_density on the same arguments and scratch; writes what mime_gemm_conv
  * writes (same epilogue) and returns its zero count. t must match w->K, w->CRS and g. */

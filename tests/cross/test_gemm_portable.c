@@ -333,7 +333,7 @@ static int act_same(struct layer *l, struct mime_gemm_tweights *t,
 		double d;
 
 		memset(scratch, 0xff, sb); /* NaNs: what the form reads, it wrote first */
-		d = mime_gemm_act_density(&l->g, l->in, p0, np, scratch);
+		d = mime_gemm_act_density(&l->a, &l->g, l->in, p0, np, scratch);
 		if (!(d >= 0.0 && d <= 1.0))
 			fail(l, "density %lld/1000 (%lld)", (long long)(d * 1000), 0);
 		zeros += mime_gemm_conv_act(&l->a, t, &l->g, l->in, p0, np, l->P, l->bias, &mask,
