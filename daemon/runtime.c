@@ -263,7 +263,7 @@ static bool bundle_mapping(const struct mime_bundle *b, uintptr_t *ret_base, siz
  * mode's tensors, and whatever the kernel mapped around each page fault (fault-around maps
  * up to 16 cached neighbours). Drops every page that holds no byte of a tensor a forward
  * reads: biases, fc weights, conv weights unless packed, and the heads and thresholds of
- * the enabled tasks in the phases the engines are in and the one the daemon starts in.
+ * the enabled tasks in the phase the daemon starts in (conventional mode: their heads).
  * Those keep their pages (dropping a bias's page would cost a fault that maps 64 KiB around
  * it); anything dropped that is needed after all (a later phase, a task enabled by a
  * reload) is read back from the file on first touch. Advice only: errors are ignored. */
@@ -288,9 +288,8 @@ static void drop_unread_pages(struct mimed_runtime *rt)
 			packed = packed && conv == MIME_CONV_PACKED;
 		}
 	}
-	/* Per model: a weight and a bias per layer; per task view: a head (2) and thresholds. */
-	cap = (size_t)(rt->n_models + 1) * 2 * MIME_MAX_LAYERS +
-	      (size_t)(rt->n_workers + 2) * (size_t)n_tasks * (2 + MIME_MAX_LAYERS);
+	/* Per model: a weight and a bias per layer; per task: a head (2) and thresholds. */
+	cap = (size_t)rt->n_models * 2 * MIME_MAX_LAYERS + (size_t)n_tasks * (2 + MIME_MAX_LAYERS);
 	keep = malloc(cap * sizeof(*keep));
 	if (!keep)
 		return;
@@ -310,17 +309,14 @@ static void drop_unread_pages(struct mimed_runtime *rt)
 			keep_task(keep, &n_keep, &rt->conv_tasks[k]);
 	}
 	for (int t = 0; rt->mode == MIMED_MODE_MIME && t < n_tasks; t++) {
-		if (!rt->enabled[t])
-			continue;
-		for (int w = 0; w <= rt->n_workers; w++) {
-			/* each engine's phase (0: the parent's views), then the top phase */
-			int p = w < rt->n_workers ? rt->engine_phase[w] : rt->n_phases;
-			size_t at_p = (size_t)(p - 1) * (size_t)n_tasks + (size_t)t;
+		/* The phase the daemon starts in, the top one: every worker's engine enters it
+		 * before its first batch (engines other than worker 0's are still in phase 0,
+		 * whose views a phased bundle stores separately and no batch reads). */
+		size_t top = (size_t)(rt->n_phases - 1) * (size_t)n_tasks + (size_t)t;
 
+		if (rt->enabled[t])
 			keep_task(keep, &n_keep,
-			          rt->has_phases && p > 0 ? &rt->phase_tasks[at_p]
-			                                  : &rt->model.tasks[t]);
-		}
+			          rt->has_phases ? &rt->phase_tasks[top] : &rt->model.tasks[t]);
 	}
 	qsort(keep, n_keep, sizeof(*keep), cmp_ptr);
 	/* Reads one byte of every page of each kept tensor first: a page fault may map a
