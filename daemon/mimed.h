@@ -4,7 +4,13 @@
  *
  * A call (one Varlink message) owns n_items requests; each request is one image for one
  * task and travels loop (checks) -> thread pool (base64, decode, preprocess) -> loop ->
- * queue -> worker -> done list -> loop. A connection answers its
+ * queue -> worker -> done list -> loop. A "direct" call (an Infer at the head of its
+ * connection's FIFO with nothing left to write before it, see direct_ok() in server.c) has
+ * its reply written by the worker that ran it, straight to the socket (through the
+ * connection's own duplicate of the descriptor, so a socket the loop closes meanwhile
+ * cannot be mistaken for a new one), before the batch goes to the done list; the loop then
+ * writes only what the socket did not take, or closes the connection when the write failed,
+ * and does the bookkeeping as for any batch. A connection answers its
  * calls in order (Varlink has no call ids); a call holds a reference on its connection, so a
  * client that disconnects mid-request only marks its requests cancelled: the memory stays
  * until the last one comes back, and nothing is written to the closed socket.
@@ -13,9 +19,10 @@
  * connections and the config. A runtime is reference-counted by the requests made for it,
  * so a reload can swap it while old requests finish on the old one.
  * Threads: everything here belongs to the loop thread except where a field says otherwise:
- * the queue (its own lock), the done list (done_lock), the requests' result fields (the
- * worker that popped them writes them, the loop reads them after the done hand-off) and
- * the runtime's engines and buffers (worker i uses engines[i] / inputs[i] only). */
+ * the queue (its own lock), the done list (done_lock), the requests' and direct calls'
+ * result fields (the worker that popped them writes them, the loop reads them after the
+ * done hand-off) and the runtime's engines and buffers (worker i uses engines[i] /
+ * inputs[i] only). */
 #pragma once
 
 #include <pthread.h>
@@ -123,7 +130,10 @@ struct mimed_req {
 	float sparsity[MIME_MAX_LAYERS];
 	uint64_t batch_id;
 	int batch_size;
-	json_t *result; /* the loop's answer for this item, built when it comes back */
+	uint64_t latency_us; /* arrival to answer, when the worker wrote the reply (direct) */
+	char *result;        /* the InferResult object's JSON text (not NUL-terminated), built
+	                      * by the loop when it comes back */
+	size_t result_len;
 };
 
 /* What one worker pass produced; handed to the loop through the done list. */
@@ -177,12 +187,24 @@ struct mimed_call {
 	const char *error; /* the first failure among the items */
 	char error_desc[256];
 	int error_phase; /* io.mime.PhaseUnavailable: the phase */
+	/* Direct reply (see the top of this file). direct: set by the loop before the request is
+	 * queued. The rest: written by the worker that ran it, read by the loop after the done
+	 * hand-off. */
+	bool direct;
+	bool direct_tried;              /* the worker wrote to the socket (all, part or an error) */
+	int direct_error;               /* errno of the failed write; 0 */
+	char *direct_msg;               /* the reply it built: direct_len bytes with the NUL */
+	size_t direct_len, direct_sent; /* direct_sent: bytes the socket took */
 	struct mimed_req reqs[];
 };
 
 struct mimed_conn {
 	uv_pipe_t pipe; /* pipe.data = this */
 	struct mimed *d;
+	int wfd; /* a duplicate of the socket's descriptor that workers write direct replies to
+	          * (-1: none, no direct replies); set at accept, closed when c is freed, so it
+	          * stays valid while a call may be written */
+	bool read_deferred; /* bytes read wait in the framer for a worker's batch (on_read()) */
 	struct mimed_conn *prev, *next; /* d->conns */
 	int refs;                       /* the open handle + one per call */
 	bool closing;
@@ -251,6 +273,10 @@ struct mimed {
 	uint64_t next_batch_id; /* __atomic: workers number their batches */
 	pthread_mutex_t done_lock;
 	struct mimed_batch *done_head, *done_tail; /* guarded by done_lock */
+	/* __atomic: workers that wrote a direct reply and have not yet put its batch on the done
+	 * list; while it is not 0 the loop defers what it reads (n_read_deferred connections) */
+	int direct_sending;
+	int n_read_deferred;
 
 	struct mimed_conn *conns;
 	int n_conns;
@@ -312,6 +338,10 @@ int mimed_workers_start(struct mimed *d, int n);
 void mimed_workers_stop(struct mimed *d); /* closes the queue and joins */
 
 /* server.c */
+/* Appends req's InferResult object ({"task", "label", ..., "energy"}) to t; b is the batch it
+ * ran in. Reads only req, b and the runtime: workers call it too. */
+void mimed_result_text(struct mimed_text *t, const struct mimed_req *req,
+                       const struct mimed_batch *b, uint64_t latency_us);
 int mimed_server_listen(struct mimed *d);
 void mimed_server_on_done(uv_async_t *h);
 void mimed_server_tick(struct mimed *d);

@@ -2,10 +2,12 @@
 /* server -- the Varlink server on the loop thread: listening socket (bound or inherited from
  * systemd), connections (peer credentials, caps, back-pressure, idle timeout), the methods
  * of io.mime and org.varlink.service, the hand-off of requests to the queue, and the way
- * back: batch records from the workers become replies, log lines and events.
+ * back: batch records from the workers become replies (or complete the direct replies the
+ * workers wrote), log lines and events.
  * Ownership: see mimed.h (calls and requests belong to their connection's FIFO).
- * Threads: the loop thread only. */
+ * Threads: the loop thread only, except mimed_result_text(), which workers call too. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <math.h>
 #include <stdarg.h>
@@ -62,6 +64,8 @@ static void conn_unref(struct mimed_conn *c)
 {
 	if (--c->refs > 0)
 		return;
+	if (c->wfd >= 0)
+		close(c->wfd);
 	mimed_framer_fini(&c->framer);
 	free(c);
 }
@@ -140,13 +144,14 @@ static void call_free(struct mimed_call *call)
 	struct mimed_conn *c = call->conn;
 
 	free(call->reply);
+	free(call->direct_msg);
 	for (int i = 0; i < call->n_items; i++) {
 		struct mimed_req *req = &call->reqs[i];
 
 		free(req->input);
 		free(req->top_class);
 		free(req->top_prob);
-		json_decref(req->result);
+		free(req->result);
 		mimed_runtime_unref(req->rt);
 	}
 	free(call);
@@ -183,7 +188,8 @@ static void conn_flush(struct mimed_conn *c)
 }
 
 /* Marks call answered with msg (taken; NULL: no memory, the client gets nothing but the
- * connection is closed so it does not wait forever). */
+ * connection is closed so it does not wait forever; or, for a direct call, nothing is left
+ * to write). */
 static void call_reply(struct mimed_call *call, char *msg, size_t len)
 {
 	struct mimed *d = call->conn->d;
@@ -199,7 +205,7 @@ static void call_reply(struct mimed_call *call, char *msg, size_t len)
 		d->n_busy_calls--;
 	else
 		d->n_watchers--;
-	if (!msg && !call->oneway)
+	if (!msg && !call->oneway && !call->direct_tried)
 		conn_close(call->conn, false);
 	conn_flush(call->conn);
 	mimed_server_check_drained(d);
@@ -297,33 +303,164 @@ static json_t *energy_json(const struct mimed_batch *b)
 	                 "MAC energy (normalised)");
 }
 
-static json_t *result_json(struct mimed *d, const struct mimed_req *req,
-                           const struct mimed_batch *b, uint64_t latency_us)
+static void case_text(struct mimed_text *t, const struct mime_energy_case_totals *c)
 {
-	const struct mime_task_spec *t = &req->rt->manifest->tasks[req->task];
-	const struct mime_graph *g = &req->rt->manifest->graph;
-	json_t *top = json_array(), *sp = json_array();
+	mimed_text_lit(t, "{\"total\":");
+	mimed_text_real(t, c->e_total);
+	mimed_text_lit(t, ",\"dram\":");
+	mimed_text_real(t, c->e[MIME_ENERGY_DRAM]);
+	mimed_text_lit(t, ",\"cache\":");
+	mimed_text_real(t, c->e[MIME_ENERGY_CACHE]);
+	mimed_text_lit(t, ",\"reg\":");
+	mimed_text_real(t, c->e[MIME_ENERGY_REG]);
+	mimed_text_lit(t, ",\"mac\":");
+	mimed_text_real(t, c->e[MIME_ENERGY_MAC]);
+	mimed_text_lit(t, ",\"cycles\":");
+	mimed_text_real(t, c->cycles);
+	mimed_text_lit(t, "}");
+}
 
-	for (int i = 0; i < req->n_top; i++)
-		json_array_append_new(top, json_pack("{s:i,s:s,s:f}", "label", req->top_class[i],
-		                                     "class", t->class_names[req->top_class[i]],
-		                                     "score", (double)req->top_prob[i]));
-	for (int m = 0; m < req->n_masked; m++)
-		json_array_append_new(sp, json_pack("{s:s,s:f}", "layer",
-		                                    g->layers[req->masked_layer[m]].name,
-		                                    "sparsity", (double)req->sparsity[m]));
-	return json_pack("{s:s,s:i,s:s,s:o,s:i,s:I,s:o,s:I,s:i,s:o}", "task", t->name, "label",
-	                 req->label, "class", t->class_names[req->label], "top", top, "phase",
-	                 req->phase, "latency_us", (json_int_t)latency_us, "sparsity", sp,
-	                 "batch_id", (json_int_t)req->batch_id, "batch_size", req->batch_size,
-	                 "energy", energy_json(b));
+/* The same object as energy_json(b), as text. */
+static void energy_text(struct mimed_text *t, const struct mimed_batch *b)
+{
+	const struct mime_energy_summary *e = &b->energy;
+
+	if (!b->have_energy) {
+		mimed_text_lit(t, "\"unavailable\"");
+		return;
+	}
+	mimed_text_lit(t, "{\"mode\":");
+	mimed_text_str(t, mime_energy_mode_name(e->mode));
+	mimed_text_lit(t, ",\"case1\":");
+	case_text(t, &e->kase[0]);
+	mimed_text_lit(t, ",\"case2\":");
+	case_text(t, &e->kase[1]);
+	mimed_text_lit(t, ",\"case3\":");
+	case_text(t, &e->kase[2]);
+	mimed_text_lit(t, ",\"saving_vs_case1\":");
+	mimed_text_real(t, e->saving_vs_case1);
+	mimed_text_lit(t, ",\"saving_vs_case2\":");
+	mimed_text_real(t, e->saving_vs_case2);
+	mimed_text_lit(t, ",\"speedup_vs_case1\":");
+	mimed_text_real(t, e->speedup_vs_case1);
+	mimed_text_lit(t, ",\"unit\":\"MAC energy (normalised)\"}");
+}
+
+/* The protocol's InferResult, in the key order the jansson-built one had (clients see the
+ * same bytes either way; tests/integration checks the values). */
+void mimed_result_text(struct mimed_text *t, const struct mimed_req *req,
+                       const struct mimed_batch *b, uint64_t latency_us)
+{
+	const struct mime_task_spec *ts = &req->rt->manifest->tasks[req->task];
+	const struct mime_graph *g = &req->rt->manifest->graph;
+
+	mimed_text_lit(t, "{\"task\":");
+	mimed_text_str(t, ts->name);
+	mimed_text_lit(t, ",\"label\":");
+	mimed_text_int(t, req->label);
+	mimed_text_lit(t, ",\"class\":");
+	mimed_text_str(t, ts->class_names[req->label]);
+	mimed_text_lit(t, ",\"top\":[");
+	for (int i = 0; i < req->n_top; i++) {
+		if (i)
+			mimed_text_lit(t, ",");
+		mimed_text_lit(t, "{\"label\":");
+		mimed_text_int(t, req->top_class[i]);
+		mimed_text_lit(t, ",\"class\":");
+		mimed_text_str(t, ts->class_names[req->top_class[i]]);
+		mimed_text_lit(t, ",\"score\":");
+		mimed_text_real(t, (double)req->top_prob[i]);
+		mimed_text_lit(t, "}");
+	}
+	mimed_text_lit(t, "],\"phase\":");
+	mimed_text_int(t, req->phase);
+	mimed_text_lit(t, ",\"latency_us\":");
+	mimed_text_int(t, (long long)latency_us);
+	mimed_text_lit(t, ",\"sparsity\":[");
+	for (int m = 0; m < req->n_masked; m++) {
+		if (m)
+			mimed_text_lit(t, ",");
+		mimed_text_lit(t, "{\"layer\":");
+		mimed_text_str(t, g->layers[req->masked_layer[m]].name);
+		mimed_text_lit(t, ",\"sparsity\":");
+		mimed_text_real(t, (double)req->sparsity[m]);
+		mimed_text_lit(t, "}");
+	}
+	mimed_text_lit(t, "],\"batch_id\":");
+	mimed_text_int(t, (long long)req->batch_id);
+	mimed_text_lit(t, ",\"batch_size\":");
+	mimed_text_int(t, req->batch_size);
+	mimed_text_lit(t, ",\"energy\":");
+	energy_text(t, b);
+	mimed_text_lit(t, "}");
+}
+
+/* A direct call's reply went out from the worker (all of it, part, or the write failed):
+ * write what is left, or close the connection on a failed write. */
+static void call_sent(struct mimed_call *call)
+{
+	struct mimed_conn *c = call->conn;
+	char *msg = call->direct_msg;
+	size_t n = call->direct_len - call->direct_sent;
+
+	call->direct_msg = NULL;
+	if (call->direct_error) {
+		free(msg);
+		mimed_log(c->d, LOG_DEBUG, "connection uid=%u pid=%d: write: %s", (unsigned)c->uid,
+		          (int)c->pid, strerror(call->direct_error));
+		conn_close(c, false);
+		call_reply(call, NULL, 0);
+		return;
+	}
+	if (n == 0) {
+		free(msg);
+		msg = NULL;
+	} else {
+		mimed_log(c->d, LOG_DEBUG,
+		          "connection uid=%u pid=%d: the socket took %zu of %zu bytes of a reply, "
+		          "the loop writes the rest",
+		          (unsigned)c->uid, (int)c->pid, call->direct_sent, call->direct_len);
+		memmove(msg, msg + call->direct_sent, n);
+	}
+	call_reply(call, msg, n);
+}
+
+/* Replies {"parameters":{key:<the items' results>}}: one object, or an array of them. */
+static void call_ok_results(struct mimed_call *call, bool array)
+{
+	struct mimed_text t;
+	char *msg;
+	size_t len = 0;
+
+	mimed_text_init(&t);
+	if (array)
+		mimed_text_lit(&t, "{\"parameters\":{\"results\":[");
+	else
+		mimed_text_lit(&t, "{\"parameters\":{\"result\":");
+	for (int i = 0; i < call->n_items; i++) {
+		if (i)
+			mimed_text_lit(&t, ",");
+		mimed_text_raw(&t, call->reqs[i].result, call->reqs[i].result_len);
+	}
+	if (array)
+		mimed_text_lit(&t, "]}}");
+	else
+		mimed_text_lit(&t, "}}");
+	msg = mimed_text_take(&t, &len);
+	if (!msg) {
+		call_error_desc(call, MIMED_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	call_reply(call, msg, len);
 }
 
 /* Builds the reply once every item of call is back. */
 static void call_complete(struct mimed *d, struct mimed_call *call)
 {
-	json_t *results;
-
+	if (call->direct_tried) {
+		call_sent(call);
+		return;
+	}
 	if (call->error) {
 		if (strcmp(call->error, MIMED_ERR_TIMEOUT) == 0 ||
 		    strcmp(call->error, MIMED_ERR_SHUTTING_DOWN) == 0)
@@ -336,14 +473,7 @@ static void call_complete(struct mimed *d, struct mimed_call *call)
 			call_error_desc(call, call->error, "%s", call->error_desc);
 		return;
 	}
-	if (call->kind == MIMED_CALL_INFER) {
-		call_ok(call, json_pack("{s:O}", "result", call->reqs[0].result));
-		return;
-	}
-	results = json_array();
-	for (int i = 0; i < call->n_items; i++)
-		json_array_append(results, call->reqs[i].result);
-	call_ok(call, json_pack("{s:o}", "results", results));
+	call_ok_results(call, call->kind != MIMED_CALL_INFER);
 }
 
 /* One request is back (from a batch, or taken out of the queue by the loop). */
@@ -354,7 +484,25 @@ static void req_finish(struct mimed *d, struct mimed_req *req, const struct mime
 
 	switch (req->status) {
 	case MIMED_REQ_OK:
-		req->result = result_json(d, req, b, latency_us);
+		if (call->direct_tried) { /* the worker answered */
+			latency_us = req->latency_us;
+		} else {
+			struct mimed_text t;
+
+			mimed_text_init(&t);
+			mimed_result_text(&t, req, b, latency_us);
+			req->result_len = t.len;
+			req->result = t.failed ? NULL : t.buf;
+			if (t.failed) {
+				mimed_text_fini(&t);
+				if (!call->error) {
+					call->error = MIMED_ERR_INTERNAL;
+					snprintf(call->error_desc, sizeof(call->error_desc),
+					         "out of memory, or a result that is not a finite "
+					         "number");
+				}
+			}
+		}
 		mimed_latency_add(&d->latency, latency_us);
 		if (req->phase >= 1 && req->phase <= MIMED_MAX_PHASES) {
 			struct mimed_latency *pl = &d->phase_latency[req->phase - 1];
@@ -363,10 +511,6 @@ static void req_finish(struct mimed *d, struct mimed_req *req, const struct mime
 				mimed_latency_add(pl, latency_us);
 		}
 		task_count(d, req->rt->manifest->tasks[req->task].name);
-		if (!req->result && !call->error) {
-			call->error = MIMED_ERR_INTERNAL;
-			snprintf(call->error_desc, sizeof(call->error_desc), "out of memory");
-		}
 		break;
 	case MIMED_REQ_TIMEOUT:
 		d->n_timeouts++;
@@ -550,9 +694,42 @@ static void switch_log(struct mimed *d, const struct mimed_batch *b)
 	                            (json_int_t)b->switch_us, "cause", cause));
 }
 
+static void done_drain(struct mimed *d);
+
+/* Goes on with the connections whose reading waited for a worker's batch (on_read()). */
+static void resume_deferred(struct mimed *d)
+{
+	while (d->n_read_deferred > 0) { /* a few connections at most: scan from the start */
+		struct mimed_conn *c = d->conns;
+
+		while (c && !c->read_deferred)
+			c = c->next;
+		if (!c) {
+			d->n_read_deferred = 0;
+			break;
+		}
+		c->read_deferred = false;
+		d->n_read_deferred--;
+		if (!c->processing)
+			conn_process(c);
+	}
+}
+
 void mimed_server_on_done(uv_async_t *h)
 {
 	struct mimed *d = h->data;
+
+	done_drain(d);
+	/* Once no worker is between a direct reply and its batch (and that batch is drained:
+	 * the counter falls after the batch is on the list), deferred reads go on. */
+	if (d->n_read_deferred && __atomic_load_n(&d->direct_sending, __ATOMIC_ACQUIRE) == 0) {
+		done_drain(d);
+		resume_deferred(d);
+	}
+}
+
+static void done_drain(struct mimed *d)
+{
 	struct mimed_batch *list;
 
 	pthread_mutex_lock(&d->done_lock);
@@ -1018,6 +1195,16 @@ static void preps_free(struct prep **preps, int n)
 	}
 }
 
+/* May the worker write call's reply itself? Only an Infer that expects a reply, at the head
+ * of its connection's FIFO (every call before it answered and freed) with nothing of the
+ * connection left in libuv's write queue: then nothing else can go out before it. Anything
+ * else the loop writes, in order, as before. */
+static bool direct_ok(struct mimed_conn *c, struct mimed_call *call)
+{
+	return call->kind == MIMED_CALL_INFER && !call->oneway && !c->closing && c->wfd >= 0 &&
+	       c->head == call && c->pipe.write_queue_size == 0;
+}
+
 static void enqueue(struct mimed *d, struct mimed_call *call)
 {
 	struct mimed_qitem *items[MAX_BATCH_ITEMS];
@@ -1025,6 +1212,8 @@ static void enqueue(struct mimed *d, struct mimed_call *call)
 
 	for (int i = 0; i < call->n_items; i++)
 		items[i] = &call->reqs[i].q;
+	/* before the push: a worker may take it at once */
+	call->direct = direct_ok(call->conn, call);
 	r = mimed_queue_push(&d->queue, items, (size_t)call->n_items);
 	if (r == -EAGAIN) {
 		d->n_busy++;
@@ -1718,6 +1907,35 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0)
 		return;
 	c->last_active_ns = mimed_now_ns();
+	/* Batches back from the workers first: a client that read a direct reply and calls
+	 * again sees that call answered and its batch counted (GetStatus, energy totals; its
+	 * next Infer can be direct too), as if the loop had written the reply. A worker may be
+	 * between writing a reply and handing its batch over: then what was read waits in the
+	 * framer, with reading stopped, until the batch is back (mimed_server_on_done() goes
+	 * on), so the loop never waits for a worker. Usually there is nothing to do: one lock. */
+	if (nread > 0 && __atomic_load_n(&d->direct_sending, __ATOMIC_ACQUIRE) > 0) {
+		if (mimed_framer_feed(&c->framer, buf->base, (size_t)nread) < 0) {
+			mimed_log(d, LOG_WARNING,
+			          "connection uid=%u pid=%d: out of memory, closing",
+			          (unsigned)c->uid, (int)c->pid);
+			conn_close(c, false);
+			return;
+		}
+		uv_read_stop(s);
+		c->reading = false;
+		if (!c->read_deferred) {
+			c->read_deferred = true;
+			d->n_read_deferred++;
+		}
+		return;
+	}
+	c->refs++;
+	mimed_server_on_done(&d->done_async);
+	if (c->closing) {
+		conn_unref(c);
+		return;
+	}
+	conn_unref(c);
 	if (nread < 0) {
 		uv_read_stop(s);
 		c->reading = false;
@@ -1778,6 +1996,15 @@ static void conn_close(struct mimed_conn *c, bool graceful)
 		uv_read_stop((uv_stream_t *)&c->pipe);
 	c->reading = false;
 
+	/* A worker may still write a direct reply to wfd, which stays open until c is freed:
+	 * an abrupt close shuts the socket down now, so the client sees it closed at once and
+	 * such a write fails (EPIPE). A graceful one has no call left to write. */
+	if (!graceful && c->wfd >= 0)
+		shutdown(c->wfd, SHUT_RDWR);
+	if (c->read_deferred) {
+		c->read_deferred = false;
+		d->n_read_deferred--;
+	}
 	c->refs++;
 	for (struct mimed_call *call = c->head; call; call = call->next)
 		for (int i = 0; i < call->n_items; i++)
@@ -1848,6 +2075,7 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	c->d = d;
 	c->refs = 1;
+	c->wfd = -1;
 	mimed_framer_init(&c->framer, d->cfg.max_message_bytes);
 	uv_pipe_init(&d->loop, &c->pipe, 0);
 	c->pipe.data = c;
@@ -1862,6 +2090,13 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	peer_credentials(d, c);
+	{
+		uv_os_fd_t fd;
+
+		/* without a descriptor to spare, the loop writes every reply */
+		if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0)
+			c->wfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	}
 	c->next = d->conns;
 	if (d->conns)
 		d->conns->prev = c;

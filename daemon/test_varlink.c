@@ -3,6 +3,7 @@
 #include "tests/unit.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,6 +211,84 @@ static void test_varlink_base64_rejects_garbage(void **state)
 	assert_int_equal(mimed_base64_decode("Zm9vYmFy", 8, 5, &out, &len), -EMSGSIZE);
 }
 
+/* The hand-built text is byte for byte what jansson writes for the same values. */
+static void test_varlink_text_matches_jansson(void **state)
+{
+	static const double reals[] = {0.0,
+	                               -0.0,
+	                               1.0,
+	                               0.5,
+	                               -2.25,
+	                               1e20,
+	                               1e-5,
+	                               4.9949117965297773e-5,
+	                               0.99993610382080078,
+	                               1e300,
+	                               -1e-300,
+	                               123456789012345678.0,
+	                               7102.0896682739258,
+	                               3.0e17,
+	                               1.5e-7,
+	                               (double)0.1f,
+	                               5e-324,
+	                               1.7976931348623157e308};
+	static const long long ints[] = {0, -1, 42, 9007199254740993LL, -9223372036854775807LL - 1};
+	static const char *const strs[] = {"",
+	                                   "T-shirt/top",
+	                                   "a\"b\\c",
+	                                   "tab\tnl\ncr\r",
+	                                   "\b\f\x01\x1f\x7f",
+	                                   "caf\xc3\xa9 \xe2\x82\xac"};
+	json_t *arr = json_array();
+	struct mimed_text t;
+	char *want, *got;
+	size_t len;
+
+	mimed_text_init(&t);
+	mimed_text_lit(&t, "[");
+	for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++) {
+		json_array_append_new(arr, json_real(reals[i]));
+		mimed_text_real(&t, reals[i]);
+		mimed_text_lit(&t, ",");
+	}
+	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+		json_array_append_new(arr, json_integer(ints[i]));
+		mimed_text_int(&t, ints[i]);
+		mimed_text_lit(&t, ",");
+	}
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		json_array_append_new(arr, json_string(strs[i]));
+		mimed_text_str(&t, strs[i]);
+		if (i + 1 < sizeof(strs) / sizeof(strs[0]))
+			mimed_text_lit(&t, ",");
+	}
+	mimed_text_lit(&t, "]");
+	want = json_dumps(arr, JSON_COMPACT);
+	got = mimed_text_take(&t, &len);
+	assert_non_null(want);
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	assert_int_equal(len, strlen(want) + 1);
+	free(want);
+	free(got);
+	json_decref(arr);
+
+	/* A long text grows; a non-finite real fails it and later calls are no-ops. */
+	mimed_text_init(&t);
+	for (int i = 0; i < 5000; i++)
+		mimed_text_str(&t, "0123456789");
+	assert_int_equal(t.len, 5000 * 12);
+	mimed_text_real(&t, NAN);
+	assert_true(t.failed);
+	mimed_text_int(&t, 1);
+	assert_null(mimed_text_take(&t, &len));
+	assert_null(t.buf);
+	mimed_text_init(&t);
+	mimed_text_real(&t, INFINITY);
+	assert_null(mimed_text_take(&t, &len));
+	mimed_text_fini(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -223,6 +302,7 @@ int main(void)
 		cmocka_unit_test(test_varlink_reply_is_nul_terminated_json),
 		cmocka_unit_test(test_varlink_base64_decodes),
 		cmocka_unit_test(test_varlink_base64_rejects_garbage),
+		cmocka_unit_test(test_varlink_text_matches_jansson),
 	};
 	return cmocka_run_group_tests_name("varlink", tests, NULL, NULL);
 }

@@ -3,6 +3,7 @@
 #include "daemon/varlink.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,4 +271,155 @@ int mimed_base64_decode(const char *in, size_t n, size_t max_bytes, uint8_t **re
 	*ret_data = out;
 	*ret_len = o;
 	return 0;
+}
+
+void mimed_text_init(struct mimed_text *t)
+{
+	*t = (struct mimed_text){0};
+}
+
+void mimed_text_fini(struct mimed_text *t)
+{
+	free(t->buf);
+	*t = (struct mimed_text){0};
+}
+
+/* Room for n more bytes (and a NUL); false once failed. */
+static bool text_room(struct mimed_text *t, size_t n)
+{
+	size_t cap;
+	char *p;
+
+	if (t->failed)
+		return false;
+	if (n < t->cap - t->len)
+		return true;
+	if (n > SIZE_MAX / 2 - t->len) {
+		t->failed = true;
+		return false;
+	}
+	cap = t->cap ? t->cap : 1024;
+	while (cap - t->len <= n)
+		cap *= 2;
+	p = realloc(t->buf, cap);
+	if (!p) {
+		t->failed = true;
+		return false;
+	}
+	t->buf = p;
+	t->cap = cap;
+	return true;
+}
+
+void mimed_text_raw(struct mimed_text *t, const char *s, size_t n)
+{
+	if (!text_room(t, n))
+		return;
+	memcpy(t->buf + t->len, s, n);
+	t->len += n;
+}
+
+void mimed_text_str(struct mimed_text *t, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(s);
+	char *o;
+
+	if (!text_room(t, 6 * n + 2)) /* every byte escaped as \u00XX at worst */
+		return;
+	o = t->buf + t->len;
+	*o++ = '"';
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		unsigned char c = *p;
+
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*o++ = (char)c;
+			continue;
+		}
+		*o++ = '\\';
+		switch (c) {
+		case '"':
+			*o++ = '"';
+			break;
+		case '\\':
+			*o++ = '\\';
+			break;
+		case '\b':
+			*o++ = 'b';
+			break;
+		case '\f':
+			*o++ = 'f';
+			break;
+		case '\n':
+			*o++ = 'n';
+			break;
+		case '\r':
+			*o++ = 'r';
+			break;
+		case '\t':
+			*o++ = 't';
+			break;
+		default:
+			*o++ = 'u';
+			*o++ = '0';
+			*o++ = '0';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o++ = '"';
+	t->len = (size_t)(o - t->buf);
+}
+
+void mimed_text_int(struct mimed_text *t, long long v)
+{
+	if (text_room(t, 24))
+		t->len += (size_t)snprintf(t->buf + t->len, 24, "%lld", v);
+}
+
+void mimed_text_real(struct mimed_text *t, double v)
+{
+	char *s, *e;
+	int n;
+
+	if (!isfinite(v)) {
+		t->failed = true;
+		return;
+	}
+	if (!text_room(t, 32))
+		return;
+	s = t->buf + t->len;
+	n = snprintf(s, 32, "%.17g", v);
+	e = strchr(s, 'e');
+	if (!e) {
+		if (!strchr(s, '.'))
+			memcpy(s + n, ".0", 2), n += 2;
+	} else { /* "1e+20" -> "1e20", "5e-05" -> "5e-5" */
+		char *from = e + 1, *to = e + 1;
+
+		if (*from == '+')
+			from++;
+		else if (*from == '-')
+			from++, to++;
+		while (*from == '0' && from[1])
+			from++;
+		memmove(to, from, (size_t)(s + n - from));
+		n -= (int)(from - to);
+	}
+	t->len += (size_t)n;
+}
+
+char *mimed_text_take(struct mimed_text *t, size_t *ret_len)
+{
+	char *s;
+
+	if (!text_room(t, 1)) {
+		mimed_text_fini(t);
+		return NULL;
+	}
+	t->buf[t->len] = 0;
+	s = t->buf;
+	*ret_len = t->len + 1;
+	*t = (struct mimed_text){0};
+	return s;
 }

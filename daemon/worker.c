@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /* worker -- inference threads: each pops a batch (tasks mixed) from the queue, drops the
  * requests that were cancelled or are past their deadline, runs one engine forward over the
- * rest, computes top-k, per-layer sparsity and the batch's modelled energy, and hands the
- * batch to the loop through the done list and uv_async_send(), its only libuv call.
+ * rest, computes top-k, per-layer sparsity and the batch's modelled energy, writes the
+ * replies of direct calls to their sockets (mimed.h), and hands the batch to the loop
+ * through the done list and uv_async_send(), its only libuv call.
  * Ownership: a batch is allocated here and freed by the loop.
  * Threads: one thread per worker; see mimed.h for what each may touch. */
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "daemon/mimed.h"
@@ -207,10 +209,75 @@ static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 	return true;
 }
 
+/* Builds the replies of b's direct calls that ran (mimed.h) into msg[s] (NULL: none). */
+static void direct_build(struct mimed_batch *b, char **msg, size_t *len)
+{
+	for (int s = 0; s < b->size; s++) {
+		struct mimed_req *req = b->reqs[s];
+		struct mimed_text t;
+
+		msg[s] = NULL;
+		if (req->status != MIMED_REQ_OK || !req->call->direct)
+			continue;
+		req->latency_us = (mimed_now_ns() - req->accepted_ns) / 1000;
+		mimed_text_init(&t);
+		mimed_text_lit(&t, "{\"parameters\":{\"result\":");
+		mimed_result_text(&t, req, b, req->latency_us);
+		mimed_text_lit(&t, "}}");
+		/* NULL on failure: the loop builds it again and reports the failure */
+		msg[s] = mimed_text_take(&t, &len[s]);
+	}
+}
+
+/* Writes the replies direct_build() made to their sockets without blocking, then appends b
+ * to the done list: the socket takes all of a reply (the usual case), part of it or nothing
+ * (the loop writes the rest), or the write fails (the loop closes the connection). The
+ * socket is the connection's own duplicate descriptor (mimed.h), valid until the loop has
+ * seen this batch, so no lock is held while writing. direct_sending counts this worker
+ * from before its first write until the batch is on the list: a client that read a reply
+ * and calls again at once is not served until the loop has that batch (server.c,
+ * on_read()). */
+static void deliver(struct mimed *d, struct mimed_batch *b, char **msg, const size_t *len)
+{
+	bool any = false;
+
+	for (int s = 0; s < b->size && !any; s++)
+		any = msg[s] != NULL;
+	if (any)
+		__atomic_add_fetch(&d->direct_sending, 1, __ATOMIC_SEQ_CST);
+	for (int s = 0; s < b->size; s++) {
+		struct mimed_call *call = b->reqs[s]->call;
+		ssize_t k;
+
+		if (!msg[s])
+			continue;
+		do
+			k = send(call->conn->wfd, msg[s], len[s], MSG_DONTWAIT | MSG_NOSIGNAL);
+		while (k < 0 && errno == EINTR);
+		call->direct_sent = k > 0 ? (size_t)k : 0;
+		call->direct_error = k < 0 && errno != EAGAIN && errno != EWOULDBLOCK ? errno : 0;
+		call->direct_msg = msg[s];
+		call->direct_len = len[s];
+		call->direct_tried = true;
+	}
+	pthread_mutex_lock(&d->done_lock);
+	if (d->done_tail)
+		d->done_tail->next = b;
+	else
+		d->done_head = b;
+	d->done_tail = b;
+	pthread_mutex_unlock(&d->done_lock);
+	if (any)
+		__atomic_sub_fetch(&d->direct_sending, 1, __ATOMIC_SEQ_CST);
+	uv_async_send(&d->done_async);
+}
+
 static void *worker_main(void *arg)
 {
 	struct mimed_worker *w = arg;
 	struct mimed *d = w->d;
+	char *msg[MIMED_MAX_BATCH];
+	size_t len[MIMED_MAX_BATCH];
 	int n;
 
 	for (;;) {
@@ -245,15 +312,8 @@ static void *worker_main(void *arg)
 				b->reqs[i]->status = MIMED_REQ_NO_PHASE;
 			}
 		}
-
-		pthread_mutex_lock(&d->done_lock);
-		if (d->done_tail)
-			d->done_tail->next = b;
-		else
-			d->done_head = b;
-		d->done_tail = b;
-		pthread_mutex_unlock(&d->done_lock);
-		uv_async_send(&d->done_async);
+		direct_build(b, msg, len);
+		deliver(d, b, msg, len);
 	}
 	return NULL;
 }

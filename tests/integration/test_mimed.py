@@ -567,6 +567,132 @@ def clients_vanishing_mid_call(ctx):
 
 
 @test
+def direct_replies(ctx):
+    """Workers write the replies of Infer calls at the head of their connection themselves
+    (daemon/mimed.h): every accepted call still gets exactly one reply, in call order, equal
+    to what the loop writes; clients that vanish, half-close or read slowly lose nothing
+    of anyone else's."""
+    import threading
+    imgs = [pgm(16, 16, i) for i in range(6)]
+    tasks = ('alpha', 'beta', 'gamma')
+    c = ctx.a.conn()
+    ref = {(t, k): infer(c, t, img, top_k=3) for t in tasks for k, img in enumerate(imgs)}
+    # The same call behind another one on its connection goes out through the loop: the
+    # same keys in the same order, the same answer.
+    blob = b''
+    for t in tasks:
+        for k, img in enumerate(imgs):
+            blob += json.dumps({'method': 'io.mime.Infer', 'parameters': {
+                'task': t, 'image': b64(img), 'top_k': 3}}).encode() + b'\0'
+    c.s.sendall(blob)
+    for t in tasks:
+        for k in range(len(imgs)):
+            r = c.reply()['result']
+            assert list(r) == list(ref[t, k]), (r, ref[t, k])
+            assert list(r['energy']) == list(ref[t, k]['energy']), r
+            same_answer(r, ref[t, k])
+            assert [s['sparsity'] for s in r['sparsity']] == \
+                [s['sparsity'] for s in ref[t, k]['sparsity']] or r['batch_size'] > 1, r
+    # Read-your-writes: a client that read its reply sees it counted at once.
+    before = c.call('io.mime.GetStatus')['status']
+    for i in range(20):
+        infer(c, tasks[i % 3], imgs[i % 6])
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['latency']['count'] == before['latency']['count'] + i + 1, (i, st)
+        assert st['requests'] == before['requests'] + i + 1, (i, st)
+    c.close()
+
+    # Many clients at once, each calling in turn: one reply per call, then nothing more.
+    errors = []
+
+    def client(seed):
+        try:
+            cc = ctx.a.conn()
+            for i in range(25):
+                t, k = tasks[(seed + i) % 3], (seed * 7 + i) % 6
+                r = infer(cc, t, imgs[k], top_k=3)
+                assert r['task'] == t, r
+                same_answer(r, ref[t, k])
+            cc.s.settimeout(0.2)
+            try:
+                extra = cc.s.recv(4096)
+            except socket.timeout:
+                extra = None
+            assert extra is None and not cc.buf, ('more than one reply', extra, cc.buf)
+            cc.close()
+        except Exception as e:  # noqa: BLE001 -- reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+    # Clients that close right after calling (the worker's write fails: EPIPE) and clients
+    # that half-close (they still get their reply, then the end of the stream).
+    msg = json.dumps({'method': 'io.mime.Infer', 'parameters': {
+        'task': 'beta', 'image': b64(imgs[2])}}).encode() + b'\0'
+    for i in range(40):
+        s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s2.settimeout(20)
+        s2.connect(ctx.a.sock)
+        s2.sendall(msg * (1 + i % 3))
+        if i % 2:
+            s2.close()
+            continue
+        s2.shutdown(socket.SHUT_WR)
+        data = b''
+        while True:
+            chunk = s2.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        replies = [json.loads(m) for m in data.split(b'\0')[:-1]]
+        assert len(replies) == 1 + i % 3 and data.endswith(b'\0'), data
+        for r in replies:
+            same_answer(r['parameters']['result'], ref['beta', 2])
+        s2.close()
+
+    # A client that reads nothing for a while: its socket fills (a burst of calls, answered
+    # by the loop behind each other), then single calls, each at the head of its
+    # connection, are written by the worker until one is cut short (the socket takes part
+    # or nothing, the loop writes the rest); every reply arrives whole and in order.
+    c = ctx.a.conn()
+    calls = [json.dumps({'method': 'io.mime.Infer', 'parameters': {
+        'task': tasks[i % 3], 'image': b64(imgs[i % 6]), 'top_k': 3}}).encode() + b'\0'
+        for i in range(500)]
+    c.s.sendall(b''.join(calls[:40]))  # ~40 KB: less than the socket holds
+    time.sleep(0.3)
+    n = 40
+    while n < len(calls) and 'bytes of a reply, the loop writes the rest' not in \
+            ctx.a.read_log():
+        c.s.sendall(calls[n])
+        n += 1
+        time.sleep(0.01)
+    assert n < len(calls), 'no direct reply was cut short'
+    c.s.sendall(b''.join(calls[n:n + 3]))  # and calls behind the one cut short
+    n += 3
+    for i in range(n):
+        r = c.reply()['result']
+        assert r['task'] == tasks[i % 3], (i, r)
+        same_answer(r, ref[tasks[i % 3], i % 6])
+    c.close()
+    log = ctx.a.read_log()
+    assert 'bytes of a reply, the loop writes the rest' in log
+    assert 'write: Broken pipe' in log or 'write: Connection reset' in log
+
+    c = ctx.a.conn()
+    for _ in range(100):
+        st = c.call('io.mime.GetStatus')['status']
+        if st['connections'] == 1 and st['queue_depth'] == 0:
+            break
+        time.sleep(0.02)
+    assert st['connections'] == 1 and st['queue_depth'] == 0, st
+    c.close()
+
+
+@test
 def status_and_admin(ctx):
     c = ctx.a.conn()
     st = c.call('io.mime.GetStatus')['status']
