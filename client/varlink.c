@@ -69,56 +69,72 @@ void mimectl_varlink_close(struct mimectl_varlink *v)
 	*v = (struct mimectl_varlink){.fd = -1};
 }
 
-int mimectl_varlink_send(struct mimectl_varlink *v, const char *method, json_t *params, bool more)
+char *mimectl_varlink_format(const char *method, json_t *params, bool more, size_t *ret_len)
 {
 	json_t *msg = json_pack("{s:s,s:o}", "method", method, "parameters",
 	                        params ? params : json_object());
 	char *s;
-	size_t n, off = 0;
 
 	if (!msg)
-		return -ENOMEM;
+		return NULL;
 	if (more)
 		json_object_set_new(msg, "more", json_true());
 	s = json_dumps(msg, JSON_COMPACT);
 	json_decref(msg);
-	if (!s)
-		return -ENOMEM;
-	n = strlen(s) + 1; /* with the NUL that ends a Varlink message */
-	while (off < n) {
-		ssize_t k = send(v->fd, s + off, n - off, MSG_NOSIGNAL);
+	if (s)
+		*ret_len = strlen(s) + 1; /* with the NUL that ends a Varlink message */
+	return s;
+}
+
+int mimectl_varlink_send_raw(struct mimectl_varlink *v, const char *msg, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		ssize_t k = send(v->fd, msg + off, len - off, MSG_NOSIGNAL);
 
 		if (k < 0 && errno == EINTR)
 			continue;
-		if (k < 0) {
-			int r = errno == EPIPE || errno == ECONNRESET ? -EPIPE : -errno;
-
-			free(s);
-			return r;
-		}
+		if (k < 0)
+			return errno == EPIPE || errno == ECONNRESET ? -EPIPE : -errno;
 		off += (size_t)k;
 	}
-	free(s);
 	return 0;
 }
 
-int mimectl_varlink_recv(struct mimectl_varlink *v, json_t **ret_msg)
+int mimectl_varlink_send(struct mimectl_varlink *v, const char *method, json_t *params, bool more)
 {
+	size_t n = 0;
+	char *s = mimectl_varlink_format(method, params, more, &n);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = mimectl_varlink_send_raw(v, s, n);
+	free(s);
+	return r;
+}
+
+int mimectl_varlink_recv_raw(struct mimectl_varlink *v, const char **ret_msg, size_t *ret_len)
+{
+	size_t scanned = 0;
+
+	if (v->taken) { /* drop the message handed out last time */
+		memmove(v->buf, v->buf + v->taken, v->len - v->taken);
+		v->len -= v->taken;
+		v->taken = 0;
+	}
 	for (;;) {
-		char *nul = v->len ? memchr(v->buf, 0, v->len) : NULL;
+		char *nul = v->len > scanned ? memchr(v->buf + scanned, 0, v->len - scanned) : NULL;
 		ssize_t k;
 
 		if (nul) {
-			size_t n = (size_t)(nul - v->buf);
-			json_t *msg = json_loadb(v->buf, n, 0, NULL);
-
-			memmove(v->buf, nul + 1, v->len - n - 1);
-			v->len -= n + 1;
-			if (!msg)
-				return -EPROTO;
-			*ret_msg = msg;
+			*ret_msg = v->buf;
+			*ret_len = (size_t)(nul - v->buf);
+			v->taken = *ret_len + 1;
 			return 0;
 		}
+		scanned = v->len;
 		if (v->len == v->cap) {
 			size_t cap = v->cap ? v->cap * 2 : 65536;
 			char *p;
@@ -140,6 +156,22 @@ int mimectl_varlink_recv(struct mimectl_varlink *v, json_t **ret_msg)
 			return -EPIPE;
 		v->len += (size_t)k;
 	}
+}
+
+int mimectl_varlink_recv(struct mimectl_varlink *v, json_t **ret_msg)
+{
+	const char *s;
+	size_t n;
+	int r = mimectl_varlink_recv_raw(v, &s, &n);
+	json_t *msg;
+
+	if (r < 0)
+		return r;
+	msg = json_loadb(s, n, 0, NULL);
+	if (!msg)
+		return -EPROTO;
+	*ret_msg = msg;
+	return 0;
 }
 
 int mimectl_varlink_call(struct mimectl_varlink *v, const char *method, json_t *params,

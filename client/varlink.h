@@ -22,6 +22,7 @@ struct mimectl_varlink {
 	int fd;
 	char *buf;
 	size_t len, cap;
+	size_t taken;     /* bytes of the last message mimectl_varlink_recv_raw() handed out */
 	size_t max_bytes; /* longest reply accepted */
 };
 
@@ -36,9 +37,17 @@ void mimectl_varlink_close(struct mimectl_varlink *v);
 
 /* Sends one call; params is stolen (NULL = {}). Returns 0 or -errno. */
 int mimectl_varlink_send(struct mimectl_varlink *v, const char *method, json_t *params, bool more);
+/* Sends len bytes of a serialised call, its NUL included. Returns 0 or -errno. */
+int mimectl_varlink_send_raw(struct mimectl_varlink *v, const char *msg, size_t len);
+/* The JSON text of one call (method, params), NUL-terminated, malloc'ed; *ret_len counts
+ * the NUL. params is stolen (NULL = {}). NULL on ENOMEM. */
+char *mimectl_varlink_format(const char *method, json_t *params, bool more, size_t *ret_len);
 /* Reads one message into *ret_msg (owned). Returns 0, -EPIPE when the daemon closed the
  * connection, -EPROTO on a message that is not JSON, -errno. */
 int mimectl_varlink_recv(struct mimectl_varlink *v, json_t **ret_msg);
+/* Reads one message without parsing it: *ret_msg points into the connection's buffer, a
+ * C string of *ret_len bytes, valid until the next recv. Returns 0 or as above. */
+int mimectl_varlink_recv_raw(struct mimectl_varlink *v, const char **ret_msg, size_t *ret_len);
 
 /* A call and its reply. Returns 0 with *ret_params (owned; may be NULL), 1 when the daemon
  * replied with an error (*ret_error owned: {"error": name, "parameters": {...}}), or a
