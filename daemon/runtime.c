@@ -385,10 +385,10 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 	rt->manifest = mime_bundle_manifest(rt->bundle);
 	{
 		/* A file freshly written or read ahead sits in the page cache in large folios,
-		 * and the kernel maps a 2 MiB one whole on the first fault inside it: reading a
-		 * bias would put 2 MiB of the bundle in RSS (VGG-7 full: 6 of the 6.4 MiB the
-		 * mapping held). Small pages: a fault maps what it reads and at most 64 KiB
-		 * around it. Advice only. */
+		 * and the kernel maps a 2 MiB one with one PMD on the first fault inside it:
+		 * reading a bias put 2 MiB of the bundle in RSS (VGG-7 full: 6 of the 6.4 MiB
+		 * the mapping held). No PMD mappings here; a fault may still map a whole
+		 * folio page by page, hence drop_unread_pages(). Advice only. */
 		uintptr_t base;
 		size_t len;
 
