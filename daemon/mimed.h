@@ -4,13 +4,16 @@
  *
  * A call (one Varlink message) owns n_items requests; each request is one image for one
  * task and travels loop (checks) -> thread pool (base64, decode, preprocess) -> loop ->
- * queue -> worker -> done list -> loop. A "direct" call (an Infer at the head of its
- * connection's FIFO with nothing left to write before it, see direct_ok() in server.c) has
- * its reply written by the worker that ran it, straight to the socket (through the
- * connection's own duplicate of the descriptor, so a socket the loop closes meanwhile
- * cannot be mistaken for a new one), before the batch goes to the done list; the loop then
- * writes only what the socket did not take, or closes the connection when the write failed,
- * and does the bookkeeping as for any batch. A connection answers its
+ * queue -> worker -> done list -> loop. A "direct" call (an Infer with nothing but other
+ * direct calls before it on its connection, see direct_ok() in server.c) has its reply
+ * written by the worker that ran it, straight to the socket (through the connection's own
+ * duplicate of the descriptor, so a socket the loop closes meanwhile cannot be mistaken for
+ * a new one), right after the batch went to the done list; the loop does the batch's
+ * bookkeeping as for any other, and once the worker is done with the socket
+ * (direct_state) writes what the socket did not take, or closes the connection when the
+ * write failed. Replies stay in call order: a worker writes a call's reply only when every
+ * direct reply before it on the connection went out whole (direct_seq), else it leaves the
+ * whole reply to the loop. A connection answers its
  * calls in order (Varlink has no call ids); a call holds a reference on its connection, so a
  * client that disconnects mid-request only marks its requests cancelled: the memory stays
  * until the last one comes back, and nothing is written to the closed socket.
@@ -160,8 +163,15 @@ struct mimed_batch {
 	bool have_energy;
 	/* Case-1, Case-2 and Case-3 (MIME): split, total and cycles; the mode and the savings */
 	struct mime_energy_summary energy;
+	/* Loop only: the tasks of the requests that ran, kept for the log line and the event
+	 * (the replies free the requests) when those wait for later (d->log_head) */
+	int n_ok;
+	int task_of[MIMED_MAX_BATCH];
 	struct mimed_req *reqs[];
 };
+
+#define MIMED_DIRECT_SENDING 1
+#define MIMED_DIRECT_DONE    2
 
 enum mimed_call_kind {
 	MIMED_CALL_SIMPLE, /* answered at once */
@@ -187,14 +197,22 @@ struct mimed_call {
 	const char *error; /* the first failure among the items */
 	char error_desc[256];
 	int error_phase; /* io.mime.PhaseUnavailable: the phase */
-	/* Direct reply (see the top of this file). direct: set by the loop before the request is
-	 * queued. The rest: written by the worker that ran it, read by the loop after the done
-	 * hand-off. */
+	/* Direct reply (see the top of this file). direct, seq, after_seq: set by the loop
+	 * before the request is queued; the worker writes the reply only if the connection's
+	 * direct_seq is after_seq then (every direct reply before it went out whole), and sets
+	 * direct_seq to seq when this one does too. direct_state (__atomic): 0 the worker has
+	 * not taken it (or not built a reply: the loop answers), MIMED_DIRECT_SENDING from
+	 * before the batch is on the done list until the worker is done with the socket,
+	 * MIMED_DIRECT_DONE after (release): then direct_msg, direct_len, direct_sent and
+	 * direct_error are the loop's to read. await_next: the loop's list of calls whose
+	 * batch came back while their worker was still writing (d->awaiting). */
 	bool direct;
-	bool direct_tried;              /* the worker wrote to the socket (all, part or an error) */
+	int direct_state;
+	uint64_t seq, after_seq;
 	int direct_error;               /* errno of the failed write; 0 */
 	char *direct_msg;               /* the reply it built: direct_len bytes with the NUL */
-	size_t direct_len, direct_sent; /* direct_sent: bytes the socket took */
+	size_t direct_len, direct_sent; /* direct_sent: bytes the socket took (0: not written) */
+	struct mimed_call *await_next;
 	struct mimed_req reqs[];
 };
 
@@ -204,7 +222,8 @@ struct mimed_conn {
 	int wfd; /* a duplicate of the socket's descriptor that workers write direct replies to
 	          * (-1: none, no direct replies); set at accept, closed when c is freed, so it
 	          * stays valid while a call may be written */
-	bool read_deferred; /* bytes read wait in the framer for a worker's batch (on_read()) */
+	uint64_t next_seq;   /* the last seq given to a direct call */
+	uint64_t direct_seq; /* __atomic: seq of the last direct reply a worker wrote whole */
 	struct mimed_conn *prev, *next; /* d->conns */
 	int refs;                       /* the open handle + one per call */
 	bool closing;
@@ -233,6 +252,9 @@ struct mimed_worker {
 	/* Its engine is in a phase a request named, not the daemon's: the next batch that names
 	 * none switches back (cause "restore"). */
 	bool in_named_phase;
+	/* It handed over batches without waking the loop (every reply in them went out whole):
+	 * it wakes it before it idles (worker.c, notify_idle()). */
+	bool notify_pending;
 	struct mime_energy_sparsity energy_sparsity[MIMED_MAX_BATCH * MIME_MAX_LAYERS];
 };
 
@@ -273,10 +295,10 @@ struct mimed {
 	uint64_t next_batch_id; /* __atomic: workers number their batches */
 	pthread_mutex_t done_lock;
 	struct mimed_batch *done_head, *done_tail; /* guarded by done_lock */
-	/* __atomic: workers that wrote a direct reply and have not yet put its batch on the done
-	 * list; while it is not 0 the loop defers what it reads (n_read_deferred connections) */
-	int direct_sending;
-	int n_read_deferred;
+	struct mimed_call *awaiting; /* direct calls back before their worker's write ended */
+	/* Batches whose log line and event wait until the loop has handled what it read
+	 * (on_read()), linked by next */
+	struct mimed_batch *log_head, *log_tail;
 
 	struct mimed_conn *conns;
 	int n_conns;

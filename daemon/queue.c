@@ -119,6 +119,12 @@ static void queue_spin(struct mimed_queue *q, uint64_t seen)
 
 int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items, int room)
 {
+	return mimed_queue_pop_batch_idle(q, ret_items, room, NULL, NULL);
+}
+
+int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_items, int room,
+                               void (*idle)(void *arg), void *arg)
+{
 	bool spun = false;
 	int n, limit;
 
@@ -141,6 +147,13 @@ int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items,
 				spun = true;
 				continue;
 			}
+			if (idle) { /* once, then look again: items may have come meanwhile */
+				pthread_mutex_unlock(&q->lock);
+				idle(arg);
+				idle = NULL;
+				pthread_mutex_lock(&q->lock);
+				continue;
+			}
 			pthread_cond_wait(&q->cond, &q->lock);
 			continue;
 		}
@@ -152,6 +165,13 @@ int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items,
 		deadline = q->head->queued_ns + q->max_wait_ns;
 		if (mimed_now_ns() >= deadline)
 			break;
+		if (idle) {
+			pthread_mutex_unlock(&q->lock);
+			idle(arg);
+			idle = NULL;
+			pthread_mutex_lock(&q->lock);
+			continue;
+		}
 		ts.tv_sec = (time_t)(deadline / 1000000000u);
 		ts.tv_nsec = (long)(deadline % 1000000000u);
 		pthread_cond_timedwait(&q->cond, &q->lock, &ts);

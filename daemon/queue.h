@@ -61,6 +61,10 @@ int mimed_queue_push(struct mimed_queue *q, struct mimed_qitem **items, size_t n
  * skipping others. Returns the count written to ret_items (room for max_batch), or 0 once
  * the queue is closed and empty. */
 int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items, int room);
+/* The same, calling idle(arg) once, without the lock, before it first blocks (after the
+ * poll, or before waiting for a batch to fill); NULL: never. */
+int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_items, int room,
+                               void (*idle)(void *arg), void *arg);
 
 /* Removes every item for which pred returns true and returns them as a list linked by next
  * (queue order). Used for expired deadlines, cancelled calls and shutdown. */

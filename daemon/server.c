@@ -59,6 +59,7 @@ static void conn_close(struct mimed_conn *c, bool graceful);
 static void conn_process(struct mimed_conn *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_read_data(struct mimed_conn *c, ssize_t nread, const uv_buf_t *buf);
 
 static void conn_unref(struct mimed_conn *c)
 {
@@ -205,7 +206,7 @@ static void call_reply(struct mimed_call *call, char *msg, size_t len)
 		d->n_busy_calls--;
 	else
 		d->n_watchers--;
-	if (!msg && !call->oneway && !call->direct_tried)
+	if (!msg && !call->oneway && !__atomic_load_n(&call->direct_state, __ATOMIC_RELAXED))
 		conn_close(call->conn, false);
 	conn_flush(call->conn);
 	mimed_server_check_drained(d);
@@ -457,7 +458,7 @@ static void call_ok_results(struct mimed_call *call, bool array)
 /* Builds the reply once every item of call is back. */
 static void call_complete(struct mimed *d, struct mimed_call *call)
 {
-	if (call->direct_tried) {
+	if (__atomic_load_n(&call->direct_state, __ATOMIC_ACQUIRE) == MIMED_DIRECT_DONE) {
 		call_sent(call);
 		return;
 	}
@@ -481,10 +482,11 @@ static void req_finish(struct mimed *d, struct mimed_req *req, const struct mime
 {
 	struct mimed_call *call = req->call;
 	uint64_t latency_us = (mimed_now_ns() - req->accepted_ns) / 1000;
+	int direct = __atomic_load_n(&call->direct_state, __ATOMIC_ACQUIRE);
 
 	switch (req->status) {
 	case MIMED_REQ_OK:
-		if (call->direct_tried) { /* the worker answered */
+		if (direct) { /* the worker made the reply */
 			latency_us = req->latency_us;
 		} else {
 			struct mimed_text t;
@@ -546,8 +548,32 @@ static void req_finish(struct mimed *d, struct mimed_req *req, const struct mime
 		}
 		break;
 	}
+	if (direct == MIMED_DIRECT_SENDING) { /* its worker is still writing: later */
+		call->await_next = d->awaiting;
+		d->awaiting = call;
+		return;
+	}
 	if (--call->n_pending == 0)
 		call_complete(d, call);
+}
+
+/* Completes the direct calls whose worker has finished writing since they came back. */
+static void awaiting_complete(struct mimed *d)
+{
+	struct mimed_call **pp = &d->awaiting;
+
+	while (*pp) {
+		struct mimed_call *call = *pp;
+
+		if (__atomic_load_n(&call->direct_state, __ATOMIC_ACQUIRE) != MIMED_DIRECT_DONE) {
+			pp = &call->await_next;
+			continue;
+		}
+		*pp = call->await_next;
+		if (--call->n_pending == 0)
+			call_complete(d, call);
+		pp = &d->awaiting; /* completing may have changed the list: from the start */
+	}
 }
 
 static bool match_conn(struct mimed_qitem *it, void *arg)
@@ -694,41 +720,21 @@ static void switch_log(struct mimed *d, const struct mimed_batch *b)
 	                            (json_int_t)b->switch_us, "cause", cause));
 }
 
-static void done_drain(struct mimed *d);
-
-/* Goes on with the connections whose reading waited for a worker's batch (on_read()). */
-static void resume_deferred(struct mimed *d)
-{
-	while (d->n_read_deferred > 0) { /* a few connections at most: scan from the start */
-		struct mimed_conn *c = d->conns;
-
-		while (c && !c->read_deferred)
-			c = c->next;
-		if (!c) {
-			d->n_read_deferred = 0;
-			break;
-		}
-		c->read_deferred = false;
-		d->n_read_deferred--;
-		if (!c->processing)
-			conn_process(c);
-	}
-}
+static void done_drain(struct mimed *d, bool log_later);
+static void logs_flush(struct mimed *d);
 
 void mimed_server_on_done(uv_async_t *h)
 {
 	struct mimed *d = h->data;
 
-	done_drain(d);
-	/* Once no worker is between a direct reply and its batch (and that batch is drained:
-	 * the counter falls after the batch is on the list), deferred reads go on. */
-	if (d->n_read_deferred && __atomic_load_n(&d->direct_sending, __ATOMIC_ACQUIRE) == 0) {
-		done_drain(d);
-		resume_deferred(d);
-	}
+	awaiting_complete(d);
+	done_drain(d, false);
+	awaiting_complete(d);
 }
 
-static void done_drain(struct mimed *d)
+/* The batches back from the workers: counters, energy totals, replies; then (or with
+ * log_later, at logs_flush()) the log line and the event. */
+static void done_drain(struct mimed *d, bool log_later)
 {
 	struct mimed_batch *list;
 
@@ -740,13 +746,13 @@ static void done_drain(struct mimed *d)
 	while (list) {
 		struct mimed_batch *b = list;
 		struct mimed_runtime *rt = b->rt;
-		int task_of[MIMED_MAX_BATCH], n_ok;
 
 		list = b->next;
+		b->next = NULL;
 		/* The replies below may free the requests and their runtime references: keep
 		 * what the log line and the event need. */
 		rt->refs++;
-		n_ok = batch_tasks(b, task_of);
+		b->n_ok = batch_tasks(b, b->task_of);
 		if (b->switched)
 			switch_log(d, b);
 		if (b->ran > 0) {
@@ -771,12 +777,32 @@ static void done_drain(struct mimed *d)
 		 * the event are formatted, so those are off the request's path. */
 		for (int s = 0; s < b->size; s++)
 			req_finish(d, b->reqs[s], b);
+		if (d->log_tail)
+			d->log_tail->next = b;
+		else
+			d->log_head = b;
+		d->log_tail = b;
+	}
+	if (!log_later)
+		logs_flush(d);
+}
+
+/* The log lines and events of the batches done_drain() kept, in batch order. */
+static void logs_flush(struct mimed *d)
+{
+	while (d->log_head) {
+		struct mimed_batch *b = d->log_head;
+
+		d->log_head = b->next;
+		if (!d->log_head)
+			d->log_tail = NULL;
 		if (b->ran > 0) {
-			batch_log(d, b, task_of, n_ok);
+			batch_log(d, b, b->task_of, b->n_ok);
 			if (d->n_watchers)
-				mimed_server_emit(d, "batch", batch_event(d, b, task_of, n_ok));
+				mimed_server_emit(d, "batch",
+				                  batch_event(d, b, b->task_of, b->n_ok));
 		}
-		mimed_runtime_unref(rt);
+		mimed_runtime_unref(b->rt);
 		free(b);
 	}
 }
@@ -1195,14 +1221,28 @@ static void preps_free(struct prep **preps, int n)
 	}
 }
 
-/* May the worker write call's reply itself? Only an Infer that expects a reply, at the head
- * of its connection's FIFO (every call before it answered and freed) with nothing of the
- * connection left in libuv's write queue: then nothing else can go out before it. Anything
- * else the loop writes, in order, as before. */
+/* May the worker write call's reply itself? Only an Infer that expects a reply, when libuv
+ * holds nothing of its connection and every call before it in the FIFO is a direct one
+ * (the loop writes nothing for those unless their worker left something to write, and then
+ * the gate below stops this one): its worker writes only once the call just before it went
+ * out whole (after_seq), else it leaves the whole reply to the loop. So a client that
+ * calls again as soon as it read a reply gets a direct one again, even before the loop
+ * has seen the previous batch. Anything else the loop writes, in order, as before. */
 static bool direct_ok(struct mimed_conn *c, struct mimed_call *call)
 {
-	return call->kind == MIMED_CALL_INFER && !call->oneway && !c->closing && c->wfd >= 0 &&
-	       c->head == call && c->pipe.write_queue_size == 0;
+	struct mimed_call *prev = NULL;
+
+	if (call->kind != MIMED_CALL_INFER || call->oneway || c->closing || c->wfd < 0 ||
+	    c->pipe.write_queue_size > 0)
+		return false;
+	for (struct mimed_call *p = c->head; p != call; p = p->next) {
+		if (!p->direct)
+			return false;
+		prev = p;
+	}
+	call->after_seq = prev ? prev->seq : __atomic_load_n(&c->direct_seq, __ATOMIC_ACQUIRE);
+	call->seq = ++c->next_seq;
+	return true;
 }
 
 static void enqueue(struct mimed *d, struct mimed_call *call)
@@ -1771,6 +1811,9 @@ static void dispatch(struct mimed *d, struct mimed_conn *c, struct mimed_varlink
 			m_infer(d, c, vc);
 		return;
 	}
+	/* The batches' log lines and events on_read() kept for later go first: this call may
+	 * log or emit events of its own (a budget, a phase), which come after. */
+	logs_flush(d);
 	call = call_new(c, MIMED_CALL_SIMPLE, 0, vc->oneway);
 	if (!call) {
 		conn_close(c, false);
@@ -1907,35 +1950,31 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0)
 		return;
 	c->last_active_ns = mimed_now_ns();
-	/* Batches back from the workers first: a client that read a direct reply and calls
-	 * again sees that call answered and its batch counted (GetStatus, energy totals; its
-	 * next Infer can be direct too), as if the loop had written the reply. A worker may be
-	 * between writing a reply and handing its batch over: then what was read waits in the
-	 * framer, with reading stopped, until the batch is back (mimed_server_on_done() goes
-	 * on), so the loop never waits for a worker. Usually there is nothing to do: one lock. */
-	if (nread > 0 && __atomic_load_n(&d->direct_sending, __ATOMIC_ACQUIRE) > 0) {
-		if (mimed_framer_feed(&c->framer, buf->base, (size_t)nread) < 0) {
-			mimed_log(d, LOG_WARNING,
-			          "connection uid=%u pid=%d: out of memory, closing",
-			          (unsigned)c->uid, (int)c->pid);
-			conn_close(c, false);
-			return;
-		}
-		uv_read_stop(s);
-		c->reading = false;
-		if (!c->read_deferred) {
-			c->read_deferred = true;
-			d->n_read_deferred++;
-		}
-		return;
-	}
+	/* Batches back from the workers first: a worker puts a batch on the done list before
+	 * it writes the batch's direct replies, so a client that read one and calls again finds
+	 * that batch counted (GetStatus, energy totals) as if the loop had written the reply.
+	 * Their log lines and events wait until what was read is handled (an Infer is queued:
+	 * they are formatted while it runs). Usually there is nothing to do: one lock. */
 	c->refs++;
-	mimed_server_on_done(&d->done_async);
+	awaiting_complete(d);
+	done_drain(d, true);
+	awaiting_complete(d);
 	if (c->closing) {
+		logs_flush(d);
 		conn_unref(c);
 		return;
 	}
 	conn_unref(c);
+	on_read_data(c, nread, buf);
+	logs_flush(d);
+}
+
+/* What on_read() does with the bytes (or the end) it got, once the done list is taken. */
+static void on_read_data(struct mimed_conn *c, ssize_t nread, const uv_buf_t *buf)
+{
+	struct mimed *d = c->d;
+	uv_stream_t *s = (uv_stream_t *)&c->pipe;
+
 	if (nread < 0) {
 		uv_read_stop(s);
 		c->reading = false;
@@ -2001,10 +2040,6 @@ static void conn_close(struct mimed_conn *c, bool graceful)
 	 * such a write fails (EPIPE). A graceful one has no call left to write. */
 	if (!graceful && c->wfd >= 0)
 		shutdown(c->wfd, SHUT_RDWR);
-	if (c->read_deferred) {
-		c->read_deferred = false;
-		d->n_read_deferred--;
-	}
 	c->refs++;
 	for (struct mimed_call *call = c->head; call; call = call->next)
 		for (int i = 0; i < call->n_items; i++)
@@ -2208,6 +2243,10 @@ void mimed_server_tick(struct mimed *d)
 	uint64_t now = mimed_now_ns();
 	struct mimed_qitem *expired;
 
+	/* batches a busy worker handed over without waking the loop (worker.c, deliver()) */
+	mimed_server_on_done(&d->done_async);
+	if (d->drained)
+		return;
 	if (now - d->last_policy_ns >= MIMED_POLICY_EVAL_MS * 1000000ull)
 		mimed_policy_evaluate(d, "budget timer");
 

@@ -59,6 +59,50 @@ static void test_queue_pop_batch_waits_max_wait_for_a_partial_batch(void **state
 	mimed_queue_fini(&q);
 }
 
+struct idle_arg {
+	struct mimed_queue *q;
+	struct mimed_qitem *item; /* pushed from the hook when not NULL */
+	int calls;
+};
+
+static void idle_hook(void *arg)
+{
+	struct idle_arg *a = arg;
+
+	a->calls++;
+	if (a->item)
+		assert_int_equal(mimed_queue_push(a->q, &a->item, 1), 0);
+}
+
+/* The idle hook runs once, before the worker would block, never while items are there;
+ * what it pushes is taken without blocking. */
+static void test_queue_pop_batch_idle_hook(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it[2] = {0}, *p = &it[0], *out[4];
+	struct idle_arg a = {.q = &q};
+
+	assert_int_equal(mimed_queue_init(&q, 16, 4, 0), 0);
+	assert_int_equal(mimed_queue_push(&q, &p, 1), 0);
+	assert_int_equal(mimed_queue_pop_batch_idle(&q, out, 4, idle_hook, &a), 1);
+	assert_int_equal(a.calls, 0); /* an item was there: no idling */
+	a.item = &it[1];
+	assert_int_equal(mimed_queue_pop_batch_idle(&q, out, 4, idle_hook, &a), 1);
+	assert_int_equal(a.calls, 1);
+	assert_ptr_equal(out[0], &it[1]);
+	a.item = NULL;
+	mimed_queue_close(&q);
+	assert_int_equal(mimed_queue_pop_batch_idle(&q, out, 4, idle_hook, &a), 0);
+	mimed_queue_fini(&q);
+	/* waiting for a batch to fill counts as idling too */
+	a = (struct idle_arg){.q = &q};
+	assert_int_equal(mimed_queue_init(&q, 16, 4, 5000), 0); /* 5 ms */
+	assert_int_equal(mimed_queue_push(&q, &p, 1), 0);
+	assert_int_equal(mimed_queue_pop_batch_idle(&q, out, 4, idle_hook, &a), 1);
+	assert_int_equal(a.calls, 1);
+	mimed_queue_fini(&q);
+}
+
 static void test_queue_pop_batch_keeps_keys_apart(void **state)
 {
 	struct mimed_queue q;
@@ -199,6 +243,7 @@ int main(void)
 		cmocka_unit_test(test_queue_pop_batch_takes_up_to_max_batch_in_order),
 		cmocka_unit_test(test_queue_pop_batch_waits_max_wait_for_a_partial_batch),
 		cmocka_unit_test(test_queue_pop_batch_keeps_keys_apart),
+		cmocka_unit_test(test_queue_pop_batch_idle_hook),
 		cmocka_unit_test(test_queue_remove_if_unlinks_matches),
 		cmocka_unit_test(test_queue_threads_deliver_every_item_once),
 		cmocka_unit_test(test_stats_latency_percentiles),

@@ -229,36 +229,34 @@ static void direct_build(struct mimed_batch *b, char **msg, size_t *len)
 	}
 }
 
-/* Writes the replies direct_build() made to their sockets without blocking, then appends b
- * to the done list: the socket takes all of a reply (the usual case), part of it or nothing
- * (the loop writes the rest), or the write fails (the loop closes the connection). The
- * socket is the connection's own duplicate descriptor (mimed.h), valid until the loop has
- * seen this batch, so no lock is held while writing. direct_sending counts this worker
- * from before its first write until the batch is on the list: a client that read a reply
- * and calls again at once is not served until the loop has that batch (server.c,
- * on_read()). */
-static void deliver(struct mimed *d, struct mimed_batch *b, char **msg, const size_t *len)
+/* Appends b to the done list, then writes the replies direct_build() made to their sockets
+ * without blocking: the socket takes all of a reply (the usual case), part of it or nothing
+ * (the loop writes the rest), or the write fails (the loop closes the connection). A reply
+ * is written only when every direct reply before it on its connection went out whole
+ * (mimed.h: after_seq, direct_seq), else the loop writes all of it. The batch is on the
+ * list first so that a client that read its reply and calls again finds it counted; the
+ * loop completes a call whose batch it took before this worker was done with it later
+ * (direct_state). The socket is the connection's own duplicate descriptor, valid until the
+ * loop has completed the call, so no lock is held while writing. */
+static void deliver(struct mimed_worker *w, struct mimed_batch *b, char **msg, const size_t *len)
 {
-	bool any = false;
+	struct mimed *d = w->d;
+	bool urgent = false;
+	struct mimed_call *calls[MIMED_MAX_BATCH];
+	char *out[MIMED_MAX_BATCH];
+	size_t out_len[MIMED_MAX_BATCH];
+	int n = 0;
 
-	for (int s = 0; s < b->size && !any; s++)
-		any = msg[s] != NULL;
-	if (any)
-		__atomic_add_fetch(&d->direct_sending, 1, __ATOMIC_SEQ_CST);
 	for (int s = 0; s < b->size; s++) {
-		struct mimed_call *call = b->reqs[s]->call;
-		ssize_t k;
-
-		if (!msg[s])
+		if (!msg[s]) { /* the loop answers it: a client waits for the loop */
+			urgent = true;
 			continue;
-		do
-			k = send(call->conn->wfd, msg[s], len[s], MSG_DONTWAIT | MSG_NOSIGNAL);
-		while (k < 0 && errno == EINTR);
-		call->direct_sent = k > 0 ? (size_t)k : 0;
-		call->direct_error = k < 0 && errno != EAGAIN && errno != EWOULDBLOCK ? errno : 0;
-		call->direct_msg = msg[s];
-		call->direct_len = len[s];
-		call->direct_tried = true;
+		}
+		calls[n] = b->reqs[s]->call;
+		out[n] = msg[s];
+		out_len[n] = len[s];
+		__atomic_store_n(&calls[n]->direct_state, MIMED_DIRECT_SENDING, __ATOMIC_RELAXED);
+		n++;
 	}
 	pthread_mutex_lock(&d->done_lock);
 	if (d->done_tail)
@@ -267,9 +265,50 @@ static void deliver(struct mimed *d, struct mimed_batch *b, char **msg, const si
 		d->done_head = b;
 	d->done_tail = b;
 	pthread_mutex_unlock(&d->done_lock);
-	if (any)
-		__atomic_sub_fetch(&d->direct_sending, 1, __ATOMIC_SEQ_CST);
-	uv_async_send(&d->done_async);
+	/* b is the loop's from here; the calls stay until their direct_state is DONE */
+	for (int i = 0; i < n; i++) {
+		struct mimed_call *call = calls[i];
+		struct mimed_conn *c = call->conn;
+		ssize_t k = 0;
+		int err = 0;
+
+		if (__atomic_load_n(&c->direct_seq, __ATOMIC_ACQUIRE) == call->after_seq) {
+			do
+				k = send(c->wfd, out[i], out_len[i], MSG_DONTWAIT | MSG_NOSIGNAL);
+			while (k < 0 && errno == EINTR);
+			if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+				err = errno;
+		}
+		call->direct_sent = k > 0 ? (size_t)k : 0;
+		call->direct_error = err;
+		call->direct_msg = out[i];
+		call->direct_len = out_len[i];
+		if (call->direct_sent == out_len[i])
+			__atomic_store_n(&c->direct_seq, call->seq, __ATOMIC_RELEASE);
+		else
+			urgent = true; /* the loop writes the rest, or closes */
+		__atomic_store_n(&call->direct_state, MIMED_DIRECT_DONE, __ATOMIC_RELEASE);
+	}
+	/* When every reply went out whole, nobody waits for the loop: it takes the batch when
+	 * it next reads (on_read() empties the done list first), or this worker wakes it
+	 * before idling, or its tick does (10 ms). That saves the wake-up of the loop thread,
+	 * which on a busy machine took the CPU from the client reading its reply. */
+	if (urgent)
+		uv_async_send(&d->done_async);
+	else
+		w->notify_pending = true;
+}
+
+/* Before the worker blocks for the next batch: wakes the loop for the batches it handed
+ * over quietly (deliver()). */
+static void notify_idle(void *arg)
+{
+	struct mimed_worker *w = arg;
+
+	if (w->notify_pending) {
+		w->notify_pending = false;
+		uv_async_send(&w->d->done_async);
+	}
 }
 
 static void *worker_main(void *arg)
@@ -289,9 +328,11 @@ static void *worker_main(void *arg)
 			usleep(1000);
 			continue;
 		}
-		n = mimed_queue_pop_batch(&d->queue, w->items, MIMED_MAX_BATCH);
+		n = mimed_queue_pop_batch_idle(&d->queue, w->items, MIMED_MAX_BATCH, notify_idle,
+		                               w);
 		if (n <= 0) {
 			free(b);
+			notify_idle(w);
 			break;
 		}
 		for (int i = 0; i < n; i++)
@@ -313,7 +354,7 @@ static void *worker_main(void *arg)
 			}
 		}
 		direct_build(b, msg, len);
-		deliver(d, b, msg, len);
+		deliver(w, b, msg, len);
 	}
 	return NULL;
 }
