@@ -55,7 +55,9 @@ struct layer_plan {
 	int64_t lda;                  /* conv: full C*R*S; fc: full input width */
 	struct mime_gemm_weights gw;  /* conv, packed path: packed weights (owned) */
 	struct mime_gemm_tweights tw; /* conv, packed path: the input-sparse form (owned) */
-	int act;                      /* tw is usable (geometry supported, skipping on) */
+	int act;                      /* tw exists (geometry supported, skipping on) */
+	int tw_valid;                 /* tw holds the current K x CRS panels, unmasked */
+	int act_now;                  /* this phase runs input-sparse chunks */
 	int sparse;                   /* gw drops all-zero panel columns */
 	struct mime_conv_geom geom;
 };
@@ -143,9 +145,9 @@ static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *
 
 		/* Input-sparse when the chunk's input is sparse enough (the density pass also
 		 * notes where the nonzeros are, for the sparse form). */
-		if (lp->act && (mime_gemm_act_density(&e->arch, g, in_n, (int)p0, nc, ts->act) <=
-		                        e->act_max_density ||
-		                e->cfg.act_skip == MIME_ACT_SKIP_ALWAYS)) {
+		if (lp->act_now && (mime_gemm_act_density(&e->arch, g, in_n, (int)p0, nc,
+		                                          ts->act) <= e->act_max_density ||
+		                    e->cfg.act_skip == MIME_ACT_SKIP_ALWAYS)) {
 			z = mime_gemm_conv_act(&e->arch, &lp->tw, g, in_n, (int)p0, nc, (int)P,
 			                       lp->b, mask_of(e, li, sbase + (int)n), apply,
 			                       out + n * g->k * P, ts->act);
@@ -526,7 +528,8 @@ static int alloc_plan(struct mime_engine *e)
 	e->group = (int)(65536 / (e->act_floats ? e->act_floats : 1));
 	e->group = e->group < 1 ? 1 : e->group > 8 ? 8 : e->group;
 	e->base_bytes = sizeof(float) * (2 * e->act_floats * B + (size_t)e->max_classes * B +
-	                                 (size_t)T * (col_max + acc_max));
+	                                 (size_t)T * (col_max + acc_max)) +
+	                (size_t)T * act_max;
 	return 0;
 }
 
@@ -879,7 +882,7 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 		struct layer_plan *lp = &e->L[i];
 		const uint8_t *keep = ph->layer[i].keep;
 		const int K = out_s[i].c, CRS = in_s[i].c * lp->spec->kernel * lp->spec->kernel;
-		int r = 0, fine = 0;
+		int r = 0;
 
 		lp->in = in_s[i];
 		lp->out = out_s[i];
@@ -904,30 +907,33 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 			r = mime_gemm_weights_repack(&lp->gw, &e->arch, lp->w, lp->lda, K, CRS,
 			                             keep, ph->wuv, sparse);
 			repacked = 1;
+			lp->tw_valid = 0; /* W^T follows the selectable packing only */
 		} else {
 			if (!lp->gw.live || lp->gw.K != K || lp->gw.CRS != CRS) {
 				r = mime_gemm_weights_repack_selectable(&lp->gw, &e->arch, lp->w,
 				                                        lp->lda, K, CRS);
 				repacked = 1;
-			} else {
-				fine = 1; /* the same panels: W^T follows the selection */
+				/* W^T of the unmasked panels (from the packed values: the
+				 * model's pages may have been dropped), built once per coarse
+				 * step; a fine switch leaves it as it is. */
+				if (r == 0 && lp->act) {
+					r = mime_gemm_tweights_build(&lp->tw, &lp->gw);
+					lp->tw_valid = r == 0;
+				}
 			}
 			if (r == 0)
 				r = mime_gemm_weights_select(&lp->gw, keep, ph->wuv);
 		}
 		assert(r == 0); /* sizes and wuv were checked */
+		(void)r;
 		lp->sparse = lp->gw.form != MIME_GEMM_DENSE;
 		packed += mime_gemm_weights_bytes(&lp->gw);
-		if (lp->act) {
-			/* W^T follows the packing (its columns, from the packed values: the
-			 * model's pages may have been dropped); after a fine switch only the
-			 * columns whose selection changed are rewritten. */
-			r = fine ? mime_gemm_tweights_update(&lp->tw, &lp->gw)
-			         : mime_gemm_tweights_build(&lp->tw, &lp->gw);
-			assert(r == 0);
+		/* Input-sparse while the layer has no fine-grain mask: with one, the indexed
+		 * packing already skips the pruned groups, and keeping W^T masked would make
+		 * every fine switch rewrite it (hundreds of microseconds instead of a few). */
+		lp->act_now = lp->act && lp->tw_valid && !keep;
+		if (lp->act) /* resident whether this phase uses it or not */
 			packed += mime_gemm_tweights_bytes(&lp->tw);
-		}
-		(void)r;
 	}
 	e->phase.wuv = ph->wuv;
 	if (repacked)

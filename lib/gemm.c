@@ -1020,15 +1020,19 @@ int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gem
 {
 	const int mr = w->mr, K = w->K, CRS = w->CRS, panels = (K + mr - 1) / mr;
 	const int kv = (K + ACT_KV - 1) / ACT_KV * ACT_KV;
-	const size_t pg = page_bytes();
-	size_t used, from, to;
+	size_t used;
 
 	if (!t->values || K > t->K_max || CRS > t->CRS_max || CRS % t->rs)
 		return -EINVAL;
 	t->K = K;
 	t->CRS = CRS;
 	t->kv = kv;
-	memset(t->values, 0, sizeof(float) * (size_t)kv * CRS);
+	if (w->form == MIME_GEMM_DENSE) /* every [c][0, K) is written below: the padding */
+		for (int c = 0; c < CRS; c++)
+			memset(t->values + (int64_t)c * kv + K, 0,
+			       sizeof(float) * (size_t)(kv - K));
+	else
+		memset(t->values, 0, sizeof(float) * (size_t)kv * CRS);
 	/* The columns w runs, panel by panel: W^T[c][p*mr + r] = panel p's column c, row r
 	 * (kernels past K are zero in the panel and lie past K here, in the padding). */
 	for (int p = 0; p < panels; p++) {
@@ -1064,14 +1068,11 @@ int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gem
 		}
 		t->live[c] = bits;
 	}
-	/* Release the value pages past this build (what an earlier, larger one touched). */
+	/* The pages stay resident (a smaller build uses a prefix): faulting them back in after
+	 * a release made a coarse step up cost milliseconds here (bench/RESULTS.md). */
 	used = sizeof(float) * (size_t)kv * CRS;
-	from = round_up(used, pg);
-	to = round_up(t->touched, pg);
-	if (from < to && from < t->off_live)
-		madvise((uint8_t *)t->values + from, (to < t->off_live ? to : t->off_live) - from,
-		        MADV_DONTNEED); /* advice: errors ignored */
-	t->touched = used;
+	if (used > t->touched)
+		t->touched = used;
 	return 0;
 }
 
@@ -1084,9 +1085,7 @@ void mime_gemm_tweights_free(struct mime_gemm_tweights *t)
 
 size_t mime_gemm_tweights_bytes(const struct mime_gemm_tweights *t)
 {
-	return t->values ? sizeof(float) * (size_t)t->kv * t->CRS +
-	                           sizeof(uint32_t) * (size_t)(t->CRS / t->rs)
-	                 : 0;
+	return t->values ? t->touched + sizeof(uint32_t) * (size_t)(t->CRS_max / t->rs) : 0;
 }
 
 int mime_gemm_act_supported(const struct mime_conv_geom *g)

@@ -158,8 +158,9 @@ int64_t mime_gemm_conv(const struct mime_gemm_arch *a, const struct mime_gemm_we
  * to a sum that is never -0 changes no bit: the results are bit for bit those of
  * mime_gemm_conv on every path. (A weight that is inf or NaN times a skipped zero would
  * give NaN in the dense path; the trained weights are finite.)
- * Storage: one private mapping sized at init for K_max x CRS_max; a build fills a prefix
- * and returns the pages past it to the system, like the packed weights. */
+ * Storage: one private mapping sized at init for K_max x CRS_max; a build fills a prefix.
+ * Unlike the packed weights, pages past it are kept: a coarse step back up would otherwise
+ * fault them in again (milliseconds in a virtual machine). */
 struct mime_gemm_tweights {
 	int K, CRS, kv;         /* current: K kernels over CRS rows, row stride kv */
 	int K_max, CRS_max, rs; /* storage; rs = R*S of the layer (rows per input channel) */
@@ -184,6 +185,7 @@ int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gem
  * build). */
 int mime_gemm_tweights_update(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w);
 void mime_gemm_tweights_free(struct mime_gemm_tweights *t); /* {0} is fine */
+/* Bytes held: the largest build so far (kept resident) and the live flags. */
 size_t mime_gemm_tweights_bytes(const struct mime_gemm_tweights *t);
 
 /* True when the input-sparse form handles geometry g (stride 1, R*S <= 16, a padded input
