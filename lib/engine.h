@@ -29,12 +29,15 @@ enum mime_conv_impl {
 /* Zero activations (issue 5): the thresholds (and ReLU) leave most of a conv layer's input
  * at 0. On the packed path a conv chunk whose input (the rows its pixels read) has at most
  * act_max_density nonzero values runs in the input-sparse form of lib/gemm, which skips
- * them (results bit for bit those of the dense path); others run dense. The decision is
- * per chunk of pixels of one sample, from that sample's input only. */
+ * them (results bit for bit those of the dense path); others run dense, and so do layers
+ * under a fine-grain phase mask and geometries the form does not handle (stride > 1, R*S >
+ * 16, padded rows over 32 pixels). The decision is per chunk of pixels of one sample, from
+ * that sample's input only. Skipping costs W^T per conv layer (about the packed weights
+ * again, see mime_engine_plan_bytes); OFF allocates none. */
 enum mime_act_skip {
 	MIME_ACT_SKIP_AUTO,   /* skip where the density says it pays (the default) */
 	MIME_ACT_SKIP_OFF,    /* always dense */
-	MIME_ACT_SKIP_ALWAYS, /* input-sparse wherever the geometry allows (tests, benchmarks) */
+	MIME_ACT_SKIP_ALWAYS, /* input-sparse wherever it applies, any density (tests) */
 };
 
 struct mime_engine_config {
