@@ -1255,6 +1255,8 @@ static void enqueue(struct mimed *d, struct mimed_call *call)
 	/* before the push: a worker may take it at once */
 	call->direct = direct_ok(call->conn, call);
 	r = mimed_queue_push(&d->queue, items, (size_t)call->n_items);
+	if (r < 0)
+		call->direct = false; /* the loop answers it */
 	if (r == -EAGAIN) {
 		d->n_busy++;
 		call_error(
