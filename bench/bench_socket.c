@@ -6,12 +6,17 @@
  * against `mimectl bench -c 1` with the same image and task.
  *
  *   bench_socket BUNDLE TASK IMAGE [--threads N] [--max-batch B] [--min-time SECONDS]
+ *                [--gap-us US]
  *
  * Also timed, for the breakdown: decode + preprocess of the image bytes, and
  * decode + preprocess + forward + top-k (what a worker and the thread pool do for one
- * request, without the socket, JSON, base64, queue and hand-offs). Each: a warm-up, then
- * single calls until --min-time (default 1 s; at least 200 calls); prints one JSON object
- * with median, p99, mean and min in microseconds. Not a test.
+ * request, without the socket, JSON, base64, queue and hand-offs); and the forward again
+ * with the calling thread asleep for --gap-us (default 250) before each call, as a daemon
+ * serving one client at a time sees it: the engine's other threads stop spinning and
+ * sleep between calls, so a forward on 2 threads starts by waking them ("forward_after_gap";
+ * the tight loop keeps them spinning). Each: a warm-up, then single calls until --min-time
+ * (default 1 s; at least 200 calls); prints one JSON object with median, p99, mean and min
+ * in microseconds. Not a test.
  * Ownership: everything is allocated here and freed before exit.
  * Threads: the main thread, plus the engine's own with --threads > 1. */
 #include <errno.h>
@@ -58,7 +63,8 @@ struct subject {
 	const uint8_t *bytes;
 	size_t n_bytes;
 	float *input;
-	int what; /* 0 forward, 1 decode + preprocess, 2 all of it + top-k */
+	int what; /* 0 forward, 1 decode + preprocess, 2 all of it + top-k, 3 forward after gap */
+	long gap_us;
 };
 
 static int run_once(struct subject *s)
@@ -68,7 +74,7 @@ static int run_once(struct subject *s)
 	int cls[5], r;
 	float prob[5];
 
-	if (s->what >= 1) {
+	if (s->what == 1 || s->what == 2) {
 		r = mime_image_decode(s->bytes, s->n_bytes, &img, NULL);
 		if (r < 0)
 			return r;
@@ -96,7 +102,15 @@ static int time_calls(struct subject *s, double min_time_s, double *samples, str
 			return r;
 	t_end = now_us() + min_time_s * 1e6;
 	while ((n < 200 || now_us() < t_end) && n < MAX_CALLS) {
-		double t0 = now_us();
+		double t0;
+
+		if (s->what == 3 && s->gap_us > 0) {
+			struct timespec gap = {.tv_sec = s->gap_us / 1000000,
+			                       .tv_nsec = s->gap_us % 1000000 * 1000};
+
+			nanosleep(&gap, NULL);
+		}
+		t0 = now_us();
 
 		r = run_once(s);
 		if (r < 0)
@@ -148,13 +162,14 @@ int main(int argc, char **argv)
 	struct mime_bundle *b = NULL;
 	struct mime_model m = {0};
 	struct subject s = {0};
-	struct timing t[3];
+	struct timing t[4];
 	uint8_t *bytes = NULL;
 	double min_time = 1.0, *samples = NULL;
 	const char *pos[3];
 	int n_pos = 0, r = 1;
 	size_t n_bytes = 0;
 
+	s.gap_us = 250;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
 			cfg.n_threads = atoi(argv[++i]);
@@ -162,6 +177,8 @@ int main(int argc, char **argv)
 			cfg.max_batch = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--min-time") == 0 && i + 1 < argc)
 			min_time = atof(argv[++i]);
+		else if (strcmp(argv[i], "--gap-us") == 0 && i + 1 < argc)
+			s.gap_us = atol(argv[++i]);
 		else if (argv[i][0] != '-' && n_pos < 3)
 			pos[n_pos++] = argv[i];
 		else
@@ -169,7 +186,7 @@ int main(int argc, char **argv)
 	}
 	if (n_pos != 3 || cfg.n_threads < 1 || cfg.max_batch < 1 || min_time <= 0) {
 		fprintf(stderr, "usage: bench_socket BUNDLE TASK IMAGE [--threads N] "
-		                "[--max-batch B] [--min-time SECONDS]\n");
+		                "[--max-batch B] [--min-time SECONDS] [--gap-us US]\n");
 		return 2;
 	}
 	if (read_file(pos[2], &bytes, &n_bytes) < 0) {
@@ -202,7 +219,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_socket: '%s' is not an image mimed would take\n", pos[2]);
 		goto out_engine;
 	}
-	for (int w = 0; w < 3; w++) {
+	for (int w = 0; w < 4; w++) {
 		s.what = w;
 		if (time_calls(&s, min_time, samples, &t[w]) < 0) {
 			fprintf(stderr, "bench_socket: forward failed\n");
@@ -215,7 +232,8 @@ int main(int argc, char **argv)
 	       (long long)mime_engine_macs(s.engine, s.task));
 	print_timing("forward", &t[0], 0);
 	print_timing("decode_preprocess", &t[1], 0);
-	print_timing("decode_preprocess_forward_topk", &t[2], 1);
+	print_timing("decode_preprocess_forward_topk", &t[2], 0);
+	print_timing("forward_after_gap", &t[3], 1);
 	printf("}\n");
 	r = 0;
 out_engine:
