@@ -1150,8 +1150,8 @@ size_t mime_gemm_act_scratch_bytes(const struct mime_gemm_arch *a, const struct 
 /* One padded row (wp <= 32 floats) of the copy with AVX-512: masked loads put input x in
  * lane pad + x and zeros around it (lanes outside [pad, pad + w) are not read); the nonzero
  * lanes are the row's mask bits. */
-__attribute__((target("avx512f"))) static uint32_t act_row_avx512(const float *row, int w, int pad,
-                                                                  int wp, float *xr)
+__attribute__((target("avx512f"), always_inline)) static inline uint32_t
+act_row_avx512(const float *row, int w, int pad, int wp, float *xr)
 {
 	const uint32_t run = (uint32_t)(((1ull << w) - 1) << pad);
 	const uint32_t all = (uint32_t)((1ull << wp) - 1);
@@ -1169,6 +1169,40 @@ __attribute__((target("avx512f"))) static uint32_t act_row_avx512(const float *r
 		bits |= (uint32_t)_mm512_cmp_ps_mask(v1, zero, _CMP_NEQ_UQ) << 16;
 	}
 	return bits;
+}
+#endif
+
+#ifdef MIME_X86
+/* The rows [y0, y1) of every channel (the loop of mime_gemm_act_density, in one function so
+ * that the row copies inline: a call per row cost as much as the row). Returns the nonzero
+ * count. */
+__attribute__((target("avx512f"))) static int64_t act_rows_avx512(const struct mime_conv_geom *g,
+                                                                  const float *in_sample, int y0,
+                                                                  int y1, int cp, int rows, int wp,
+                                                                  uint32_t *masks, float *xpad)
+{
+	const int plane = g->h * g->w;
+	int64_t nz = 0;
+
+	for (int c = 0; c < g->c; c++) {
+		float *xc = xpad + (int64_t)c * rows * wp;
+
+		for (int y = y0; y < y1; y++) {
+			const int ih = y - g->pad;
+			float *xr = xc + (int64_t)(y - y0) * wp;
+			uint32_t bits = 0;
+
+			if (ih >= 0 && ih < g->h)
+				bits = act_row_avx512(in_sample + (int64_t)c * plane +
+				                              (int64_t)ih * g->w,
+				                      g->w, g->pad, wp, xr);
+			else
+				act_row_avx512(in_sample, 0, 0, wp, xr); /* zeros, nothing read */
+			masks[(int64_t)(y - y0) * cp + c] = bits;
+			nz += __builtin_popcount(bits);
+		}
+	}
+	return nz;
 }
 #endif
 
@@ -1191,6 +1225,14 @@ double mime_gemm_act_density(const struct mime_gemm_arch *a, const struct mime_c
 	h->wp = wp;
 	h->cp = cp;
 	memset(masks, 0, sizeof(uint32_t) * (size_t)cp * h->rows);
+	for (int y = y0; y < y1; y++)
+		n += y - g->pad >= 0 && y - g->pad < g->h ? (int64_t)g->c * g->w : 0;
+#ifdef MIME_X86
+	if (a->simd == MIME_SIMD_AVX512) {
+		nz = act_rows_avx512(g, in_sample, y0, y1, cp, h->rows, wp, masks, xpad);
+		goto slack;
+	}
+#endif
 	for (int c = 0; c < g->c; c++) {
 		float *xc = xpad + (int64_t)c * h->rows * wp;
 
@@ -1203,14 +1245,6 @@ double mime_gemm_act_density(const struct mime_gemm_arch *a, const struct mime_c
 				memset(xr, 0, sizeof(float) * wp);
 				continue;
 			}
-			n += g->w;
-#ifdef MIME_X86
-			if (a->simd == MIME_SIMD_AVX512) {
-				bits = act_row_avx512(in_sample + (int64_t)c * plane +
-				                              (int64_t)ih * g->w,
-				                      g->w, g->pad, wp, xr);
-			} else
-#endif
 			{
 				const float *row =
 					in_sample + (int64_t)c * plane + (int64_t)ih * g->w;
@@ -1226,6 +1260,9 @@ double mime_gemm_act_density(const struct mime_gemm_arch *a, const struct mime_c
 			nz += __builtin_popcount(bits);
 		}
 	}
+#ifdef MIME_X86
+slack:
+#endif
 	/* The slack the last short group reads past the copy (values never used). */
 	for (int i = 0; i < ACT_NP + 64; i++)
 		xpad[(int64_t)g->c * h->rows * wp + i] = 0.0f;
