@@ -1511,6 +1511,52 @@ static void act_neon(int n, const int32_t *woffs, const int32_t *xoffs, const fl
 }
 #endif
 
+#ifdef MIME_X86
+/* tile[k][j] = acc[j][k] (tile rows of 32) for k < kv and j < jn rounded up to 16, in 16 x 16
+ * blocks through registers. Rows of acc past jn hold whatever they held: their columns of the
+ * tile are past jn, which the epilogue never reads. */
+__attribute__((target("avx512f"))) static void act_transpose_avx512(const float *acc, int kv,
+                                                                    int jn, float *tile)
+{
+	for (int j0 = 0; j0 < jn; j0 += 16)
+		for (int k0 = 0; k0 < kv; k0 += 16) {
+			__m512 r[16], t[16];
+
+			for (int i = 0; i < 16; i++)
+				r[i] = _mm512_loadu_ps(acc + (int64_t)(j0 + i) * kv + k0);
+			/* 2 x 2 blocks of floats, then of pairs, then of 128-bit quads. */
+			for (int i = 0; i < 16; i += 2) {
+				t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+				t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+			}
+			for (int i = 0; i < 16; i += 4) {
+				r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(
+					_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+				r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(
+					_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+				r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(
+					_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+				r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(
+					_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+			}
+			/* r[4q + m] holds, in 128-bit lane L, rows 4q..4q+3 at column 4L + m */
+			for (int m = 0; m < 4; m++) {
+				const __m512 a0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x44);
+				const __m512 a1 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xee);
+				const __m512 b0 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x44);
+				const __m512 b1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xee);
+
+				t[m] = _mm512_shuffle_f32x4(a0, b0, 0x88);      /* column m */
+				t[4 + m] = _mm512_shuffle_f32x4(a0, b0, 0xdd);  /* column 4 + m */
+				t[8 + m] = _mm512_shuffle_f32x4(a1, b1, 0x88);  /* column 8 + m */
+				t[12 + m] = _mm512_shuffle_f32x4(a1, b1, 0xdd); /* column 12 + m */
+			}
+			for (int i = 0; i < 16; i++)
+				_mm512_store_ps(tile + (int64_t)(k0 + i) * 32 + j0, t[i]);
+		}
+}
+#endif
+
 int64_t mime_gemm_conv_act(const struct mime_gemm_arch *a, const struct mime_gemm_tweights *t,
                            const struct mime_conv_geom *g, const float *in_sample, int p0, int np,
                            int P, const float *bias, const struct mime_mask_ref *mask,
@@ -1576,9 +1622,14 @@ int64_t mime_gemm_conv_act(const struct mime_gemm_arch *a, const struct mime_gem
 			j += gn;
 		}
 		/* [pixel][kernel] -> [kernel][pixel], then the dense path's epilogue. */
-		for (int k = 0; k < K; k++)
-			for (int j = 0; j < jn; j++)
-				tile[(int64_t)k * nr + j] = acc[(int64_t)j * kv + k];
+#ifdef MIME_X86
+		if (a->simd == MIME_SIMD_AVX512)
+			act_transpose_avx512(acc, kv, jn, tile);
+		else
+#endif
+			for (int k = 0; k < K; k++)
+				for (int j = 0; j < jn; j++)
+					tile[(int64_t)k * nr + j] = acc[(int64_t)j * kv + k];
 		zeros += tile_epilogue(a, tile, K, jn, 0, j0, p0, P, bias, mask, apply_mask,
 		                       out_sample);
 	}
