@@ -42,6 +42,18 @@
 /* AUTO's density threshold: below it the input-sparse form is faster than the dense packed
  * GEMM (measured: bench/bench_sparse, bench/RESULTS.md "Zero activations"). */
 #define ACT_MAX_DENSITY_DEFAULT 0.75
+/* Masked W^T kept per conv layer for fine-grain masks seen (the phases are nested and few:
+ * the demo bundle has 2 fine phases); the least recently used is rebuilt on a miss. */
+#define FINE_TW_SLOTS 4
+
+/* W^T of one fine-grain mask of a layer: built once, on the first entry with that mask at
+ * that size, so a later fine switch only finds it (a comparison of the mask's bytes). */
+struct fine_tw {
+	struct mime_gemm_tweights tw; /* masked W^T (owned) */
+	uint8_t *keep;                /* copy of the mask, [ceil(K / wuv)][CRS] (owned) */
+	int K, CRS, wuv;              /* what it was built for; K = 0: empty */
+	uint64_t used;                /* last use (LRU) */
+};
 
 struct layer_plan {
 	const struct mime_layer_spec *spec;
@@ -60,6 +72,9 @@ struct layer_plan {
 	int act_now;                  /* this phase runs input-sparse chunks */
 	int sparse;                   /* gw drops all-zero panel columns */
 	struct mime_conv_geom geom;
+
+	struct fine_tw fine[FINE_TW_SLOTS];      /* masked W^T of fine masks (act only) */
+	const struct mime_gemm_tweights *tw_run; /* the W^T this phase runs (act_now) */
 };
 
 struct thread_scratch {
@@ -85,6 +100,7 @@ struct mime_engine {
 	int group;              /* samples a thread takes through the whole network at a time */
 	double act_max_density; /* see struct mime_engine_config */
 	size_t act_floats, plan_bytes, base_bytes; /* base: buffers, without packed weights */
+	uint64_t fine_clock;                       /* LRU clock of the fine W^T slots */
 	float *act[2];
 	float *logits;
 	int64_t *zeros;              /* [max_batch, n_masked] */
@@ -148,7 +164,7 @@ static void conv_range(struct mime_engine *e, int tid, const struct layer_plan *
 		if (lp->act_now && (mime_gemm_act_density(&e->arch, g, in_n, (int)p0, nc,
 		                                          ts->act) <= e->act_max_density ||
 		                    e->cfg.act_skip == MIME_ACT_SKIP_ALWAYS)) {
-			z = mime_gemm_conv_act(&e->arch, &lp->tw, g, in_n, (int)p0, nc, (int)P,
+			z = mime_gemm_conv_act(&e->arch, lp->tw_run, g, in_n, (int)p0, nc, (int)P,
 			                       lp->b, mask_of(e, li, sbase + (int)n), apply,
 			                       out + n * g->k * P, ts->act);
 		} else if (e->cfg.conv == MIME_CONV_PACKED) {
@@ -521,6 +537,17 @@ static int alloc_plan(struct mime_engine *e)
 			if (mime_gemm_tweights_init(&lp->tw, lp->spec->out, (int)lp->lda,
 			                            lp->geom.r * lp->geom.s) < 0)
 				return -ENOMEM;
+			/* Address space for the fine masks' W^T (pages come with a build) and
+			 * room for a copy of a mask (wuv >= 1: at most K x CRS flags). */
+			for (int f = 0; f < FINE_TW_SLOTS; f++) {
+				if (mime_gemm_tweights_init(&lp->fine[f].tw, lp->spec->out,
+				                            (int)lp->lda,
+				                            lp->geom.r * lp->geom.s) < 0)
+					return -ENOMEM;
+				lp->fine[f].keep = calloc((size_t)lp->spec->out, (size_t)lp->lda);
+				if (!lp->fine[f].keep)
+					return -ENOMEM;
+			}
 			lp->act = 1;
 		}
 	}
@@ -581,6 +608,10 @@ void mime_engine_destroy(struct mime_engine *e)
 	for (int i = 0; i < e->n_layers; i++) {
 		mime_gemm_weights_free(&e->L[i].gw);
 		mime_gemm_tweights_free(&e->L[i].tw);
+		for (int f = 0; f < FINE_TW_SLOTS; f++) {
+			mime_gemm_tweights_free(&e->L[i].fine[f].tw);
+			free(e->L[i].fine[f].keep);
+		}
 	}
 	free(e->masks);
 	free(e->zeros);
@@ -819,6 +850,38 @@ static void release_packed_sources(struct mime_engine *e)
 	}
 }
 
+/* The masked W^T of layer lp under keep (its packing gw already selected with keep): the slot
+ * built for that mask at this size, else the least recently used slot rebuilt from gw (the
+ * columns gw runs; no model weight is read). NULL when the build fails (it cannot: sizes
+ * were checked). */
+static const struct mime_gemm_tweights *fine_tw(struct mime_engine *e, struct layer_plan *lp,
+                                                const uint8_t *keep, int wuv)
+{
+	const int K = lp->gw.K, CRS = lp->gw.CRS;
+	const size_t n = mime_phase_mask_groups(K, CRS, wuv);
+	struct fine_tw *f = NULL;
+
+	for (int i = 0; i < FINE_TW_SLOTS; i++) {
+		struct fine_tw *s = &lp->fine[i];
+
+		if (s->K == K && s->CRS == CRS && s->wuv == wuv && memcmp(s->keep, keep, n) == 0) {
+			s->used = ++e->fine_clock;
+			return &s->tw;
+		}
+		if (!f || s->used < f->used)
+			f = s;
+	}
+	f->K = 0;
+	if (mime_gemm_tweights_build(&f->tw, &lp->gw) < 0)
+		return NULL;
+	memcpy(f->keep, keep, n);
+	f->K = K;
+	f->CRS = CRS;
+	f->wuv = wuv;
+	f->used = ++e->fine_clock;
+	return &f->tw;
+}
+
 int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
                           const struct mime_task_params *tasks, struct mime_errinfo *ei)
 {
@@ -928,12 +991,24 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 		(void)r;
 		lp->sparse = lp->gw.form != MIME_GEMM_DENSE;
 		packed += mime_gemm_weights_bytes(&lp->gw);
-		/* Input-sparse while the layer has no fine-grain mask: with one, the indexed
-		 * packing already skips the pruned groups, and keeping W^T masked would make
-		 * every fine switch rewrite it (hundreds of microseconds instead of a few). */
-		lp->act_now = lp->act && lp->tw_valid && !keep;
-		if (lp->act) /* resident whether this phase uses it or not */
+		/* Input-sparse from the unmasked W^T without a fine-grain mask; with one, from
+		 * that mask's W^T, built on its first entry and kept (rewriting one W^T at
+		 * every fine switch cost hundreds of microseconds; finding the kept one costs
+		 * a comparison of the mask). Compact packings (W_uv not a multiple of MR) run
+		 * dense. */
+		lp->tw_run = NULL;
+		if (lp->act && lp->tw_valid)
+			lp->tw_run = keep ? fine_tw(e, lp, keep, ph->wuv) : &lp->tw;
+		lp->act_now = lp->tw_run != NULL;
+		if (lp->act) { /* resident whether this phase uses them or not */
 			packed += mime_gemm_tweights_bytes(&lp->tw);
+			for (int f = 0; f < FINE_TW_SLOTS; f++)
+				if (lp->fine[f].K) /* built: its W^T and the mask's copy */
+					packed += mime_gemm_tweights_bytes(&lp->fine[f].tw) +
+					          mime_phase_mask_groups(lp->fine[f].K,
+					                                 lp->fine[f].CRS,
+					                                 lp->fine[f].wuv);
+		}
 	}
 	e->phase.wuv = ph->wuv;
 	if (repacked)

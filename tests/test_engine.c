@@ -694,7 +694,13 @@ static void test_engine_set_phase_equals_sliced_network(void **state)
 	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
 	assert_memory_equal(r1.logits, r2.logits, sizeof(float) * 4 * r1.max_classes);
 
-	/* Back to the whole parent. */
+	/* Back to the whole parent: the fine mask's W^T (the input-sparse form) stays kept and
+	 * counted; entering the phase again builds nothing more. */
+	assert_int_equal(mime_engine_set_phase(e, NULL, NULL, &ei), 0);
+	assert_true(mime_engine_plan_bytes(e) > full_bytes);
+	full_bytes = mime_engine_plan_bytes(e);
+	ph.layer[0].k_active = ka[0];
+	assert_int_equal(mime_engine_set_phase(e, &ph, sub.tasks, &ei), 0);
 	assert_int_equal(mime_engine_set_phase(e, NULL, NULL, &ei), 0);
 	assert_int_equal(mime_engine_plan_bytes(e), full_bytes);
 	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
@@ -817,6 +823,10 @@ static void test_engine_fine_switch_equals_direct_entry(void **state)
 		forward_into(sw, in, tasks, l2, z2);
 		assert_memory_equal(l1, l2, sizeof(l1));
 		assert_memory_equal(z1, z2, sizeof(z1));
+		/* sw also keeps B's masked W^T: the same once direct has seen B. */
+		assert_int_equal(mime_engine_set_phase(direct, &pb, NULL, NULL), 0);
+		assert_int_equal(mime_engine_set_phase(direct, &pa, NULL, NULL), 0);
+		bytes_direct = mime_engine_plan_bytes(direct);
 		assert_int_equal(mime_engine_plan_bytes(sw), bytes_direct);
 		assert_int_equal(mime_engine_set_phase(compact, &psmall, NULL, NULL), 0);
 		forward_into(compact, in, tasks, l3, z3);
@@ -853,9 +863,11 @@ static void test_engine_fine_switch_equals_direct_entry(void **state)
  * machine, at 1 and 2 threads, batch 1 and a batch mixing three tasks (per-element,
  * per-channel thresholds, ReLU), engines that never skip (OFF), skip where it pays (AUTO)
  * and skip wherever they can (ALWAYS) give bit for bit the same logits and zero counts, in
- * the whole parent and through phases: a coarse one, a fine one entered from it, a fine
- * switch to another mask and back, the parent again. Inputs half zeros, thresholds that
- * zero most outputs (as MIME's do). */
+ * the whole parent and through phases: a coarse one, a fine one entered from it (a coarse
+ * step into a fine mask), fine switches to other masks and back (the masked W^T kept per
+ * mask found again), more masks of one size than the engine keeps (rebuilt), a fine mask
+ * on the whole parent entered from the parent and left to it, the parent again. Inputs
+ * half zeros, thresholds that zero most outputs (as MIME's do). */
 static void test_engine_act_skip_bit_equal(void **state)
 {
 	static const int simds[3] = {MIME_SIMD_SCALAR, MIME_SIMD_AVX2, MIME_SIMD_AVX512};
@@ -894,23 +906,33 @@ static void test_engine_act_skip_bit_equal(void **state)
 			in[i] = 0.0f;
 	for (int si = 0; si < 3; si++) {
 		struct mime_gemm_arch arch;
-		struct mime_phase pa = {0}, pb = {0}, pc = {0};
-		uint8_t *keep_a[3], *keep_b[3];
-		const struct mime_phase *seq[6] = {NULL, &pc, &pa, &pb, &pa, NULL};
+		enum { NK = 6, NSEQ = 21 };
+		struct mime_phase pk[NK] = {0}, pc = {0}, pd = {0};
+		uint8_t *keep_k[NK][3], *keep_d[3];
+		const int kd[3] = {40, 37, 24}, crs_d[3] = {3 * 9, 40 * 9, 37 * 9};
+		const struct mime_phase *seq[NSEQ] = {
+			NULL,   &pc,    &pk[0], &pk[1], &pk[0], &pd,    NULL,
+			&pd,    &pk[2], &pk[3], &pk[4], &pk[5], &pk[0], &pk[5],
+			&pk[1], &pc,    &pk[1], &pd,    &pk[3], &pk[2], NULL};
 
 		if (!mime_gemm_arch_supported(simds[si]))
 			continue;
 		mime_gemm_arch_select(simds[si], &arch);
-		pa.wuv = pb.wuv = 2 * arch.mr; /* whole panel columns: fine switches select */
+		pd.wuv = 2 * arch.mr; /* whole panel columns: fine switches select */
+		for (int f = 0; f < NK; f++)
+			pk[f].wuv = pd.wuv;
 		for (int i = 0; i < g.n_layers; i++) {
-			pa.layer[i].k_active = pb.layer[i].k_active = ka[i];
+			for (int f = 0; f < NK; f++)
+				pk[f].layer[i].k_active = ka[i];
 			pc.layer[i].k_active = ka[i] ? ka[i] - 5 : 0;
 		}
 		for (int m = 0; m < 3; m++) {
-			keep_a[m] = random_groups(&rng, ka[masked[m]], crs[m], pa.wuv);
-			keep_b[m] = random_groups(&rng, ka[masked[m]], crs[m], pa.wuv);
-			pa.layer[masked[m]].keep = keep_a[m];
-			pb.layer[masked[m]].keep = keep_b[m];
+			for (int f = 0; f < NK; f++) {
+				keep_k[f][m] = random_groups(&rng, ka[masked[m]], crs[m], pd.wuv);
+				pk[f].layer[masked[m]].keep = keep_k[f][m];
+			}
+			keep_d[m] = random_groups(&rng, kd[m], crs_d[m], pd.wuv);
+			pd.layer[masked[m]].keep = keep_d[m];
 		}
 		for (int threads = 1; threads <= 2; threads++)
 			for (int batch = 1; batch <= 5; batch += 4) {
@@ -928,7 +950,7 @@ static void test_engine_act_skip_bit_equal(void **state)
 					assert_int_equal(
 						mime_engine_create(&n.m, &cfg, &e[k], NULL), 0);
 				}
-				for (int step = 0; step < 6; step++)
+				for (int step = 0; step < NSEQ; step++)
 					for (int k = 0; k < 3; k++) {
 						struct mime_engine_result r;
 
@@ -956,8 +978,9 @@ static void test_engine_act_skip_bit_equal(void **state)
 					mime_engine_destroy(e[k]);
 			}
 		for (int m = 0; m < 3; m++) {
-			free(keep_a[m]);
-			free(keep_b[m]);
+			for (int f = 0; f < NK; f++)
+				free(keep_k[f][m]);
+			free(keep_d[m]);
 		}
 	}
 	free(in);
