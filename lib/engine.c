@@ -44,7 +44,7 @@
 #define ACT_MAX_DENSITY_DEFAULT 0.75
 /* Masked W^T kept per conv layer for fine-grain masks seen (the phases are nested and few:
  * the demo bundle has 2 fine phases); the least recently used is rebuilt on a miss. */
-#define FINE_TW_SLOTS 4
+#define FINE_TW_SLOTS 2
 
 /* W^T of one fine-grain mask of a layer: built once, on the first entry with that mask at
  * that size, so a later fine switch only finds it (a comparison of the mask's bytes). */
