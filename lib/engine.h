@@ -29,11 +29,13 @@ enum mime_conv_impl {
 /* Zero activations (issue 5): the thresholds (and ReLU) leave most of a conv layer's input
  * at 0. On the packed path a conv chunk whose input (the rows its pixels read) has at most
  * act_max_density nonzero values runs in the input-sparse form of lib/gemm, which skips
- * them (results bit for bit those of the dense path); others run dense, and so do layers
- * under a fine-grain phase mask and geometries the form does not handle (stride > 1, R*S >
- * 16, padded rows over 32 pixels). The decision is per chunk of pixels of one sample, from
- * that sample's input only. Skipping costs W^T per conv layer (about the packed weights
- * again, see mime_engine_plan_bytes); OFF allocates none. */
+ * them (results bit for bit those of the dense path); others run dense, and so do
+ * geometries the form does not handle (stride > 1, R*S > 16, padded rows over 32 pixels)
+ * and fine-grain masks whose wuv is not a multiple of MR. The decision is per chunk of
+ * pixels of one sample, from that sample's input only. Skipping costs W^T per conv layer
+ * (about the packed weights again) and, under a fine-grain mask, a masked W^T built on the
+ * mask's first entry and kept for later fine switches (up to 2 per layer, resident once
+ * built; see mime_engine_plan_bytes); OFF allocates none. */
 enum mime_act_skip {
 	MIME_ACT_SKIP_AUTO,   /* skip where the density says it pays (the default) */
 	MIME_ACT_SKIP_OFF,    /* always dense */
@@ -76,7 +78,8 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
                         struct mime_engine_result *ret_result);
 
 const struct mime_model *mime_engine_model(const struct mime_engine *e);
-/* Bytes the plan holds (activations, scratch, packed weights). */
+/* Bytes the plan holds (activations, scratch, packed weights, the input-sparse form's W^T
+ * and the masked W^T kept for fine-grain masks entered so far). */
 size_t mime_engine_plan_bytes(const struct mime_engine *e);
 /* Multiply-accumulates of one sample's forward through the current phase's sub-network and
  * its head. */

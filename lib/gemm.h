@@ -182,8 +182,8 @@ int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gem
  * built or updated from, its values unchanged: rewrites only the columns whose selection
  * changed (a comparison of panels x CRS flags, then the columns that differ). w must be dense
  * or indexed with t's K and CRS; -EINVAL otherwise (then build). Still hundreds of
- * microseconds when half the groups change (VGG-7 half), so the engine does not use it: its
- * layers under a fine mask run dense and keep W^T unmasked. */
+ * microseconds when half the groups change (VGG-7 half), so the engine does not use it: it
+ * builds a W^T per fine mask once and keeps it (lib/engine.c). */
 int mime_gemm_tweights_update(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w);
 void mime_gemm_tweights_free(struct mime_gemm_tweights *t); /* {0} is fine */
 /* Bytes held: the largest build so far (kept resident) and the live flags. */
