@@ -12,7 +12,7 @@
 #     -> + baselines: full fine-tune (conventional/<task>/*) and head-only (headonly/<task>/*)
 #        for mnist and digits; the parent itself is fmnist's conventional model
 #     -> + every task's head and thresholds per phase (`mime-train phase-tasks`)
-#     -> every task's tensors stored as F16 (`mime-train bundle half`; HALF=0: F32)
+#     -> (HALF=1) every task's tensors stored as F16 (`mime-train bundle half`)
 #   = models/demo.mime, then every task evaluated through the engine in every mode, and
 #     sample PNGs in models/samples/<task>/.
 #
@@ -29,8 +29,10 @@
 #   WORK=out/demo  EPOCHS=20  THREADS=2  SEED=1
 #   FMNIST_EPOCHS=3  FMNIST_LIMIT=0  (the fmnist thresholds: epochs, and training images,
 #             0 = all 60,000: 3 epochs of 54,000 are more steps than 20 of mnist's 7,200)
-#   HALF=1  (the last step: every task's head and thresholds stored as F16,
-#             `mime-train bundle half`; 0 keeps them F32)
+#   HALF=0  (1: a last step stores every task's head and thresholds as F16, `mime-train
+#             bundle half`: half the bytes per task on disk, but mimed decodes them to F32
+#             in memory for every phase it prepares, which costs more RAM than the F32
+#             file pages it reads; so the shipped bundle keeps F32)
 #   VAL=10%  (--val of every trained step: held out of its training images, stratified;
 #             the epoch with the best validation accuracy is kept, for MIME and baselines)
 #   LIMIT=0  (training images for mnist and digits, every mode; 0 = all: a quick smoke run
@@ -55,7 +57,7 @@ EPOCHS=${EPOCHS:-20}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
 FMNIST_EPOCHS=${FMNIST_EPOCHS:-3}
-HALF=${HALF:-1}
+HALF=${HALF:-0}
 FMNIST_LIMIT=${FMNIST_LIMIT:-0}
 VAL=${VAL:-10%}
 LIMIT=${LIMIT:-0}
