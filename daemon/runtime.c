@@ -159,7 +159,8 @@ static int conv_model(struct mimed_runtime *rt, int t, struct mime_errinfo *ei)
 
 /* The phases clients see (see struct mimed_runtime). With phases: each one's struct
  * mime_phase and task parameters from mime_model_phase(), entered once on worker 0's engine
- * to check it can be and to measure its plan bytes; that engine stays in the last phase.
+ * to check it can be and to measure its plan bytes; that engine stays in the last phase,
+ * trimmed of what the other phases left (mime_engine_trim).
  * Without: one phase, the parent, measured as it is. */
 static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
 {
@@ -211,6 +212,9 @@ static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
 			manifest_bytes >= 0 ? manifest_bytes
 					    : (int64_t)mime_engine_plan_bytes(rt->engines[0]);
 	}
+	/* The check above built the fine masks' W^T on the way (kept for fast fine switches);
+	 * the daemon starts in the top phase and builds them again when a switch needs them. */
+	mime_engine_trim(rt->engines[0]);
 	return 0;
 }
 

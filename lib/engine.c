@@ -1019,6 +1019,31 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 	return 0;
 }
 
+void mime_engine_trim(struct mime_engine *e)
+{
+	size_t freed = 0;
+
+	for (int i = 0; i < e->n_layers; i++) {
+		struct layer_plan *lp = &e->L[i];
+
+		if (!lp->act)
+			continue;
+		for (int f = 0; f < FINE_TW_SLOTS; f++) {
+			struct fine_tw *s = &lp->fine[f];
+
+			if (!s->K || lp->tw_run == &s->tw)
+				continue;
+			/* what mime_engine_set_phase counted for it */
+			freed += mime_gemm_tweights_bytes(&s->tw) +
+			         mime_phase_mask_groups(s->K, s->CRS, s->wuv);
+			mime_gemm_tweights_release(&s->tw);
+			s->K = 0; /* set_phase counts an empty slot as nothing */
+			s->used = 0;
+		}
+	}
+	e->plan_bytes -= freed;
+}
+
 int64_t mime_engine_neurons(const struct mime_engine *e, int k)
 {
 	return k >= 0 && k < e->n_masked ? e->neurons[k] : -1;

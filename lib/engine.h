@@ -81,6 +81,12 @@ const struct mime_model *mime_engine_model(const struct mime_engine *e);
 /* Bytes the plan holds (activations, scratch, packed weights, the input-sparse form's W^T
  * and the masked W^T kept for fine-grain masks entered so far). */
 size_t mime_engine_plan_bytes(const struct mime_engine *e);
+/* Gives back what the engine keeps for phases it is not in: the masked W^T of every
+ * fine-grain mask other than the current phase's (kept so that fine switches stay cheap).
+ * A later entry of such a phase builds its copy again (milliseconds, once). For a caller
+ * that entered many phases once, e.g. to check them, and will mostly stay in one. Not while
+ * a forward runs (the same rule as mime_engine_set_phase). Updates the plan bytes. */
+void mime_engine_trim(struct mime_engine *e);
 /* Multiply-accumulates of one sample's forward through the current phase's sub-network and
  * its head. */
 int64_t mime_engine_macs(const struct mime_engine *e, int task);

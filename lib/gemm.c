@@ -1083,6 +1083,18 @@ void mime_gemm_tweights_free(struct mime_gemm_tweights *t)
 	*t = (struct mime_gemm_tweights){0};
 }
 
+void mime_gemm_tweights_release(struct mime_gemm_tweights *t)
+{
+	if (!t->values)
+		return;
+	if (t->touched)
+		madvise(t->values, round_up(t->touched, page_bytes()),
+		        MADV_DONTNEED); /* advice: errors ignored */
+	t->touched = 0;
+	t->K = 0;
+	t->CRS = 0;
+}
+
 size_t mime_gemm_tweights_bytes(const struct mime_gemm_tweights *t)
 {
 	return t->values ? t->touched + sizeof(uint32_t) * (size_t)(t->CRS_max / t->rs) : 0;

@@ -186,6 +186,9 @@ int mime_gemm_tweights_build(struct mime_gemm_tweights *t, const struct mime_gem
  * builds a W^T per fine mask once and keeps it (lib/engine.c). */
 int mime_gemm_tweights_update(struct mime_gemm_tweights *t, const struct mime_gemm_weights *w);
 void mime_gemm_tweights_free(struct mime_gemm_tweights *t); /* {0} is fine */
+/* Gives the pages of the values back to the system and marks t empty (K = 0, nothing
+ * touched); the storage stays mapped, so a later build just faults pages in again. */
+void mime_gemm_tweights_release(struct mime_gemm_tweights *t);
 /* Bytes held: the largest build so far (kept resident) and the live flags. */
 size_t mime_gemm_tweights_bytes(const struct mime_gemm_tweights *t);
 

@@ -630,7 +630,7 @@ static void test_engine_set_phase_equals_sliced_network(void **state)
 	uint64_t rng = 4;
 	float *in, *full_logits;
 	uint8_t *keep;
-	size_t full_bytes;
+	size_t full_bytes, fresh_bytes;
 	const int ka[6] = {5, 0, 7, 0, 0, 9}; /* conv 8->5, conv 12->7, fc 16->9 */
 
 	(void)state;
@@ -638,7 +638,7 @@ static void test_engine_set_phase_equals_sliced_network(void **state)
 	net_init(&n, &g, 2, gran, classes, 8);
 	in = rand_array(&rng, 4 * 256, 0.0f, 1.0f);
 	assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
-	full_bytes = mime_engine_plan_bytes(e);
+	full_bytes = fresh_bytes = mime_engine_plan_bytes(e);
 	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
 	full_logits = malloc(sizeof(float) * 4 * r1.max_classes);
 	memcpy(full_logits, r1.logits, sizeof(float) * 4 * r1.max_classes);
@@ -705,6 +705,20 @@ static void test_engine_set_phase_equals_sliced_network(void **state)
 	assert_int_equal(mime_engine_plan_bytes(e), full_bytes);
 	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
 	assert_memory_equal(r1.logits, full_logits, sizeof(float) * 4 * r1.max_classes);
+	/* Trimmed: the kept copy is given back, the plan is the fresh engine's again, the
+	 * answers do not change, and entering the phase again builds it anew, same answers. */
+	mime_engine_trim(e);
+	assert_int_equal(mime_engine_plan_bytes(e), fresh_bytes);
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
+	assert_memory_equal(r1.logits, full_logits, sizeof(float) * 4 * r1.max_classes);
+	assert_int_equal(mime_engine_set_phase(e, &ph, sub.tasks, &ei), 0);
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
+	assert_memory_equal(r1.logits, r2.logits, sizeof(float) * 4 * r1.max_classes);
+	mime_engine_trim(e); /* in the phase: its own copy stays */
+	assert_int_equal(mime_engine_forward(e, 4, in, tasks, &r1), 0);
+	assert_memory_equal(r1.logits, r2.logits, sizeof(float) * 4 * r1.max_classes);
+	assert_int_equal(mime_engine_set_phase(e, NULL, NULL, &ei), 0);
+	assert_int_equal(mime_engine_plan_bytes(e), full_bytes);
 	mime_engine_destroy(e);
 	mime_engine_destroy(es);
 	free(keep);
