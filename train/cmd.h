@@ -3,6 +3,8 @@
  * returns the process exit code: 0 ok, 1 failure (message on stderr), 2 usage error. */
 #pragma once
 
+#include <jansson.h>
+
 int mimetrain_cmd_parent(int argc, char **argv);
 int mimetrain_cmd_bundle(int argc, char **argv); /* inspect | verify | import */
 int mimetrain_cmd_eval(int argc, char **argv);
@@ -18,3 +20,9 @@ int mimetrain_cmd_report(int argc, char **argv);         /* models/REPORT.md and
 /* The body of thresholds and finetune (cmd_thresholds.c); mode is an enum mimetrain_mode
  * (train/mime.h): MIME, or fine-tune (--head-only switches to head-only). */
 int mimetrain_learn_task(int argc, char **argv, int mode);
+
+/* The bundle provenance old (JSON text; NULL or not an object: a new one) with steps +=
+ * {command: ["mime-train", sub (when not NULL), argv...], date}; *ret_step (may be NULL)
+ * borrows the new step, for the caller to add to. Returns the object (the caller's). */
+json_t *mimetrain_provenance_add_step(const char *old, const char *sub, int argc, char **argv,
+                                      json_t **ret_step);

@@ -676,36 +676,6 @@ out_desc:
 	return ret;
 }
 
-/* provenance.steps += {command, date} (the other keys kept). */
-static char *provenance_step(const char *old, int argc, char **argv)
-{
-	json_t *p = old ? json_loads(old, 0, NULL) : NULL, *steps, *cmd = json_array();
-	char date[32];
-	time_t now = time(NULL);
-	struct tm tm;
-	char *s;
-
-	if (!json_is_object(p)) {
-		json_decref(p);
-		p = json_object();
-	}
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	json_array_append_new(cmd, json_string("mime-train"));
-	json_array_append_new(cmd, json_string("bundle"));
-	for (int i = 0; i < argc; i++)
-		json_array_append_new(cmd, json_string(argv[i]));
-	steps = json_object_get(p, "steps");
-	if (!json_is_array(steps)) {
-		steps = json_array();
-		json_object_set_new(p, "steps", steps);
-	}
-	json_array_append_new(steps, json_pack("{s:o, s:s}", "command", cmd, "date", date));
-	s = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
-	return s;
-}
-
 static int cmd_half(int argc, char **argv)
 {
 	struct mime_errinfo ei = {0};
@@ -785,8 +755,11 @@ static int cmd_half(int argc, char **argv)
 		n_conv++;
 	}
 	if (r == 0) {
-		char *prov = provenance_step(m.provenance_json, argc, argv);
+		json_t *p = mimetrain_provenance_add_step(m.provenance_json, "bundle", argc, argv,
+		                                          NULL);
+		char *prov = json_dumps(p, JSON_COMPACT);
 
+		json_decref(p);
 		free(m.provenance_json);
 		m.provenance_json = prov;
 		r = mime_bundle_writer_write(w, &m, out, &ei);

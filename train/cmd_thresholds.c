@@ -429,16 +429,14 @@ static json_t *result_json(const struct learn_opts *o, const struct mime_graph *
 	return r;
 }
 
-/* provenance.steps += step; baselines go to provenance.baselines.<task>.<kind> too. */
-static char *new_provenance(const char *old, int argc, char **argv, const struct learn_opts *o,
-                            json_t *result)
+json_t *mimetrain_provenance_add_step(const char *old, const char *sub, int argc, char **argv,
+                                      json_t **ret_step)
 {
-	json_t *p = old ? json_loads(old, 0, NULL) : json_object(), *steps, *cmd = json_array();
+	json_t *p = old ? json_loads(old, 0, NULL) : NULL, *steps, *cmd = json_array();
 	json_t *step = json_object();
 	char date[32];
 	time_t now = time(NULL);
 	struct tm tm;
-	char *s;
 
 	if (!json_is_object(p)) {
 		json_decref(p);
@@ -447,17 +445,31 @@ static char *new_provenance(const char *old, int argc, char **argv, const struct
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	json_array_append_new(cmd, json_string("mime-train"));
+	if (sub)
+		json_array_append_new(cmd, json_string(sub));
 	for (int i = 0; i < argc; i++)
 		json_array_append_new(cmd, json_string(argv[i]));
 	json_object_set_new(step, "command", cmd);
 	json_object_set_new(step, "date", json_string(date));
-	json_object_set(step, "result", result);
 	steps = json_object_get(p, "steps");
 	if (!json_is_array(steps)) {
 		steps = json_array();
 		json_object_set_new(p, "steps", steps);
 	}
 	json_array_append_new(steps, step);
+	if (ret_step)
+		*ret_step = step;
+	return p;
+}
+
+/* provenance.steps += step; baselines go to provenance.baselines.<task>.<kind> too. */
+static char *new_provenance(const char *old, int argc, char **argv, const struct learn_opts *o,
+                            json_t *result)
+{
+	json_t *step, *p = mimetrain_provenance_add_step(old, NULL, argc, argv, &step);
+	char *s;
+
+	json_object_set(step, "result", result);
 	if (o->cfg.mode != MIMETRAIN_MODE_MIME) {
 		json_t *bl = json_object_get(p, "baselines"), *bt;
 

@@ -496,7 +496,7 @@ static void clamp_thresholds(struct mimetrain_mime *m)
 }
 
 /* Accuracy and mean loss of the net as it is now on set (no training state kept). */
-static void val_measure(struct mimetrain_mime *m, const struct mimetrain_taskset *set, float *x,
+static void val_measure(struct mimetrain_mime *m, const struct mimetrain_taskset *set,
                         double *ret_acc, double *ret_loss)
 {
 	const size_t isz = (size_t)set->c * (size_t)set->h * (size_t)set->w;
@@ -507,8 +507,7 @@ static void val_measure(struct mimetrain_mime *m, const struct mimetrain_taskset
 		const int n = set->n - i0 < m->cfg.batch ? set->n - i0 : m->cfg.batch;
 		int correct;
 
-		memcpy(x, set->x + isz * (size_t)i0, sizeof(float) * isz * (size_t)n);
-		mimetrain_net_forward(m->net, x, n, 0);
+		mimetrain_net_forward(m->net, set->x + isz * (size_t)i0, n, 0);
 		loss += mimetrain_net_loss(m->net, set->y + i0, &correct) * n;
 		hits += correct;
 	}
@@ -670,7 +669,7 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 		if (val) {
 			double acc, loss;
 
-			val_measure(m, val, x, &acc, &loss);
+			val_measure(m, val, &acc, &loss);
 			if (epoch < MIMETRAIN_VAL_CURVE) {
 				rep.val_acc[epoch] = acc;
 				rep.val_loss[epoch] = loss;
