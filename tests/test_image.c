@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <math.h>
 #include <png.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -646,6 +647,64 @@ static void test_image_preprocess_identity(void **state)
 	expect_floats(out, want, 18, 0);
 }
 
+/* The preprocessing of an image that needs no resampling, written out: output (c, y, x) is
+ * ((invert ? 1 - v : v) - mean) / std of source pixel (y - y0, x - x0), v its channel c or
+ * the gray mix of its RGB computed in double, or the background (invert) outside. */
+static void preprocess_no_resample_ref(const struct mime_image *img,
+                                       const struct mime_input_spec *s, int x0, int y0, float *want)
+{
+	for (int y = 0; y < s->height; y++)
+		for (int x = 0; x < s->width; x++) {
+			const bool in =
+				y >= y0 && y < y0 + img->height && x >= x0 && x < x0 + img->width;
+			double acc[3] = {s->invert, s->invert, s->invert};
+
+			for (int c = 0; in && c < 3; c++)
+				acc[c] = img->pixels[((y - y0) * img->width + (x - x0)) *
+				                             img->channels +
+				                     (img->channels == 3 ? c : 0)];
+			for (int c = 0; c < s->channels; c++) {
+				float v = in && s->channels == 1 && img->channels == 3
+				                  ? (float)(0.299 * acc[0] + 0.587 * acc[1] +
+				                            0.114 * acc[2])
+				                  : (float)acc[c];
+				float t = s->invert ? 1.0f - v : v;
+
+				want[(c * s->height + y) * s->width + x] =
+					(t - s->mean[c]) / s->std[c];
+			}
+		}
+}
+
+/* No resampling (the image has the size it takes in the output, padded or not): bit for
+ * bit the formula above, over channel combinations, invert, mean and std, padding, and
+ * pixels outside [0, 1]. */
+static void test_image_preprocess_no_resample_exact(void **state)
+{
+	enum { W = 7, H = 4, OH = 9 };
+	float px[W * H * 3], out[3 * OH * W], want[3 * OH * W];
+	uint64_t rng = 21;
+
+	(void)state;
+	for (int i = 0; i < W * H * 3; i++)
+		px[i] = mime_test_uniform(&rng, -0.5, 1.5);
+	for (int k = 0; k < 16; k++) {
+		const int ic = k & 1 ? 3 : 1, oc = k & 2 ? 3 : 1, pad = (k >> 3) & 1;
+		struct mime_image img = image_of(W, H, ic, px);
+		struct mime_input_spec s = {oc,
+		                            pad ? OH : H,
+		                            W,
+		                            pad ? MIME_FIT_PAD : MIME_FIT_STRETCH,
+		                            (k >> 2) & 1,
+		                            {0.25f, -0.5f, 0.125f},
+		                            {0.3f, 2.0f, 0.7f}};
+
+		preprocess_no_resample_ref(&img, &s, 0, (s.height - H) / 2, want);
+		assert_int_equal(mime_image_preprocess(&img, &s, out, NULL), 0);
+		assert_memory_equal(out, want, sizeof(float) * oc * s.height * W);
+	}
+}
+
 static void test_image_preprocess_bilinear(void **state)
 {
 	/* 2x2 -> 4x4, centers aligned: source x = (i + 0.5) / 2 - 0.5 = -.25 .25 .75 1.25,
@@ -830,6 +889,7 @@ int main(void)
 		cmocka_unit_test(test_image_png_write_rejects_bad_args),
 		cmocka_unit_test(test_image_load_rejects_big_and_missing),
 		cmocka_unit_test(test_image_preprocess_identity),
+		cmocka_unit_test(test_image_preprocess_no_resample_exact),
 		cmocka_unit_test(test_image_preprocess_bilinear),
 		cmocka_unit_test(test_image_preprocess_area_when_shrinking),
 		cmocka_unit_test(test_image_preprocess_pad_centers),
