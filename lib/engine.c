@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/kernels.h"
@@ -121,7 +122,10 @@ struct mime_engine {
 	pthread_cond_t go, done;
 	atomic_uint generation; /* written under lock; read by spinning workers */
 	atomic_int pending;     /* jobs still running; the last one signals done under lock */
-	int stop;               /* guarded by lock */
+	atomic_int next_sample; /* sample-parallel job: the first sample nobody took yet */
+	atomic_int sleeping;    /* workers waiting on go (changed under lock) */
+	atomic_uint_fast64_t awake_until; /* CLOCK_MONOTONIC ns: mime_engine_prepare's window */
+	int stop;                         /* guarded by lock */
 };
 
 static void *xaligned(size_t n_bytes)
@@ -285,14 +289,26 @@ static void run_job(struct mime_engine *e, int tid, int T)
 	const int B = e->job.batch;
 
 	if (!lp) {
-		/* Sample-parallel: contiguous sample ranges, whole network, one join. Each
-		 * range goes through the network a few samples at a time, so that a layer's
-		 * output is still in cache when the next layer reads it. */
-		const int s1 = (int)((int64_t)B * (tid + 1) / T);
+		/* Sample-parallel: whole network, one join. Each thread takes the next few
+		 * samples nobody has taken (up to a group, so that a layer's output is still in
+		 * cache when the next layer reads it; fewer near the end, so the threads finish
+		 * together) until none is left: a thread that was preempted or started late
+		 * (a loaded machine) takes fewer instead of holding up the join. Who runs a
+		 * sample changes nothing in its result (its own slice of the buffers, the same
+		 * chunks and kernels). */
+		for (;;) {
+			int s = atomic_load(&e->next_sample), n;
 
-		for (int s = (int)((int64_t)B * tid / T); s < s1; s += e->group)
-			samples_range(e, tid, e->job.in, s, s + e->group < s1 ? s + e->group : s1);
-		return;
+			do {
+				const int left = B - s;
+
+				if (left <= 0)
+					return;
+				n = left / T < 1 ? 1 : left / T;
+				n = n > e->group ? e->group : n;
+			} while (!atomic_compare_exchange_weak(&e->next_sample, &s, s + n));
+			samples_range(e, tid, e->job.in, s, s + n);
+		}
 	}
 	if (lp->spec->kind == MIME_LAYER_CONV) {
 		struct thread_scratch *ts = &e->ts[tid];
@@ -318,6 +334,30 @@ static void run_job(struct mime_engine *e, int tid, int T)
 #define cpu_relax() ((void)0)
 #endif
 
+/* How long a worker woken by mime_engine_prepare() polls for the forward before it sleeps
+ * again: the daemon calls it when it accepts a request, 40-70 us before the forward on an
+ * idle machine (parse, decode, queue), more on a busy one. */
+#define PREPARE_NS (300 * 1000)
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Polls for a job other than seen: SPIN_ROUNDS pauses, and on while now is inside the window
+ * mime_engine_prepare() opened (the clock read every 64 pauses). */
+static void spin_for_job(struct mime_engine *e, unsigned seen)
+{
+	for (int i = 0; atomic_load(&e->generation) == seen; i++) {
+		cpu_relax();
+		if (i >= SPIN_ROUNDS && i % 64 == 0 && mono_ns() >= atomic_load(&e->awake_until))
+			return;
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct mime_engine *e = arg;
@@ -327,12 +367,24 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&e->lock);
 	tid = ++e->n_workers_started; /* 1 .. n_threads-1 */
 	pthread_mutex_unlock(&e->lock);
+	pthread_setname_np(pthread_self(), "mime-engine"); /* for top, perf, tests */
 	for (;;) {
-		for (int i = 0; i < SPIN_ROUNDS && atomic_load(&e->generation) == seen; i++)
-			cpu_relax();
+		spin_for_job(e, seen);
 		pthread_mutex_lock(&e->lock);
-		while (atomic_load(&e->generation) == seen && !e->stop)
+		while (atomic_load(&e->generation) == seen && !e->stop) {
+			/* Counted as asleep before the window is read: a prepare that opens it
+			 * either is seen here or sees this thread asleep and wakes it. */
+			atomic_fetch_add(&e->sleeping, 1);
+			if (mono_ns() < atomic_load(&e->awake_until)) {
+				atomic_fetch_sub(&e->sleeping, 1);
+				pthread_mutex_unlock(&e->lock);
+				spin_for_job(e, seen);
+				pthread_mutex_lock(&e->lock);
+				continue;
+			}
 			pthread_cond_wait(&e->go, &e->lock);
+			atomic_fetch_sub(&e->sleeping, 1);
+		}
 		if (e->stop) {
 			pthread_mutex_unlock(&e->lock);
 			break;
@@ -365,6 +417,7 @@ static int layer_is_small(const struct layer_plan *lp, int batch)
 /* Runs the current job on every thread and waits for all of them. */
 static void parallel_run(struct mime_engine *e)
 {
+	atomic_store(&e->next_sample, 0);
 	if (e->cfg.n_threads == 1) {
 		run_job(e, 0, 1);
 		return;
@@ -757,6 +810,23 @@ done:
 		.masked_layer = e->masked_layer,
 	};
 	return 0;
+}
+
+void mime_engine_prepare(struct mime_engine *e)
+{
+	if (e->cfg.n_threads == 1)
+		return;
+	atomic_store(&e->awake_until, mono_ns() + PREPARE_NS);
+	if (atomic_load(&e->sleeping) > 0) {
+		pthread_mutex_lock(&e->lock);
+		pthread_cond_broadcast(&e->go);
+		pthread_mutex_unlock(&e->lock);
+	}
+}
+
+int mime_engine_threads_asleep(const struct mime_engine *e)
+{
+	return atomic_load(&((struct mime_engine *)e)->sleeping);
 }
 
 const struct mime_model *mime_engine_model(const struct mime_engine *e)

@@ -7,7 +7,8 @@
  * activation buffers and scratch sized once for max_batch; forward never allocates.
  * Threads: one forward at a time per engine. With n_threads > 1 the engine runs n_threads - 1
  * threads of its own (the caller is the n-th): a batch of at least n_threads samples is split
- * by samples (one join per forward), a smaller one layer by layer over chunks of pixels. Its
+ * by samples (one join per forward; each thread takes the next few samples left, so a thread
+ * that runs late takes fewer), a smaller one layer by layer over chunks of pixels. Its
  * threads call OpenBLAS concurrently, so creating such an engine sets OpenBLAS to one thread
  * (openblas_set_num_threads(1), process wide). With n_threads = 1 OpenBLAS keeps its own. */
 #pragma once
@@ -76,6 +77,18 @@ void mime_engine_destroy(struct mime_engine *e); /* NULL is a no-op */
  * task index. */
 int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const int *tasks,
                         struct mime_engine_result *ret_result);
+
+/* A forward is coming soon (mimed calls it when it accepts a request, before parsing and
+ * decoding it). With n_threads > 1, the engine's threads that went to sleep since the last
+ * forward are woken and poll for work for up to 300 us, until the forward starts, then sleep
+ * again if none came: so the forward does not start by waking them (a futex wake-up and a
+ * scheduling delay, tens of microseconds on a virtualised machine). When they are awake
+ * already it costs a clock read and an atomic store; with n_threads = 1 nothing. Any
+ * thread, any time, also while a forward runs; never blocks for long. */
+void mime_engine_prepare(struct mime_engine *e);
+/* The engine's own threads asleep waiting for work (0 .. n_threads - 1): for tests and
+ * diagnostics. */
+int mime_engine_threads_asleep(const struct mime_engine *e);
 
 const struct mime_model *mime_engine_model(const struct mime_engine *e);
 /* Bytes the plan holds (activations, scratch, packed weights, the input-sparse form's W^T

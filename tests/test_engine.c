@@ -5,7 +5,9 @@
  * (float32 GEMM sums of up to a few thousand products). */
 #include "tests/unit.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -482,6 +484,173 @@ static void test_engine_mixed_batch_equals_single_samples(void **state)
 	free(in);
 	mime_engine_destroy(e);
 	mime_engine_destroy(e1);
+	net_free(&n);
+}
+
+/* Sample-parallel forwards hand out samples as threads free up (who runs a sample depends on
+ * timing): every batch size on 2, 3 and 4 threads, repeated, gives each sample's result
+ * alone bit for bit, and a batch run right after another starts from its first sample. */
+static void test_engine_sample_split_any_batch_equals_single_samples(void **state)
+{
+	struct mime_graph g;
+	struct net n;
+	enum mime_thresholds gran[3] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL, MIME_THR_NONE};
+	int classes[3] = {10, 5, 3};
+	int tasks[9] = {2, 0, 1, 0, 2, 1, 1, 0, 2};
+	struct mime_engine_config cfg = {.max_batch = 1, .n_threads = 1};
+	struct mime_engine *e1 = NULL;
+	struct mime_engine_result res, one;
+	uint64_t rng = 41;
+	float *in, *logits;
+	int64_t *zeros;
+	long isz;
+
+	(void)state;
+	small_vgg(&g, 1, 12, 12);
+	net_init(&n, &g, 3, gran, classes, 29);
+	isz = mime_shape_size(&g.input);
+	in = rand_array(&rng, isz * 9, 0.0f, 1.0f);
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &e1, NULL), 0);
+	logits = malloc(sizeof(float) * 9 * 16);
+	zeros = malloc(sizeof(int64_t) * 9 * MIME_MAX_LAYERS);
+	for (int b = 0; b < 9; b++) {
+		assert_int_equal(mime_engine_forward(e1, 1, in + isz * b, &tasks[b], &one), 0);
+		memcpy(logits + b * 16, one.logits, sizeof(float) * classes[tasks[b]]);
+		memcpy(zeros + b * MIME_MAX_LAYERS, one.zeros, sizeof(int64_t) * one.n_masked);
+	}
+	for (int threads = 2; threads <= 4; threads++) {
+		struct mime_engine *e = NULL;
+
+		cfg = (struct mime_engine_config){.max_batch = 9, .n_threads = threads};
+		assert_int_equal(mime_engine_create(&n.m, &cfg, &e, NULL), 0);
+		for (int rep = 0; rep < 3; rep++)
+			for (int batch = threads; batch <= 9; batch++) {
+				assert_int_equal(mime_engine_forward(e, batch, in, tasks, &res), 0);
+				for (int b = 0; b < batch; b++) {
+					assert_memory_equal(res.logits + b * res.max_classes,
+					                    logits + b * 16,
+					                    sizeof(float) * classes[tasks[b]]);
+					assert_memory_equal(res.zeros + b * res.n_masked,
+					                    zeros + b * MIME_MAX_LAYERS,
+					                    sizeof(int64_t) * res.n_masked);
+				}
+			}
+		mime_engine_destroy(e);
+	}
+	free(logits);
+	free(zeros);
+	free(in);
+	mime_engine_destroy(e1);
+	net_free(&n);
+}
+
+/* Times the engine's threads (named "mime-engine") went to sleep so far: the sum of their
+ * voluntary context switches (/proc/self/task). */
+static long engine_thread_sleeps(void)
+{
+	DIR *dir = opendir("/proc/self/task");
+	struct dirent *de;
+	long sum = 0;
+
+	assert_non_null(dir);
+	while ((de = readdir(dir))) {
+		char path[288], line[128];
+		FILE *f;
+		int named = 0;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		named = fgets(line, sizeof(line), f) && strncmp(line, "mime-engine", 11) == 0;
+		fclose(f);
+		if (!named)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (strncmp(line, "voluntary_ctxt_switches:", 24) == 0)
+				sum += atol(line + 24);
+		fclose(f);
+	}
+	closedir(dir);
+	return sum;
+}
+
+/* Polls up to 2 s until the engine's 2 threads are asleep and have gone to sleep at least
+ * min_sleeps times in all; returns whether they did. */
+static bool wait_asleep_again(const struct mime_engine *e, long min_sleeps)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (mime_engine_threads_asleep(e) == 2 && engine_thread_sleeps() >= min_sleeps)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* mime_engine_prepare(): an idle engine's threads sleep and stay asleep; prepare wakes them
+ * (each goes back to sleep once more), and if no forward comes they sleep again within its
+ * window (no busy CPU when idle); a forward right after prepare, and prepares between
+ * forwards, change no result. One thread: nothing to wake. */
+static void test_engine_prepare_wakes_threads_then_they_sleep(void **state)
+{
+	struct mime_graph g;
+	struct net n;
+	enum mime_thresholds gran[1] = {MIME_THR_ELEMENT};
+	int classes[1] = {10}, tasks[1] = {0};
+	struct mime_engine *e = NULL, *e1 = NULL;
+	struct mime_engine_result res, ref;
+	float ref_logits[10];
+	uint64_t rng = 77;
+	long sleeps;
+	float *in;
+
+	(void)state;
+	small_vgg(&g, 1, 20, 20);
+	net_init(&n, &g, 1, gran, classes, 31);
+	in = rand_array(&rng, mime_shape_size(&g.input), 0.0f, 1.0f);
+	assert_int_equal(mime_engine_create(
+				 &n.m, &(struct mime_engine_config){.max_batch = 1, .n_threads = 1},
+				 &e1, NULL),
+	                 0);
+	assert_int_equal(mime_engine_forward(e1, 1, in, tasks, &ref), 0);
+	memcpy(ref_logits, ref.logits, sizeof(ref_logits));
+	mime_engine_prepare(e1); /* no threads: a no-op */
+	assert_int_equal(mime_engine_threads_asleep(e1), 0);
+
+	assert_int_equal(mime_engine_create(
+				 &n.m, &(struct mime_engine_config){.max_batch = 1, .n_threads = 3},
+				 &e, NULL),
+	                 0);
+	assert_int_equal(mime_engine_forward(e, 1, in, tasks, &res), 0);
+	assert_true(wait_asleep_again(e, 0));
+	sleeps = engine_thread_sleeps();
+	usleep(20000); /* idle: nothing wakes them */
+	assert_int_equal(engine_thread_sleeps(), sleeps);
+	assert_int_equal(mime_engine_threads_asleep(e), 2);
+	for (int k = 0; k < 3; k++) {
+		mime_engine_prepare(e);
+		/* woken, then asleep again unused: each slept once more */
+		assert_true(wait_asleep_again(e, sleeps + 2));
+		sleeps = engine_thread_sleeps();
+	}
+	mime_engine_prepare(e);
+	assert_int_equal(mime_engine_forward(e, 1, in, tasks, &res), 0);
+	assert_memory_equal(res.logits, ref_logits, sizeof(ref_logits));
+	for (int k = 0; k < 200; k++) {
+		mime_engine_prepare(e);
+		assert_int_equal(mime_engine_forward(e, 1, in, tasks, &res), 0);
+		assert_memory_equal(res.logits, ref_logits, sizeof(ref_logits));
+	}
+	assert_true(wait_asleep_again(e, 0));
+	mime_engine_destroy(e);
+	mime_engine_destroy(e1);
+	free(in);
 	net_free(&n);
 }
 
@@ -1251,6 +1420,8 @@ int main(void)
 		cmocka_unit_test(test_engine_every_conv_path_matches_reference),
 		cmocka_unit_test(test_engine_mixed_batch_equals_single_samples),
 		cmocka_unit_test(test_engine_batch1_threads_equal_one_thread),
+		cmocka_unit_test(test_engine_sample_split_any_batch_equals_single_samples),
+		cmocka_unit_test(test_engine_prepare_wakes_threads_then_they_sleep),
 		cmocka_unit_test(test_engine_zero_thresholds_equal_relu),
 		cmocka_unit_test(test_engine_threshold_equal_fires),
 		cmocka_unit_test(test_engine_forward_rejects_bad_arguments),
