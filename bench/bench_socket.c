@@ -6,7 +6,7 @@
  * against `mimectl bench -c 1` with the same image and task.
  *
  *   bench_socket BUNDLE TASK IMAGE [--threads N] [--max-batch B] [--min-time SECONDS]
- *                [--gap-us US]
+ *                [--gap-us US] [--lead-us US]
  *
  * Also timed, for the breakdown: decode + preprocess of the image bytes, and
  * decode + preprocess + forward + top-k (what a worker and the thread pool do for one
@@ -14,9 +14,11 @@
  * with the calling thread asleep for --gap-us (default 250) before each call, as a daemon
  * serving one client at a time sees it: the engine's other threads stop spinning and
  * sleep between calls, so a forward on 2 threads starts by waking them ("forward_after_gap";
- * the tight loop keeps them spinning). Each: a warm-up, then single calls until --min-time
- * (default 1 s; at least 200 calls); prints one JSON object with median, p99, mean and min
- * in microseconds. Not a test.
+ * the tight loop keeps them spinning); and that again with mime_engine_prepare() called
+ * --lead-us (default 50) before the forward, inside the gap, as mimed calls it when it
+ * accepts a request and then decodes it ("forward_after_gap_prepared"). Each: a warm-up,
+ * then single calls until --min-time (default 1 s; at least 200 calls); prints one JSON
+ * object with median, p99, mean and min in microseconds. Not a test.
  * Ownership: everything is allocated here and freed before exit.
  * Threads: the main thread, plus the engine's own with --threads > 1. */
 #include <errno.h>
@@ -63,8 +65,9 @@ struct subject {
 	const uint8_t *bytes;
 	size_t n_bytes;
 	float *input;
-	int what; /* 0 forward, 1 decode + preprocess, 2 all of it + top-k, 3 forward after gap */
-	long gap_us;
+	int what; /* 0 forward, 1 decode + preprocess, 2 all of it + top-k, 3 forward after gap,
+	           * 4 forward after gap, mime_engine_prepare() lead_us before it */
+	long gap_us, lead_us;
 };
 
 static int run_once(struct subject *s)
@@ -104,11 +107,20 @@ static int time_calls(struct subject *s, double min_time_s, double *samples, str
 	while ((n < 200 || now_us() < t_end) && n < MAX_CALLS) {
 		double t0;
 
-		if (s->what == 3 && s->gap_us > 0) {
-			struct timespec gap = {.tv_sec = s->gap_us / 1000000,
-			                       .tv_nsec = s->gap_us % 1000000 * 1000};
+		if (s->what >= 3 && s->gap_us > 0) {
+			long us = s->gap_us - (s->what == 4 ? s->lead_us : 0);
+			struct timespec gap = {.tv_sec = us / 1000000,
+			                       .tv_nsec = us % 1000000 * 1000};
 
 			nanosleep(&gap, NULL);
+		}
+		if (s->what == 4) {
+			/* as mimed: prepare when the request is accepted, decode, then forward */
+			struct timespec lead = {.tv_sec = s->lead_us / 1000000,
+			                        .tv_nsec = s->lead_us % 1000000 * 1000};
+
+			mime_engine_prepare(s->engine);
+			nanosleep(&lead, NULL);
 		}
 		t0 = now_us();
 
@@ -162,7 +174,7 @@ int main(int argc, char **argv)
 	struct mime_bundle *b = NULL;
 	struct mime_model m = {0};
 	struct subject s = {0};
-	struct timing t[4];
+	struct timing t[5];
 	uint8_t *bytes = NULL;
 	double min_time = 1.0, *samples = NULL;
 	const char *pos[3];
@@ -170,6 +182,7 @@ int main(int argc, char **argv)
 	size_t n_bytes = 0;
 
 	s.gap_us = 250;
+	s.lead_us = 50;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
 			cfg.n_threads = atoi(argv[++i]);
@@ -179,14 +192,18 @@ int main(int argc, char **argv)
 			min_time = atof(argv[++i]);
 		else if (strcmp(argv[i], "--gap-us") == 0 && i + 1 < argc)
 			s.gap_us = atol(argv[++i]);
+		else if (strcmp(argv[i], "--lead-us") == 0 && i + 1 < argc)
+			s.lead_us = atol(argv[++i]);
 		else if (argv[i][0] != '-' && n_pos < 3)
 			pos[n_pos++] = argv[i];
 		else
 			n_pos = -100;
 	}
-	if (n_pos != 3 || cfg.n_threads < 1 || cfg.max_batch < 1 || min_time <= 0) {
+	if (n_pos != 3 || cfg.n_threads < 1 || cfg.max_batch < 1 || min_time <= 0 ||
+	    s.lead_us < 0 || s.lead_us > s.gap_us) {
 		fprintf(stderr, "usage: bench_socket BUNDLE TASK IMAGE [--threads N] "
-		                "[--max-batch B] [--min-time SECONDS] [--gap-us US]\n");
+		                "[--max-batch B] [--min-time SECONDS] [--gap-us US] "
+		                "[--lead-us US]\n");
 		return 2;
 	}
 	if (read_file(pos[2], &bytes, &n_bytes) < 0) {
@@ -219,7 +236,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_socket: '%s' is not an image mimed would take\n", pos[2]);
 		goto out_engine;
 	}
-	for (int w = 0; w < 4; w++) {
+	for (int w = 0; w < 5; w++) {
 		s.what = w;
 		if (time_calls(&s, min_time, samples, &t[w]) < 0) {
 			fprintf(stderr, "bench_socket: forward failed\n");
@@ -233,7 +250,8 @@ int main(int argc, char **argv)
 	print_timing("forward", &t[0], 0);
 	print_timing("decode_preprocess", &t[1], 0);
 	print_timing("decode_preprocess_forward_topk", &t[2], 0);
-	print_timing("forward_after_gap", &t[3], 1);
+	print_timing("forward_after_gap", &t[3], 0);
+	print_timing("forward_after_gap_prepared", &t[4], 1);
 	printf("}\n");
 	r = 0;
 out_engine:
