@@ -358,6 +358,8 @@ uint64_t mimed_runtime_key(const struct mimed_runtime *rt, int task, int phase);
 /* worker.c */
 int mimed_workers_start(struct mimed *d, int n);
 void mimed_workers_stop(struct mimed *d); /* closes the queue and joins */
+/* An Infer for task was accepted (loop thread): wakes the engines that may run it. */
+void mimed_workers_prepare(struct mimed *d, const struct mimed_runtime *rt, int task);
 
 /* server.c */
 /* Appends req's InferResult object ({"task", "label", ..., "energy"}) to t; b is the batch it

@@ -1291,6 +1291,7 @@ static void m_infer(struct mimed *d, struct mimed_conn *c, struct mimed_varlink_
 		return;
 	if (!req_check(d, call, &call->reqs[0], vc->params, "", deadline_of(deadline_ms), &p))
 		return;
+	mimed_workers_prepare(d, d->rt, call->reqs[0].task);
 	prep_start(d, call, &p, 1);
 }
 

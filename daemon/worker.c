@@ -359,6 +359,21 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* The loop accepted an Infer for task on rt (before decoding its image): the engine that
+ * will run it wakes its threads now (mime_engine_prepare), so that they are polling when
+ * the forward starts instead of being woken by it. Any worker may take the request: each
+ * worker's engine for the task is prepared (a no-op for engines of one thread). */
+void mimed_workers_prepare(struct mimed *d, const struct mimed_runtime *rt, int task)
+{
+	for (int i = 0; i < d->n_workers; i++) {
+		int engine_task;
+		struct mime_engine *e = mimed_runtime_engine(rt, i, task, &engine_task);
+
+		if (e)
+			mime_engine_prepare(e);
+	}
+}
+
 int mimed_workers_start(struct mimed *d, int n)
 {
 	int r;

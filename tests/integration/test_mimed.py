@@ -118,13 +118,13 @@ def b64(data):
 
 
 class Daemon:
-    def __init__(self, tmp, name, bundle, extra='', workers=2):
+    def __init__(self, tmp, name, bundle, extra='', workers=2, threads=None):
         self.tmp = tmp
         self.sock = os.path.join(tmp, name + '.sock')
         self.config = os.path.join(tmp, name + '.yaml')
         self.log = os.path.join(tmp, name + '.log')
         self.bundle = bundle
-        self.write_config(extra, workers)
+        self.write_config(extra, workers, threads)
         self.logf = open(self.log, 'wb')
         env = dict(os.environ)
         env.pop('JOURNAL_STREAM', None)
@@ -146,10 +146,12 @@ class Daemon:
             time.sleep(0.02)
         raise RuntimeError('mimed did not start:\n' + self.read_log())
 
-    def write_config(self, extra, workers=2):
+    def write_config(self, extra, workers=2, threads=None):
         with open(self.config, 'w') as f:
-            f.write('bundle: %s\nsocket_mode: "0666"\nworkers:\n  count: %d\n'
-                    'log:\n  level: debug\n%s' % (self.bundle, workers, extra))
+            f.write('bundle: %s\nsocket_mode: "0666"\nworkers:\n  count: %d\n%s'
+                    'log:\n  level: debug\n%s'
+                    % (self.bundle, workers,
+                       '  threads: %d\n' % threads if threads else '', extra))
 
     def read_log(self):
         if not self.logf.closed:
@@ -690,6 +692,57 @@ def direct_replies(ctx):
         time.sleep(0.02)
     assert st['connections'] == 1 and st['queue_depth'] == 0, st
     c.close()
+
+
+def engine_thread_sleeps(pid):
+    """How many threads of process pid are named mime-engine (the engines' own threads), and
+    how many times in all they went to sleep (voluntary context switches)."""
+    n = sleeps = 0
+    for tid in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/comm' % (pid, tid)) as f:
+                if f.read().strip() != 'mime-engine':
+                    continue
+            with open('/proc/%d/task/%s/status' % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith('voluntary_ctxt_switches:'):
+                        sleeps += int(line.split()[1])
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n, sleeps
+
+
+@test
+def accepted_infer_wakes_engine_threads(ctx):
+    """An Infer the loop accepts wakes the engine's threads before its image is decoded
+    (mime_engine_prepare): an image that then fails to decode runs no forward, yet the
+    sleeping engine thread wakes and goes back to sleep; a call refused before that
+    (unknown task) wakes nothing, and an idle daemon's engine threads stay asleep."""
+    d = Daemon(ctx.tmp, 'prep', ctx.a.bundle, workers=1, threads=2)
+    try:
+        c = d.conn()
+        good = {'task': 'alpha', 'image': b64(pgm(16, 16, 1))}
+        assert c.call('io.mime.Infer', good)['result']['task'] == 'alpha'
+        time.sleep(0.1)
+        n, before = engine_thread_sleeps(d.p.pid)
+        assert n == 1, n
+        time.sleep(0.05)
+        assert engine_thread_sleeps(d.p.pid)[1] == before  # idle: asleep
+        expect_error(c, 'io.mime.TaskNotFound', 'io.mime.Infer',
+                     {'task': 'nope', 'image': good['image']})
+        time.sleep(0.05)
+        assert engine_thread_sleeps(d.p.pid)[1] == before
+        expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                     {'task': 'alpha', 'image': b64(b'P5\n16 16\n255\n' + b'\0' * 100)})
+        for _ in range(200):
+            if engine_thread_sleeps(d.p.pid)[1] > before:
+                break
+            time.sleep(0.01)
+        assert engine_thread_sleeps(d.p.pid)[1] == before + 1
+        c.close()
+    finally:
+        assert d.stop() == 0
 
 
 @test
