@@ -18,29 +18,26 @@
 #include <unistd.h>
 
 #include "daemon/mimed.h"
-
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
+#include "daemon/sdnotify.h"
 
 #define TICK_MS 10
 
 void mimed_notify(struct mimed *d, const char *fmt, ...)
 {
-#ifdef HAVE_SYSTEMD
 	char buf[512];
 	va_list ap;
+	int r;
 
 	if (!d->notify)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	sd_notify(0, buf);
-#else
-	(void)d;
-	(void)fmt;
-#endif
+	r = mimed_sd_notify(buf);
+	if (r < 0 && !d->notify_failed) { /* said once: the watchdog would repeat it */
+		d->notify_failed = true;
+		mimed_log(d, LOG_WARNING, "NOTIFY_SOCKET: %s", strerror(-r));
+	}
 }
 
 static void usage(FILE *f)
@@ -510,11 +507,13 @@ int main(int argc, char **argv)
 		r = 2;
 		goto out_cfg;
 	}
-#ifdef HAVE_SYSTEMD
 	d.notify = getenv("NOTIFY_SOCKET") != NULL;
-	if (sd_watchdog_enabled(0, &d.watchdog_usec) <= 0)
+	r = mimed_sd_watchdog_enabled(&d.watchdog_usec);
+	if (r < 0)
+		mimed_log(&d, LOG_WARNING, "WATCHDOG_USEC / WATCHDOG_PID: %s, no watchdog",
+		          strerror(-r));
+	if (r <= 0)
 		d.watchdog_usec = 0;
-#endif
 	signal(SIGPIPE, SIG_IGN);
 	/* Images are decoded in libuv's thread pool, off the loop thread; two threads are
 	 * plenty next to the workers. */

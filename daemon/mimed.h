@@ -333,8 +333,9 @@ struct mimed {
 	int n_task_counts;
 	struct mimed_task_count task_counts[MIME_MAX_TASKS * 2];
 
-	/* systemd */
-	bool notify;
+	/* systemd (sdnotify.h) */
+	bool notify;        /* $NOTIFY_SOCKET is set */
+	bool notify_failed; /* a notification failed: logged once */
 	uint64_t watchdog_usec;
 	uint64_t last_watchdog_ns;
 	uint64_t last_status_ns;

@@ -21,11 +21,8 @@
 
 #include "daemon/io.mime.varlink.h"
 #include "daemon/mimed.h"
+#include "daemon/sdnotify.h"
 #include "lib/image.h"
-
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #define TOP_K_DEFAULT   5
 #define MAX_BATCH_ITEMS 1024
@@ -2189,25 +2186,42 @@ static int remove_stale(const char *path)
 
 int mimed_server_listen(struct mimed *d)
 {
+	char **names = NULL;
 	int r;
 
 	uv_pipe_init(&d->loop, &d->listener, 0);
 	d->listener.data = d;
-#ifdef HAVE_SYSTEMD
-	r = sd_listen_fds(1);
+	r = mimed_sd_listen_fds(true, &names);
+	if (r < 0)
+		mimed_log(d, LOG_WARNING,
+		          "socket activation: LISTEN_FDS / LISTEN_FDNAMES: %s; binding '%s'",
+		          strerror(-r), d->socket_path);
 	if (r > 1) {
 		mimed_log(d, LOG_ERR, "socket activation passed %d sockets; expected one", r);
+		mimed_sd_names_free(names);
 		return -EINVAL;
 	}
 	if (r == 1) {
-		r = uv_pipe_open(&d->listener, SD_LISTEN_FDS_START);
+		r = mimed_sd_is_unix_listener(MIMED_SD_LISTEN_FDS_START);
+		if (r <= 0) {
+			mimed_log(d, LOG_ERR,
+			          "socket from systemd (fd %d, '%s') is not a listening AF_UNIX "
+			          "stream socket",
+			          MIMED_SD_LISTEN_FDS_START, names[0]);
+			mimed_sd_names_free(names);
+			return r < 0 ? r : -ENOTSOCK;
+		}
+		r = uv_pipe_open(&d->listener, MIMED_SD_LISTEN_FDS_START);
 		if (r < 0) {
 			mimed_log(d, LOG_ERR, "socket from systemd: %s", uv_strerror(r));
+			mimed_sd_names_free(names);
 			return r;
 		}
+		mimed_log(d, LOG_INFO, "socket activation: fd %d, '%s'", MIMED_SD_LISTEN_FDS_START,
+		          names[0]);
 		d->activated = true;
 	}
-#endif
+	mimed_sd_names_free(names);
 	if (!d->activated) {
 		if (strlen(d->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 			mimed_log(d, LOG_ERR, "socket path '%s' is too long", d->socket_path);

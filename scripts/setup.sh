@@ -5,7 +5,6 @@ set -eu
 
 PKGS="build-essential meson ninja-build pkg-config clang-format
 libopenblas-dev libyaml-dev libjansson-dev libuv1-dev libcmocka-dev zlib1g-dev libpng-dev
-libsystemd-dev
 dataset-fashion-mnist"
 # Extra packages for optional parts, passed as arguments (e.g. python3-torch for bench/).
 PKGS="$PKGS $*"
