@@ -26,6 +26,7 @@
 #   --report   only prints the measured tables (markdown) from $WORK's JSON reports.
 # Environment (defaults):
 #   MIME_TRAIN=build/train/mime-train   PARENT=models/fmnist-parent.mime  OUT=models/demo.mime
+#   PHASES_JSON=<OUT's directory>/phases.json  (the phase record with every task's accuracy)
 #   WORK=out/demo  EPOCHS=20  THREADS=2  SEED=1
 #   FMNIST_EPOCHS=3  FMNIST_LIMIT=0  (the fmnist thresholds: epochs, and training images,
 #             0 = all 60,000: 3 epochs of 54,000 are more steps than 20 of mnist's 7,200)
@@ -52,6 +53,7 @@ set -eu
 MIME_TRAIN=${MIME_TRAIN:-build/train/mime-train}
 PARENT=${PARENT:-models/fmnist-parent.mime}
 OUT=${OUT:-models/demo.mime}
+PHASES_JSON=${PHASES_JSON:-$(dirname "$OUT")/phases.json}
 WORK=${WORK:-out/demo}
 EPOCHS=${EPOCHS:-20}
 THREADS=${THREADS:-2}
@@ -286,7 +288,7 @@ else
 fi
 # the phase build record for `mime-train report`, with every task's accuracy per phase (as
 # served: trained per phase, and sliced from the whole-parent tensors without training)
-python3 - "$WORK/00-phases.json" "$WORK/8-phase-tasks.json" models/phases.json <<'EOF'
+python3 - "$WORK/00-phases.json" "$WORK/8-phase-tasks.json" "$PHASES_JSON" <<'EOF'
 import json, sys
 rec, tasks = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 shipped = next(v for v in rec['variants'] if v.get('shipped'))
