@@ -617,6 +617,7 @@ out_loop:
 		uv_run(&d.loop, UV_RUN_DEFAULT);
 	}
 	uv_loop_close(&d.loop);
+	free(d.rbuf);
 out_queue:
 	pthread_mutex_destroy(&d.done_lock);
 	mimed_queue_fini(&d.queue);

@@ -236,11 +236,19 @@ struct mimed_conn {
 	bool admin;
 	uint64_t last_active_ns;
 	uint64_t partial_since_ns; /* an incomplete message has been waiting since; 0: none */
+	/* What it read and has not handled: grows to the longest message (up to
+	 * limits.max_message), freed once empty when over MIMED_FRAMER_KEEP bytes, and when the
+	 * connection has been idle MIMED_CONN_IDLE_FREE_MS (mimed_server_tick). */
 	struct mimed_framer framer;
 	struct mimed_call *head, *tail; /* calls not yet answered, in order */
 	int n_calls;
-	char rbuf[65536];
 };
+
+/* The loop reads every connection into one buffer of this size (struct mimed's rbuf), whose
+ * bytes go to the connection's framer at once. */
+#define MIMED_RBUF_BYTES        65536
+#define MIMED_FRAMER_KEEP       65536
+#define MIMED_CONN_IDLE_FREE_MS 1000
 
 struct mimed_worker {
 	struct mimed *d;
@@ -302,6 +310,10 @@ struct mimed {
 
 	struct mimed_conn *conns;
 	int n_conns;
+	/* MIMED_RBUF_BYTES, malloc'ed at the first read: libuv reads into it (on_alloc()) and
+	 * on_read() hands the bytes to the connection's framer before it returns, so one buffer
+	 * serves every connection (it was 64 KiB inside each struct mimed_conn) */
+	char *rbuf;
 	int n_busy_calls; /* calls accepted and not yet answered (watch calls excluded) */
 	int n_watchers;
 

@@ -1878,6 +1878,13 @@ static void conn_protocol_error(struct mimed_conn *c, const char *desc)
 	call_error_desc(call, MIMED_ERR_INVALID_REQUEST, "%s", desc);
 }
 
+/* Frees c's framer buffer when it holds nothing (it is made again by the next read). */
+static void conn_framer_release(struct mimed_conn *c)
+{
+	if (c->framer.buf && mimed_framer_pending(&c->framer) == 0)
+		mimed_framer_fini(&c->framer);
+}
+
 /* Handles the complete messages in the framer while c may take more calls. */
 static void conn_process(struct mimed_conn *c)
 {
@@ -1913,9 +1920,11 @@ static void conn_process(struct mimed_conn *c)
 		dispatch(d, c, &vc);
 		mimed_varlink_call_fini(&vc);
 	}
-	if (mimed_framer_pending(&c->framer) == 0)
+	if (mimed_framer_pending(&c->framer) == 0) {
 		c->partial_since_ns = 0;
-	else if (!c->partial_since_ns)
+		if (c->framer.cap > MIMED_FRAMER_KEEP) /* a long message's buffer goes at once */
+			conn_framer_release(c);
+	} else if (!c->partial_since_ns)
 		c->partial_since_ns = mimed_now_ns();
 	if (!c->closing && !c->eof) {
 		bool want = c->n_calls < d->cfg.max_pending;
@@ -1938,8 +1947,13 @@ static void conn_process(struct mimed_conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct mimed_conn *c = h->data;
+	struct mimed *d = c->d;
 
-	*buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+	/* shared by every connection: on_read() is done with it when it returns */
+	if (!d->rbuf)
+		d->rbuf = malloc(MIMED_RBUF_BYTES);
+	/* a 0-byte buffer: on_read() gets UV_ENOBUFS and closes the connection */
+	*buf = uv_buf_init(d->rbuf, d->rbuf ? MIMED_RBUF_BYTES : 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -2289,7 +2303,10 @@ void mimed_server_tick(struct mimed *d)
 			mimed_log(d, LOG_DEBUG, "connection uid=%u pid=%d idle, closing",
 			          (unsigned)c->uid, (int)c->pid);
 			conn_close(c, true);
+			continue;
 		}
+		if (now - c->last_active_ns > MIMED_CONN_IDLE_FREE_MS * 1000000ull)
+			conn_framer_release(c);
 	}
 }
 

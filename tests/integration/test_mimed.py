@@ -975,6 +975,40 @@ def slow_client_times_out(ctx):
 
 
 @test
+def long_message_and_idle_halves(ctx):
+    """Every connection is read through one shared buffer into its own message buffer, which
+    is freed after a message longer than 64 KiB and after a second without reads: a 300 KB
+    Infer (JSON padded with blanks) answers as the short one, twice on one connection between
+    short calls, alongside another connection; a message whose halves arrive 1.3 s apart
+    (the idle release in between) is answered whole."""
+    img = b64(pgm(16, 16, 5))
+    short = json.dumps({'method': 'io.mime.Infer',
+                        'parameters': {'task': 'beta', 'image': img, 'top_k': 3}}).encode()
+    pad = b' ' * 300000
+    long_msg = short[:-1] + pad + b'}'
+    d = Daemon(ctx.tmp, 'bufs', ctx.a.bundle)  # the default limits.max_message (8M)
+    try:
+        c, other = d.conn(), d.conn()
+        want = c.call('io.mime.Infer', {'task': 'beta', 'image': img,
+                                         'top_k': 3})['result']['top']
+        for _ in range(2):
+            c.s.sendall(long_msg + b'\0')
+            other.s.sendall(short + b'\0')
+            assert c.reply()['result']['top'] == want
+            assert other.reply()['result']['top'] == want
+            assert c.call('io.mime.ListTasks')['tasks']
+        half = len(short) // 2
+        c.s.sendall(short[:half])
+        time.sleep(1.3)
+        c.s.sendall(short[half:] + b'\0')
+        assert c.reply()['result']['top'] == want
+        c.close()
+        other.close()
+    finally:
+        assert d.stop() == 0
+
+
+@test
 def connection_cap(ctx):
     conns = [ctx.b.conn() for _ in range(6)]  # b: limits.max_connections 6
     for x in conns:
