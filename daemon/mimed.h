@@ -264,6 +264,10 @@ struct mimed_worker {
 	 * it wakes it before it idles (worker.c, notify_idle()). */
 	bool notify_pending;
 	struct mime_energy_sparsity energy_sparsity[MIMED_MAX_BATCH * MIME_MAX_LAYERS];
+	/* The energy model's input of its batch: [energy_cap] (the largest batch's samples x
+	 * modelled layers so far), malloc'ed by worker.c's batch_energy() */
+	struct mime_energy_sparsity *energy_buf;
+	size_t energy_cap;
 };
 
 struct mimed_task_count {
