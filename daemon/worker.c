@@ -54,6 +54,18 @@ static void batch_energy(struct mimed_worker *w, struct mimed_batch *b, int ran)
 {
 	/* the sub-network the batch ran: its phase's filters, input channels and kept weights */
 	const struct mime_energy_net *net = &b->rt->energy_nets[b->phase];
+	size_t need = (size_t)b->size * (size_t)net->n_layers;
+
+	if (need > w->energy_cap) { /* grows to the largest batch: allocation-free after that */
+		struct mime_energy_sparsity *p = realloc(w->energy_buf, need * sizeof(*p));
+
+		if (!p) {
+			b->have_energy = false;
+			return;
+		}
+		w->energy_buf = p;
+		w->energy_cap = need;
+	}
 
 	/* Sample b's sparsity per modelled layer: its output zeros from the engine's count for
 	 * that layer, its input zeros from the previous modelled layer's output (the image: 0). */
@@ -69,7 +81,7 @@ static void batch_energy(struct mimed_worker *w, struct mimed_batch *b, int ran)
 			for (int m = 0; m < req->n_masked; m++)
 				if (req->masked_layer[m] == net->layers[l].graph_index)
 					out = req->sparsity[m];
-			w->energy_sparsity[j * net->n_layers + l] =
+			w->energy_buf[j * net->n_layers + l] =
 				(struct mime_energy_sparsity){.in = prev, .out = out};
 			prev = out;
 		}
@@ -78,7 +90,7 @@ static void batch_energy(struct mimed_worker *w, struct mimed_batch *b, int ran)
 	/* Only MIME's sparsity is measured here: Case-2 skips MIME's zeros (an upper bound on its
 	 * saving). Allocation-free; one report on the stack per case. */
 	b->have_energy = mime_energy_batch_summary(&b->rt->energy_hw, net, ran, w->tasks,
-	                                           w->energy_sparsity, NULL, &b->energy, NULL) == 0;
+	                                           w->energy_buf, NULL, &b->energy, NULL) == 0;
 }
 
 /* Takes the results of the n requests run[0..n) out of res. */
@@ -401,6 +413,8 @@ void mimed_workers_stop(struct mimed *d)
 	for (int i = 0; i < d->n_workers; i++)
 		if (d->workers[i].started)
 			pthread_join(d->workers[i].thread, NULL);
+	for (int i = 0; i < d->n_workers; i++)
+		free(d->workers[i].energy_buf);
 	free(d->workers);
 	d->workers = NULL;
 }
