@@ -263,9 +263,9 @@ struct mimed_worker {
 	/* It handed over batches without waking the loop (every reply in them went out whole):
 	 * it wakes it before it idles (worker.c, notify_idle()). */
 	bool notify_pending;
-	struct mime_energy_sparsity energy_sparsity[MIMED_MAX_BATCH * MIME_MAX_LAYERS];
 	/* The energy model's input of its batch: [energy_cap] (the largest batch's samples x
-	 * modelled layers so far), malloc'ed by worker.c's batch_energy() */
+	 * modelled layers so far), malloc'ed by worker.c's batch_energy(); it was a 96 KiB array
+	 * here, zeroed by calloc and so resident in every worker */
 	struct mime_energy_sparsity *energy_buf;
 	size_t energy_cap;
 };
