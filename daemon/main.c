@@ -385,9 +385,10 @@ static void on_signal(uv_signal_t *h, int signum)
 }
 
 /* Hands the heap's free pages back to the system once the daemon has been quiet for
- * TRIM_QUIET_NS after some activity: a burst leaves freed connection buffers (64 KiB each),
- * decoded images and replies in the heap, which glibc returns only from its top (measured
- * after 300 requests over 8 connections: ~0.4 MiB). Never while requests come in (the pages
+ * TRIM_QUIET_NS after some activity: a burst leaves freed connection state (message
+ * buffers; until 1524ec4 a 64 KiB read buffer in each), decoded images and replies in the
+ * heap, which glibc returns only from its top (measured after 300 requests over 8
+ * connections: ~0.4 MiB before 1524ec4). Never while requests come in (the pages
  * would be faulted in again at once); one malloc_trim per quiet period. Loop thread only,
  * so the state can be static (one daemon per process). */
 #define TRIM_QUIET_NS 1000000000u
