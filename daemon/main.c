@@ -6,6 +6,7 @@
  * Ownership: struct mimed lives on main()'s stack and owns everything (see mimed.h).
  * Threads: main() is the loop thread; workers start after the bundle is loaded. */
 #include <cblas.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -38,6 +39,21 @@ void mimed_notify(struct mimed *d, const char *fmt, ...)
 		d->notify_failed = true;
 		mimed_log(d, LOG_WARNING, "NOTIFY_SOCKET: %s", strerror(-r));
 	}
+}
+
+/* OpenBLAS's pthreads build starts cores - 1 server threads when it is loaded, before main();
+ * with one BLAS thread it never hands them work, and each holds its stack pages, its copy of
+ * OpenBLAS's static TLS and a buffer (~70 kB of RSS). blas_thread_shutdown_ (what OpenBLAS
+ * itself calls before a fork) joins them; OpenBLAS would start them again on its own if a
+ * call ever ran multi-threaded. Looked up at run time: other BLAS builds (the OpenMP one)
+ * do not have it, and then nothing happens. Before any other thread calls BLAS. */
+static void blas_stop_idle_threads(void)
+{
+	int (*shutdown)(void);
+
+	*(void **)&shutdown = dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
+	if (shutdown)
+		shutdown();
 }
 
 static void usage(FILE *f)
@@ -529,6 +545,8 @@ int main(int argc, char **argv)
 	if (blas_threads == 0)
 		blas_threads = d.cfg.workers == 1 && threads == 1 && cores > 1 ? (int)cores : 1;
 	openblas_set_num_threads(blas_threads);
+	if (blas_threads == 1)
+		blas_stop_idle_threads();
 
 	d.n_workers = d.cfg.workers;
 	path = bundle_path(&d, &d.cfg);

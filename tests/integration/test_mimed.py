@@ -1009,6 +1009,25 @@ def long_message_and_idle_halves(ctx):
 
 
 @test
+def no_idle_blas_threads(ctx):
+    """With one BLAS thread (an engine of 2 threads), OpenBLAS's server threads, started when
+    the library loads (cores - 1 of them), are stopped: the daemon runs its loop, its worker
+    and the engine's helper, and nothing else, on any number of cores; it still answers."""
+    d = Daemon(ctx.tmp, 'blas1', ctx.a.bundle, workers=1, threads=2)
+    try:
+        c = d.conn()
+        assert infer(c, 'alpha', pgm(16, 16, 2))['task'] == 'alpha'
+        names = []
+        for tid in os.listdir('/proc/%d/task' % d.p.pid):
+            with open('/proc/%d/task/%s/comm' % (d.p.pid, tid)) as f:
+                names.append(f.read().strip())
+        assert sorted(names) == ['mime-engine', 'mimed', 'mimed'], names
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
+@test
 def connection_cap(ctx):
     conns = [ctx.b.conn() for _ in range(6)]  # b: limits.max_connections 6
     for x in conns:
