@@ -492,6 +492,28 @@ static void axis_init(struct axis *ax, int n_src, int n_dst)
 	ax->area = ax->scale > 2.0;
 }
 
+/* A bilinear axis's span (at most 2 source indices) and weights per output index, computed
+ * once with the functions above (the same values) instead of once per pixel. Held on the
+ * stack, for axes of up to TAPS_MAX outputs (a network's input side); others, and box
+ * averages, are computed per pixel as before. */
+#define TAPS_MAX 256
+struct taps {
+	int first, last;
+	double w[2];
+};
+
+static bool taps_fill(const struct axis *ax, int n_dst, struct taps *t)
+{
+	if (ax->area || n_dst > TAPS_MAX)
+		return false;
+	for (int i = 0; i < n_dst; i++) {
+		axis_span(ax, i, &t[i].first, &t[i].last);
+		for (int j = t[i].first; j <= t[i].last; j++)
+			t[i].w[j - t[i].first] = axis_weight(ax, i, j);
+	}
+	return true;
+}
+
 int mime_image_preprocess(const struct mime_image *img, const struct mime_input_spec *spec,
                           float *out, struct mime_errinfo *ei)
 {
@@ -500,7 +522,8 @@ int mime_image_preprocess(const struct mime_image *img, const struct mime_input_
 	const size_t plane = (size_t)oh * ow;
 	int rw, rh, x0, y0; /* the image's area in the output: rw x rh at (x0, y0) */
 	struct axis ax, ay;
-	bool same;
+	struct taps tx[TAPS_MAX], ty[TAPS_MAX];
+	bool same, have_tx, have_ty;
 	float bg;
 
 	if (!img || !img->pixels || (img->channels != 1 && img->channels != 3) || img->width <= 0 ||
@@ -543,6 +566,8 @@ int mime_image_preprocess(const struct mime_image *img, const struct mime_input_
 	 * case): each pixel is its source pixel, which is what the spans below give with
 	 * weights 1 and 0 (for finite pixels), without their per-pixel arithmetic. */
 	same = rw == img->width && rh == img->height;
+	have_tx = !same && taps_fill(&ax, rw, tx);
+	have_ty = !same && taps_fill(&ay, rh, ty);
 
 	for (int y = 0; y < oh; y++)
 		for (int x = 0; x < ow; x++) {
@@ -560,20 +585,29 @@ int mime_image_preprocess(const struct mime_image *img, const struct mime_input_
 				if (img->channels == 1)
 					acc[1] = acc[2] = acc[0];
 			} else if (inside) {
+				const int ix = x - x0, iy = y - y0;
 				int fx, lx, fy, ly;
 
-				axis_span(&ax, x - x0, &fx, &lx);
-				axis_span(&ay, y - y0, &fy, &ly);
+				if (have_tx)
+					fx = tx[ix].first, lx = tx[ix].last;
+				else
+					axis_span(&ax, ix, &fx, &lx);
+				if (have_ty)
+					fy = ty[iy].first, ly = ty[iy].last;
+				else
+					axis_span(&ay, iy, &fy, &ly);
 				acc[0] = acc[1] = acc[2] = 0;
 				for (int j = fy; j <= ly; j++) {
-					double wy = axis_weight(&ay, y - y0, j);
+					double wy = have_ty ? ty[iy].w[j - fy]
+					                    : axis_weight(&ay, iy, j);
 					const float *row = img->pixels +
 					                   (size_t)j * img->width * img->channels;
 
 					if (wy == 0)
 						continue;
 					for (int i = fx; i <= lx; i++) {
-						double w = wy * axis_weight(&ax, x - x0, i);
+						double w = wy * (have_tx ? tx[ix].w[i - fx]
+						                         : axis_weight(&ax, ix, i));
 						const float *px = row + (size_t)i * img->channels;
 
 						for (int c = 0; c < img->channels; c++)

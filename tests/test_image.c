@@ -705,6 +705,65 @@ static void test_image_preprocess_no_resample_exact(void **state)
 	}
 }
 
+/* Bilinear resampling (no axis shrinking by more than 2x) written out from the header's
+ * formula, one channel of a stretched image: source coordinate s = (o + 0.5) * in / out -
+ * 0.5 clamped to [0, in - 1], taps floor(s) and the next one (if any) with weights 1 - f
+ * and f, summed rows then columns in source order as (wy * wx) * pixel in double. */
+static double bilinear_ref(const struct mime_image *img, int ow, int oh, int x, int y, int c)
+{
+	double sy = (y + 0.5) * ((double)img->height / oh) - 0.5;
+	double sx = (x + 0.5) * ((double)img->width / ow) - 0.5, acc = 0;
+
+	sy = sy < 0 ? 0 : sy > img->height - 1 ? img->height - 1 : sy;
+	sx = sx < 0 ? 0 : sx > img->width - 1 ? img->width - 1 : sx;
+	for (int j = (int)floor(sy); j <= (int)floor(sy) + 1 && j < img->height; j++) {
+		double wy = j == (int)floor(sy) ? 1.0 - (sy - floor(sy)) : sy - floor(sy);
+
+		if (wy == 0)
+			continue;
+		for (int i = (int)floor(sx); i <= (int)floor(sx) + 1 && i < img->width; i++) {
+			double wx = i == (int)floor(sx) ? 1.0 - (sx - floor(sx)) : sx - floor(sx);
+
+			acc += wy * wx * img->pixels[(j * img->width + i) * img->channels + c];
+		}
+	}
+	return acc;
+}
+
+/* Bilinear stretches bit for bit the written-out formula: growing 20x20 -> 28x28 (the
+ * digits samples into a 28x28 input), gray and RGB, and a side too long for the weights
+ * table (10 -> 300), which computes them per pixel. */
+static void test_image_preprocess_bilinear_exact(void **state)
+{
+	static float px[20 * 20 * 3], out[3 * 3 * 300];
+	const int sizes[2][4] = {{20, 20, 28, 28}, {10, 2, 300, 3}};
+	uint64_t rng = 5;
+
+	(void)state;
+	for (int i = 0; i < 20 * 20 * 3; i++)
+		px[i] = mime_test_uniform(&rng, 0, 1);
+	for (int k = 0; k < 4; k++) {
+		const int *sz = sizes[k / 2], ch = k % 2 ? 3 : 1;
+		struct mime_image img = image_of(sz[0], sz[1], ch, px);
+		struct mime_input_spec s = spec_of(ch, sz[3], sz[2], MIME_FIT_STRETCH);
+
+		assert_int_equal(mime_image_preprocess(&img, &s, out, NULL), 0);
+		for (int c = 0; c < ch; c++)
+			for (int y = 0; y < sz[3]; y++)
+				for (int x = 0; x < sz[2]; x++) {
+					float want =
+						(float)bilinear_ref(&img, sz[2], sz[3], x, y, c);
+
+					if (memcmp(&out[(c * sz[3] + y) * sz[2] + x], &want,
+					           sizeof(float)))
+						fail_msg("%dx%d -> %dx%d, c %d (%d, %d): got %.9g, "
+						         "want %.9g",
+						         sz[0], sz[1], sz[2], sz[3], c, x, y,
+						         out[(c * sz[3] + y) * sz[2] + x], want);
+				}
+	}
+}
+
 static void test_image_preprocess_bilinear(void **state)
 {
 	/* 2x2 -> 4x4, centers aligned: source x = (i + 0.5) / 2 - 0.5 = -.25 .25 .75 1.25,
@@ -890,6 +949,7 @@ int main(void)
 		cmocka_unit_test(test_image_load_rejects_big_and_missing),
 		cmocka_unit_test(test_image_preprocess_identity),
 		cmocka_unit_test(test_image_preprocess_no_resample_exact),
+		cmocka_unit_test(test_image_preprocess_bilinear_exact),
 		cmocka_unit_test(test_image_preprocess_bilinear),
 		cmocka_unit_test(test_image_preprocess_area_when_shrinking),
 		cmocka_unit_test(test_image_preprocess_pad_centers),
