@@ -6,7 +6,6 @@
  * Ownership: struct mimed lives on main()'s stack and owns everything (see mimed.h).
  * Threads: main() is the loop thread; workers start after the bundle is loaded. */
 #include <cblas.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -45,15 +44,15 @@ void mimed_notify(struct mimed *d, const char *fmt, ...)
  * with one BLAS thread it never hands them work, and each holds its stack pages, its copy of
  * OpenBLAS's static TLS and a buffer (~70 kB of RSS). blas_thread_shutdown_ (what OpenBLAS
  * itself calls before a fork) joins them; OpenBLAS would start them again on its own if a
- * call ever ran multi-threaded. Looked up at run time: other BLAS builds (the OpenMP one)
- * do not have it, and then nothing happens. Before any other thread calls BLAS. */
+ * call ever ran multi-threaded. A weak reference: other BLAS builds (the OpenMP one) do not
+ * have it, and then nothing happens (dlsym would do the same, but its code in libc costs
+ * more RSS than the threads). Before any other thread calls BLAS. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
 static void blas_stop_idle_threads(void)
 {
-	int (*shutdown)(void);
-
-	*(void **)&shutdown = dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
-	if (shutdown)
-		shutdown();
+	if (blas_thread_shutdown_)
+		blas_thread_shutdown_();
 }
 
 static void usage(FILE *f)
