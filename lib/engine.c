@@ -124,6 +124,7 @@ struct mime_engine {
 	atomic_int pending;     /* jobs still running; the last one signals done under lock */
 	atomic_int next_sample; /* sample-parallel job: the first sample nobody took yet */
 	atomic_int sleeping;    /* workers waiting on go (changed under lock) */
+	atomic_int in_forward;  /* a forward runs: its next job comes soon */
 	atomic_uint_fast64_t awake_until; /* CLOCK_MONOTONIC ns: mime_engine_prepare's window */
 	int stop;                         /* guarded by lock */
 };
@@ -347,13 +348,15 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Polls for a job other than seen: SPIN_ROUNDS pauses, and on while now is inside the window
- * mime_engine_prepare() opened (the clock read every 64 pauses). */
+/* Polls for a job other than seen: during a forward (the next layer's job comes soon) up
+ * to SPIN_ROUNDS pauses, after it not at all; and on while now is inside the window
+ * mime_engine_prepare() opened (a forward is coming). Checked every 64 pauses. */
 static void spin_for_job(struct mime_engine *e, unsigned seen)
 {
 	for (int i = 0; atomic_load(&e->generation) == seen; i++) {
 		cpu_relax();
-		if (i >= SPIN_ROUNDS && i % 64 == 0 && mono_ns() >= atomic_load(&e->awake_until))
+		if (i % 64 == 63 && (i >= SPIN_ROUNDS || !atomic_load(&e->in_forward)) &&
+		    mono_ns() >= atomic_load(&e->awake_until))
 			return;
 	}
 }
@@ -754,6 +757,10 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 		}
 	e->job.batch = batch;
 	e->job.tasks = tasks;
+	/* This is the forward a prepare announced: its window closes, so that the threads do
+	 * not poll on after it unless another prepare (a request accepted since) reopens it. */
+	atomic_store(&e->in_forward, 1);
+	atomic_store(&e->awake_until, 0);
 	if (batch > 1 && batch >= e->cfg.n_threads) {
 		/* Enough samples for every thread: split the batch, not the layers (with one
 		 * thread too: groups of samples through the whole network keep the activations
@@ -800,6 +807,7 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 	}
 	heads_range(e, x, tasks, e->logits, batch);
 done:
+	atomic_store(&e->in_forward, 0); /* idle threads sleep now, unless prepared */
 	*ret_result = (struct mime_engine_result){
 		.batch = batch,
 		.n_masked = e->n_masked,

@@ -78,13 +78,14 @@ void mime_engine_destroy(struct mime_engine *e); /* NULL is a no-op */
 int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const int *tasks,
                         struct mime_engine_result *ret_result);
 
-/* A forward is coming soon (mimed calls it when it accepts a request, before parsing and
- * decoding it). With n_threads > 1, the engine's threads that went to sleep since the last
- * forward are woken and poll for work for up to 300 us, until the forward starts, then sleep
- * again if none came: so the forward does not start by waking them (a futex wake-up and a
- * scheduling delay, tens of microseconds on a virtualised machine). When they are awake
- * already it costs a clock read and an atomic store; with n_threads = 1 nothing. Any
- * thread, any time, also while a forward runs; never blocks for long. */
+/* A forward is coming soon (mimed calls it when it accepts a request, before decoding its
+ * image). With n_threads > 1, the engine's threads that went to sleep since the last
+ * forward are woken and poll for work until the next forward starts, for up to 300 us (then
+ * they sleep again): so that forward does not start by waking them (a futex wake-up and a
+ * scheduling delay, tens of microseconds on a virtualised machine). Without it they poll
+ * only between the layers of a forward and sleep as soon as it returns. When they are
+ * awake already it costs a clock read and an atomic store; with n_threads = 1 nothing.
+ * Any thread, any time, also while a forward runs; never blocks for long. */
 void mime_engine_prepare(struct mime_engine *e);
 /* The engine's own threads asleep waiting for work (0 .. n_threads - 1): for tests and
  * diagnostics. */
