@@ -18,7 +18,8 @@
  * --lead-us (default 50) before the forward, inside the gap, as mimed calls it when it
  * accepts a request and then decodes it ("forward_after_gap_prepared"). Each: a warm-up,
  * then single calls until --min-time (default 1 s; at least 200 calls); prints one JSON
- * object with median, p99, mean and min in microseconds. Not a test.
+ * object with median, p99, mean and min in microseconds, and the process CPU time (all
+ * threads, a spinning engine thread included) per call. Not a test.
  * Ownership: everything is allocated here and freed before exit.
  * Threads: the main thread, plus the engine's own with --threads > 1. */
 #include <errno.h>
@@ -39,15 +40,21 @@
 
 struct timing {
 	double median_us, p99_us, mean_us, min_us;
+	double cpu_us; /* process CPU time (every thread) per call, sleeps excluded */
 	long n;
 };
 
-static double now_us(void)
+static double clock_us(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static double now_us(void)
+{
+	return clock_us(CLOCK_MONOTONIC);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -96,7 +103,7 @@ static int run_once(struct subject *s)
 
 static int time_calls(struct subject *s, double min_time_s, double *samples, struct timing *ret_t)
 {
-	double t_end, sum = 0;
+	double t_end, sum = 0, cpu0;
 	long n = 0;
 	int r;
 
@@ -104,6 +111,7 @@ static int time_calls(struct subject *s, double min_time_s, double *samples, str
 		if ((r = run_once(s)) < 0)
 			return r;
 	t_end = now_us() + min_time_s * 1e6;
+	cpu0 = clock_us(CLOCK_PROCESS_CPUTIME_ID);
 	while ((n < 200 || now_us() < t_end) && n < MAX_CALLS) {
 		double t0;
 
@@ -130,6 +138,7 @@ static int time_calls(struct subject *s, double min_time_s, double *samples, str
 		samples[n] = now_us() - t0;
 		sum += samples[n++];
 	}
+	ret_t->cpu_us = (clock_us(CLOCK_PROCESS_CPUTIME_ID) - cpu0) / (double)n;
 	qsort(samples, (size_t)n, sizeof(*samples), cmp_double);
 	ret_t->n = n;
 	ret_t->median_us = samples[n / 2];
@@ -163,8 +172,9 @@ static int read_file(const char *path, uint8_t **ret_data, size_t *ret_len)
 static void print_timing(const char *name, const struct timing *t, int last)
 {
 	printf("  \"%s\": {\"median_us\": %.1f, \"p99_us\": %.1f, \"mean_us\": %.1f, "
-	       "\"min_us\": %.1f, \"calls\": %ld}%s\n",
-	       name, t->median_us, t->p99_us, t->mean_us, t->min_us, t->n, last ? "" : ",");
+	       "\"min_us\": %.1f, \"cpu_us\": %.1f, \"calls\": %ld}%s\n",
+	       name, t->median_us, t->p99_us, t->mean_us, t->min_us, t->cpu_us, t->n,
+	       last ? "" : ",");
 }
 
 int main(int argc, char **argv)
