@@ -11,8 +11,9 @@
  *   - socket activation (sd_listen_fds(3)): $LISTEN_FDS descriptors from fd 3 on when
  *     $LISTEN_PID names this process, named by the colon-separated $LISTEN_FDNAMES.
  *
- * These behave as libsystemd's functions of the same name with the same arguments (see each
- * one); the environment is only unset where the caller asks. AF_VSOCK notify addresses
+ * Each follows libsystemd's function of the same name (v252) for what mimed asks of it; where
+ * an edge case is stricter here it says so (an empty $NOTIFY_SOCKET, state or $LISTEN_FDNAMES:
+ * an error). The environment is only unset where the caller asks. AF_VSOCK notify addresses
  * ("vsock:...", systemd 254 for virtual machines) are not supported: -EAFNOSUPPORT.
  * Threads: they read (and mimed_sd_listen_fds may unset) environment variables; call them
  * from one thread, before other threads read the environment. No state of their own. */
