@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,14 +351,19 @@ static uint64_t mono_ns(void)
 
 /* Polls for a job other than seen: during a forward (the next layer's job comes soon) up
  * to SPIN_ROUNDS pauses, after it not at all; and on while now is inside the window
- * mime_engine_prepare() opened (a forward is coming). Checked every 64 pauses. */
+ * mime_engine_prepare() opened (a forward is coming), yielding the CPU between polls: on a
+ * machine with more runnable threads than cores a pause-only poll there took the CPU from
+ * the threads decoding and queueing that very request (measured: bench/RESULTS.md). */
 static void spin_for_job(struct mime_engine *e, unsigned seen)
 {
 	for (int i = 0; atomic_load(&e->generation) == seen; i++) {
-		cpu_relax();
-		if (i % 64 == 63 && (i >= SPIN_ROUNDS || !atomic_load(&e->in_forward)) &&
-		    mono_ns() >= atomic_load(&e->awake_until))
+		if (atomic_load(&e->in_forward) && i < SPIN_ROUNDS) {
+			cpu_relax();
+			continue;
+		}
+		if (mono_ns() >= atomic_load(&e->awake_until))
 			return;
+		sched_yield();
 	}
 }
 
@@ -822,7 +828,11 @@ done:
 
 void mime_engine_prepare(struct mime_engine *e)
 {
-	if (e->cfg.n_threads == 1)
+	/* During a forward its threads are busy or poll between its layers; when it returns
+	 * they sleep, and the next forward (a batch already queued) wakes them: on a machine
+	 * with more runnable threads than cores, polling on between back-to-back batches took
+	 * the CPU from the threads that parse, decode and reply (bench/RESULTS.md). */
+	if (e->cfg.n_threads == 1 || atomic_load(&e->in_forward))
 		return;
 	atomic_store(&e->awake_until, mono_ns() + PREPARE_NS);
 	if (atomic_load(&e->sleeping) > 0) {
