@@ -125,7 +125,7 @@ int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items,
 int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_items, int room,
                                void (*idle)(void *arg), void *arg)
 {
-	bool spun = false;
+	bool spun = false, idle_counted = false;
 	int n, limit;
 
 	pthread_mutex_lock(&q->lock);
@@ -135,8 +135,14 @@ int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_i
 
 		if (!q->head) {
 			if (q->closed) {
+				if (idle_counted)
+					__atomic_sub_fetch(&q->idle, 1, __ATOMIC_RELAXED);
 				pthread_mutex_unlock(&q->lock);
 				return 0;
+			}
+			if (!idle_counted) {
+				__atomic_add_fetch(&q->idle, 1, __ATOMIC_RELAXED);
+				idle_counted = true;
 			}
 			if (q->spin_ns && !spun) { /* once per call: then sleep */
 				uint64_t seen = __atomic_load_n(&q->events, __ATOMIC_RELAXED);
@@ -156,6 +162,10 @@ int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_i
 			}
 			pthread_cond_wait(&q->cond, &q->lock);
 			continue;
+		}
+		if (idle_counted) {
+			__atomic_sub_fetch(&q->idle, 1, __ATOMIC_RELAXED);
+			idle_counted = false;
 		}
 		limit = q->max_batch < room ? q->max_batch : room;
 		n = queue_ready(q, limit);
@@ -237,6 +247,11 @@ void mimed_queue_close(struct mimed_queue *q)
 	__atomic_add_fetch(&q->events, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&q->cond);
 	pthread_mutex_unlock(&q->lock);
+}
+
+bool mimed_queue_has_idle(struct mimed_queue *q)
+{
+	return __atomic_load_n(&q->idle, __ATOMIC_RELAXED) > 0;
 }
 
 size_t mimed_queue_len(struct mimed_queue *q)

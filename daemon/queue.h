@@ -41,6 +41,8 @@ struct mimed_queue {
 	uint64_t spin_ns;                /* see MIMED_QUEUE_SPIN_US; set at init */
 	/* __atomic: bumped under lock by every push and by close; polled without the lock */
 	uint64_t events;
+	/* __atomic: poppers waiting for an item (polling or asleep); read without the lock */
+	int idle;
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */
@@ -65,6 +67,10 @@ int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items,
  * poll, or before waiting for a batch to fill); NULL: never. */
 int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_items, int room,
                                void (*idle)(void *arg), void *arg);
+
+/* Whether a popper is waiting for an item (polling or asleep), so that an item pushed now
+ * is taken at once: a hint, read without the lock. */
+bool mimed_queue_has_idle(struct mimed_queue *q);
 
 /* Removes every item for which pred returns true and returns them as a list linked by next
  * (queue order). Used for expired deadlines, cancelled calls and shutdown. */

@@ -4,8 +4,10 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/queue.h"
 #include "daemon/stats.h"
@@ -134,6 +136,48 @@ static bool odd_key(struct mimed_qitem *it, void *arg)
 	return it->key % 2;
 }
 
+static void *pop_one(void *arg)
+{
+	struct mimed_qitem *out[4];
+
+	return (void *)(intptr_t)mimed_queue_pop_batch(arg, out, 4);
+}
+
+/* has_idle: true while a popper waits for an item (polling or asleep), false once it took
+ * one, and false with a queued item and nobody popping. */
+static void test_queue_has_idle_while_a_popper_waits(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it[2] = {0}, *p[2] = {&it[0], &it[1]};
+	pthread_t t;
+	void *got;
+	int i;
+
+	assert_int_equal(mimed_queue_init(&q, 8, 4, 0), 0);
+	assert_false(mimed_queue_has_idle(&q));
+	assert_int_equal(pthread_create(&t, NULL, pop_one, &q), 0);
+	for (i = 0; i < 2000 && !mimed_queue_has_idle(&q); i++)
+		usleep(1000);
+	assert_true(mimed_queue_has_idle(&q));
+	usleep(5000); /* past the poll: asleep, still idle */
+	assert_true(mimed_queue_has_idle(&q));
+	assert_int_equal(mimed_queue_push(&q, p, 1), 0);
+	assert_int_equal(pthread_join(t, &got), 0);
+	assert_int_equal((intptr_t)got, 1);
+	assert_false(mimed_queue_has_idle(&q));
+	assert_int_equal(mimed_queue_push(&q, p + 1, 1), 0);
+	assert_false(mimed_queue_has_idle(&q));
+	mimed_queue_close(&q);
+	assert_int_equal(pthread_create(&t, NULL, pop_one, &q), 0);
+	assert_int_equal(pthread_join(t, &got), 0);
+	assert_int_equal((intptr_t)got, 1); /* the queued one; then closed and empty */
+	assert_int_equal(pthread_create(&t, NULL, pop_one, &q), 0);
+	assert_int_equal(pthread_join(t, &got), 0);
+	assert_int_equal((intptr_t)got, 0);
+	assert_false(mimed_queue_has_idle(&q));
+	mimed_queue_fini(&q);
+}
+
 static void test_queue_remove_if_unlinks_matches(void **state)
 {
 	struct mimed_queue q;
@@ -244,6 +288,7 @@ int main(void)
 		cmocka_unit_test(test_queue_pop_batch_waits_max_wait_for_a_partial_batch),
 		cmocka_unit_test(test_queue_pop_batch_keeps_keys_apart),
 		cmocka_unit_test(test_queue_pop_batch_idle_hook),
+		cmocka_unit_test(test_queue_has_idle_while_a_popper_waits),
 		cmocka_unit_test(test_queue_remove_if_unlinks_matches),
 		cmocka_unit_test(test_queue_threads_deliver_every_item_once),
 		cmocka_unit_test(test_stats_latency_percentiles),

@@ -373,10 +373,15 @@ static void *worker_main(void *arg)
 
 /* The loop accepted an Infer for task on rt (before decoding its image): the engine that
  * will run it wakes its threads now (mime_engine_prepare), so that they are polling when
- * the forward starts instead of being woken by it. Any worker may take the request: each
- * worker's engine for the task is prepared (a no-op for engines of one thread). */
+ * the forward starts instead of being woken by it. Only when a worker waits for work (else
+ * the request waits behind a running batch, and the engine, in conventional mode another
+ * task's, would be woken long before its turn). Any idle worker may take the request: each
+ * worker's engine for the task is prepared (a no-op for engines of one thread, and for an
+ * engine in a forward). */
 void mimed_workers_prepare(struct mimed *d, const struct mimed_runtime *rt, int task)
 {
+	if (!mimed_queue_has_idle(&d->queue))
+		return;
 	for (int i = 0; i < d->n_workers; i++) {
 		int engine_task;
 		struct mime_engine *e = mimed_runtime_engine(rt, i, task, &engine_task);
