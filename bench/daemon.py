@@ -599,6 +599,25 @@ def report(a, res, bundle_note):
     dec = med([r['engine']['decode_preprocess']['median_us']
                for v in res['socket'].values() for r in v['runs']])
     w('\nDecode + preprocess of the image alone (bench_socket): %.0f us (median).\n' % dec)
+    gap = [(name, v) for name, v in res['socket'].items()
+           if all('forward_after_gap_prepared' in r['engine'] for r in v['runs'])]
+    if gap:
+        w('The forward as a daemon serving one client calls it (bench_socket, medians of the '
+          'rounds\' medians, us; process CPU per call in brackets): in a tight loop, after '
+          'the caller slept 250 us, and after that gap with `mime_engine_prepare()` called '
+          '50 us before the forward (mimed calls it when it accepts an Infer, before '
+          'decoding the image).\n')
+        w('| daemon | engine threads | tight loop | after a 250 us gap | after the gap, '
+          'prepared |')
+        w('|---|---|---|---|---|')
+        for name, v in gap:
+            cells = []
+            for k in ('forward', 'forward_after_gap', 'forward_after_gap_prepared'):
+                t = med([r['engine'][k]['median_us'] for r in v['runs']])
+                c = med([r['engine'][k].get('cpu_us', 0) for r in v['runs']])
+                cells.append('%.0f [%.0f]' % (t, c))
+            w('| %s | %d | %s |' % (name, v['threads'], ' | '.join(cells)))
+        w('')
 
     # ---- goals ---------------------------------------------------------------------------
     w('### Goals of issue 5\n')
