@@ -7,7 +7,10 @@
 # every other round) so that the machine's other load falls on all of them alike.
 #
 #   bench/train.sh [--bundle FILE] [--task mnist] [--epochs 2] [--train-limit 0]
-#                  [--threads 1] [--rounds 3]
+#                  [--threads 1] [--rounds 3] [--classes a,b,...]
+#
+# --classes: the class names of a task the bundle does not have yet (e.g. mnist on a bare
+# parent bundle: --classes 0,1,2,3,4,5,6,7,8,9), passed to every run.
 #
 # Prints per run the training loop's seconds as the command reports them (wall, and CPU time
 # of all its threads) and the whole process's CPU seconds (user + system, /usr/bin/time:
@@ -26,6 +29,7 @@ EPOCHS=2
 LIMIT=0
 THREADS=1
 ROUNDS=3
+CLASSES=
 DATA=${MIME_DATA:-$HOME/.cache/mime/data}
 
 while [ $# -gt 0 ]; do
@@ -36,8 +40,9 @@ while [ $# -gt 0 ]; do
 	--train-limit) LIMIT=$2; shift 2 ;;
 	--threads) THREADS=$2; shift 2 ;;
 	--rounds) ROUNDS=$2; shift 2 ;;
+	--classes) CLASSES=$2; shift 2 ;;
 	*) echo "usage: bench/train.sh [--bundle FILE] [--task T] [--epochs N] [--train-limit N]" \
-		"[--threads T] [--rounds R]" >&2
+		"[--threads T] [--rounds R] [--classes LIST]" >&2
 	   exit 2 ;;
 	esac
 done
@@ -59,6 +64,7 @@ run_mode() { # mode round
 	esac
 	mode=$1 round=$2
 	shift 2
+	[ -z "$CLASSES" ] || set -- "$@" --classes "$CLASSES"
 	/usr/bin/time -f "%U %S" -o "$TMP/time" "$MT" "$@" --bundle "$BUNDLE" --task "$TASK" \
 		--data "$DATA/$TASK" --epochs "$EPOCHS" --train-limit "$LIMIT" --test-limit 100 \
 		--threads "$THREADS" --json "$TMP/r.json" -o "$TMP/out.mime" 2>"$TMP/log" ||
