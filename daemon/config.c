@@ -78,12 +78,12 @@ fail:
 
 int mimed_config_engine_threads(const struct mimed_config *c, int n_workers, long n_cpus)
 {
-	long n;
-
-	if (c->threads > 0)
-		return c->threads;
-	n = (n_cpus > 1 ? n_cpus : 1) / (n_workers > 1 ? n_workers : 1);
-	return n > 256 ? 256 : n < 1 ? 1 : (int)n;
+	/* auto: 1. On the 2-core machine shared with other work a 2-thread engine cost ~1.2x
+	 * the CPU per request and up to 2.3x the latency at concurrency 1 (demo bundle; equal
+	 * latency only with a core idle): bench/RESULTS.md, "Daemon benchmark: reading". */
+	(void)n_workers;
+	(void)n_cpus;
+	return c->threads > 0 ? c->threads : 1;
 }
 
 int mimed_parse_bytes(const char *s, uint64_t *ret_bytes)

@@ -474,8 +474,7 @@ int main(int argc, char **argv)
 	struct mime_errinfo ei = {0};
 	char err[512];
 	const char *path;
-	int opt, r, threads, blas_threads;
-	long cores;
+	int opt, r, blas_threads;
 
 	while ((opt = getopt_long(argc, argv, "c:b:s:fh", opts, NULL)) != -1) {
 		switch (opt) {
@@ -534,15 +533,12 @@ int main(int argc, char **argv)
 	/* Images are decoded in libuv's thread pool, off the loop thread; two threads are
 	 * plenty next to the workers. */
 	setenv("UV_THREADPOOL_SIZE", "2", 0);
-	/* Workers x engine threads x BLAS threads share the cores; workers.threads 0 shares the
-	 * online CPUs out among the workers. Debian's pthread OpenBLAS serialises concurrent
-	 * calls, so BLAS threads only pay with one single-threaded engine; engines with
-	 * threads of their own want OpenBLAS single-threaded. */
-	cores = sysconf(_SC_NPROCESSORS_ONLN);
-	threads = mimed_config_engine_threads(&d.cfg, d.cfg.workers, cores);
-	blas_threads = d.cfg.blas_threads;
-	if (blas_threads == 0)
-		blas_threads = d.cfg.workers == 1 && threads == 1 && cores > 1 ? (int)cores : 1;
+	/* Workers x engine threads x BLAS threads share the cores; workers.threads 0 is 1.
+	 * blas_threads 0 is 1 too: engines with threads of their own want OpenBLAS
+	 * single-threaded, and for one single-threaded engine OpenBLAS's threads made no
+	 * forward of the demo bundle faster but spun ~0.3 ms of CPU per request after each
+	 * (bench/RESULTS.md, "Daemon benchmark: reading"). */
+	blas_threads = d.cfg.blas_threads > 0 ? d.cfg.blas_threads : 1;
 	openblas_set_num_threads(blas_threads);
 	if (blas_threads == 1)
 		blas_stop_idle_threads();

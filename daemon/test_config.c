@@ -90,19 +90,17 @@ static void test_config_shipped_file_equals_defaults(void **state)
 	free(path);
 }
 
-static void test_config_engine_threads_auto_shares_cpus(void **state)
+static void test_config_engine_threads_auto_is_one(void **state)
 {
 	struct mimed_config c;
 	char err[256], *path;
 
 	mimed_config_defaults(&c);
 	assert_int_equal(c.threads, 0); /* auto is the default */
-	assert_int_equal(mimed_config_engine_threads(&c, 1, 2), 2);
-	assert_int_equal(mimed_config_engine_threads(&c, 2, 8), 4);
-	assert_int_equal(mimed_config_engine_threads(&c, 3, 8), 2);
-	assert_int_equal(mimed_config_engine_threads(&c, 4, 2), 1);  /* at least 1 */
+	assert_int_equal(mimed_config_engine_threads(&c, 1, 2), 1);
+	assert_int_equal(mimed_config_engine_threads(&c, 2, 8), 1);
 	assert_int_equal(mimed_config_engine_threads(&c, 1, -1), 1); /* sysconf failed */
-	assert_int_equal(mimed_config_engine_threads(&c, 0, 4), 4);
+	assert_int_equal(mimed_config_engine_threads(&c, 0, 4), 1);
 	c.threads = 3;
 	assert_int_equal(mimed_config_engine_threads(&c, 2, 2), 3); /* as configured */
 	mimed_config_fini(&c);
@@ -204,7 +202,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config_parse_bytes_and_durations),
 		cmocka_unit_test(test_config_shipped_file_equals_defaults),
-		cmocka_unit_test(test_config_engine_threads_auto_shares_cpus),
+		cmocka_unit_test(test_config_engine_threads_auto_is_one),
 		cmocka_unit_test(test_config_load_reads_values),
 		cmocka_unit_test(test_config_load_names_file_and_line),
 		cmocka_unit_test(test_config_load_missing_file),

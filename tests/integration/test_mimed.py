@@ -1028,6 +1028,26 @@ def no_idle_blas_threads(ctx):
 
 
 @test
+def default_threads_one_engine_thread_no_blas(ctx):
+    """By default (workers.threads and blas_threads 0) one worker runs a single-threaded
+    engine with OpenBLAS single-threaded: the loop and the worker, no engine helper and no
+    OpenBLAS server thread (they only spun CPU at these sizes); the log line says so."""
+    d = Daemon(ctx.tmp, 'deft', ctx.a.bundle, workers=1)
+    try:
+        c = d.conn()
+        assert infer(c, 'alpha', pgm(16, 16, 2))['task'] == 'alpha'
+        names = []
+        for tid in os.listdir('/proc/%d/task' % d.p.pid):
+            with open('/proc/%d/task/%s/comm' % (d.p.pid, tid)) as f:
+                names.append(f.read().strip())
+        assert sorted(names) == ['mimed', 'mimed'], names
+        assert 'workers=1 threads=1 blas_threads=1 ' in d.read_log(), d.read_log()
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
+@test
 def connection_cap(ctx):
     conns = [ctx.b.conn() for _ in range(6)]  # b: limits.max_connections 6
     for x in conns:
