@@ -1008,6 +1008,15 @@ def long_message_and_idle_halves(ctx):
         assert d.stop() == 0
 
 
+def thread_names(pid):
+    """The names (comm) of every thread of process pid."""
+    names = []
+    for tid in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/comm' % (pid, tid)) as f:
+            names.append(f.read().strip())
+    return names
+
+
 @test
 def no_idle_blas_threads(ctx):
     """With one BLAS thread (an engine of 2 threads), OpenBLAS's server threads, started when
@@ -1017,10 +1026,7 @@ def no_idle_blas_threads(ctx):
     try:
         c = d.conn()
         assert infer(c, 'alpha', pgm(16, 16, 2))['task'] == 'alpha'
-        names = []
-        for tid in os.listdir('/proc/%d/task' % d.p.pid):
-            with open('/proc/%d/task/%s/comm' % (d.p.pid, tid)) as f:
-                names.append(f.read().strip())
+        names = thread_names(d.p.pid)
         assert sorted(names) == ['mime-engine', 'mimed', 'mimed'], names
         c.close()
     finally:
@@ -1036,10 +1042,7 @@ def default_threads_one_engine_thread_no_blas(ctx):
     try:
         c = d.conn()
         assert infer(c, 'alpha', pgm(16, 16, 2))['task'] == 'alpha'
-        names = []
-        for tid in os.listdir('/proc/%d/task' % d.p.pid):
-            with open('/proc/%d/task/%s/comm' % (d.p.pid, tid)) as f:
-                names.append(f.read().strip())
+        names = thread_names(d.p.pid)
         assert sorted(names) == ['mimed', 'mimed'], names
         assert 'workers=1 threads=1 blas_threads=1 ' in d.read_log(), d.read_log()
         c.close()
