@@ -40,7 +40,9 @@
 #             of the whole script takes e.g. LIMIT=300 EPOCHS=1 FMNIST_LIMIT=300 WORK=/tmp/d)
 #   MIME_DATA=$HOME/.cache/mime/data  (scripts/fetch-data.sh all)
 #   PHASE_FLAGS="--train-limit 0 --epochs 2 --search-epochs 2"  (mime-train phases)
-#   PHASE_TASK_FLAGS="--epochs 2 --train-limit 10000"  (mime-train phase-tasks)
+#   PHASE_TASK_FLAGS="--epochs 2 --train-limit 10000"  (mime-train phase-tasks; it gets
+#             --val $VAL too: per (task, phase) the sliced or the trained tensors, whichever
+#             does better on the held-out images)
 #   MIME_FLAGS="--reg-sign minus --beta 1e-4"  (threshold runs of the demo bundle)
 #
 # Why MIME_FLAGS: with the paper's regulariser beta * sum exp(t) at beta = 1e-6 (the
@@ -270,7 +272,7 @@ else
 	echo "[$STEP/$NSTEPS] every task per phase ... (log: $WORK/8-phase-tasks.log)"
 	s=$(date +%s)
 	"$MIME_TRAIN" phase-tasks --bundle "$WORK/7-ho-digits.mime" --data-root "$DATA" \
-		--threads "$THREADS" --seed "$SEED" $PHASE_TASK_FLAGS \
+		--threads "$THREADS" --seed "$SEED" --val "$VAL" $PHASE_TASK_FLAGS \
 		--json "$WORK/8-phase-tasks.json" -o "$WORK/8-phase-tasks.mime.tmp" \
 		2>"$WORK/8-phase-tasks.log" || { tail -5 "$WORK/8-phase-tasks.log" >&2; exit 1; }
 	mv "$WORK/8-phase-tasks.mime.tmp" "$WORK/8-phase-tasks.mime"
@@ -297,7 +299,7 @@ for ph in shipped['phases']:
     for task, rows in tasks.items():
         for r in rows if isinstance(rows, list) else []:
             if r['phase'] == ph['phase']:
-                ph['task_accuracy'][task] = r['trained']
+                ph['task_accuracy'][task] = r.get('served', r['trained'])
                 ph['task_accuracy_shared'][task] = r['shared']
 json.dump(rec, open(sys.argv[3], 'w'), indent=2)
 EOF

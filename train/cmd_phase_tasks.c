@@ -30,9 +30,9 @@
 
 struct opts {
 	const char *bundle, *data_root, *out, *json_out, *tasks;
-	int epochs, batch, threads, train_limit, test_limit, reg_sign;
+	int epochs, batch, threads, train_limit, test_limit, reg_sign, val;
 	float lr;
-	double beta;
+	double beta, val_percent;
 	uint64_t seed;
 };
 
@@ -58,8 +58,11 @@ static void usage(FILE *f)
 	           "         [--tasks a,b,... (default: all)] [--epochs 2] [--batch 100]\n"
 	           "         [--lr 1e-3] [--beta 1e-4] [--reg-sign minus|plus]\n"
 	           "         [--train-limit 10000] [--test-limit 0] [--threads 2] [--seed 1]\n"
-	           "         [--json REPORT.json]\n"
-	           "  DIR/<task>/ holds each task's IDX files (scripts/fetch-data.sh).\n");
+	           "         [--val N|P%%] [--json REPORT.json]\n"
+	           "  DIR/<task>/ holds each task's IDX files (scripts/fetch-data.sh).\n"
+	           "  --val: held out of the training images (stratified, seeded); each (task,\n"
+	           "  phase) keeps its best epoch by them, and keeps the sliced tensors instead\n"
+	           "  when those do at least as well on them.\n");
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -77,6 +80,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{"test-limit", required_argument, NULL, 'T'},
 		{"threads", required_argument, NULL, 'j'},
 		{"seed", required_argument, NULL, 'S'},
+		{"val", required_argument, NULL, 'v'},
 		{"json", required_argument, NULL, 'J'},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
@@ -138,6 +142,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'S':
 			o->seed = strtoull(optarg, &end, 10);
+			break;
+		case 'v':
+			if (mimetrain_parse_val(optarg, &o->val, &o->val_percent) < 0)
+				return -1;
 			break;
 		case 'J':
 			o->json_out = optarg;
@@ -212,8 +220,8 @@ static int phase_def(const struct mime_bundle *b, const struct mime_manifest *m,
 }
 
 static int load_task_data(const struct opts *o, const struct mime_task_spec *ts,
-                          struct mimetrain_taskset *train, struct mimetrain_taskset *test,
-                          struct mime_errinfo *ei)
+                          struct mimetrain_taskset *train, struct mimetrain_taskset *val,
+                          struct mimetrain_taskset *test, struct mime_errinfo *ei)
 {
 	struct mimetrain_data dtr = {0}, dte = {0};
 	char im[PATH_MAX], lb[PATH_MAX];
@@ -230,6 +238,8 @@ static int load_task_data(const struct opts *o, const struct mime_task_spec *ts,
 		r = mimetrain_taskset_make(&dtr, &ts->input, train, ei);
 	if (r == 0)
 		r = mimetrain_taskset_make(&dte, &ts->input, test, ei);
+	if (r == 0)
+		r = mimetrain_hold_out(train, o->val, o->val_percent, o->seed, val, ei);
 	mimetrain_data_fini(&dtr);
 	mimetrain_data_fini(&dte);
 	return r;
@@ -257,12 +267,23 @@ static int push(struct newt **arr, int *n, const char *name, int ndim, const int
 	return 0;
 }
 
-/* Task t in phase p: sliced, measured, trained, measured; new tensors pushed. */
+/* What task_phase measured and kept for one (task, phase). */
+struct phase_result {
+	double shared, trained;         /* test accuracy: sliced, trained */
+	double val_shared, val_trained; /* validation accuracy (with a validation set) */
+	int kept_shared;                /* the sliced tensors were written (they validated at
+	                                   least as well as the trained ones) */
+};
+
+/* Task t in phase p: sliced, measured, trained, measured; new tensors pushed: the trained
+ * ones, or with a validation set (val->n > 0) whichever of sliced and trained does better on
+ * it (the sliced ones on a tie: no training where it does not pay). */
 static int task_phase(const struct opts *o, const struct mime_manifest *m,
                       const struct mime_model *model, const struct mimetrain_mp *mp, int t, int p,
                       const struct mimetrain_phase_def *ph, const struct mimetrain_taskset *train,
-                      const struct mimetrain_taskset *test, double *ret_shared, double *ret_trained,
-                      struct newt **nt, int *n_nt, struct mime_errinfo *ei)
+                      const struct mimetrain_taskset *val, const struct mimetrain_taskset *test,
+                      struct phase_result *res, struct newt **nt, int *n_nt,
+                      struct mime_errinfo *ei)
 {
 	const struct mime_task_params *tp = &model->tasks[t];
 	const int mime = tp->granularity != MIME_THR_NONE;
@@ -301,10 +322,15 @@ static int task_phase(const struct opts *o, const struct mime_manifest *m,
 		memcpy(sliced[i], tp->thresholds[i], sizeof(float) * n);
 		sm.tasks[0].thresholds[i] = sliced[i];
 	}
+	memset(res, 0, sizeof(*res));
 	r = mimetrain_engine_eval(&sm, 0, test, o->threads, &ev, ei);
+	res->shared = ev.accuracy;
+	if (r == 0 && val->n > 0) {
+		r = mimetrain_engine_eval(&sm, 0, val, o->threads, &ev, ei);
+		res->val_shared = ev.accuracy;
+	}
 	if (r < 0)
 		goto out;
-	*ret_shared = ev.accuracy;
 	r = mimetrain_mime_create(
 		&sm, 0, tp->n_classes,
 		&(struct mimetrain_mime_config){
@@ -328,16 +354,18 @@ static int task_phase(const struct opts *o, const struct mime_manifest *m,
 			r = mimetrain_mime_set_thresholds(tr, i, sliced[i], n);
 		}
 	if (r == 0)
-		r = mimetrain_mime_train(tr, train, NULL, NULL, &rep, ei);
+		r = mimetrain_mime_train(tr, train, val->n > 0 ? val : NULL, NULL, &rep, ei);
 	if (r == 0)
 		r = mimetrain_mime_model(tr, &sm, tp->name, &lm);
 	if (r == 0)
 		r = mimetrain_engine_eval(&lm, 0, test, o->threads, &ev, ei);
 	if (r < 0)
 		goto out;
-	*ret_trained = ev.accuracy;
+	res->trained = ev.accuracy;
+	res->val_trained = val->n > 0 ? rep.val_acc_best : 0;
+	res->kept_shared = val->n > 0 && res->val_shared >= res->val_trained;
 	{
-		const struct mime_task_params *lt = &lm.tasks[0];
+		const struct mime_task_params *lt = res->kept_shared ? &sm.tasks[0] : &lm.tasks[0];
 		int64_t hs[2] = {tp->n_classes, s.features};
 
 		snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", tp->name, p);
@@ -427,7 +455,7 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 	}
 	openblas_set_num_threads(o.threads);
 	for (int t = 0; t < m.n_tasks; t++) {
-		struct mimetrain_taskset train = {0}, test = {0};
+		struct mimetrain_taskset train = {0}, val = {0}, test = {0};
 		struct mime_model plain = model;
 		struct mime_task_params tp = model.tasks[t];
 		struct mimetrain_mp mp = {0};
@@ -444,34 +472,52 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 		plain.n_tasks = 1;
 		r = mimetrain_mp_init(&mp, &plain, 0, &ei);
 		if (r == 0)
-			r = load_task_data(&o, &m.tasks[t], &train, &test, &ei);
+			r = load_task_data(&o, &m.tasks[t], &train, &val, &test, &ei);
 		for (int p = 1; r == 0 && p <= m.n_phases; p++) {
 			struct mimetrain_phase_def ph;
-			double shared = 0, trained = 0, t0 = now_s();
+			struct phase_result res;
+			double t0 = now_s();
 
 			r = phase_def(b, &m, p, &ph, &ei);
 			if (r == 0)
-				r = task_phase(&o, &m, &model, &mp, t, p, &ph, &train, &test,
-				               &shared, &trained, &nt, &n_nt, &ei);
+				r = task_phase(&o, &m, &model, &mp, t, p, &ph, &train, &val, &test,
+				               &res, &nt, &n_nt, &ei);
 			mimetrain_phase_def_fini(&ph);
 			if (r < 0)
 				break;
+			const double served = res.kept_shared ? res.shared : res.trained;
+
 			fprintf(stderr,
 			        "task %s phase %d (%s): accuracy %.4f shared (sliced), %.4f "
-			        "trained "
-			        "(%d epochs), %.0f s\n",
-			        m.tasks[t].name, p, m.phases[p - 1].name, shared, trained, o.epochs,
-			        now_s() - t0);
-			set_phase_acc(&m.phases[p - 1], "task_accuracy", m.tasks[t].name, trained);
+			        "trained (%d epochs)",
+			        m.tasks[t].name, p, m.phases[p - 1].name, res.shared, res.trained,
+			        o.epochs);
+			if (val.n > 0)
+				fprintf(stderr, "; validation %.4f vs %.4f: %s kept",
+				        res.val_shared, res.val_trained,
+				        res.kept_shared ? "sliced" : "trained");
+			fprintf(stderr, ", %.0f s\n", now_s() - t0);
+			/* task_accuracy: what the bundle serves in the phase */
+			set_phase_acc(&m.phases[p - 1], "task_accuracy", m.tasks[t].name, served);
 			set_phase_acc(&m.phases[p - 1], "task_accuracy_shared", m.tasks[t].name,
-			              shared);
-			json_array_append_new(tj, json_pack("{s:i, s:f, s:f, s:f}", "phase", p,
-			                                    "shared", shared, "trained", trained,
-			                                    "seconds", now_s() - t0));
+			              res.shared);
+			json_array_append_new(tj,
+			                      json_pack("{s:i, s:f, s:f, s:f, s:s, s:f}", "phase",
+			                                p, "shared", res.shared, "trained",
+			                                res.trained, "served", served, "kept",
+			                                res.kept_shared ? "shared" : "trained",
+			                                "seconds", now_s() - t0));
+			if (val.n > 0)
+				json_object_update_new(json_array_get(tj, json_array_size(tj) - 1),
+				                       json_pack("{s:f, s:f, s:i}", "val_shared",
+				                                 res.val_shared, "val_trained",
+				                                 res.val_trained, "val_images",
+				                                 val.n));
 		}
 		json_object_set_new(rep, m.tasks[t].name, tj);
 		mimetrain_mp_fini(&mp);
 		mimetrain_taskset_fini(&train);
+		mimetrain_taskset_fini(&val);
 		mimetrain_taskset_fini(&test);
 		if (r < 0) {
 			fprintf(stderr, "mime-train phase-tasks: %s: %s\n", m.tasks[t].name,

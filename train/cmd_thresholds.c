@@ -247,15 +247,8 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 			o->cfg.seed = strtoull(optarg, &end, 10);
 			break;
 		case O_VAL:
-			if (optarg[0] && optarg[strlen(optarg) - 1] == '%') {
-				o->val_percent = strtod(optarg, &end);
-				if (end != optarg + strlen(optarg) - 1 || !(o->val_percent > 0) ||
-				    !(o->val_percent < 100))
-					return -1;
-				end = NULL;
-			} else {
-				o->val = (int)strtol(optarg, &end, 10);
-			}
+			if (mimetrain_parse_val(optarg, &o->val, &o->val_percent) < 0)
+				return -1;
 			break;
 		case O_JSON:
 			o->json_out = optarg;
@@ -426,6 +419,44 @@ static json_t *result_json(const struct learn_opts *o, const struct mime_graph *
 		json_object_set_new(tr, "threshold_mean", tm);
 	}
 	json_object_set_new(r, "training", tr);
+	return r;
+}
+
+int mimetrain_parse_val(const char *s, int *ret_n, double *ret_percent)
+{
+	const size_t len = strlen(s);
+	char *end = NULL;
+
+	*ret_n = 0;
+	*ret_percent = 0;
+	if (len > 1 && s[len - 1] == '%') {
+		*ret_percent = strtod(s, &end);
+		return end == s + len - 1 && *ret_percent > 0 && *ret_percent < 100 ? 0 : -1;
+	}
+	errno = 0;
+	long n = strtol(s, &end, 10);
+
+	if (len == 0 || *end || errno || n < 0 || n > INT_MAX)
+		return -1;
+	*ret_n = (int)n;
+	return 0;
+}
+
+int mimetrain_hold_out(struct mimetrain_taskset *train, int n, double percent, uint64_t seed,
+                       struct mimetrain_taskset *val, struct mime_errinfo *ei)
+{
+	struct mimetrain_taskset all = *train;
+	int r;
+
+	if (percent > 0)
+		n = (int)(percent / 100.0 * train->n + 0.5);
+	if (n <= 0)
+		return 0;
+	r = mimetrain_taskset_split(&all, n, seed, train, val, ei);
+	if (r == 0)
+		mimetrain_taskset_fini(&all);
+	else
+		*train = all;
 	return r;
 }
 
@@ -701,18 +732,9 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 	r = mimetrain_taskset_make(&dtrain, &spec, &train, &ei);
 	if (r == 0)
 		r = mimetrain_taskset_make(&dtest, &spec, &test, &ei);
-	if (o.val_percent > 0)
-		o.val = (int)(o.val_percent / 100.0 * train.n + 0.5);
-	if (r == 0 && o.val > 0) {
-		/* held out of the training split (the test split stays unseen until the end) */
-		struct mimetrain_taskset all = train;
-
-		r = mimetrain_taskset_split(&all, o.val, o.cfg.seed, &train, &val, &ei);
-		if (r == 0)
-			mimetrain_taskset_fini(&all);
-		else
-			train = all;
-	}
+	/* held out of the training split (the test split stays unseen until the end) */
+	if (r == 0)
+		r = mimetrain_hold_out(&train, o.val, o.val_percent, o.cfg.seed, &val, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train: %s\n", ei.msg[0] ? ei.msg : mime_strerror(r));
 		goto out;

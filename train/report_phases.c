@@ -401,8 +401,10 @@ static void write_task_accuracy(FILE *out, const json_t *variants)
 	int any = 0;
 
 	fputs("\n### Accuracy per task at each phase\n\n"
-	      "\"per phase\": the task's thresholds and head trained for each phase; \"shared\": "
-	      "one set of thresholds and head shared by every phase (when the record has it).\n",
+	      "\"per phase\": what the bundle serves in each phase, the task's thresholds and "
+	      "head trained for it (or, built with `phase-tasks --val`, the sliced ones where "
+	      "those did at least as well on the held-out images); \"shared\": one set of "
+	      "thresholds and head shared by every phase, sliced (when the record has it).\n",
 	      out);
 	json_array_foreach(variants, i, var)
 	{
