@@ -356,7 +356,10 @@ static uint64_t mono_ns(void)
  * the threads decoding and queueing that very request (measured: bench/RESULTS.md). */
 static void spin_for_job(struct mime_engine *e, unsigned seen)
 {
-	for (int i = 0; atomic_load(&e->generation) == seen; i++) {
+	/* i stops at SPIN_ROUNDS: prepares that keep coming without a forward for this engine
+	 * (another worker's takes the requests) keep the window open for as long as they come,
+	 * and a count of every poll would overflow after ~2^31 of them (tens of minutes). */
+	for (int i = 0; atomic_load(&e->generation) == seen; i += i < SPIN_ROUNDS) {
 		if (atomic_load(&e->in_forward) && i < SPIN_ROUNDS) {
 			cpu_relax();
 			continue;
