@@ -25,9 +25,10 @@
 #define MIMED_SD_LISTEN_FDS_START 3
 
 /* Sends state (e.g. "READY=1\nSTATUS=serving") as one datagram to $NOTIFY_SOCKET, as
- * sd_notify(0, state). Returns 1 when sent, 0 when $NOTIFY_SOCKET is unset or empty, else a
- * negative errno: -EINVAL (empty state, an address too long for sun_path), -EAFNOSUPPORT
- * (neither '/' nor '@'), or the socket's error (-ECONNREFUSED: nobody bound there). */
+ * sd_notify(0, state). Returns 1 when sent, 0 when $NOTIFY_SOCKET is unset, else a negative
+ * errno: -EINVAL (empty state, an address too long for sun_path), -EAFNOSUPPORT (neither '/'
+ * nor '@', an empty $NOTIFY_SOCKET too), or the socket's error (-ECONNREFUSED: nobody bound
+ * there). */
 int mimed_sd_notify(const char *state);
 
 /* As sd_watchdog_enabled(0, ret_usec): 1 and *ret_usec (> 0) when the service manager
