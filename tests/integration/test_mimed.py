@@ -739,7 +739,15 @@ def accepted_infer_wakes_engine_threads(ctx):
             if engine_thread_sleeps(d.p.pid)[1] > before:
                 break
             time.sleep(0.01)
-        assert engine_thread_sleeps(d.p.pid)[1] == before + 1
+        # Woken, then asleep again for good (its window is 300 us). Not an exact count (it
+        # failed as == before + 1 in a full parallel test run): a woken thread that finds
+        # the loop still holding the engine's lock (prepare broadcasts under it; likely when
+        # the wake-up preempts the loop on a loaded machine) sleeps on that lock once more.
+        time.sleep(0.05)
+        after = engine_thread_sleeps(d.p.pid)[1]
+        assert after > before, (before, after)
+        time.sleep(0.05)
+        assert engine_thread_sleeps(d.p.pid)[1] == after
         c.close()
     finally:
         assert d.stop() == 0
