@@ -17,12 +17,12 @@
  * for the same reason.
  *
  * Threads: a pool of n_threads - 1 workers waits on a condition variable for a job. With at
- * least n_threads samples the job is the whole network over a contiguous range of samples per
- * thread (one join per forward); with fewer, a job is one layer and each thread takes every
- * n_threads-th chunk of pixels. Either way a sample meets the same chunks and the same
- * kernels, so its result does not depend on the mode. The threads call OpenBLAS concurrently
- * (fc layers, heads, the BLAS conv path), which is only correct with OpenBLAS single-threaded:
- * creating a threaded engine sets that. */
+ * least n_threads samples the job is the whole network, each thread taking the next few
+ * samples nobody has taken until none is left (one join per forward); with fewer, a job is one
+ * layer and each thread takes every n_threads-th chunk of pixels. Either way a sample meets the
+ * same chunks and the same kernels, so its result does not depend on the mode. The threads call
+ * OpenBLAS concurrently (fc layers, heads, the BLAS conv path), which is only correct with OpenBLAS
+ * single-threaded: creating a threaded engine sets that. */
 #include "lib/engine.h"
 
 #include <assert.h>
