@@ -2205,7 +2205,21 @@ int mimed_server_listen(struct mimed *d)
 
 	uv_pipe_init(&d->loop, &d->listener, 0);
 	d->listener.data = d;
-	r = mimed_sd_listen_fds(true, &names);
+	r = mimed_sd_listen_fds(false, &names);
+	if (r == -EINVAL && getenv("LISTEN_FDNAMES")) {
+		/* The names only label the sockets in the log: names that do not match the
+		 * descriptors' count lose their labels, not the sockets. */
+		int n = mimed_sd_listen_fds(false, NULL);
+
+		if (n > 0) {
+			mimed_log(d, LOG_WARNING,
+			          "socket activation: LISTEN_FDNAMES '%s' does not name %d "
+			          "socket(s); names ignored",
+			          getenv("LISTEN_FDNAMES"), n);
+			r = n;
+		}
+	}
+	mimed_sd_listen_fds(true, NULL); /* not inherited by anything mimed starts */
 	if (r < 0)
 		mimed_log(d, LOG_WARNING,
 		          "socket activation: LISTEN_FDS / LISTEN_FDNAMES: %s; binding '%s'",
@@ -2221,7 +2235,7 @@ int mimed_server_listen(struct mimed *d)
 			mimed_log(d, LOG_ERR,
 			          "socket from systemd (fd %d, '%s') is not a listening AF_UNIX "
 			          "stream socket",
-			          MIMED_SD_LISTEN_FDS_START, names[0]);
+			          MIMED_SD_LISTEN_FDS_START, names ? names[0] : "unknown");
 			mimed_sd_names_free(names);
 			return r < 0 ? r : -ENOTSOCK;
 		}
@@ -2232,7 +2246,7 @@ int mimed_server_listen(struct mimed *d)
 			return r;
 		}
 		mimed_log(d, LOG_INFO, "socket activation: fd %d, '%s'", MIMED_SD_LISTEN_FDS_START,
-		          names[0]);
+		          names ? names[0] : "unknown");
 		d->activated = true;
 	}
 	mimed_sd_names_free(names);

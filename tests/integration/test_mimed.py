@@ -1270,6 +1270,42 @@ def systemd_socket_activation_and_notify(ctx):
         notify.close()
 
 
+@test
+def socket_activation_names_mismatch(ctx):
+    """A listening socket passed as fd 3 whose LISTEN_FDNAMES names another count of sockets
+    is still the one served (the names only label it in the log): mimed does not fall back
+    to binding its own path, and the log says the names were ignored."""
+    path = os.path.join(ctx.tmp, 'names.sock')
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(path)
+    ls.listen(8)
+    env = dict(os.environ, LISTEN_FDS='1', LISTEN_FDNAMES='a:b')
+    for k in ('NOTIFY_SOCKET', 'LISTEN_PID', 'WATCHDOG_USEC'):
+        env.pop(k, None)
+    unused = os.path.join(ctx.tmp, 'names-unused.sock')
+    logpath = os.path.join(ctx.tmp, 'names.log')
+    log = open(logpath, 'wb')
+    p = subprocess.Popen(['/bin/sh', '-c', 'export LISTEN_PID=$$; exec "$@"', 'sh', MIMED,
+                          '--bundle', ctx.a.bundle, '--socket', unused],
+                         env=env, stdout=log, stderr=subprocess.STDOUT, close_fds=False,
+                         preexec_fn=lambda: os.dup2(ls.fileno(), 3))
+    try:
+        c = connect_retry(path)
+        assert c.call('io.mime.ListTasks')['tasks'][0]['name'] == 'alpha'
+        c.close()
+        assert not os.path.exists(unused)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+        text = open(logpath, errors='replace').read()
+        assert "LISTEN_FDNAMES 'a:b' does not name 1 socket(s); names ignored" in text, text
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+        ls.close()
+
+
 def wait_phase(c, want, timeout=8.0):
     """Polls GetStatus until its phase is want; returns the status."""
     end = time.time() + timeout
