@@ -20,7 +20,13 @@
 #include "daemon/mimed.h"
 #include "daemon/sdnotify.h"
 
-#define TICK_MS 10
+/* The tick: every TICK_MS while anything is queued, running or half-read (deadlines, the
+ * batches a busy worker leaves for the loop, message timeouts), else every IDLE_TICK_MS (at
+ * most a quarter of the watchdog interval): an idle daemon wakes 10 times a second instead
+ * of 100 (measured: 3.5 ms of CPU per second idle at 10 ms). The first byte or connection
+ * brings the busy period back (mimed_tick_fast). */
+#define TICK_MS      10
+#define IDLE_TICK_MS 100
 
 void mimed_notify(struct mimed *d, const char *fmt, ...)
 {
@@ -425,6 +431,37 @@ static void trim_when_quiet(struct mimed *d, uint64_t now)
 	}
 }
 
+static void on_tick(uv_timer_t *t);
+
+/* Nothing that needs the busy tick: no call queued or unanswered (n_busy_calls counts a
+ * batch until the loop has taken it back from the worker) and no message half read. */
+static bool loop_idle(struct mimed *d)
+{
+	if (d->n_busy_calls > 0 || mimed_queue_len(&d->queue) > 0 || d->shutting_down)
+		return false;
+	for (const struct mimed_conn *c = d->conns; c; c = c->next)
+		if (c->partial_since_ns)
+			return false;
+	return true;
+}
+
+static uint64_t idle_tick_ms(const struct mimed *d)
+{
+	uint64_t ms = IDLE_TICK_MS;
+
+	if (d->watchdog_usec && d->watchdog_usec / 4000 < ms)
+		ms = d->watchdog_usec / 4000;
+	return ms < TICK_MS ? TICK_MS : ms;
+}
+
+void mimed_tick_fast(struct mimed *d)
+{
+	if (!d->tick_slow)
+		return;
+	d->tick_slow = false;
+	uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct mimed *d = t->data;
@@ -444,6 +481,12 @@ static void on_tick(uv_timer_t *t)
 		             d->rt->manifest->n_tasks, d->phase, d->pinned ? "pinned" : "auto",
 		             mimed_queue_len(&d->queue), d->n_conns,
 		             (unsigned long long)d->n_requests);
+	}
+	if (!d->tick_slow && loop_idle(d)) {
+		d->tick_slow = true;
+		uv_timer_set_repeat(t, idle_tick_ms(d));
+	} else if (d->tick_slow && !loop_idle(d)) {
+		mimed_tick_fast(d); /* e.g. a shutdown that began between requests */
 	}
 }
 

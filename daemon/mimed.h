@@ -283,6 +283,7 @@ struct mimed {
 	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1, sig_usr2;
 	uv_async_t done_async; /* workers only call uv_async_send() on it */
 	uv_timer_t tick;       /* deadlines, idle connections, watchdog, status */
+	bool tick_slow;        /* the tick runs at its idle period (mimed_tick_fast) */
 	uv_timer_t shutdown_timer;
 	struct mimed_logger log;
 
@@ -386,6 +387,9 @@ void mimed_result_text(struct mimed_text *t, const struct mimed_req *req,
 int mimed_server_listen(struct mimed *d);
 void mimed_server_on_done(uv_async_t *h);
 void mimed_server_tick(struct mimed *d);
+/* The loop got work (a connection, bytes): the tick back at its busy period if it had slowed
+ * down (main.c; loop thread). */
+void mimed_tick_fast(struct mimed *d);
 void mimed_server_shutdown(struct mimed *d); /* stop accepting, drain, then stop the loop */
 void mimed_server_close_all(struct mimed *d);
 void mimed_server_emit(struct mimed *d, const char *kind, json_t *data); /* takes data */

@@ -1963,6 +1963,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	if (nread == 0)
 		return;
+	mimed_tick_fast(d);
 	c->last_active_ns = mimed_now_ns();
 	/* Batches back from the workers first: a worker puts a batch on the done list before
 	 * it writes the batch's direct replies, so a client that read one and calls again finds

@@ -1306,6 +1306,46 @@ def socket_activation_names_mismatch(ctx):
         ls.close()
 
 
+def thread_sleeps(pid, tid):
+    """How many times thread tid of process pid went to sleep (voluntary context switches)."""
+    with open('/proc/%d/task/%d/status' % (pid, tid)) as f:
+        for line in f:
+            if line.startswith('voluntary_ctxt_switches:'):
+                return int(line.split()[1])
+    raise AssertionError('no voluntary_ctxt_switches for %d/%d' % (pid, tid))
+
+
+@test
+def idle_daemon_wakes_rarely(ctx):
+    """With nothing queued, running or half read, the loop's tick slows from 10 to 100 ms:
+    an idle daemon's loop thread (the main thread) wakes about 10 times a second, not 100;
+    the next request is answered as before, and a half-read message brings the fast tick
+    back (its message timeout, 300 ms here, still holds)."""
+    d = Daemon(ctx.tmp, 'idle', ctx.a.bundle, 'limits:\n  message_timeout: 300ms\n',
+               workers=1)
+    try:
+        c = d.conn()
+        assert infer(c, 'alpha', pgm(16, 16, 1))['task'] == 'alpha'
+        time.sleep(0.3)
+        pid = d.p.pid
+        before = thread_sleeps(pid, pid)
+        time.sleep(1.0)
+        woke = thread_sleeps(pid, pid) - before
+        assert woke <= 30, woke  # ~100 with a 10 ms tick
+        assert infer(c, 'alpha', pgm(16, 16, 2))['task'] == 'alpha'
+        c.close()
+        time.sleep(0.3)  # idle again: a message that never ends still times out
+        c = d.conn()
+        c.s.sendall(b'{"method": "io.mime.ListT')
+        t0 = time.time()
+        r = c.recv()
+        assert 'not completed within 300 ms' in r['parameters']['description'], r
+        assert 0.25 < time.time() - t0 < 1.0, time.time() - t0
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
 def wait_phase(c, want, timeout=8.0):
     """Polls GetStatus until its phase is want; returns the status."""
     end = time.time() + timeout
