@@ -48,6 +48,20 @@ static void add_layer(struct mime_graph *g, enum mime_layer_kind kind, int out, 
 	g->n_layers++;
 }
 
+/* The network of the fine-mask tests: conv 40 - pool - conv 37 - conv 24 - pool - flatten -
+ * fc 10 (ReLU) on 3 x side x side. */
+static void fine_test_graph(struct mime_graph *g, int side)
+{
+	g->input = (struct mime_shape){3, side, side};
+	add_layer(g, MIME_LAYER_CONV, 40, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(g, MIME_LAYER_CONV, 37, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(g, MIME_LAYER_CONV, 24, 3, 1, 1, MIME_ACT_RELU);
+	add_layer(g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
+	add_layer(g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
+	add_layer(g, MIME_LAYER_FC, 10, 0, 0, 0, MIME_ACT_RELU);
+}
+
 /* Random weights; task t gets thresholds of granularity gran[t] (NONE = ReLU). */
 static void net_init(struct net *n, const struct mime_graph *g, int n_tasks,
                      const enum mime_thresholds *gran, const int *classes, uint64_t seed)
@@ -1016,14 +1030,7 @@ static void test_engine_fine_switch_equals_direct_entry(void **state)
 	float *in;
 
 	(void)state;
-	g.input = (struct mime_shape){3, 12, 12};
-	add_layer(&g, MIME_LAYER_CONV, 40, 3, 1, 1, MIME_ACT_RELU);
-	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
-	add_layer(&g, MIME_LAYER_CONV, 37, 3, 1, 1, MIME_ACT_RELU);
-	add_layer(&g, MIME_LAYER_CONV, 24, 3, 1, 1, MIME_ACT_RELU);
-	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
-	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
-	add_layer(&g, MIME_LAYER_FC, 10, 0, 0, 0, MIME_ACT_RELU);
+	fine_test_graph(&g, 12);
 	net_init(&n, &g, 2, gran, classes, 31);
 	in = rand_array(&rng, 4 * 3 * 144, 0.0f, 1.0f);
 	for (int si = 0; si < 3; si++) {
@@ -1133,14 +1140,7 @@ static void test_engine_act_skip_bit_equal(void **state)
 	float *in;
 
 	(void)state;
-	g.input = (struct mime_shape){3, 14, 14};
-	add_layer(&g, MIME_LAYER_CONV, 40, 3, 1, 1, MIME_ACT_RELU);
-	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
-	add_layer(&g, MIME_LAYER_CONV, 37, 3, 1, 1, MIME_ACT_RELU);
-	add_layer(&g, MIME_LAYER_CONV, 24, 3, 1, 1, MIME_ACT_RELU);
-	add_layer(&g, MIME_LAYER_MAXPOOL, 0, 2, 2, 0, MIME_ACT_NONE);
-	add_layer(&g, MIME_LAYER_FLATTEN, 0, 0, 0, 0, MIME_ACT_NONE);
-	add_layer(&g, MIME_LAYER_FC, 10, 0, 0, 0, MIME_ACT_RELU);
+	fine_test_graph(&g, 14);
 	net_init(&n, &g, 3, gran, classes, 57);
 	for (int t = 0; t < 2; t++) /* thresholds that zero most outputs */
 		for (int i = 0; i < g.n_layers; i++)

@@ -4,9 +4,6 @@
 #pragma once
 
 #include <jansson.h>
-#include <stdint.h>
-
-#include "lib/error.h"
 
 int mimetrain_cmd_parent(int argc, char **argv);
 int mimetrain_cmd_bundle(int argc, char **argv); /* inspect | verify | import */
@@ -30,13 +27,6 @@ int mimetrain_learn_task(int argc, char **argv, int mode);
 /* --val N | P%: a count into *ret_n (and *ret_percent = 0), or a percentage in (0, 100) into
  * *ret_percent (and *ret_n = 0). Returns 0, or -1 for anything else. */
 int mimetrain_parse_val(const char *s, int *ret_n, double *ret_percent);
-
-struct mimetrain_taskset;
-/* Holds n (or percent of train's images, rounded; both 0: nothing) out of *train into *val
- * (mimetrain_taskset_split: stratified, seeded); *train becomes the rest. On error *train is
- * unchanged. Returns 0, MIME_EINVAL (too many) or -ENOMEM, with ei set. */
-int mimetrain_hold_out(struct mimetrain_taskset *train, int n, double percent, uint64_t seed,
-                       struct mimetrain_taskset *val, struct mime_errinfo *ei);
 
 json_t *mimetrain_provenance_add_step(const char *old, const char *sub, int argc, char **argv,
                                       json_t **ret_step);

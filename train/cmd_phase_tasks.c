@@ -501,18 +501,17 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 			set_phase_acc(&m.phases[p - 1], "task_accuracy", m.tasks[t].name, served);
 			set_phase_acc(&m.phases[p - 1], "task_accuracy_shared", m.tasks[t].name,
 			              res.shared);
-			json_array_append_new(tj,
-			                      json_pack("{s:i, s:f, s:f, s:f, s:s, s:f}", "phase",
-			                                p, "shared", res.shared, "trained",
-			                                res.trained, "served", served, "kept",
-			                                res.kept_shared ? "shared" : "trained",
-			                                "seconds", now_s() - t0));
-			if (val.n > 0)
-				json_object_update_new(json_array_get(tj, json_array_size(tj) - 1),
-				                       json_pack("{s:f, s:f, s:i}", "val_shared",
-				                                 res.val_shared, "val_trained",
-				                                 res.val_trained, "val_images",
-				                                 val.n));
+			json_t *row = json_pack(
+				"{s:i, s:f, s:f, s:f, s:s, s:f}", "phase", p, "shared", res.shared,
+				"trained", res.trained, "served", served, "kept",
+				res.kept_shared ? "shared" : "trained", "seconds", now_s() - t0);
+
+			if (val.n > 0 && row) {
+				json_object_set_new(row, "val_shared", json_real(res.val_shared));
+				json_object_set_new(row, "val_trained", json_real(res.val_trained));
+				json_object_set_new(row, "val_images", json_integer(val.n));
+			}
+			json_array_append_new(tj, row);
 		}
 		json_object_set_new(rep, m.tasks[t].name, tj);
 		mimetrain_mp_fini(&mp);

@@ -442,24 +442,6 @@ int mimetrain_parse_val(const char *s, int *ret_n, double *ret_percent)
 	return 0;
 }
 
-int mimetrain_hold_out(struct mimetrain_taskset *train, int n, double percent, uint64_t seed,
-                       struct mimetrain_taskset *val, struct mime_errinfo *ei)
-{
-	struct mimetrain_taskset all = *train;
-	int r;
-
-	if (percent > 0)
-		n = (int)(percent / 100.0 * train->n + 0.5);
-	if (n <= 0)
-		return 0;
-	r = mimetrain_taskset_split(&all, n, seed, train, val, ei);
-	if (r == 0)
-		mimetrain_taskset_fini(&all);
-	else
-		*train = all;
-	return r;
-}
-
 json_t *mimetrain_provenance_add_step(const char *old, const char *sub, int argc, char **argv,
                                       json_t **ret_step)
 {

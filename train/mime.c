@@ -197,6 +197,24 @@ out:
 	return r;
 }
 
+int mimetrain_hold_out(struct mimetrain_taskset *train, int n, double percent, uint64_t seed,
+                       struct mimetrain_taskset *val, struct mime_errinfo *ei)
+{
+	struct mimetrain_taskset all = *train;
+	int r;
+
+	if (percent > 0)
+		n = (int)(percent / 100.0 * train->n + 0.5);
+	if (n <= 0)
+		return 0;
+	r = mimetrain_taskset_split(&all, n, seed, train, val, ei);
+	if (r == 0)
+		mimetrain_taskset_fini(&all);
+	else
+		*train = all;
+	return r;
+}
+
 uint64_t mimetrain_fnv1a(const void *data, size_t n, uint64_t h)
 {
 	const uint8_t *p = data;

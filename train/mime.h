@@ -66,6 +66,11 @@ void mimetrain_taskset_stats(const struct mimetrain_taskset *s, float *ret_mean,
 int mimetrain_taskset_split(const struct mimetrain_taskset *all, int n_val, uint64_t seed,
                             struct mimetrain_taskset *ret_train, struct mimetrain_taskset *ret_val,
                             struct mime_errinfo *ei);
+/* Holds n (or percent of train's images, rounded; both 0: nothing) out of *train into *val
+ * with mimetrain_taskset_split; *train becomes the rest (unchanged on error). Returns 0 or
+ * mimetrain_taskset_split's error. */
+int mimetrain_hold_out(struct mimetrain_taskset *train, int n, double percent, uint64_t seed,
+                       struct mimetrain_taskset *val, struct mime_errinfo *ei);
 
 struct mimetrain_mime_config {
 	enum mimetrain_mode mode;

@@ -559,12 +559,7 @@ def clients_vanishing_mid_call(ctx):
     assert not errors, errors
     c = ctx.a.conn()
     assert infer(c, 'gamma', pgm(16, 16, 1))['task'] == 'gamma'
-    for _ in range(100):
-        st = c.call('io.mime.GetStatus')['status']
-        if st['connections'] == 1 and st['queue_depth'] == 0:
-            break
-        time.sleep(0.02)
-    assert st['connections'] == 1 and st['queue_depth'] == 0, st
+    assert_only_connection_idle(c)
     c.close()
 
 
@@ -685,13 +680,19 @@ def direct_replies(ctx):
     assert 'write: Broken pipe' in log or 'write: Connection reset' in log
 
     c = ctx.a.conn()
+    assert_only_connection_idle(c)
+    c.close()
+
+
+def assert_only_connection_idle(c):
+    """Polls GetStatus on c (up to 2 s) until c is the daemon's only connection and nothing
+    is queued; fails with the last status otherwise."""
     for _ in range(100):
         st = c.call('io.mime.GetStatus')['status']
         if st['connections'] == 1 and st['queue_depth'] == 0:
-            break
+            return
         time.sleep(0.02)
-    assert st['connections'] == 1 and st['queue_depth'] == 0, st
-    c.close()
+    raise AssertionError(st)
 
 
 def engine_thread_sleeps(pid):
