@@ -699,7 +699,7 @@ static void part_bundle(const struct options *o, const char *parts)
 		exit(1);
 	}
 	mf = mime_bundle_manifest(b);
-	if (mime_model_from_bundle(b, &m, &ei) < 0) {
+	if (mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &m, &ei) < 0) {
 		fprintf(stderr, "bench_phase: %s: %s\n", o->bundle, ei.msg);
 		exit(1);
 	}
@@ -722,8 +722,8 @@ static void part_bundle(const struct options *o, const char *parts)
 				continue;
 		}
 		s->tasks = calloc((size_t)m.n_tasks, sizeof(*s->tasks));
-		if (!s->tasks ||
-		    mime_model_phase(b, p, &s->ph, &s->keep_storage, s->tasks, &ei) < 0) {
+		if (!s->tasks || mime_model_phase(b, p, MIME_MODEL_HALF_VIEWS, &s->ph,
+		                                  &s->keep_storage, s->tasks, &ei) < 0) {
 			fprintf(stderr, "bench_phase: phase %d: %s\n", p, ei.msg);
 			exit(1);
 		}

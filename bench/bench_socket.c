@@ -220,7 +220,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_socket: cannot read '%s'\n", pos[2]);
 		return 1;
 	}
-	if (mime_bundle_open(pos[0], &b, &ei) < 0 || mime_model_from_bundle(b, &m, &ei) < 0) {
+	if (mime_bundle_open(pos[0], &b, &ei) < 0 ||
+	    mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &m, &ei) < 0) {
 		fprintf(stderr, "bench_socket: %s: %s\n", pos[0], ei.msg);
 		goto out_bytes;
 	}

@@ -439,7 +439,8 @@ int main(int argc, char **argv)
 		         getenv("HOME") ? getenv("HOME") : ".");
 		data = data_default;
 	}
-	if (mime_bundle_open(bundle_path, &b, &ei) < 0 || mime_model_from_bundle(b, &mm, &ei) < 0) {
+	if (mime_bundle_open(bundle_path, &b, &ei) < 0 ||
+	    mime_model_from_bundle(b, 0, &mm, &ei) < 0) {
 		fprintf(stderr, "%s: %s\n", bundle_path, ei.msg);
 		return 1;
 	}

@@ -92,7 +92,7 @@ static int enter_phase(const struct run_opts *o, const struct mime_bundle *b, st
 		fprintf(stderr, "mimectl: out of memory\n");
 		return 1;
 	}
-	r = mime_model_phase(b, o->phase, &ph, &keep, tasks, &ei);
+	r = mime_model_phase(b, o->phase, MIME_MODEL_HALF_VIEWS, &ph, &keep, tasks, &ei);
 	if (r == 0) {
 		r = mime_engine_set_phase(e, &ph, tasks, &ei);
 		free(keep);
@@ -238,7 +238,7 @@ int mimectl_cmd_run(int argc, char **argv)
 	}
 	ts = &mime_bundle_manifest(b)->tasks[task];
 	o.say_phase |= mime_bundle_manifest(b)->n_phases > 0;
-	r = mime_model_from_bundle(b, &m, &ei);
+	r = mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &m, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mimectl: %s: %s\n", o.bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));

@@ -199,8 +199,8 @@ static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
 			&rt->phase_tasks[(size_t)(p - 1) * (size_t)n_tasks];
 		int64_t manifest_bytes = rt->manifest->phases[p - 1].memory_bytes;
 
-		r = mime_model_phase(rt->bundle, p, &rt->phases[p - 1], &rt->phase_keep[p - 1],
-		                     tasks, ei);
+		r = mime_model_phase(rt->bundle, p, MIME_MODEL_HALF_VIEWS, &rt->phases[p - 1],
+		                     &rt->phase_keep[p - 1], tasks, ei);
 		if (r < 0)
 			return r;
 		r = mime_engine_set_phase(rt->engines[0], &rt->phases[p - 1], tasks, ei);
@@ -229,8 +229,12 @@ static int cmp_ptr(const void *a, const void *b)
 
 static void keep_task(const void **keep, size_t *n, const struct mime_task_params *tp)
 {
-	keep[(*n)++] = tp->head_w;
-	keep[(*n)++] = tp->head_b;
+	/* F16 tensors (the half pointers) are read only when an engine enters a phase and
+	 * decodes them: their pages may go. */
+	if (tp->head_w)
+		keep[(*n)++] = tp->head_w;
+	if (tp->head_b)
+		keep[(*n)++] = tp->head_b;
 	for (int i = 0; i < MIME_MAX_LAYERS; i++)
 		if (tp->thresholds[i])
 			keep[(*n)++] = tp->thresholds[i];
@@ -399,7 +403,7 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 		if (bundle_mapping(rt->bundle, &base, &len))
 			madvise((void *)base, len, MADV_NOHUGEPAGE);
 	}
-	r = mime_model_from_bundle(rt->bundle, &rt->model, ei);
+	r = mime_model_from_bundle(rt->bundle, MIME_MODEL_HALF_VIEWS, &rt->model, ei);
 	if (r < 0)
 		goto fail;
 	rt->model_ready = true;

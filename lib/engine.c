@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/half.h"
 #include "lib/kernels.h"
 
 #define ALIGN 64
@@ -89,7 +90,13 @@ struct thread_scratch {
 struct mime_engine {
 	struct mime_model model;              /* copy of the caller's struct; arrays borrowed */
 	const struct mime_task_params *tasks; /* the current phase's heads and thresholds */
-	struct mime_phase phase;              /* the current phase (k_active per layer) */
+	/* With F16 task tensors: the current phase's tasks with their halves decoded into dec
+	 * (dec_cap floats per task, sized for the whole parent; allocated on the first phase
+	 * that has halves), and the floats written there for the current phase. */
+	struct mime_task_params *run_tasks;
+	float *dec;
+	size_t dec_cap, dec_floats;
+	struct mime_phase phase; /* the current phase (k_active per layer) */
 	struct mime_engine_config cfg;
 	struct mime_gemm_arch arch;
 	int n_layers;
@@ -538,7 +545,8 @@ static int check_tasks(struct mime_engine *e, struct mime_errinfo *ei)
 	for (int t = 0; t < e->model.n_tasks; t++) {
 		const struct mime_task_params *tp = &e->model.tasks[t];
 
-		if (tp->n_classes <= 0 || !tp->head_w || !tp->head_b)
+		if (tp->n_classes <= 0 || (!tp->head_w && !tp->head_w_half) ||
+		    (!tp->head_b && !tp->head_b_half))
 			return mime_errinfo_set(ei, MIME_ESHAPE, "engine: task '%s' has no head",
 			                        tp->name ? tp->name : "?");
 		if (tp->n_classes > e->max_classes)
@@ -678,6 +686,8 @@ void mime_engine_destroy(struct mime_engine *e)
 			free(e->L[i].fine[f].keep);
 		}
 	}
+	free(e->run_tasks);
+	free(e->dec);
 	free(e->masks);
 	free(e->zeros);
 	free(e->logits);
@@ -973,6 +983,90 @@ static const struct mime_gemm_tweights *fine_tw(struct mime_engine *e, struct la
 	return &f->tw;
 }
 
+static int has_halves(const struct mime_engine *e, const struct mime_task_params *tasks)
+{
+	for (int t = 0; t < e->model.n_tasks; t++) {
+		if (tasks[t].head_w_half || tasks[t].head_b_half)
+			return 1;
+		for (int i = 0; i < e->n_layers; i++)
+			if (tasks[t].thresholds_half[i])
+				return 1;
+	}
+	return 0;
+}
+
+/* Room for every task's halves decoded, sized for the whole parent (a phase's tensors are
+ * never larger): its head and a threshold per neuron of each masked layer. */
+static int alloc_decoded(struct mime_engine *e)
+{
+	size_t cap;
+
+	if (e->dec)
+		return 0;
+	cap = (size_t)e->max_classes * (mime_shape_size(&e->L[e->n_layers - 1].full) + 1);
+	for (int i = 0; i < e->n_layers; i++)
+		if (e->L[i].masked >= 0)
+			cap += (size_t)mime_shape_size(&e->L[i].full);
+	e->run_tasks = calloc((size_t)e->model.n_tasks, sizeof(*e->run_tasks));
+	e->dec = malloc(sizeof(float) * cap * (size_t)e->model.n_tasks);
+	if (!e->run_tasks || !e->dec) {
+		free(e->run_tasks);
+		free(e->dec);
+		e->run_tasks = NULL;
+		e->dec = NULL;
+		return -ENOMEM;
+	}
+	e->dec_cap = cap;
+	return 0;
+}
+
+/* n halves at h decoded to *at (which moves on past them); returns where they went. */
+static const float *decode(const uint16_t *h, size_t n, float **at)
+{
+	float *d = *at;
+
+	for (size_t i = 0; i < n; i++)
+		d[i] = mime_half_to_float(h[i]);
+	*at = d + n;
+	return d;
+}
+
+/* The tasks of the phase just set up (layer shapes and e->feat final) with every half
+ * decoded: exact (every half is a float), so a forward gives what it gives on the same
+ * tensors stored as F32. */
+static const struct mime_task_params *decode_tasks(struct mime_engine *e,
+                                                   const struct mime_task_params *tasks)
+{
+	const size_t feat = (size_t)mime_shape_size(&e->feat);
+
+	for (int t = 0; t < e->model.n_tasks; t++) {
+		struct mime_task_params *rt = &e->run_tasks[t];
+		float *at = e->dec + (size_t)t * e->dec_cap;
+		const size_t nc = (size_t)tasks[t].n_classes;
+
+		*rt = tasks[t];
+		if (rt->head_w_half)
+			rt->head_w = decode(rt->head_w_half, nc * feat, &at);
+		if (rt->head_b_half)
+			rt->head_b = decode(rt->head_b_half, nc, &at);
+		for (int i = 0; i < e->n_layers; i++) {
+			const struct layer_plan *lp = &e->L[i];
+
+			if (!rt->thresholds_half[i] || lp->masked < 0)
+				continue;
+			rt->thresholds[i] = decode(rt->thresholds_half[i],
+			                           rt->granularity == MIME_THR_CHANNEL
+			                                   ? (size_t)lp->out.c
+			                                   : (size_t)mime_shape_size(&lp->out),
+			                           &at);
+		}
+		rt->head_w_half = rt->head_b_half = NULL;
+		memset(rt->thresholds_half, 0, sizeof(rt->thresholds_half));
+		e->dec_floats += (size_t)(at - (e->dec + (size_t)t * e->dec_cap));
+	}
+	return e->run_tasks;
+}
+
 int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
                           const struct mime_task_params *tasks, struct mime_errinfo *ei)
 {
@@ -988,9 +1082,12 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 		tasks = e->model.tasks;
 	for (int t = 0; t < e->model.n_tasks; t++)
 		if (tasks[t].n_classes < 1 || tasks[t].n_classes > e->max_classes ||
-		    !tasks[t].head_w || !tasks[t].head_b)
+		    (!tasks[t].head_w && !tasks[t].head_w_half) ||
+		    (!tasks[t].head_b && !tasks[t].head_b_half))
 			return mime_errinfo_set(ei, MIME_EINVAL,
 			                        "phase: task %d has no usable head", t);
+	if (has_halves(e, tasks) && alloc_decoded(e) < 0)
+		return mime_errinfo_set(ei, -ENOMEM, "phase: cannot allocate the decoded tensors");
 	/* Shapes of the sub-network. */
 	for (int i = 0; i < e->n_layers; i++) {
 		const struct layer_plan *lp = &e->L[i];
@@ -1105,8 +1202,9 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 	if (repacked)
 		release_packed_sources(e);
 	e->feat = cur;
-	e->tasks = tasks;
-	e->plan_bytes = e->base_bytes + packed;
+	e->dec_floats = 0;
+	e->tasks = has_halves(e, tasks) ? decode_tasks(e, tasks) : tasks;
+	e->plan_bytes = e->base_bytes + packed + e->dec_floats * sizeof(float);
 	return 0;
 }
 

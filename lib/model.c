@@ -27,8 +27,55 @@ static const float *tensor_f32(const struct mime_bundle *b, const char *name, in
 	return f;
 }
 
-int mime_model_from_bundle(const struct mime_bundle *b, struct mime_model *ret_model,
-                           struct mime_errinfo *ei)
+/* A task's tensor: *ret_half its halves in place when it is F16 and flags asks for views,
+ * else *ret_f32 its floats (decoded by the bundle when F16). */
+static void task_tensor(const struct mime_bundle *b, const char *name, unsigned flags,
+                        const float **ret_f32, const uint16_t **ret_half, int *r,
+                        struct mime_errinfo *ei)
+{
+	struct mime_tensor_view v;
+
+	if (*r < 0)
+		return;
+	if ((flags & MIME_MODEL_HALF_VIEWS) && mime_bundle_tensor(b, name, &v) == 0 &&
+	    v.dtype == MIME_DTYPE_F16) {
+		*ret_f32 = NULL;
+		*ret_half = v.data;
+		return;
+	}
+	*ret_f32 = tensor_f32(b, name, r, ei);
+	*ret_half = NULL;
+}
+
+/* Head and thresholds of task ts, from "task/<task>/<sub>..." (sub = "" or "phase<p>/"). */
+static void task_views(const struct mime_bundle *b, const struct mime_task_spec *ts,
+                       const char *sub, unsigned flags, struct mime_task_params *tp, int *r,
+                       struct mime_errinfo *ei)
+{
+	const struct mime_graph *g = &mime_bundle_manifest(b)->graph;
+	char name[3 * MIME_NAME_MAX];
+
+	memset(tp, 0, sizeof(*tp));
+	tp->name = ts->name;
+	tp->n_classes = ts->n_classes;
+	tp->granularity = ts->thresholds;
+	snprintf(name, sizeof(name), "task/%s/%shead.weight", ts->name, sub);
+	task_tensor(b, name, flags, &tp->head_w, &tp->head_w_half, r, ei);
+	snprintf(name, sizeof(name), "task/%s/%shead.bias", ts->name, sub);
+	task_tensor(b, name, flags, &tp->head_b, &tp->head_b_half, r, ei);
+	if (ts->thresholds == MIME_THR_NONE)
+		return;
+	for (int i = 0; i < g->n_layers; i++) {
+		if (!mime_graph_layer_masked(g, i))
+			continue;
+		snprintf(name, sizeof(name), "task/%s/%s%s.threshold", ts->name, sub,
+		         g->layers[i].name);
+		task_tensor(b, name, flags, &tp->thresholds[i], &tp->thresholds_half[i], r, ei);
+	}
+}
+
+int mime_model_from_bundle(const struct mime_bundle *b, unsigned flags,
+                           struct mime_model *ret_model, struct mime_errinfo *ei)
 {
 	const struct mime_manifest *mf = mime_bundle_manifest(b);
 	struct mime_model m = {.graph = mf->graph,
@@ -50,27 +97,8 @@ int mime_model_from_bundle(const struct mime_bundle *b, struct mime_model *ret_m
 		snprintf(name, sizeof(name), "parent/%s.bias", l->name);
 		m.bias[i] = tensor_f32(b, name, &r, ei);
 	}
-	for (int t = 0; t < mf->n_tasks; t++) {
-		const struct mime_task_spec *ts = &mf->tasks[t];
-		struct mime_task_params *tp = &m.tasks[t];
-
-		tp->name = ts->name;
-		tp->n_classes = ts->n_classes;
-		tp->granularity = ts->thresholds;
-		snprintf(name, sizeof(name), "task/%s/head.weight", ts->name);
-		tp->head_w = tensor_f32(b, name, &r, ei);
-		snprintf(name, sizeof(name), "task/%s/head.bias", ts->name);
-		tp->head_b = tensor_f32(b, name, &r, ei);
-		if (ts->thresholds == MIME_THR_NONE)
-			continue;
-		for (int i = 0; i < m.graph.n_layers; i++) {
-			if (!mime_graph_layer_masked(&m.graph, i))
-				continue;
-			snprintf(name, sizeof(name), "task/%s/%s.threshold", ts->name,
-			         m.graph.layers[i].name);
-			tp->thresholds[i] = tensor_f32(b, name, &r, ei);
-		}
-	}
+	for (int t = 0; t < mf->n_tasks; t++)
+		task_views(b, &mf->tasks[t], "", flags, &m.tasks[t], &r, ei);
 	if (r < 0) {
 		free(m.tasks);
 		return r;
@@ -88,36 +116,9 @@ void mime_model_fini(struct mime_model *m)
 	m->n_tasks = 0;
 }
 
-/* Head and thresholds of task ts, from "task/<task>/<sub>..." (sub = "" or "phase<p>/"). */
-static void task_views(const struct mime_bundle *b, const struct mime_task_spec *ts,
-                       const char *sub, struct mime_task_params *tp, int *r,
-                       struct mime_errinfo *ei)
-{
-	const struct mime_graph *g = &mime_bundle_manifest(b)->graph;
-	char name[3 * MIME_NAME_MAX];
-
-	memset(tp, 0, sizeof(*tp));
-	tp->name = ts->name;
-	tp->n_classes = ts->n_classes;
-	tp->granularity = ts->thresholds;
-	snprintf(name, sizeof(name), "task/%s/%shead.weight", ts->name, sub);
-	tp->head_w = tensor_f32(b, name, r, ei);
-	snprintf(name, sizeof(name), "task/%s/%shead.bias", ts->name, sub);
-	tp->head_b = tensor_f32(b, name, r, ei);
-	if (ts->thresholds == MIME_THR_NONE)
-		return;
-	for (int i = 0; i < g->n_layers; i++) {
-		if (!mime_graph_layer_masked(g, i))
-			continue;
-		snprintf(name, sizeof(name), "task/%s/%s%s.threshold", ts->name, sub,
-		         g->layers[i].name);
-		tp->thresholds[i] = tensor_f32(b, name, r, ei);
-	}
-}
-
-int mime_model_phase(const struct mime_bundle *b, int p, struct mime_phase *ret_phase,
-                     uint8_t **ret_keep_storage, struct mime_task_params *ret_tasks,
-                     struct mime_errinfo *ei)
+int mime_model_phase(const struct mime_bundle *b, int p, unsigned flags,
+                     struct mime_phase *ret_phase, uint8_t **ret_keep_storage,
+                     struct mime_task_params *ret_tasks, struct mime_errinfo *ei)
 {
 	const struct mime_manifest *mf = mime_bundle_manifest(b);
 	const struct mime_graph *g = &mf->graph;
@@ -139,7 +140,7 @@ int mime_model_phase(const struct mime_bundle *b, int p, struct mime_phase *ret_
 		return -ENOMEM;
 	if (p == 0) {
 		for (int t = 0; t < mf->n_tasks; t++)
-			task_views(b, &mf->tasks[t], "", &tasks[t], &r, ei);
+			task_views(b, &mf->tasks[t], "", flags, &tasks[t], &r, ei);
 		goto out_tasks;
 	}
 	ps = &mf->phases[p - 1];
@@ -176,9 +177,9 @@ int mime_model_phase(const struct mime_bundle *b, int p, struct mime_phase *ret_
 
 		snprintf(name, sizeof(name), "task/%s/%shead.weight", ts->name, sub);
 		if (mime_bundle_tensor(b, name, &v) == 0) {
-			task_views(b, ts, sub, &tasks[t], &r, ei);
+			task_views(b, ts, sub, flags, &tasks[t], &r, ei);
 		} else if (whole) {
-			task_views(b, ts, "", &tasks[t], &r, ei);
+			task_views(b, ts, "", flags, &tasks[t], &r, ei);
 		} else {
 			r = mime_errinfo_set(ei, MIME_EFORMAT,
 			                     "phase %d ('%s'): task '%s' has no head or thresholds "

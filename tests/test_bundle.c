@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "lib/bundle.h"
+#include "lib/engine.h"
 #include "lib/half.h"
 #include "lib/model.h"
 
@@ -785,7 +786,7 @@ static void test_bundle_task_tensors_may_be_f16(void **state)
 	struct mime_manifest m;
 	struct mime_errinfo ei = {0};
 	struct mime_bundle *b = NULL;
-	struct mime_model model;
+	struct mime_model model, views;
 	struct mime_tensor_view v;
 	uint16_t hw[6], hb[2], t1[2], t2[3];
 	const float *dec, *again;
@@ -860,10 +861,45 @@ static void test_bundle_task_tensors_may_be_f16(void **state)
 	assert_int_equal(mime_bundle_tensor_f32(b, "parent/fc1.weight", &dec), 0);
 	assert_memory_equal(dec, f.fw, sizeof(f.fw)); /* F32: the view itself */
 	assert_int_equal(mime_bundle_tensor_f32(b, "nope", &dec), MIME_EFORMAT);
-	assert_int_equal(mime_model_from_bundle(b, &model, &ei), 0);
+	assert_int_equal(mime_model_from_bundle(b, 0, &model, &ei), 0);
 	for (int i = 0; i < 3; i++)
 		assert_true(model.tasks[0].thresholds[3][i] == mime_half_to_float(t2[i]));
 	assert_true(model.tasks[0].head_b[1] == mime_half_to_float(hb[1]));
+	/* With MIME_MODEL_HALF_VIEWS the model points at the halves in the file, and an engine
+	 * (which decodes them when it enters a phase) computes bit for bit what it computes on
+	 * the decoded floats. */
+	assert_int_equal(mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &views, &ei), 0);
+	assert_null(views.tasks[0].head_w);
+	assert_null(views.tasks[0].thresholds[3]);
+	assert_ptr_equal(views.tasks[0].head_w_half, v.data);
+	assert_int_equal(mime_bundle_tensor(b, "task/t/fc1.threshold", &v), 0);
+	assert_ptr_equal(views.tasks[0].thresholds_half[3], v.data);
+	assert_true(mime_task_has_thresholds(&views.tasks[0], 3));
+	assert_false(mime_task_has_thresholds(&views.tasks[0], 1)); /* pool1 */
+	assert_ptr_equal(views.weight[0], model.weight[0]);         /* F32: the same views */
+	{
+		const struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 1};
+		struct mime_engine *e_dec = NULL, *e_half = NULL;
+		struct mime_engine_result rd, rh;
+		const int tasks[4] = {0, 0, 0, 0};
+		float in[4 * 16];
+
+		for (int i = 0; i < 4 * 16; i++)
+			in[i] = mime_test_uniform(&rng, -1.0f, 1.0f);
+		if (mime_engine_create(&model, &cfg, &e_dec, &ei) != 0 ||
+		    mime_engine_create(&views, &cfg, &e_half, &ei) != 0)
+			fail_msg("%s", ei.msg);
+		assert_int_equal(mime_engine_forward(e_dec, 4, in, tasks, &rd), 0);
+		assert_int_equal(mime_engine_forward(e_half, 4, in, tasks, &rh), 0);
+		assert_memory_equal(rd.logits, rh.logits, sizeof(float) * 4 * rd.max_classes);
+		assert_memory_equal(rd.zeros, rh.zeros, sizeof(int64_t) * 4 * rd.n_masked);
+		/* the decoded head and thresholds are the engine's memory, counted in its plan */
+		assert_true(mime_engine_plan_bytes(e_half) ==
+		            mime_engine_plan_bytes(e_dec) + sizeof(float) * (6 + 2 + 2 + 3));
+		mime_engine_destroy(e_dec);
+		mime_engine_destroy(e_half);
+	}
+	mime_model_fini(&views);
 	mime_model_fini(&model);
 	mime_bundle_close(b);
 	mime_manifest_free(&m);

@@ -1040,8 +1040,9 @@ static void test_engine_fine_switch_equals_direct_entry(void **state)
 		struct mime_phase pa = {0}, pb = {0}, pc = {0}, psmall = {0};
 		struct mime_gemm_arch arch;
 		uint8_t *keep_a[3], *keep_b[3], *keep_small[3];
-		float l1[4 * 10], l2[4 * 10], l3[4 * 10];
-		int64_t z1[4 * 8], z2[4 * 8], z3[4 * 8];
+		float l1[4 * 10] = {0}, l2[4 * 10] = {0},
+			     l3[4 * 10] = {0}; /* 4 x max_classes used */
+		int64_t z1[4 * 8] = {0}, z2[4 * 8] = {0}, z3[4 * 8] = {0};
 		size_t bytes_direct;
 		int wuv;
 
@@ -1327,7 +1328,7 @@ static void test_engine_packed_path_releases_mapped_weights(void **state)
 	mime_bundle_writer_destroy(w);
 	if (mime_bundle_open(path, &b, &ei) != 0)
 		fail_msg("%s", ei.msg);
-	assert_int_equal(mime_model_from_bundle(b, &m, &ei), 0);
+	assert_int_equal(mime_model_from_bundle(b, 0, &m, &ei), 0);
 	assert_int_equal(m.weights_file_backed, 1);
 	for (long i = 0; i < nw; i++) /* fault every weight page in */
 		sum += m.weight[1][i];
@@ -1443,7 +1444,7 @@ static void test_engine_coarse_step_down_releases_memory(void **state)
 	mime_bundle_writer_destroy(w);
 	if (mime_bundle_open(path, &b, &ei) != 0)
 		fail_msg("%s", ei.msg);
-	assert_int_equal(mime_model_from_bundle(b, &m, &ei), 0);
+	assert_int_equal(mime_model_from_bundle(b, 0, &m, &ei), 0);
 	assert_int_equal(m.weights_file_backed, 1);
 	assert_int_equal(mime_engine_create(&m, &cfg, &e, &ei), 0);
 	/* The whole parent, then the first 64 of l1's 512 kernels: 448 x 1152 weights go.

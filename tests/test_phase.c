@@ -13,6 +13,7 @@
 
 #include "lib/bundle.h"
 #include "lib/engine.h"
+#include "lib/half.h"
 #include "lib/manifest.h"
 #include "lib/model.h"
 #include "lib/phase.h"
@@ -448,6 +449,7 @@ enum {
 	PHASE2_OWN_TENSORS,  /* phase 2 (whole parent) with tensors of its own */
 	PHASE2_NESTED,       /* phase 2 fine on l2, keeping all that phase 1 keeps */
 	PHASE2_NOT_NESTED,   /* phase 2 fine on l2, pruning a weight phase 1 keeps */
+	TASKS_F16,           /* nothing left out: every task tensor stored as F16 */
 };
 
 static void fixture_init(struct fixture *f)
@@ -499,6 +501,27 @@ static void add_f32(struct mime_bundle_writer *w, const char *name, int ndim, co
 }
 
 /* Tensors of net n's tasks under "task/<t>/<sub>", less or broken as omit says. */
+/* A task tensor: F32, or F16 (rounded) when the bundle is written with TASKS_F16. */
+static void add_task_tensor(struct mime_bundle_writer *w, const char *name, int ndim,
+                            const int64_t *shape, const float *data, int omit)
+{
+	int64_t n = 1;
+	uint16_t *h;
+
+	if (omit != TASKS_F16) {
+		add_f32(w, name, ndim, shape, data);
+		return;
+	}
+	for (int i = 0; i < ndim; i++)
+		n *= shape[i];
+	h = malloc(sizeof(*h) * (size_t)n);
+	assert_non_null(h);
+	for (int64_t i = 0; i < n; i++)
+		h[i] = mime_float_to_half(data[i]);
+	assert_int_equal(mime_bundle_writer_add(w, name, MIME_DTYPE_F16, ndim, shape, h), 0);
+	free(h);
+}
+
 static void add_tasks(struct mime_bundle_writer *w, const struct net *n, const char *sub, int omit)
 {
 	const struct mime_graph *g = &n->m.graph;
@@ -514,10 +537,10 @@ static void add_tasks(struct mime_bundle_writer *w, const struct net *n, const c
 			continue;
 		snprintf(name, sizeof(name), "task/%s/%shead.weight", tp->name, sub);
 		if (!(b_phase1 && omit == OMIT_B_HEAD_WEIGHT))
-			add_f32(w, name, 2, s, tp->head_w);
+			add_task_tensor(w, name, 2, s, tp->head_w, omit);
 		snprintf(name, sizeof(name), "task/%s/%shead.bias", tp->name, sub);
 		if (!(b_phase1 && omit == OMIT_B_HEAD_BIAS))
-			add_f32(w, name, 1, s, tp->head_b);
+			add_task_tensor(w, name, 1, s, tp->head_b, omit);
 		for (int i = 0; i < g->n_layers; i++) {
 			if (!mime_graph_layer_masked(g, i))
 				continue;
@@ -528,8 +551,8 @@ static void add_tasks(struct mime_bundle_writer *w, const struct net *n, const c
 				s[0] = 6; /* fewer bytes than the data: a wrong shape */
 			snprintf(name, sizeof(name), "task/%s/%s%s.threshold", tp->name, sub,
 			         g->layers[i].name);
-			add_f32(w, name, tp->granularity == MIME_THR_ELEMENT ? 3 : 1, s,
-			        tp->thresholds[i]);
+			add_task_tensor(w, name, tp->granularity == MIME_THR_ELEMENT ? 3 : 1, s,
+			                tp->thresholds[i], omit);
 		}
 	}
 }
@@ -684,12 +707,12 @@ static void test_phase_bundle_phase_equals_sliced_network(void **state)
 		fail_msg("%s", ei.msg);
 	assert_int_equal(mime_bundle_manifest(b)->n_phases, 2);
 	assert_int_equal(mime_bundle_manifest(b)->phases[0].nonzero_params, 4321);
-	assert_int_equal(mime_model_from_bundle(b, &model, &ei), 0);
+	assert_int_equal(mime_model_from_bundle(b, 0, &model, &ei), 0);
 	assert_int_equal(mime_engine_create(&model, &cfg, &e, &ei), 0);
 	forward_copy(e, in, tasks, full, zfull);
 
 	/* Phase 1 from the bundle vs an engine on the sliced, masked network. */
-	if (mime_model_phase(b, 1, &ph, &keep_storage, pt, &ei) != 0)
+	if (mime_model_phase(b, 1, 0, &ph, &keep_storage, pt, &ei) != 0)
 		fail_msg("%s", ei.msg);
 	assert_non_null(keep_storage);
 	assert_int_equal(ph.wuv, 4);
@@ -719,7 +742,7 @@ static void test_phase_bundle_phase_equals_sliced_network(void **state)
 	assert_memory_not_equal(got, full, sizeof(got));
 
 	/* Phase 2 is the whole parent without tensors of its own: the task's serve. */
-	assert_int_equal(mime_model_phase(b, 2, &ph, &keep_storage, pt, &ei), 0);
+	assert_int_equal(mime_model_phase(b, 2, 0, &ph, &keep_storage, pt, &ei), 0);
 	assert_null(keep_storage);
 	assert_ptr_equal(pt[0].head_w, model.tasks[0].head_w);
 	assert_ptr_equal(pt[1].thresholds[2], model.tasks[1].thresholds[2]);
@@ -729,22 +752,86 @@ static void test_phase_bundle_phase_equals_sliced_network(void **state)
 	assert_memory_equal(zgot, zfull, sizeof(zgot));
 
 	/* Phase 0 is the whole parent; out of range is refused. */
-	assert_int_equal(mime_model_phase(b, 1, &ph, &keep_storage, pt, &ei), 0);
+	assert_int_equal(mime_model_phase(b, 1, 0, &ph, &keep_storage, pt, &ei), 0);
 	assert_int_equal(mime_engine_set_phase(e, &ph, pt, &ei), 0);
 	free(keep_storage);
-	assert_int_equal(mime_model_phase(b, 0, &ph, &keep_storage, pt, &ei), 0);
+	assert_int_equal(mime_model_phase(b, 0, 0, &ph, &keep_storage, pt, &ei), 0);
 	assert_null(keep_storage);
 	assert_int_equal(ph.layer[0].k_active, 0);
 	assert_int_equal(mime_engine_set_phase(e, &ph, pt, &ei), 0);
 	forward_copy(e, in, tasks, got, zgot);
 	assert_memory_equal(got, full, sizeof(got));
-	assert_int_equal(mime_model_phase(b, 3, &ph, &keep_storage, pt, &ei), MIME_EINVAL);
+	assert_int_equal(mime_model_phase(b, 3, 0, &ph, &keep_storage, pt, &ei), MIME_EINVAL);
 	assert_non_null(strstr(ei.msg, "phase 3: the bundle has phases 1..2"));
-	assert_int_equal(mime_model_phase(b, -1, &ph, &keep_storage, pt, &ei), MIME_EINVAL);
+	assert_int_equal(mime_model_phase(b, -1, 0, &ph, &keep_storage, pt, &ei), MIME_EINVAL);
 
 	mime_engine_destroy(e);
 	mime_engine_destroy(es);
 	mime_model_fini(&model);
+	mime_bundle_close(b);
+	unlink(path);
+	free(path);
+	free(in);
+	fixture_fini(f);
+	free(f);
+}
+
+/* F16 task tensors (both granularities, phase 1's and the whole parent's) handed to the
+ * engine in place (MIME_MODEL_HALF_VIEWS) give, in every phase and after switching back and
+ * forth, bit for bit the forward of the same tensors decoded to floats by the bundle. */
+static void test_phase_bundle_half_views_equal_decoded(void **state)
+{
+	struct fixture *f = malloc(sizeof(*f));
+	char *path = mime_test_tmpfile(NULL, 0);
+	struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 2};
+	struct mime_engine *ed = NULL, *eh = NULL;
+	struct mime_bundle *b = NULL;
+	struct mime_model md, mh;
+	struct mime_errinfo ei = {0};
+	const int order[] = {1, 2, 0, 1, 2};
+	int tasks[4] = {0, 1, 1, 0};
+	uint64_t rng = 6;
+	float *in = rand_array(&rng, 4 * 256, 0.0f, 1.0f);
+
+	(void)state;
+	fixture_init(f);
+	if (write_bundle(f, TASKS_F16, path, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	if (mime_bundle_open(path, &b, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	assert_int_equal(mime_model_from_bundle(b, 0, &md, &ei), 0);
+	assert_int_equal(mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &mh, &ei), 0);
+	assert_non_null(mh.tasks[0].thresholds_half[2]); /* per element */
+	assert_non_null(mh.tasks[1].thresholds_half[2]); /* per channel */
+	assert_int_equal(mime_engine_create(&md, &cfg, &ed, &ei), 0);
+	assert_int_equal(mime_engine_create(&mh, &cfg, &eh, &ei), 0);
+	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+		struct mime_task_params pd[2], ph_[2];
+		struct mime_phase phd, phh;
+		uint8_t *keep_d = NULL, *keep_h = NULL;
+		float want[4 * 5], got[4 * 5];
+		int64_t zwant[4 * 3], zgot[4 * 3];
+
+		if (mime_model_phase(b, order[k], 0, &phd, &keep_d, pd, &ei) != 0 ||
+		    mime_model_phase(b, order[k], MIME_MODEL_HALF_VIEWS, &phh, &keep_h, ph_, &ei) !=
+		            0)
+			fail_msg("%s", ei.msg);
+		assert_null(ph_[0].head_w);
+		assert_non_null(ph_[0].head_w_half);
+		assert_int_equal(mime_engine_set_phase(ed, &phd, pd, &ei), 0);
+		assert_int_equal(mime_engine_set_phase(eh, &phh, ph_, &ei), 0);
+		free(keep_d);
+		free(keep_h);
+		assert_true(mime_engine_plan_bytes(eh) > mime_engine_plan_bytes(ed));
+		forward_copy(ed, in, tasks, want, zwant);
+		forward_copy(eh, in, tasks, got, zgot);
+		assert_memory_equal(got, want, sizeof(got));
+		assert_memory_equal(zgot, zwant, sizeof(zgot));
+	}
+	mime_engine_destroy(ed);
+	mime_engine_destroy(eh);
+	mime_model_fini(&md);
+	mime_model_fini(&mh);
 	mime_bundle_close(b);
 	unlink(path);
 	free(path);
@@ -770,7 +857,7 @@ static void test_phase_bundle_whole_phase_prefers_its_own_tensors(void **state)
 	if (write_bundle(f, PHASE2_OWN_TENSORS, path, &ei) != 0)
 		fail_msg("%s", ei.msg);
 	assert_int_equal(mime_bundle_open(path, &b, &ei), 0);
-	assert_int_equal(mime_model_phase(b, 2, &ph, &keep_storage, pt, &ei), 0);
+	assert_int_equal(mime_model_phase(b, 2, 0, &ph, &keep_storage, pt, &ei), 0);
 	assert_int_equal(mime_bundle_tensor(b, "task/a/phase2/head.weight", &v), 0);
 	assert_ptr_equal(pt[0].head_w, v.data);
 	mime_bundle_close(b);
@@ -826,11 +913,11 @@ static void test_phase_bundle_rejects_missing_or_broken_phase_tensors(void **sta
 	if (write_bundle(f, OMIT_B_PHASE1, path, &ei) != 0)
 		fail_msg("%s", ei.msg);
 	assert_int_equal(mime_bundle_open(path, &b, &ei), 0);
-	assert_int_equal(mime_model_phase(b, 1, &ph, &keep_storage, pt, &ei), MIME_EFORMAT);
+	assert_int_equal(mime_model_phase(b, 1, 0, &ph, &keep_storage, pt, &ei), MIME_EFORMAT);
 	assert_non_null(strstr(ei.msg, "phase 1 ('p1'): task 'b' has no head or thresholds"));
 	assert_non_null(strstr(ei.msg, "'task/b/phase1/head.weight' missing"));
 	assert_string_equal((const char *)keep_storage, "untouched");
-	assert_int_equal(mime_model_phase(b, 2, &ph, &keep_storage, pt, &ei), 0);
+	assert_int_equal(mime_model_phase(b, 2, 0, &ph, &keep_storage, pt, &ei), 0);
 	mime_bundle_close(b);
 	unlink(path);
 	free(path);
@@ -905,7 +992,7 @@ static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
 			struct mime_task_params pt[MIME_MAX_TASKS];
 			struct mime_phase ph;
 			uint8_t *keep = NULL;
-			int r = mime_model_phase(b, p, &ph, &keep, pt, &ei);
+			int r = mime_model_phase(b, p, 0, &ph, &keep, pt, &ei);
 
 			assert_true(r == 0 || r == MIME_EFORMAT);
 			free(r == 0 ? keep : NULL);
@@ -931,6 +1018,7 @@ int main(void)
 		cmocka_unit_test(test_phase_manifest_rejects_each_error),
 		cmocka_unit_test(test_phase_bundle_phase_equals_sliced_network),
 		cmocka_unit_test(test_phase_bundle_whole_phase_prefers_its_own_tensors),
+		cmocka_unit_test(test_phase_bundle_half_views_equal_decoded),
 		cmocka_unit_test(test_phase_bundle_rejects_missing_or_broken_phase_tensors),
 		cmocka_unit_test(test_phase_bundle_survives_mask_and_header_bit_flips),
 	};

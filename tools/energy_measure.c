@@ -193,7 +193,7 @@ int energy_measure(const char *bundle_path, const char *const *task, int n_tasks
 		if ((long)idx[i].dims[1] * idx[i].dims[2] > psz)
 			psz = (long)idx[i].dims[1] * idx[i].dims[2];
 	}
-	r = mime_model_from_bundle(b, &m, ei);
+	r = mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &m, ei);
 	if (r < 0)
 		goto out;
 	isz = (long)man->graph.input.c * man->graph.input.h * man->graph.input.w;

@@ -234,7 +234,7 @@ static int eval_enter(const struct mime_bundle *b, struct mime_engine *e, int p,
 		tasks = calloc((size_t)mf->n_tasks, sizeof(*tasks));
 		if (!tasks)
 			return -ENOMEM;
-		r = mime_model_phase(b, p, &ph, &keep, tasks, &ei);
+		r = mime_model_phase(b, p, MIME_MODEL_HALF_VIEWS, &ph, &keep, tasks, &ei);
 		if (r == 0) {
 			r = mime_engine_set_phase(e, &ph, tasks, &ei);
 			free(keep);
@@ -498,7 +498,7 @@ int mimetrain_cmd_eval(int argc, char **argv)
 		fprintf(stderr, "mime-train: %s: expected [n, rows, cols] images\n", images);
 		goto out;
 	}
-	r = mime_model_from_bundle(b, &m, &ei);
+	r = mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &m, &ei);
 	if (r == 0 && mode != 0) {
 		if (eval_use_baseline(b, &m, task, mode) < 0)
 			goto out;

@@ -442,7 +442,7 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 		r = mime_manifest_parse(bm->json, strlen(bm->json), &m, &ei);
 	}
 	if (r == 0)
-		r = mime_model_from_bundle(b, &model, &ei);
+		r = mime_model_from_bundle(b, 0, &model, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train phase-tasks: %s: %s\n", o.bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));

@@ -1075,7 +1075,7 @@ int mimetrain_cmd_phases(int argc, char **argv)
 	bm = mime_bundle_manifest(b);
 	r = mime_manifest_parse(bm->json, strlen(bm->json), &m, &ei);
 	if (r == 0)
-		r = mime_model_from_bundle(b, &model, &ei);
+		r = mime_model_from_bundle(b, 0, &model, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train phases: %s: %s\n", o.bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));
@@ -1548,7 +1548,7 @@ int mimetrain_cmd_phases_measure(int argc, char **argv)
 		r = mime_manifest_parse(bm->json, strlen(bm->json), &m, &ei);
 	}
 	if (r == 0)
-		r = mime_model_from_bundle(b, &model, &ei);
+		r = mime_model_from_bundle(b, 0, &model, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train phases-measure: %s: %s\n", bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));
@@ -1599,7 +1599,7 @@ int mimetrain_cmd_phases_measure(int argc, char **argv)
 
 			if (!tp)
 				goto out;
-			r = mime_model_phase(b, p + 1, &ph, &keep, tp, &ei);
+			r = mime_model_phase(b, p + 1, 0, &ph, &keep, tp, &ei);
 			if (r == 0)
 				r = mime_engine_set_phase(e, &ph, tp, &ei);
 			free(keep);

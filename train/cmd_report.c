@@ -190,7 +190,7 @@ static int report_measure_task(const struct mime_bundle *b, int i, const char *d
 		struct mime_model model = {0};
 		int task = i;
 
-		r = mime_model_from_bundle(b, &model, &ei);
+		r = mime_model_from_bundle(b, 0, &model, &ei);
 		if (r == 0 && m != MIMETRAIN_REPORT_MIME) {
 			if (report_use_baseline(b, &model, i, m) < 0) {
 				mime_model_fini(&model);

@@ -640,7 +640,7 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 	bm = mime_bundle_manifest(b);
 	r = mime_manifest_parse(bm->json, strlen(bm->json), &m, &ei); /* our own copy */
 	if (r == 0)
-		r = mime_model_from_bundle(b, &parent, &ei);
+		r = mime_model_from_bundle(b, 0, &parent, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train: %s: %s\n", o.bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));
