@@ -671,6 +671,17 @@ static int write_bundle(const struct fixture *f, int omit, const char *path,
 	return r;
 }
 
+/* The fixture's bundle, written by write_bundle(omit) to path, opened. */
+static struct mime_bundle *open_fixture_bundle(const struct fixture *f, int omit, const char *path)
+{
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+
+	if (write_bundle(f, omit, path, &ei) != 0 || mime_bundle_open(path, &b, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	return b;
+}
+
 static void forward_copy(struct mime_engine *e, const float *in, const int *tasks, float *logits,
                          int64_t *zeros)
 {
@@ -701,10 +712,7 @@ static void test_phase_bundle_phase_equals_sliced_network(void **state)
 
 	(void)state;
 	fixture_init(f);
-	if (write_bundle(f, OMIT_NONE, path, &ei) != 0)
-		fail_msg("%s", ei.msg);
-	if (mime_bundle_open(path, &b, &ei) != 0)
-		fail_msg("%s", ei.msg);
+	b = open_fixture_bundle(f, OMIT_NONE, path);
 	assert_int_equal(mime_bundle_manifest(b)->n_phases, 2);
 	assert_int_equal(mime_bundle_manifest(b)->phases[0].nonzero_params, 4321);
 	assert_int_equal(mime_model_from_bundle(b, 0, &model, &ei), 0);
@@ -795,10 +803,7 @@ static void test_phase_bundle_half_views_equal_decoded(void **state)
 
 	(void)state;
 	fixture_init(f);
-	if (write_bundle(f, TASKS_F16, path, &ei) != 0)
-		fail_msg("%s", ei.msg);
-	if (mime_bundle_open(path, &b, &ei) != 0)
-		fail_msg("%s", ei.msg);
+	b = open_fixture_bundle(f, TASKS_F16, path);
 	assert_int_equal(mime_model_from_bundle(b, 0, &md, &ei), 0);
 	assert_int_equal(mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &mh, &ei), 0);
 	assert_non_null(mh.tasks[0].thresholds_half[2]); /* per element */
@@ -854,9 +859,7 @@ static void test_phase_bundle_whole_phase_prefers_its_own_tensors(void **state)
 
 	(void)state;
 	fixture_init(f);
-	if (write_bundle(f, PHASE2_OWN_TENSORS, path, &ei) != 0)
-		fail_msg("%s", ei.msg);
-	assert_int_equal(mime_bundle_open(path, &b, &ei), 0);
+	b = open_fixture_bundle(f, PHASE2_OWN_TENSORS, path);
 	assert_int_equal(mime_model_phase(b, 2, 0, &ph, &keep_storage, pt, &ei), 0);
 	assert_int_equal(mime_bundle_tensor(b, "task/a/phase2/head.weight", &v), 0);
 	assert_ptr_equal(pt[0].head_w, v.data);
@@ -910,9 +913,7 @@ static void test_phase_bundle_rejects_missing_or_broken_phase_tensors(void **sta
 
 	/* A task with none of a phase's tensors: the bundle is fine, the phase cannot be
 	 * entered (the whole-parent phase still can). */
-	if (write_bundle(f, OMIT_B_PHASE1, path, &ei) != 0)
-		fail_msg("%s", ei.msg);
-	assert_int_equal(mime_bundle_open(path, &b, &ei), 0);
+	b = open_fixture_bundle(f, OMIT_B_PHASE1, path);
 	assert_int_equal(mime_model_phase(b, 1, 0, &ph, &keep_storage, pt, &ei), MIME_EFORMAT);
 	assert_non_null(strstr(ei.msg, "phase 1 ('p1'): task 'b' has no head or thresholds"));
 	assert_non_null(strstr(ei.msg, "'task/b/phase1/head.weight' missing"));
