@@ -142,16 +142,16 @@ static const float *tensor(const struct mime_bundle *b, const char *name)
 static void conv_model(const struct mime_bundle *b, const struct mime_model *mm, int t,
                        struct mime_model *m, struct mime_task_params *tp)
 {
+	const float *hw;
 	char name[256];
 
 	*m = *mm;
 	*tp = mm->tasks[t];
-	tp->granularity = MIME_THR_NONE;
-	memset(tp->thresholds, 0, sizeof(tp->thresholds));
+	mime_task_relu(tp);
 	snprintf(name, sizeof(name), "conventional/%s/head.weight", tp->name);
-	tp->head_w = tensor(b, name);
+	hw = tensor(b, name);
 	snprintf(name, sizeof(name), "conventional/%s/head.bias", tp->name);
-	tp->head_b = tensor(b, name);
+	mime_task_set_head(tp, hw, tensor(b, name));
 	for (int i = 0; i < mm->graph.n_layers; i++) {
 		const struct mime_layer_spec *l = &mm->graph.layers[i];
 

@@ -113,6 +113,7 @@ static int conv_model(struct mimed_runtime *rt, int t, struct mime_errinfo *ei)
 	const struct mime_graph *g = &rt->model.graph;
 	struct mime_shape shapes[MIME_MAX_LAYERS];
 	char name[2 * MIME_NAME_MAX + 32];
+	const float *hw;
 	size_t feat;
 	int r;
 
@@ -122,12 +123,11 @@ static int conv_model(struct mimed_runtime *rt, int t, struct mime_errinfo *ei)
 	feat = (size_t)mime_shape_size(&shapes[g->n_layers - 1]);
 	*m = rt->model;
 	*tp = rt->model.tasks[t];
-	tp->granularity = MIME_THR_NONE;
-	memset(tp->thresholds, 0, sizeof(tp->thresholds));
+	mime_task_relu(tp);
 	snprintf(name, sizeof(name), "conventional/%s/head.weight", tp->name);
-	tp->head_w = tensor_n(rt->bundle, name, (size_t)tp->n_classes * feat);
+	hw = tensor_n(rt->bundle, name, (size_t)tp->n_classes * feat);
 	snprintf(name, sizeof(name), "conventional/%s/head.bias", tp->name);
-	tp->head_b = tensor_n(rt->bundle, name, (size_t)tp->n_classes);
+	mime_task_set_head(tp, hw, tensor_n(rt->bundle, name, (size_t)tp->n_classes));
 	if (!tp->head_w || !tp->head_b)
 		return mime_errinfo_set(
 			ei, MIME_EFORMAT,

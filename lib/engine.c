@@ -988,7 +988,7 @@ static int has_halves(const struct mime_engine *e, const struct mime_task_params
 	for (int t = 0; t < e->model.n_tasks; t++) {
 		if (tasks[t].head_w_half || tasks[t].head_b_half)
 			return 1;
-		for (int i = 0; i < e->n_layers; i++)
+		for (int i = 0; tasks[t].granularity != MIME_THR_NONE && i < e->n_layers; i++)
 			if (tasks[t].thresholds_half[i])
 				return 1;
 	}
@@ -1052,7 +1052,8 @@ static const struct mime_task_params *decode_tasks(struct mime_engine *e,
 		for (int i = 0; i < e->n_layers; i++) {
 			const struct layer_plan *lp = &e->L[i];
 
-			if (!rt->thresholds_half[i] || lp->masked < 0)
+			if (!rt->thresholds_half[i] || lp->masked < 0 ||
+			    rt->granularity == MIME_THR_NONE)
 				continue;
 			rt->thresholds[i] = decode(rt->thresholds_half[i],
 			                           rt->granularity == MIME_THR_CHANNEL

@@ -34,6 +34,24 @@ enum mime_model_flags {
 	MIME_MODEL_HALF_VIEWS = 1, /* given in place as halves (for engines; see above) */
 };
 
+/* Makes tp a ReLU task: no thresholds, as floats or as halves. */
+static inline void mime_task_relu(struct mime_task_params *tp)
+{
+	tp->granularity = MIME_THR_NONE;
+	for (int i = 0; i < MIME_MAX_LAYERS; i++) {
+		tp->thresholds[i] = NULL;
+		tp->thresholds_half[i] = NULL;
+	}
+}
+
+/* Points tp's head at F32 arrays (dropping F16 views of another head). */
+static inline void mime_task_set_head(struct mime_task_params *tp, const float *w, const float *b)
+{
+	tp->head_w = w;
+	tp->head_b = b;
+	tp->head_w_half = tp->head_b_half = NULL;
+}
+
 /* True when tp has thresholds for masked layer i (as floats or halves). */
 static inline int mime_task_has_thresholds(const struct mime_task_params *tp, int i)
 {

@@ -39,8 +39,7 @@ static const char *baseline_model(const struct mime_bundle *b, const struct mime
 	int all = mime_graph_check(&m->graph, shapes, NULL) == 0;
 
 	*ret_tp = *tp;
-	ret_tp->granularity = MIME_THR_NONE;
-	memset(ret_tp->thresholds, 0, sizeof(ret_tp->thresholds));
+	mime_task_relu(ret_tp);
 	for (int i = 0; all && i < m->graph.n_layers; i++) {
 		const struct mime_layer_spec *l = &m->graph.layers[i];
 		long nw;

@@ -466,8 +466,7 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 			continue;
 		}
 		/* the weights and this task's whole-parent head, without its thresholds */
-		memset(tp.thresholds, 0, sizeof(tp.thresholds));
-		tp.granularity = MIME_THR_NONE;
+		mime_task_relu(&tp);
 		plain.tasks = &tp;
 		plain.n_tasks = 1;
 		r = mimetrain_mp_init(&mp, &plain, 0, &ei);

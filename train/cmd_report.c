@@ -69,19 +69,19 @@ static int report_use_baseline(const struct mime_bundle *b, struct mime_model *m
 	struct mime_task_params *tp = &m->tasks[task];
 	struct mime_shape shapes[MIME_MAX_LAYERS];
 	char name[MIME_NAME_MAX * 2 + 32];
+	const float *hw;
 	int feat;
 
 	if (mime_graph_check(&m->graph, shapes, NULL) < 0)
 		return -1;
 	feat = (int)mime_shape_size(&shapes[m->graph.n_layers - 1]);
 	snprintf(name, sizeof(name), "%s/%s/head.weight", pre, tp->name);
-	tp->head_w = report_tensor(b, name, (size_t)tp->n_classes * feat);
+	hw = report_tensor(b, name, (size_t)tp->n_classes * feat);
 	snprintf(name, sizeof(name), "%s/%s/head.bias", pre, tp->name);
-	tp->head_b = report_tensor(b, name, (size_t)tp->n_classes);
+	mime_task_set_head(tp, hw, report_tensor(b, name, (size_t)tp->n_classes));
 	if (!tp->head_w || !tp->head_b)
 		return -1;
-	tp->granularity = MIME_THR_NONE;
-	memset(tp->thresholds, 0, sizeof(tp->thresholds));
+	mime_task_relu(tp);
 	for (int i = 0; mode == MIMETRAIN_REPORT_CONVENTIONAL && i < m->graph.n_layers; i++) {
 		const struct mime_layer_spec *l = &m->graph.layers[i];
 		long nw;

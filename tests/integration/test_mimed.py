@@ -1733,6 +1733,75 @@ open(path, 'wb').write(struct.pack('<Q', len(h)) + h + blob)
 '''
 
 
+# Rewrites a bundle with every task/ tensor as F16 (IEEE half, struct's 'e': what `mime-train
+# bundle half` writes), F32 tensors first so that they stay 4-byte aligned.
+HALF_TASKS = r'''
+import json, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+raw = open(src, 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+out, parts = {'__metadata__': head['__metadata__']}, []
+for k, v in head.items():
+    if k == '__metadata__':
+        continue
+    b, e = v['data_offsets']
+    blob = data[b:e]
+    if k.startswith('task/') and v['dtype'] == 'F32':
+        vals = struct.unpack('<%df' % (len(blob) // 4), blob)
+        v, blob = dict(v, dtype='F16'), struct.pack('<%de' % len(vals), *vals)
+    parts.append((v['dtype'] == 'F16', k, v, blob))
+blob = b''
+for _, k, v, b in sorted(parts, key=lambda p: p[0]):
+    out[k] = dict(v, data_offsets=[len(blob), len(blob) + len(b)])
+    blob += b
+h = json.dumps(out).encode()
+h += b' ' * ((-len(h) - 8) % 64)
+open(dst, 'wb').write(struct.pack('<Q', len(h)) + h + blob)
+'''
+
+
+@test
+def f16_task_tensors_served(ctx):
+    """A bundle whose task tensors are F16 (heads and thresholds: the engine decodes the
+    phase it enters): conventional mode answers bit for bit as on the F32 bundle (its
+    weights and heads are F32 in both: the halves of the MIME tasks must not leak into it);
+    MIME mode on a 3-phase bundle, in every phase, within the halves' rounding of the F32
+    answers."""
+    half = os.path.join(ctx.tmp, 'half.mime')
+    phased = os.path.join(ctx.tmp, 'phased16-f32.mime')
+    phased16 = os.path.join(ctx.tmp, 'phased16.mime')
+    subprocess.check_call([sys.executable, '-c', HALF_TASKS, ctx.a.bundle, half])
+    subprocess.check_call([MKBUNDLE, phased, '9', '--phases', '3'])
+    subprocess.check_call([sys.executable, '-c', HALF_TASKS, phased, phased16])
+    ds = [Daemon(ctx.tmp, 'c32', ctx.a.bundle, 'mode: conventional\n', workers=1),
+          Daemon(ctx.tmp, 'c16', half, 'mode: conventional\n', workers=1),
+          Daemon(ctx.tmp, 'm32', phased, '', workers=1),
+          Daemon(ctx.tmp, 'm16', phased16, '', workers=1)]
+    try:
+        c32, c16, m32, m16 = [d.conn() for d in ds]
+        assert m16.call('io.mime.GetStatus')['status']['n_phases'] == 3
+        moved = 0
+        for i in range(6):
+            task, img = ('alpha', 'beta', 'gamma')[i % 3], pgm(16, 16, 40 + i)
+            want = infer(c32, task, img, top_k=3)
+            assert infer(c16, task, img, top_k=3)['top'] == want['top'], (task, want)
+            for p in (1, 2, 3, 1):
+                a = infer(m32, task, img, top_k=3, phase=p)
+                b = infer(m16, task, img, top_k=3, phase=p)
+                assert a['phase'] == p and b['phase'] == p, (a, b)
+                for x, y in zip(a['top'], b['top']):
+                    assert abs(x['score'] - y['score']) < 0.02, (task, p, a['top'], b['top'])
+                moved += a['top'] != b['top']
+        assert moved > 0  # the halves are rounded: not the F32 bundle served by mistake
+        for c in (c32, c16, m32, m16):
+            c.close()
+    finally:
+        for d in ds:
+            assert d.stop() == 0
+
+
 @test
 def shipped_bundle_with_defaults(ctx):
     """mimed with no configuration at all, from the source tree: the shipped bundle, the
