@@ -295,8 +295,9 @@ static int section_bytes(FILE *out, struct mimetrain_report_ctx *ctx)
 
 	fprintf(out,
 	        "Parent weights and biases (`parent/*`): %lld bytes (%lld floats). Bytes are the "
-	        "bundle's tensors (F32); per-channel thresholds ([C] per masked layer) are not in "
-	        "this bundle and are computed from the shapes.\n\n",
+	        "bundle's tensors as stored (F32, or F16 for task tensors written by `bundle "
+	        "half`); per-channel thresholds ([C] per masked layer) are not in this bundle and "
+	        "are computed from the shapes at the size of the task's stored elements.\n\n",
 	        (long long)r->parent_bytes, (long long)r->parent_weights);
 	fputs("| task | thresholds | MIME thresholds + head | % of parent | per-channel thresholds "
 	      "+ head | % of parent | head alone | fine-tuned copy (weights + head) |\n"
