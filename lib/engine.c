@@ -48,6 +48,7 @@
 /* Masked W^T kept per conv layer for fine-grain masks seen (the phases are nested and few:
  * the demo bundle has 2 fine phases); the least recently used is rebuilt on a miss. */
 #define FINE_TW_SLOTS 2
+#define DEC_SLOTS     8 /* phases whose decoded F16 task tensors an engine keeps */
 
 /* W^T of one fine-grain mask of a layer: built once, on the first entry with that mask at
  * that size, so a later fine switch only finds it (a comparison of the mask's bytes). */
@@ -80,6 +81,16 @@ struct layer_plan {
 	const struct mime_gemm_tweights *tw_run; /* the W^T this phase runs (act_now) */
 };
 
+/* One phase's tasks with their halves decoded (see struct mime_engine). */
+struct dec_slot {
+	const void **key;               /* [n_tasks * (2 + n_layers)]: the halves decoded */
+	int64_t out[MIME_MAX_LAYERS];   /* the layer sizes they were decoded for */
+	struct mime_task_params *tasks; /* [n_tasks]: float pointers into floats */
+	float *floats;                  /* [n_tasks * dec_cap] */
+	size_t n_floats;                /* written */
+	uint64_t used;                  /* LRU clock; 0 = empty */
+};
+
 struct thread_scratch {
 	void *act;      /* the input-sparse form's scratch (largest layer) */
 	float *col;     /* [crs_max * chunk_max] */
@@ -90,12 +101,13 @@ struct thread_scratch {
 struct mime_engine {
 	struct mime_model model;              /* copy of the caller's struct; arrays borrowed */
 	const struct mime_task_params *tasks; /* the current phase's heads and thresholds */
-	/* With F16 task tensors: the current phase's tasks with their halves decoded into dec
-	 * (dec_cap floats per task, sized for the whole parent; allocated on the first phase
-	 * that has halves), and the floats written there for the current phase. */
-	struct mime_task_params *run_tasks;
-	float *dec;
-	size_t dec_cap, dec_floats;
+	/* F16 task tensors: each phase's tasks with their halves decoded, kept per phase
+	 * entered (least recently used slot reused; mime_engine_trim frees all but the
+	 * current), so that switching back to a phase decodes nothing. */
+	struct dec_slot dec[DEC_SLOTS];
+	size_t dec_cap; /* floats per task in a slot: sized for the whole parent */
+	uint64_t dec_clock;
+	int dec_cur;             /* the current phase's slot; -1: its tasks have no halves */
 	struct mime_phase phase; /* the current phase (k_active per layer) */
 	struct mime_engine_config cfg;
 	struct mime_gemm_arch arch;
@@ -136,6 +148,8 @@ struct mime_engine {
 	atomic_uint_fast64_t awake_until; /* CLOCK_MONOTONIC ns: mime_engine_prepare's window */
 	int stop;                         /* guarded by lock */
 };
+
+static void dec_free(struct dec_slot *d);
 
 static void *xaligned(size_t n_bytes)
 {
@@ -686,8 +700,8 @@ void mime_engine_destroy(struct mime_engine *e)
 			free(e->L[i].fine[f].keep);
 		}
 	}
-	free(e->run_tasks);
-	free(e->dec);
+	for (int i = 0; i < DEC_SLOTS; i++)
+		dec_free(&e->dec[i]);
 	free(e->masks);
 	free(e->zeros);
 	free(e->logits);
@@ -713,6 +727,7 @@ int mime_engine_create(const struct mime_model *m, const struct mime_engine_conf
 		return -ENOMEM;
 	e->model = *m;
 	e->cfg = *cfg;
+	e->dec_cur = -1;
 	if (e->cfg.conv == MIME_CONV_AUTO)
 		e->cfg.conv = MIME_CONV_PACKED;
 	mime_gemm_arch_select(cfg->simd - 1, &e->arch);
@@ -995,29 +1010,79 @@ static int has_halves(const struct mime_engine *e, const struct mime_task_params
 	return 0;
 }
 
-/* Room for every task's halves decoded, sized for the whole parent (a phase's tensors are
- * never larger): its head and a threshold per neuron of each masked layer. */
-static int alloc_decoded(struct mime_engine *e)
+/* The halves of tasks, in a fixed order, as a slot's key: key[n_tasks * (2 + n_layers)]. */
+static void dec_key(const struct mime_engine *e, const struct mime_task_params *tasks,
+                    const void **key)
 {
-	size_t cap;
+	for (int t = 0; t < e->model.n_tasks; t++) {
+		const struct mime_task_params *tp = &tasks[t];
 
-	if (e->dec)
-		return 0;
-	cap = (size_t)e->max_classes * (mime_shape_size(&e->L[e->n_layers - 1].full) + 1);
-	for (int i = 0; i < e->n_layers; i++)
-		if (e->L[i].masked >= 0)
-			cap += (size_t)mime_shape_size(&e->L[i].full);
-	e->run_tasks = calloc((size_t)e->model.n_tasks, sizeof(*e->run_tasks));
-	e->dec = malloc(sizeof(float) * cap * (size_t)e->model.n_tasks);
-	if (!e->run_tasks || !e->dec) {
-		free(e->run_tasks);
-		free(e->dec);
-		e->run_tasks = NULL;
-		e->dec = NULL;
-		return -ENOMEM;
+		*key++ = tp->head_w_half;
+		*key++ = tp->head_b_half;
+		for (int i = 0; i < e->n_layers; i++)
+			*key++ = tp->granularity != MIME_THR_NONE ? tp->thresholds_half[i] : NULL;
 	}
-	e->dec_cap = cap;
-	return 0;
+}
+
+static void dec_free(struct dec_slot *d)
+{
+	free(d->key);
+	free(d->tasks);
+	free(d->floats);
+	memset(d, 0, sizeof(*d));
+}
+
+/* The slot that holds tasks decoded for layer sizes out[], or the one to decode them into
+ * (empty or least recently used; never the current, which a failure must leave intact),
+ * its memory allocated; *ret_hit says which. Returns the slot index or -ENOMEM. */
+static int dec_find(struct mime_engine *e, const struct mime_task_params *tasks, const int64_t *out,
+                    int *ret_hit)
+{
+	const size_t n_key = (size_t)e->model.n_tasks * (size_t)(2 + e->n_layers);
+	const void **key = malloc(sizeof(*key) * n_key);
+	int pick = -1;
+
+	if (!key)
+		return -ENOMEM;
+	dec_key(e, tasks, key);
+	for (int i = 0; i < DEC_SLOTS; i++) {
+		struct dec_slot *d = &e->dec[i];
+
+		if (d->used && !memcmp(d->key, key, sizeof(*key) * n_key) &&
+		    !memcmp(d->out, out, sizeof(d->out))) {
+			free(key);
+			*ret_hit = 1;
+			return i;
+		}
+		if (i != e->dec_cur && (pick < 0 || d->used < e->dec[pick].used))
+			pick = i;
+	}
+	*ret_hit = 0;
+	if (!e->dec_cap) {
+		size_t cap = (size_t)e->max_classes *
+		             ((size_t)mime_shape_size(&e->L[e->n_layers - 1].full) + 1);
+
+		for (int i = 0; i < e->n_layers; i++)
+			if (e->L[i].masked >= 0)
+				cap += (size_t)mime_shape_size(&e->L[i].full);
+		e->dec_cap = cap;
+	}
+	if (!e->dec[pick].floats) {
+		struct dec_slot *d = &e->dec[pick];
+
+		d->tasks = calloc((size_t)e->model.n_tasks, sizeof(*d->tasks));
+		d->floats = malloc(sizeof(float) * e->dec_cap * (size_t)e->model.n_tasks);
+		if (!d->tasks || !d->floats) {
+			free(key);
+			dec_free(d);
+			return -ENOMEM;
+		}
+	}
+	free(e->dec[pick].key);
+	e->dec[pick].key = key;
+	e->dec[pick].used = 0; /* not valid until decoded */
+	memcpy(e->dec[pick].out, out, sizeof(e->dec[pick].out));
+	return pick;
 }
 
 /* n halves at h decoded to *at (which moves on past them); returns where they went. */
@@ -1025,23 +1090,23 @@ static const float *decode(const uint16_t *h, size_t n, float **at)
 {
 	float *d = *at;
 
-	for (size_t i = 0; i < n; i++)
-		d[i] = mime_half_to_float(h[i]);
+	mime_half_to_float_n(h, d, n);
 	*at = d + n;
 	return d;
 }
 
-/* The tasks of the phase just set up (layer shapes and e->feat final) with every half
- * decoded: exact (every half is a float), so a forward gives what it gives on the same
- * tensors stored as F32. */
-static const struct mime_task_params *decode_tasks(struct mime_engine *e,
-                                                   const struct mime_task_params *tasks)
+/* Decodes tasks (the phase just set up: layer shapes and e->feat final) into slot d:
+ * exact (every half is a float), so a forward gives what it gives on the same tensors
+ * stored as F32. */
+static void dec_fill(struct mime_engine *e, struct dec_slot *d,
+                     const struct mime_task_params *tasks)
 {
 	const size_t feat = (size_t)mime_shape_size(&e->feat);
 
+	d->n_floats = 0;
 	for (int t = 0; t < e->model.n_tasks; t++) {
-		struct mime_task_params *rt = &e->run_tasks[t];
-		float *at = e->dec + (size_t)t * e->dec_cap;
+		struct mime_task_params *rt = &d->tasks[t];
+		float *at = d->floats + (size_t)t * e->dec_cap;
 		const size_t nc = (size_t)tasks[t].n_classes;
 
 		*rt = tasks[t];
@@ -1063,9 +1128,19 @@ static const struct mime_task_params *decode_tasks(struct mime_engine *e,
 		}
 		rt->head_w_half = rt->head_b_half = NULL;
 		memset(rt->thresholds_half, 0, sizeof(rt->thresholds_half));
-		e->dec_floats += (size_t)(at - (e->dec + (size_t)t * e->dec_cap));
+		d->n_floats += (size_t)(at - (d->floats + (size_t)t * e->dec_cap));
 	}
-	return e->run_tasks;
+	d->used = ++e->dec_clock;
+}
+
+static size_t dec_bytes(const struct mime_engine *e)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < DEC_SLOTS; i++)
+		if (e->dec[i].used)
+			n += e->dec[i].n_floats * sizeof(float);
+	return n;
 }
 
 int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
@@ -1074,8 +1149,9 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 	static const struct mime_phase whole; /* const: every layer fully active */
 	struct mime_shape in_s[MIME_MAX_LAYERS], out_s[MIME_MAX_LAYERS];
 	struct mime_shape cur = e->model.graph.input;
+	int64_t out_n[MIME_MAX_LAYERS] = {0};
 	size_t packed = 0;
-	int repacked = 0;
+	int repacked = 0, slot = -1, hit = 0;
 
 	if (!ph)
 		ph = &whole;
@@ -1087,8 +1163,6 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 		    (!tasks[t].head_b && !tasks[t].head_b_half))
 			return mime_errinfo_set(ei, MIME_EINVAL,
 			                        "phase: task %d has no usable head", t);
-	if (has_halves(e, tasks) && alloc_decoded(e) < 0)
-		return mime_errinfo_set(ei, -ENOMEM, "phase: cannot allocate the decoded tensors");
 	/* Shapes of the sub-network. */
 	for (int i = 0; i < e->n_layers; i++) {
 		const struct layer_plan *lp = &e->L[i];
@@ -1123,7 +1197,14 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 				"phase: fine-grain masks need the packed conv path");
 		in_s[i] = cur;
 		out_s[i] = out;
+		out_n[i] = mime_shape_size(&out);
 		cur = out;
+	}
+	if (has_halves(e, tasks)) {
+		slot = dec_find(e, tasks, out_n, &hit);
+		if (slot < 0)
+			return mime_errinfo_set(ei, -ENOMEM,
+			                        "phase: cannot allocate the decoded task tensors");
 	}
 	/* Checked: from here on nothing can fail (each layer's storage was sized for the whole
 	 * parent when the engine was made). A layer whose kernels and input channels stay
@@ -1203,15 +1284,26 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 	if (repacked)
 		release_packed_sources(e);
 	e->feat = cur;
-	e->dec_floats = 0;
-	e->tasks = has_halves(e, tasks) ? decode_tasks(e, tasks) : tasks;
-	e->plan_bytes = e->base_bytes + packed + e->dec_floats * sizeof(float);
+	e->tasks = tasks;
+	e->dec_cur = slot;
+	if (slot >= 0) {
+		if (!hit)
+			dec_fill(e, &e->dec[slot], tasks);
+		e->dec[slot].used = ++e->dec_clock;
+		e->tasks = e->dec[slot].tasks;
+	}
+	e->plan_bytes = e->base_bytes + packed + dec_bytes(e);
 	return 0;
 }
 
 void mime_engine_trim(struct mime_engine *e)
 {
-	size_t freed = 0;
+	size_t freed = dec_bytes(e);
+
+	for (int i = 0; i < DEC_SLOTS; i++)
+		if (i != e->dec_cur)
+			dec_free(&e->dec[i]);
+	freed -= dec_bytes(e);
 
 	for (int i = 0; i < e->n_layers; i++) {
 		struct layer_plan *lp = &e->L[i];

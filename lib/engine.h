@@ -96,8 +96,9 @@ const struct mime_model *mime_engine_model(const struct mime_engine *e);
  * and the masked W^T kept for fine-grain masks entered so far). */
 size_t mime_engine_plan_bytes(const struct mime_engine *e);
 /* Gives back what the engine keeps for phases it is not in: the masked W^T of every
- * fine-grain mask other than the current phase's (kept so that fine switches stay cheap).
- * A later entry of such a phase builds its copy again (milliseconds, once). For a caller
+ * fine-grain mask other than the current phase's, and other phases' decoded F16 task
+ * tensors (both kept so that switches stay cheap). A later entry of such a phase builds
+ * them again (milliseconds, once). For a caller
  * that entered many phases once, e.g. to check them, and will mostly stay in one. Not while
  * a forward runs (the same rule as mime_engine_set_phase). Updates the plan bytes. */
 void mime_engine_trim(struct mime_engine *e);
@@ -125,10 +126,13 @@ int mime_engine_result_layer(const struct mime_engine *e, int k);
  * microkernel's MR (16 or 8 on AVX-512, see mime_engine_describe); otherwise, and on a
  * coarse step, the layer is repacked in place (a coarse step really changes the packed
  * bytes and the memory held, see mime_engine_plan_bytes). The plan's buffers and packing
- * storage were sized for the whole parent, so entering a phase allocates nothing. The masks
- * are read while entering only. On failure (MIME_EINVAL: k_active out of range, keep
- * without wuv; MIME_EUNSUPPORTED: fine masks on the OpenBLAS path) the previous phase stays
- * in force. */
+ * storage were sized for the whole parent, so entering a phase allocates nothing, but for
+ * tasks given as F16 halves (struct mime_task_params): the first entry of a phase decodes
+ * them into floats the engine keeps for it (up to 8 phases, least recently used reused;
+ * microseconds per 100 KB with F16C), a later entry finds them. The masks are read while
+ * entering only. On failure (MIME_EINVAL: k_active out of range, keep without wuv;
+ * MIME_EUNSUPPORTED: fine masks on the OpenBLAS path; -ENOMEM for decoded tensors) the
+ * previous phase stays in force. */
 int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
                           const struct mime_task_params *tasks, struct mime_errinfo *ei);
 

@@ -8,6 +8,7 @@
  * Used for task tensors stored as F16 (thresholds and heads: half the bytes per task). */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -72,3 +73,7 @@ static inline uint16_t mime_float_to_half(float f)
 	}
 	return (uint16_t)sign; /* below half the smallest subnormal: zero */
 }
+
+/* f[i] = mime_half_to_float(h[i]) for i < n, with the CPU's conversion instructions where
+ * they exist: the same floats for every half but signalling NaNs, which come out quiet. */
+void mime_half_to_float_n(const uint16_t *h, float *f, size_t n);
