@@ -85,9 +85,10 @@ struct layer_plan {
 struct dec_slot {
 	const void **key;               /* [n_tasks * (2 + n_layers)]: the halves decoded */
 	int64_t out[MIME_MAX_LAYERS];   /* the layer sizes they were decoded for */
-	struct mime_task_params *tasks; /* [n_tasks]: float pointers into floats */
+	struct mime_task_params *tasks; /* [n_tasks]: halves until done, then floats */
+	uint8_t *done;                  /* [n_tasks]: decoded (on the task's first forward) */
 	float *floats;                  /* [n_tasks * dec_cap] */
-	size_t n_floats;                /* written */
+	size_t n_floats;                /* once every task is decoded */
 	uint64_t used;                  /* LRU clock; 0 = empty */
 };
 
@@ -101,9 +102,10 @@ struct thread_scratch {
 struct mime_engine {
 	struct mime_model model;              /* copy of the caller's struct; arrays borrowed */
 	const struct mime_task_params *tasks; /* the current phase's heads and thresholds */
-	/* F16 task tensors: each phase's tasks with their halves decoded, kept per phase
-	 * entered (least recently used slot reused; mime_engine_trim frees all but the
-	 * current), so that switching back to a phase decodes nothing. */
+	/* F16 task tensors: each phase's tasks with their halves decoded, a task on its first
+	 * forward in the phase (a task never asked for costs nothing), kept per phase entered
+	 * (least recently used slot reused; mime_engine_trim frees all but the current), so
+	 * that switching back to a phase decodes nothing. */
 	struct dec_slot dec[DEC_SLOTS];
 	size_t dec_cap; /* floats per task in a slot: sized for the whole parent */
 	uint64_t dec_clock;
@@ -150,6 +152,7 @@ struct mime_engine {
 };
 
 static void dec_free(struct dec_slot *d);
+static void dec_batch(struct mime_engine *e, const int *tasks, int batch);
 
 static void *xaligned(size_t n_bytes)
 {
@@ -779,6 +782,8 @@ int mime_engine_forward(struct mime_engine *e, int batch, const float *in, const
 	for (int b = 0; b < batch; b++)
 		if (tasks[b] < 0 || tasks[b] >= e->model.n_tasks)
 			return MIME_EINVAL;
+	if (e->dec_cur >= 0)
+		dec_batch(e, tasks, batch);
 	memset(e->zeros, 0, sizeof(int64_t) * batch * (e->n_masked ? e->n_masked : 1));
 	for (int i = 0; i < e->n_layers; i++)
 		for (int b = 0; b < batch; b++) {
@@ -946,23 +951,27 @@ void mime_engine_describe(const struct mime_engine *e, enum mime_conv_impl *ret_
  * lie in a file mapping, drop their pages afterwards: the packed copy is then the only one
  * in memory, so RSS follows the phase (a coarse step down really frees memory) instead of
  * holding the whole parent twice. Only whole pages inside each array are dropped. */
-static void release_packed_sources(struct mime_engine *e)
+/* Drops the whole pages inside [p, p + n_bytes) of a read-only file mapping: the kernel reads
+ * them back from the file if they are touched again. Advice only: errors are ignored. */
+static void drop_file_pages(const void *p, size_t n_bytes)
 {
 	const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	const uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+	const uintptr_t hi = ((uintptr_t)p + n_bytes) & ~(page - 1);
 
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+static void release_packed_sources(struct mime_engine *e)
+{
 	if (!e->model.weights_file_backed || e->cfg.conv != MIME_CONV_PACKED)
 		return;
 	for (int i = 0; i < e->n_layers; i++) {
 		const struct layer_plan *lp = &e->L[i];
-		uintptr_t lo, hi;
 
-		if (lp->spec->kind != MIME_LAYER_CONV)
-			continue;
-		lo = ((uintptr_t)lp->w + page - 1) & ~(page - 1);
-		hi = ((uintptr_t)(lp->w + (int64_t)lp->spec->out * lp->lda)) & ~(page - 1);
-		if (hi > lo)
-			madvise((void *)lo, hi - lo,
-			        MADV_DONTNEED); /* advice only: errors ignored */
+		if (lp->spec->kind == MIME_LAYER_CONV)
+			drop_file_pages(lp->w, sizeof(float) * (size_t)lp->spec->out * lp->lda);
 	}
 }
 
@@ -1028,6 +1037,7 @@ static void dec_free(struct dec_slot *d)
 {
 	free(d->key);
 	free(d->tasks);
+	free(d->done);
 	free(d->floats);
 	memset(d, 0, sizeof(*d));
 }
@@ -1071,8 +1081,9 @@ static int dec_find(struct mime_engine *e, const struct mime_task_params *tasks,
 		struct dec_slot *d = &e->dec[pick];
 
 		d->tasks = calloc((size_t)e->model.n_tasks, sizeof(*d->tasks));
+		d->done = calloc((size_t)e->model.n_tasks, 1);
 		d->floats = malloc(sizeof(float) * e->dec_cap * (size_t)e->model.n_tasks);
-		if (!d->tasks || !d->floats) {
+		if (!d->tasks || !d->done || !d->floats) {
 			free(key);
 			dec_free(d);
 			return -ENOMEM;
@@ -1085,52 +1096,80 @@ static int dec_find(struct mime_engine *e, const struct mime_task_params *tasks,
 	return pick;
 }
 
-/* n halves at h decoded to *at (which moves on past them); returns where they went. */
-static const float *decode(const uint16_t *h, size_t n, float **at)
+/* The floats task tp's halves take in the current phase (layer shapes and e->feat final):
+ * its head, then its thresholds layer by layer; at (if not NULL) gets them decoded, exactly
+ * (every half is a float: a forward gives what it gives on the same values stored as F32),
+ * and tp's float pointers point there. */
+static size_t dec_task(const struct mime_engine *e, struct mime_task_params *tp, float *at)
 {
-	float *d = *at;
+	const size_t nc = (size_t)tp->n_classes, feat = (size_t)mime_shape_size(&e->feat);
+	size_t n = 0;
 
-	mime_half_to_float_n(h, d, n);
-	*at = d + n;
-	return d;
+	for (int k = -2; k < e->n_layers; k++) {
+		const uint16_t *h;
+		size_t cnt;
+
+		if (k == -2) {
+			h = tp->head_w_half;
+			cnt = nc * feat;
+		} else if (k == -1) {
+			h = tp->head_b_half;
+			cnt = nc;
+		} else {
+			const struct layer_plan *lp = &e->L[k];
+
+			h = tp->thresholds_half[k];
+			if (!h || lp->masked < 0 || tp->granularity == MIME_THR_NONE)
+				continue;
+			cnt = tp->granularity == MIME_THR_CHANNEL
+			              ? (size_t)lp->out.c
+			              : (size_t)mime_shape_size(&lp->out);
+		}
+		if (!h)
+			continue;
+		if (at) {
+			mime_half_to_float_n(h, at + n, cnt);
+			if (e->model.weights_file_backed) /* read once: the floats serve from now */
+				drop_file_pages(h, sizeof(*h) * cnt);
+			if (k == -2)
+				tp->head_w = at + n;
+			else if (k == -1)
+				tp->head_b = at + n;
+			else
+				tp->thresholds[k] = at + n;
+		}
+		n += cnt;
+	}
+	if (at) {
+		tp->head_w_half = tp->head_b_half = NULL;
+		memset(tp->thresholds_half, 0, sizeof(tp->thresholds_half));
+	}
+	return n;
 }
 
-/* Decodes tasks (the phase just set up: layer shapes and e->feat final) into slot d:
- * exact (every half is a float), so a forward gives what it gives on the same tensors
- * stored as F32. */
-static void dec_fill(struct mime_engine *e, struct dec_slot *d,
-                     const struct mime_task_params *tasks)
+/* Slot d takes tasks (the phase just set up), none decoded yet; its bytes count as if all
+ * were (what the phase will hold once every task has run). */
+static void dec_assign(struct mime_engine *e, struct dec_slot *d,
+                       const struct mime_task_params *tasks)
 {
-	const size_t feat = (size_t)mime_shape_size(&e->feat);
-
 	d->n_floats = 0;
 	for (int t = 0; t < e->model.n_tasks; t++) {
-		struct mime_task_params *rt = &d->tasks[t];
-		float *at = d->floats + (size_t)t * e->dec_cap;
-		const size_t nc = (size_t)tasks[t].n_classes;
-
-		*rt = tasks[t];
-		if (rt->head_w_half)
-			rt->head_w = decode(rt->head_w_half, nc * feat, &at);
-		if (rt->head_b_half)
-			rt->head_b = decode(rt->head_b_half, nc, &at);
-		for (int i = 0; i < e->n_layers; i++) {
-			const struct layer_plan *lp = &e->L[i];
-
-			if (!rt->thresholds_half[i] || lp->masked < 0 ||
-			    rt->granularity == MIME_THR_NONE)
-				continue;
-			rt->thresholds[i] = decode(rt->thresholds_half[i],
-			                           rt->granularity == MIME_THR_CHANNEL
-			                                   ? (size_t)lp->out.c
-			                                   : (size_t)mime_shape_size(&lp->out),
-			                           &at);
-		}
-		rt->head_w_half = rt->head_b_half = NULL;
-		memset(rt->thresholds_half, 0, sizeof(rt->thresholds_half));
-		d->n_floats += (size_t)(at - (d->floats + (size_t)t * e->dec_cap));
+		d->tasks[t] = tasks[t];
+		d->done[t] = 0;
+		d->n_floats += dec_task(e, &d->tasks[t], NULL);
 	}
-	d->used = ++e->dec_clock;
+}
+
+/* Decodes, in the current phase's slot, the tasks of a batch that have not run in it yet. */
+static void dec_batch(struct mime_engine *e, const int *tasks, int batch)
+{
+	struct dec_slot *d = &e->dec[e->dec_cur];
+
+	for (int b = 0; b < batch; b++)
+		if (!d->done[tasks[b]]) {
+			dec_task(e, &d->tasks[tasks[b]], d->floats + (size_t)tasks[b] * e->dec_cap);
+			d->done[tasks[b]] = 1;
+		}
 }
 
 static size_t dec_bytes(const struct mime_engine *e)
@@ -1288,7 +1327,7 @@ int mime_engine_set_phase(struct mime_engine *e, const struct mime_phase *ph,
 	e->dec_cur = slot;
 	if (slot >= 0) {
 		if (!hit)
-			dec_fill(e, &e->dec[slot], tasks);
+			dec_assign(e, &e->dec[slot], tasks);
 		e->dec[slot].used = ++e->dec_clock;
 		e->tasks = e->dec[slot].tasks;
 	}

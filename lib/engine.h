@@ -127,9 +127,10 @@ int mime_engine_result_layer(const struct mime_engine *e, int k);
  * coarse step, the layer is repacked in place (a coarse step really changes the packed
  * bytes and the memory held, see mime_engine_plan_bytes). The plan's buffers and packing
  * storage were sized for the whole parent, so entering a phase allocates nothing, but for
- * tasks given as F16 halves (struct mime_task_params): the first entry of a phase decodes
- * them into floats the engine keeps for it (up to 8 phases, least recently used reused;
- * microseconds per 100 KB with F16C), a later entry finds them. The masks are read while
+ * tasks given as F16 halves (struct mime_task_params): the engine keeps floats for them per
+ * phase entered (up to 8 phases, least recently used reused), decoding a task on its first
+ * forward in the phase (microseconds per 100 KB with F16C; the halves' file pages are then
+ * dropped when model->weights_file_backed); a later entry finds them. The masks are read while
  * entering only. On failure (MIME_EINVAL: k_active out of range, keep without wuv;
  * MIME_EUNSUPPORTED: fine masks on the OpenBLAS path; -ENOMEM for decoded tensors) the
  * previous phase stays in force. */

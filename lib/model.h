@@ -64,9 +64,10 @@ struct mime_model {
 	const float *bias[MIME_MAX_LAYERS];   /* [K] */
 	int n_tasks;
 	struct mime_task_params *tasks;
-	/* 1: the weight arrays lie in a read-only file mapping (a bundle opened from a file), so
-	 * an engine that keeps its own packed copy may drop their pages (MADV_DONTNEED) and the
-	 * kernel reads them back from the file if they are touched again. 0: never dropped. */
+	/* 1: the weight arrays (and the tasks' F16 halves) lie in a read-only file mapping (a
+	 * bundle opened from a file), so an engine that keeps its own packed or decoded copy
+	 * may drop their pages (MADV_DONTNEED) and the kernel reads them back from the file if
+	 * they are touched again. 0: never dropped. */
 	int weights_file_backed;
 };
 

@@ -798,7 +798,7 @@ static void test_phase_bundle_half_views_equal_decoded(void **state)
 	struct mime_errinfo ei = {0};
 	const int order[] = {1, 2, 0, 1, 2};
 	size_t extra[5];
-	int tasks[4] = {0, 1, 1, 0};
+	int tasks[4] = {0, 1, 1, 0}, only_b[4] = {1, 1, 1, 1};
 	uint64_t rng = 6;
 	float *in = rand_array(&rng, 4 * 256, 0.0f, 1.0f);
 
@@ -834,6 +834,11 @@ static void test_phase_bundle_half_views_equal_decoded(void **state)
 		extra[k] = mime_engine_plan_bytes(eh) - mime_engine_plan_bytes(ed);
 		assert_true(extra[k] > 0);
 		assert_int_equal(extra[k], extra[0]);
+		/* a task is decoded on its first forward in the phase: b alone first */
+		forward_copy(ed, in, only_b, want, zwant);
+		forward_copy(eh, in, only_b, got, zgot);
+		assert_memory_equal(got, want, sizeof(got));
+		assert_memory_equal(zgot, zwant, sizeof(zgot));
 		forward_copy(ed, in, tasks, want, zwant);
 		forward_copy(eh, in, tasks, got, zgot);
 		assert_memory_equal(got, want, sizeof(got));
