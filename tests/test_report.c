@@ -122,6 +122,7 @@ static void two_tasks(struct mimetrain_report_mime *r)
 			for (int k = 0; k < 2; k++)
 				t->eval[m].sparsity[k] = m == 0 ? sp_mime[k] : sp_relu[k];
 			t->train_seconds[m] = m == 0 ? 10 : 20;
+			t->train_cpu_seconds[m] = NAN;
 			t->train_epochs[m] = 10;
 		}
 		t->eval[0].accuracy = 0.90;
@@ -190,6 +191,14 @@ static void test_report_mime_goals_and_figures(void **state)
 	                          "0.600-0.700, c 0.600-0.700 | met |"));
 	assert_non_null(strstr(s, "largest task: 40.00% (20 of 50 bytes) | missed |"));
 	assert_non_null(strstr(s, "| demo bundle <= 16 MiB | 1000 bytes | met |"));
+	/* training time: wall (10 vs 20 s) while no CPU time is recorded ... */
+	assert_non_null(strstr(s, "c 10 vs 20 s wall (one run each, shared machine) | met |"));
+	free(s);
+	/* ... CPU time once both runs recorded it, whatever the wall times say */
+	m->tasks[1].train_cpu_seconds[0] = 30;
+	m->tasks[1].train_cpu_seconds[1] = 25;
+	s = render(&ctx, "mime-goals", NULL, &r);
+	assert_non_null(strstr(s, "c 30 vs 25 s CPU (one run each, shared machine) | missed |"));
 	free(s);
 	/* with the child's fine-tune not measured, the first goal is not measured either */
 	m->tasks[1].has[MIMETRAIN_REPORT_CONVENTIONAL] = 0;

@@ -132,13 +132,14 @@ static void report_recorded(const struct mime_manifest *mf, int i, struct mimetr
 	json_t *extra = NULL, *prov = NULL;
 
 	for (int m = 0; m < MIMETRAIN_REPORT_N_MODES; m++)
-		t->train_seconds[m] = t->train_epochs[m] = NAN;
+		t->train_seconds[m] = t->train_cpu_seconds[m] = t->train_epochs[m] = NAN;
 	t->train_images = NAN;
 	if (mf->tasks[i].extra_json)
 		extra = json_loads(mf->tasks[i].extra_json, 0, NULL);
 	if (mf->provenance_json)
 		prov = json_loads(mf->provenance_json, 0, NULL);
 	t->train_seconds[0] = jnum_path(extra, "training", "train_seconds");
+	t->train_cpu_seconds[0] = jnum_path(extra, "training", "train_cpu_seconds");
 	t->train_epochs[0] = jnum_path(extra, "training", "epochs");
 	t->train_images = jnum_path(extra, "training", "train_images");
 	for (int m = 1; m < MIMETRAIN_REPORT_N_MODES; m++) {
@@ -146,6 +147,7 @@ static void report_recorded(const struct mime_manifest *mf, int i, struct mimetr
 			json_object_get(json_object_get(prov, "baselines"), t->name), keys[m]);
 
 		t->train_seconds[m] = jnum_path(base, "training", "train_seconds");
+		t->train_cpu_seconds[m] = jnum_path(base, "training", "train_cpu_seconds");
 		t->train_epochs[m] = jnum_path(base, "training", "epochs");
 	}
 	json_decref(extra);

@@ -55,7 +55,8 @@ struct mimetrain_report_task {
 	int64_t channel_bytes; /* per-channel thresholds + head, from the shapes */
 	int64_t head_bytes;    /* task/<task>/head.* */
 	/* recorded in the bundle when the task was trained (manifest), NAN when absent */
-	double train_seconds[MIMETRAIN_REPORT_N_MODES];
+	double train_seconds[MIMETRAIN_REPORT_N_MODES];     /* wall, as recorded */
+	double train_cpu_seconds[MIMETRAIN_REPORT_N_MODES]; /* process CPU; NAN: not recorded */
 	double train_epochs[MIMETRAIN_REPORT_N_MODES];
 	double train_images; /* MIME's */
 };
