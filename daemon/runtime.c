@@ -206,15 +206,18 @@ static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
 		r = mime_engine_set_phase(rt->engines[0], &rt->phases[p - 1], tasks, ei);
 		if (r < 0)
 			return r;
+		/* what the phase holds by itself: not the fine masks' W^T or decoded task
+		 * tensors that the phases entered before it left behind */
+		mime_engine_trim(rt->engines[0]);
 		rt->engine_phase[0] = p;
 		rt->phase_memory_measured[p - 1] = manifest_bytes < 0;
 		rt->phase_memory_bytes[p - 1] =
 			manifest_bytes >= 0 ? manifest_bytes
 					    : (int64_t)mime_engine_plan_bytes(rt->engines[0]);
 	}
-	/* The check above built the fine masks' W^T on the way (kept for fast fine switches);
-	 * the daemon starts in the top phase and builds them again when a switch needs them. */
-	mime_engine_trim(rt->engines[0]);
+	/* The daemon starts in the top phase (the last one entered, trimmed of the others);
+	 * other phases' fine W^T and decoded task tensors are built again when a switch needs
+	 * them, and kept from then on for fast switches. */
 	return 0;
 }
 
@@ -229,8 +232,8 @@ static int cmp_ptr(const void *a, const void *b)
 
 static void keep_task(const void **keep, size_t *n, const struct mime_task_params *tp)
 {
-	/* F16 tensors (the half pointers) are read only when an engine enters a phase and
-	 * decodes them: their pages may go. */
+	/* F16 tensors (the half pointers) are read once, when an engine decodes them on a
+	 * task's first forward in a phase: their pages may go. */
 	if (tp->head_w)
 		keep[(*n)++] = tp->head_w;
 	if (tp->head_b)

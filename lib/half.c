@@ -3,6 +3,8 @@
  * (x86 F16C, 8 per instruction; aarch64 FCVTL). */
 #include "lib/half.h"
 
+#include <stdatomic.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
@@ -22,11 +24,14 @@ __attribute__((target("avx,f16c"))) static void to_float_f16c(const uint16_t *h,
 void mime_half_to_float_n(const uint16_t *h, float *f, size_t n)
 {
 #if defined(__x86_64__) || defined(__i386__)
-	static int f16c = -1;
+	static atomic_int f16c = -1; /* every thread computes the same value */
+	int have = atomic_load_explicit(&f16c, memory_order_relaxed);
 
-	if (f16c < 0) /* a benign race: every thread computes the same value */
-		f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-	if (f16c) {
+	if (have < 0) {
+		have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+		atomic_store_explicit(&f16c, have, memory_order_relaxed);
+	}
+	if (have) {
 		to_float_f16c(h, f, n);
 		return;
 	}

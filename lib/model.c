@@ -37,8 +37,10 @@ static void task_tensor(const struct mime_bundle *b, const char *name, unsigned 
 
 	if (*r < 0)
 		return;
+	/* (halves at an odd offset, which other writers may produce, are decoded instead: the
+	 * engine reads them as uint16_t) */
 	if ((flags & MIME_MODEL_HALF_VIEWS) && mime_bundle_tensor(b, name, &v) == 0 &&
-	    v.dtype == MIME_DTYPE_F16) {
+	    v.dtype == MIME_DTYPE_F16 && (uintptr_t)v.data % sizeof(uint16_t) == 0) {
 		*ret_f32 = NULL;
 		*ret_half = v.data;
 		return;

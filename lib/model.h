@@ -14,9 +14,9 @@
 
 /* A task's tensors are F32 arrays, or (from a bundle that stores them as F16, opened with
  * MIME_MODEL_HALF_VIEWS) the halves in place: each tensor is given by exactly one of its
- * float and half pointers. An engine decodes a phase's halves once, when it enters the phase,
- * into memory of its own (mime_engine_set_phase), so the bundle keeps half the bytes per task
- * on disk and in the page cache and a forward reads floats as ever. */
+ * float and half pointers. An engine decodes a task's halves on its first forward in a phase,
+ * into memory of its own kept per phase (mime_engine_set_phase), so the bundle keeps half the
+ * bytes per task on disk and in the page cache and a forward reads floats as ever. */
 struct mime_task_params {
 	const char *name;
 	int n_classes;

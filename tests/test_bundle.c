@@ -423,6 +423,54 @@ static void test_bundle_open_allows_extra_tensors(void **state)
 	free(buf);
 }
 
+/* F16 task tensors at odd offsets (legal safetensors, though our writer never makes them):
+ * the model hands them out decoded, not as misaligned uint16_t views (UBSan would flag the
+ * engine's reads), and the engine runs on them. */
+static void test_bundle_odd_f16_offsets_are_decoded(void **state)
+{
+	static const char *const names[] = {"task/t/head.weight", "task/t/head.bias",
+	                                    "task/t/conv1.threshold", "task/t/fc1.threshold"};
+	static const int sizes[] = {6, 2, 2, 3};
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL;
+	struct mime_model m;
+	struct mime_engine *e = NULL;
+	struct mime_engine_result res;
+	const struct mime_engine_config cfg = {.max_batch = 1, .n_threads = 1};
+	const int task = 0;
+	float in[16] = {0.5f, 0.25f};
+	struct parts p;
+	uint8_t *buf;
+	size_t size;
+	long at = 189; /* after the F32 parent (0..188) and a 1-byte U8 tensor */
+
+	(void)state;
+	parts_init(&p);
+	json_object_set_new(p.header, "pad",
+	                    json_pack("{s:s,s:[i],s:[i,i]}", "dtype", "U8", "shape", 1,
+	                              "data_offsets", 188, 189));
+	for (int i = 0; i < 4; i++) {
+		json_object_set_new(tensor(&p, names[i]), "dtype", json_string("F16"));
+		set_offsets(&p, names[i], at, at + 2 * sizes[i]);
+		at += 2 * sizes[i];
+	}
+	p.data_bytes = (size_t)at;
+	buf = parts_build(&p, &size);
+	if (mime_bundle_open_memory(buf, size, &b, &ei) != 0)
+		fail_msg("%s", ei.msg);
+	assert_int_equal(mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &m, &ei), 0);
+	assert_null(m.tasks[0].head_w_half);
+	assert_null(m.tasks[0].thresholds_half[3]);
+	assert_non_null(m.tasks[0].head_w);
+	assert_non_null(m.tasks[0].thresholds[3]);
+	assert_int_equal(mime_engine_create(&m, &cfg, &e, &ei), 0);
+	assert_int_equal(mime_engine_forward(e, 1, in, &task, &res), 0);
+	mime_engine_destroy(e);
+	mime_model_fini(&m);
+	mime_bundle_close(b);
+	free(buf);
+}
+
 /* Every prefix of a valid bundle is invalid, and none is read out of bounds (ASan). */
 static void test_bundle_open_rejects_every_truncation(void **state)
 {
@@ -945,6 +993,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bundle_open_accepts_the_uncorrupted_fixture),
 		cmocka_unit_test(test_bundle_open_allows_extra_tensors),
+		cmocka_unit_test(test_bundle_odd_f16_offsets_are_decoded),
 		CORRUPT("truncated_file", c_truncated),
 		CORRUPT("header_length_beyond_file", c_length_beyond),
 		CORRUPT("absurd_header_length", c_length_absurd),

@@ -1547,8 +1547,8 @@ int mimetrain_cmd_phases_measure(int argc, char **argv)
 
 		r = mime_manifest_parse(bm->json, strlen(bm->json), &m, &ei);
 	}
-	if (r == 0)
-		r = mime_model_from_bundle(b, 0, &model, &ei);
+	if (r == 0) /* as mimed opens it: F16 task tensors decoded by the engine, counted */
+		r = mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &model, &ei);
 	if (r < 0) {
 		fprintf(stderr, "mime-train phases-measure: %s: %s\n", bundle,
 		        ei.msg[0] ? ei.msg : mime_strerror(r));
@@ -1599,9 +1599,11 @@ int mimetrain_cmd_phases_measure(int argc, char **argv)
 
 			if (!tp)
 				goto out;
-			r = mime_model_phase(b, p + 1, 0, &ph, &keep, tp, &ei);
+			r = mime_model_phase(b, p + 1, MIME_MODEL_HALF_VIEWS, &ph, &keep, tp, &ei);
 			if (r == 0)
 				r = mime_engine_set_phase(e, &ph, tp, &ei);
+			if (r == 0) /* the phase's own memory, as mimed measures it */
+				mime_engine_trim(e);
 			free(keep);
 			for (int i = 0; r == 0 && i < reps + 20; i++) {
 				double t0 = now_s();

@@ -5,6 +5,7 @@
 # overload, deadlines, admin checks, events, reload and draining shutdown.
 # Environment: MIMED, MKBUNDLE (and MIMECTL) name the built programs. Stdlib only.
 import base64
+import functools
 import json
 import os
 import select
@@ -1782,6 +1783,20 @@ def f16_task_tensors_served(ctx):
     try:
         c32, c16, m32, m16 = [d.conn() for d in ds]
         assert m16.call('io.mime.GetStatus')['status']['n_phases'] == 3
+        # Each phase's measured memory: the F32 figure plus that phase's own task tensors
+        # as decoded floats, no other phase's (mkbundle's phases carry no memory_bytes).
+        raw = open(phased16, 'rb').read()
+        head = json.loads(raw[8:8 + struct.unpack('<Q', raw[:8])[0]])
+        own = [0, 0, 0]
+        for k, v in head.items():
+            if k.startswith('task/') and k.split('/')[2].startswith('phase'):
+                own[int(k.split('/')[2][5:]) - 1] += 4 * functools.reduce(
+                    lambda a, b: a * b, v['shape'], 1)
+        p32 = m32.call('io.mime.GetStatus')['status']['phases']
+        p16 = m16.call('io.mime.GetStatus')['status']['phases']
+        assert all(p['memory_source'] == 'measured' for p in p16), p16
+        assert [b['memory_bytes'] - a['memory_bytes'] for a, b in zip(p32, p16)] == own, \
+            (p32, p16, own)
         moved = 0
         for i in range(6):
             task, img = ('alpha', 'beta', 'gamma')[i % 3], pgm(16, 16, 40 + i)
