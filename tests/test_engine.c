@@ -16,6 +16,7 @@
 
 #include "lib/bundle.h"
 #include "lib/engine.h"
+#include "lib/half.h"
 
 #define TOL 1e-4
 
@@ -1012,6 +1013,103 @@ static void forward_into(struct mime_engine *e, const float *in, const int *task
 	memcpy(zeros, r.zeros, sizeof(int64_t) * 4 * r.n_masked);
 }
 
+/* Random halves for n values, and the floats they are. */
+static uint16_t *rand_halves(uint64_t *rng, long n, float lo, float hi, float **ret_floats)
+{
+	uint16_t *h = malloc(sizeof(*h) * (size_t)(n > 0 ? n : 1));
+	float *f = malloc(sizeof(*f) * (size_t)(n > 0 ? n : 1));
+
+	for (long i = 0; i < n; i++) {
+		h[i] = mime_float_to_half(mime_test_uniform(rng, lo, hi));
+		f[i] = mime_half_to_float(h[i]);
+	}
+	*ret_floats = f;
+	return h;
+}
+
+/* Tasks given as F16 halves: an engine keeps the decoded floats of up to 8 phases (least
+ * recently used reused). Cycling twice through 11 sets of halves (so slots are evicted and
+ * decoded again), with a partial batch first, every forward equals that of an engine given
+ * the same values as floats. */
+static void test_engine_half_views_evicted_and_rebuilt(void **state)
+{
+	enum { V = 11, T = 2 };
+	const enum mime_thresholds gran[T] = {MIME_THR_ELEMENT, MIME_THR_CHANNEL};
+	const int classes[T] = {4, 6}, tasks[4] = {1, 0, 0, 1}, only_a[4] = {0, 0, 0, 0};
+	const struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 2};
+	struct mime_task_params th[V][T], tf[V][T];
+	void *owned[V * T * (MIME_MAX_LAYERS + 2) * 2];
+	struct mime_graph g = {0};
+	struct mime_engine *ef = NULL, *eh = NULL;
+	struct mime_model mh;
+	struct net n;
+	uint64_t rng = 91;
+	int n_owned = 0;
+	float *in;
+	long feat;
+
+	(void)state;
+	fine_test_graph(&g, 12);
+	net_init(&n, &g, T, gran, classes, 5);
+	feat = mime_shape_size(&n.shapes[g.n_layers - 1]);
+	in = rand_array(&rng, 4 * 3 * 144, 0.0f, 1.0f);
+	for (int v = 0; v < V; v++)
+		for (int t = 0; t < T; t++) {
+			struct mime_task_params *h = &th[v][t], *f = &tf[v][t];
+			float *fl;
+
+			*f = n.tasks[t];
+			*h = n.tasks[t];
+			h->head_w_half = rand_halves(&rng, classes[t] * feat, -0.2f, 0.2f, &fl);
+			f->head_w = fl;
+			owned[n_owned++] = (void *)h->head_w_half;
+			owned[n_owned++] = fl;
+			h->head_b_half = rand_halves(&rng, classes[t], -0.1f, 0.1f, &fl);
+			f->head_b = fl;
+			owned[n_owned++] = (void *)h->head_b_half;
+			owned[n_owned++] = fl;
+			h->head_w = h->head_b = NULL;
+			for (int i = 0; i < g.n_layers; i++) {
+				const long cnt = gran[t] == MIME_THR_ELEMENT
+				                         ? mime_shape_size(&n.shapes[i])
+				                         : n.shapes[i].c;
+
+				if (!n.tasks[t].thresholds[i])
+					continue;
+				h->thresholds_half[i] = rand_halves(&rng, cnt, 0.0f, 0.3f, &fl);
+				h->thresholds[i] = NULL;
+				f->thresholds[i] = fl;
+				owned[n_owned++] = (void *)h->thresholds_half[i];
+				owned[n_owned++] = fl;
+			}
+		}
+	mh = n.m;
+	mh.tasks = th[0];
+	assert_int_equal(mime_engine_create(&n.m, &cfg, &ef, NULL), 0);
+	assert_int_equal(mime_engine_create(&mh, &cfg, &eh, NULL), 0);
+	for (int pass = 0; pass < 2; pass++)
+		for (int v = 0; v < V; v++) {
+			float lf[4 * 6] = {0}, lh[4 * 6] = {0};
+			int64_t zf[4 * 4] = {0}, zh[4 * 4] = {0};
+
+			assert_int_equal(mime_engine_set_phase(ef, NULL, tf[v], NULL), 0);
+			assert_int_equal(mime_engine_set_phase(eh, NULL, th[v], NULL), 0);
+			forward_into(ef, in, only_a, lf, zf);
+			forward_into(eh, in, only_a, lh, zh);
+			assert_memory_equal(lf, lh, sizeof(lf));
+			forward_into(ef, in, tasks, lf, zf);
+			forward_into(eh, in, tasks, lh, zh);
+			assert_memory_equal(lf, lh, sizeof(lf));
+			assert_memory_equal(zf, zh, sizeof(zf));
+		}
+	mime_engine_destroy(ef);
+	mime_engine_destroy(eh);
+	for (int i = 0; i < n_owned; i++)
+		free(owned[i]);
+	free(in);
+	net_free(&n);
+}
+
 /* A fine-grain switch (same kernels, other masks) selects other columns of the packed
  * weights instead of repacking them; the phase it lands in gives bit for bit what entering
  * that phase from a coarse one gives, and what the compact packing of the same masked
@@ -1499,6 +1597,7 @@ int main(void)
 		cmocka_unit_test(test_engine_set_phase_equals_sliced_network),
 		cmocka_unit_test(test_engine_packed_path_releases_mapped_weights),
 		cmocka_unit_test(test_engine_fine_switch_equals_direct_entry),
+		cmocka_unit_test(test_engine_half_views_evicted_and_rebuilt),
 		cmocka_unit_test(test_engine_act_skip_bit_equal),
 		cmocka_unit_test(test_engine_coarse_step_down_releases_memory),
 	};
