@@ -83,7 +83,7 @@ struct layer_plan {
 
 /* One phase's tasks with their halves decoded (see struct mime_engine). */
 struct dec_slot {
-	const void **key;               /* [n_tasks * (2 + n_layers)]: the halves decoded */
+	const void **key;               /* [DEC_KEY]: the tensors the tasks were given as */
 	int64_t out[MIME_MAX_LAYERS];   /* the layer sizes they were decoded for */
 	struct mime_task_params *tasks; /* [n_tasks]: halves until done, then floats */
 	uint8_t *done;                  /* [n_tasks]: decoded (on the task's first forward) */
@@ -947,10 +947,6 @@ void mime_engine_describe(const struct mime_engine *e, enum mime_conv_impl *ret_
 		*ret_arch = e->arch;
 }
 
-/* The packed path reads a conv layer's weights from the model only while packing. When they
- * lie in a file mapping, drop their pages afterwards: the packed copy is then the only one
- * in memory, so RSS follows the phase (a coarse step down really frees memory) instead of
- * holding the whole parent twice. Only whole pages inside each array are dropped. */
 /* Drops the whole pages inside [p, p + n_bytes) of a read-only file mapping: the kernel reads
  * them back from the file if they are touched again. Advice only: errors are ignored. */
 static void drop_file_pages(const void *p, size_t n_bytes)
@@ -963,6 +959,10 @@ static void drop_file_pages(const void *p, size_t n_bytes)
 		madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
+/* The packed path reads a conv layer's weights from the model only while packing. When they
+ * lie in a file mapping, drop their pages afterwards: the packed copy is then the only one
+ * in memory, so RSS follows the phase (a coarse step down really frees memory) instead of
+ * holding the whole parent twice. Only whole pages inside each array are dropped. */
 static void release_packed_sources(struct mime_engine *e)
 {
 	if (!e->model.weights_file_backed || e->cfg.conv != MIME_CONV_PACKED)
@@ -1019,17 +1019,24 @@ static int has_halves(const struct mime_engine *e, const struct mime_task_params
 	return 0;
 }
 
-/* The halves of tasks, in a fixed order, as a slot's key: key[n_tasks * (2 + n_layers)]. */
+/* Every tensor pointer of tasks (floats and halves), in a fixed order, as a slot's key:
+ * key[DEC_KEY(e)]. */
+#define DEC_KEY(e) ((size_t)(e)->model.n_tasks * (size_t)(2 + (e)->n_layers) * 2)
 static void dec_key(const struct mime_engine *e, const struct mime_task_params *tasks,
                     const void **key)
 {
 	for (int t = 0; t < e->model.n_tasks; t++) {
 		const struct mime_task_params *tp = &tasks[t];
+		const int thr = tp->granularity != MIME_THR_NONE;
 
 		*key++ = tp->head_w_half;
 		*key++ = tp->head_b_half;
-		for (int i = 0; i < e->n_layers; i++)
-			*key++ = tp->granularity != MIME_THR_NONE ? tp->thresholds_half[i] : NULL;
+		*key++ = tp->head_w;
+		*key++ = tp->head_b;
+		for (int i = 0; i < e->n_layers; i++) {
+			*key++ = thr ? tp->thresholds_half[i] : NULL;
+			*key++ = thr ? tp->thresholds[i] : NULL;
+		}
 	}
 }
 
@@ -1048,7 +1055,7 @@ static void dec_free(struct dec_slot *d)
 static int dec_find(struct mime_engine *e, const struct mime_task_params *tasks, const int64_t *out,
                     int *ret_hit)
 {
-	const size_t n_key = (size_t)e->model.n_tasks * (size_t)(2 + e->n_layers);
+	const size_t n_key = DEC_KEY(e);
 	const void **key = malloc(sizeof(*key) * n_key);
 	int pick = -1;
 
