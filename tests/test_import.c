@@ -532,6 +532,7 @@ static void test_graphyaml_load_reads_the_shipped_networks(void **state)
 		{"conf/networks/vgg7-half.yaml", 8, 4, 1, 28, 1152, "classifier"},
 		{"conf/networks/vgg7-half-fc.yaml", 9, 4, 1, 28, 128, "classifier.2"},
 		{"conf/networks/vgg7-half-gmp.yaml", 9, 4, 1, 28, 128, "classifier"},
+		{"conf/networks/vgg7-half-gmp512.yaml", 9, 4, 1, 28, 512, "classifier"},
 		{"conf/networks/vgg7-c3.yaml", 8, 4, 3, 32, 4096, "classifier"},
 		{"conf/networks/vgg16.yaml", 21, 13, 3, 32, 512, "classifier.6"},
 	};
