@@ -1097,6 +1097,7 @@ static void test_engine_half_views_evicted_and_rebuilt(void **state)
 			forward_into(ef, in, only_a, lf, zf);
 			forward_into(eh, in, only_a, lh, zh);
 			assert_memory_equal(lf, lh, sizeof(lf));
+			assert_memory_equal(zf, zh, sizeof(zf));
 			forward_into(ef, in, tasks, lf, zf);
 			forward_into(eh, in, tasks, lh, zh);
 			assert_memory_equal(lf, lh, sizeof(lf));
