@@ -80,7 +80,8 @@ struct bundle_tensor {
 	int ndim;
 	int64_t shape[MIME_MAX_DIMS];
 	size_t begin, end; /* relative to the data section */
-	float *decoded;    /* F16: its values as F32, made on first use (mime_bundle_tensor_f32) */
+	float *decoded;    /* F16: its values as F32, made on first use (mime_bundle_tensor_f32);
+	                    * the U8 mask of a sparse tensor: the dense floats it stands for */
 };
 
 struct mime_bundle {
@@ -286,18 +287,39 @@ static const struct bundle_tensor *find(const struct mime_bundle *b, const char 
 	return hit ? *hit : NULL;
 }
 
+/* The part (MIME_SPARSE_MASK or _VALUES) of the sparse form of tensor name, or NULL. */
+static const struct bundle_tensor *sparse_part(const struct mime_bundle *b, const char *name,
+                                               const char *suffix)
+{
+	char part[2 * MIME_NAME_MAX + 64];
+
+	if ((size_t)snprintf(part, sizeof(part), "%s%s", name, suffix) >= sizeof(part))
+		return NULL;
+	return find(b, part);
+}
+
 /* One tensor the manifest implies: present, F32 (or F16 where f16_ok: a task's head and
  * thresholds), of exactly this shape. */
+static int expect_sparse(const struct mime_bundle *b, const char *name, int ndim,
+                         const int64_t *shape, const char *what, struct mime_errinfo *ei);
+
 static int expect_dtype(const struct mime_bundle *b, const char *name, int ndim,
                         const int64_t *shape, const char *what, int f16_ok, struct mime_errinfo *ei)
 {
 	const struct bundle_tensor *t = find(b, name);
 	char want[96], have[96];
 
+	if (!t && f16_ok)
+		return expect_sparse(b, name, ndim, shape, what, ei);
 	if (!t)
 		return mime_errinfo_set(ei, MIME_EFORMAT,
 		                        "tensor '" MSG_NAME "' missing (the manifest's %s)", name,
 		                        what);
+	if (f16_ok && sparse_part(b, name, MIME_SPARSE_MASK))
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "tensor '" MSG_NAME "' is stored both dense and sparse "
+		                        "(" MSG_NAME "%s)",
+		                        name, name, MIME_SPARSE_MASK);
 	if (t->dtype != MIME_DTYPE_F32 && !(f16_ok && t->dtype == MIME_DTYPE_F16))
 		return mime_errinfo_set(ei, MIME_EFORMAT,
 		                        "tensor '" MSG_NAME "': dtype %s, expected F32%s", name,
@@ -325,6 +347,51 @@ static int expect_task(const struct mime_bundle *b, const char *name, int ndim,
 	return expect_dtype(b, name, ndim, shape, what, 1, ei);
 }
 
+/* Tensor name of this shape in its sparse form (bundle.h): a U8 mask of ceil(n/8) bytes
+ * with no bit set past n, and as many F32 or F16 values as it has bits set. */
+static int expect_sparse(const struct mime_bundle *b, const char *name, int ndim,
+                         const int64_t *shape, const char *what, struct mime_errinfo *ei)
+{
+	const struct bundle_tensor *mask = sparse_part(b, name, MIME_SPARSE_MASK);
+	const struct bundle_tensor *vals = sparse_part(b, name, MIME_SPARSE_VALUES);
+	const uint8_t *bits;
+	uint64_t n = 1, nnz = 0;
+
+	if (!mask && !vals)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "tensor '" MSG_NAME "' missing (the manifest's %s)", name,
+		                        what);
+	if (!mask || !vals)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "tensor '" MSG_NAME "%s' missing (sparse '" MSG_NAME
+		                        "' has its %s only)",
+		                        name, mask ? MIME_SPARSE_VALUES : MIME_SPARSE_MASK, name,
+		                        mask ? "mask" : "values");
+	for (int i = 0; i < ndim; i++)
+		n *= (uint64_t)shape[i];
+	if (mask->dtype != MIME_DTYPE_U8 || mask->ndim != 1 ||
+	    (uint64_t)mask->shape[0] != (n + 7) / 8)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "tensor '" MSG_NAME "%s': expected U8 [%llu] (a bit per "
+		                        "element of %s)",
+		                        name, MIME_SPARSE_MASK, (unsigned long long)((n + 7) / 8),
+		                        what);
+	bits = b->data + mask->begin;
+	for (uint64_t j = 0; j < (uint64_t)mask->shape[0]; j++)
+		nnz += (uint64_t)__builtin_popcount(bits[j]);
+	if (n % 8 && (bits[n / 8] >> (n % 8)) != 0)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "tensor '" MSG_NAME "%s': bits set past its %llu elements",
+		                        name, MIME_SPARSE_MASK, (unsigned long long)n);
+	if ((vals->dtype != MIME_DTYPE_F32 && vals->dtype != MIME_DTYPE_F16) || vals->ndim != 1 ||
+	    (uint64_t)vals->shape[0] != nnz)
+		return mime_errinfo_set(ei, MIME_EFORMAT,
+		                        "tensor '" MSG_NAME "%s': expected F32 or F16 [%llu] (the "
+		                        "mask's set bits)",
+		                        name, MIME_SPARSE_VALUES, (unsigned long long)nnz);
+	return 0;
+}
+
 /* The tensors of one (task, phase): all of them or none (then the task cannot run in that
  * phase; lib/model decides what that means). */
 static int check_task_phase(const struct mime_bundle *b, const struct mime_task_spec *t, int p,
@@ -337,20 +404,20 @@ static int check_task_phase(const struct mime_bundle *b, const struct mime_task_
 	int r;
 
 	snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", t->name, p);
-	if (!find(b, name)) {
+	if (!mime_bundle_has_tensor(b, name)) {
 		/* None of them: the task does not run in this phase. Some: the head is missing. */
 		char other[sizeof(name)];
 		int present;
 
 		snprintf(other, sizeof(other), "task/%s/phase%d/head.bias", t->name, p);
-		present = find(b, other) != NULL;
+		present = mime_bundle_has_tensor(b, other);
 		for (int i = 0; !present && t->thresholds != MIME_THR_NONE && i < g->n_layers;
 		     i++) {
 			if (!mime_graph_layer_masked(g, i))
 				continue;
 			snprintf(other, sizeof(other), "task/%s/phase%d/%s.threshold", t->name, p,
 			         g->layers[i].name);
-			present = find(b, other) != NULL;
+			present = mime_bundle_has_tensor(b, other);
 		}
 		if (!present)
 			return 0;
@@ -848,48 +915,93 @@ int mime_bundle_tensor(const struct mime_bundle *b, const char *name,
 	return 0;
 }
 
+int mime_bundle_has_tensor(const struct mime_bundle *b, const char *name)
+{
+	return find(b, name) || sparse_part(b, name, MIME_SPARSE_MASK);
+}
+
+/* Gives back the file pages wholly inside [p, p + n) of a mapped bundle (read again from the
+ * file if something looks at them later). */
+static void drop_pages(const struct mime_bundle *b, const uint8_t *p, size_t n)
+{
+	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	const uintptr_t lo = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+	const uintptr_t hi = ((uintptr_t)p + n) & ~(pg - 1);
+
+	if (b->mapped && hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* Value i of an F32 or F16 tensor at src (byte copies: any offset is fine). */
+static float value_at(enum mime_dtype dtype, const uint8_t *src, size_t i)
+{
+	float f;
+	uint16_t h;
+
+	if (dtype == MIME_DTYPE_F32) {
+		memcpy(&f, src + 4 * i, sizeof(f));
+		return f;
+	}
+	memcpy(&h, src + 2 * i, sizeof(h));
+	return mime_half_to_float(h);
+}
+
+/* The dense floats of t (F16), or of the sparse tensor whose mask t is (vals: its values),
+ * into t->decoded. Called with the decode lock held. */
+static int decode(const struct mime_bundle *b, struct bundle_tensor *t,
+                  const struct bundle_tensor *vals)
+{
+	const uint8_t *src = b->data + t->begin;
+	const size_t n = vals ? 8 * (t->end - t->begin) : (t->end - t->begin) / sizeof(uint16_t);
+
+	t->decoded = malloc(sizeof(float) * (n ? n : 1));
+	if (!t->decoded)
+		return -ENOMEM;
+	if (!vals) {
+		for (size_t i = 0; i < n; i++)
+			t->decoded[i] = value_at(t->dtype, src, i);
+		drop_pages(b, src, t->end - t->begin);
+		return 0;
+	}
+	/* sparse: element j is the next value when bit j is set (the reader checked the
+	 * counts; bits past the tensor's elements are clear, so its tail decodes to 0) */
+	for (size_t j = 0, k = 0; j < n; j++)
+		t->decoded[j] = (src[j / 8] >> (j % 8)) & 1
+		                        ? value_at(vals->dtype, b->data + vals->begin, k++)
+		                        : 0.0f;
+	drop_pages(b, src, t->end - t->begin);
+	drop_pages(b, b->data + vals->begin, vals->end - vals->begin);
+	return 0;
+}
+
 int mime_bundle_tensor_f32(const struct mime_bundle *b, const char *name, const float **ret)
 {
 	struct bundle_tensor *t = (struct bundle_tensor *)find(b, name); /* decoded: a cache */
+	const struct bundle_tensor *vals = NULL;
 	struct mime_bundle *mb = (struct mime_bundle *)b;
-	const uint8_t *src;
-	size_t n;
+	uint64_t nnz = 0;
 	int r = 0;
 
-	if (!t || (t->dtype != MIME_DTYPE_F32 && t->dtype != MIME_DTYPE_F16))
-		return MIME_EFORMAT;
-	if (t->dtype == MIME_DTYPE_F32) {
+	if (!t) {
+		t = (struct bundle_tensor *)sparse_part(b, name, MIME_SPARSE_MASK);
+		vals = sparse_part(b, name, MIME_SPARSE_VALUES);
+		if (!t || !vals || t->dtype != MIME_DTYPE_U8 || vals->ndim != 1 ||
+		    (vals->dtype != MIME_DTYPE_F32 && vals->dtype != MIME_DTYPE_F16))
+			return MIME_EFORMAT;
+		/* (checked at open when the manifest implies it; not otherwise) */
+		for (size_t j = t->begin; j < t->end; j++)
+			nnz += (uint64_t)__builtin_popcount(b->data[j]);
+		if (nnz != (uint64_t)vals->shape[0])
+			return MIME_EFORMAT;
+	} else if (t->dtype == MIME_DTYPE_F32) {
 		*ret = (const float *)(b->data + t->begin);
 		return 0;
+	} else if (t->dtype != MIME_DTYPE_F16) {
+		return MIME_EFORMAT;
 	}
 	pthread_mutex_lock(&mb->decode_lock);
-	if (!t->decoded) {
-		n = (t->end - t->begin) / sizeof(uint16_t);
-		src = b->data + t->begin; /* byte copies: any offset is fine */
-		t->decoded = malloc(sizeof(float) * (n ? n : 1));
-		if (!t->decoded) {
-			r = -ENOMEM;
-		} else {
-			for (size_t i = 0; i < n; i++) {
-				uint16_t h;
-
-				memcpy(&h, src + 2 * i, sizeof(h));
-				t->decoded[i] = mime_half_to_float(h);
-			}
-			if (b->mapped) {
-				/* read once: give the file pages back (read again from the file if
-				 * something looks at the raw tensor later) */
-				const long pg = sysconf(_SC_PAGESIZE);
-				const uintptr_t lo =
-					((uintptr_t)src + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
-				const uintptr_t hi = ((uintptr_t)src + n * sizeof(uint16_t)) &
-				                     ~((uintptr_t)pg - 1);
-
-				if (hi > lo)
-					madvise((void *)lo, hi - lo, MADV_DONTNEED);
-			}
-		}
-	}
+	if (!t->decoded)
+		r = decode(b, t, vals);
 	if (r == 0)
 		*ret = t->decoded;
 	pthread_mutex_unlock(&mb->decode_lock);
@@ -999,6 +1111,52 @@ int mime_bundle_writer_add(struct mime_bundle_writer *w, const char *name, enum 
 	t->n_bytes = n_bytes;
 	w->n++;
 	return 0;
+}
+
+int mime_bundle_writer_add_sparse(struct mime_bundle_writer *w, const char *name, int ndim,
+                                  const int64_t *shape, const float *data)
+{
+	char part[2 * MIME_NAME_MAX + 64];
+	uint64_t n = 1;
+	size_t nnz = 0, k = 0;
+	uint8_t *bits;
+	float *vals;
+	int64_t s;
+	int r;
+
+	if (!name || ndim < 0 || ndim > MIME_MAX_DIMS ||
+	    strlen(name) + sizeof(MIME_SPARSE_VALUES) > sizeof(part))
+		return MIME_EINVAL;
+	for (int i = 0; i < ndim; i++) {
+		if (shape[i] < 0 || (shape[i] && n > (SIZE_MAX / 8) / (uint64_t)shape[i]))
+			return MIME_EINVAL;
+		n *= (uint64_t)shape[i];
+	}
+	for (uint64_t j = 0; j < n; j++)
+		nnz += data[j] != 0.0f;
+	bits = calloc((size_t)(n + 7) / 8 + 1, 1);
+	vals = malloc(sizeof(float) * (nnz ? nnz : 1));
+	if (!bits || !vals) {
+		free(bits);
+		free(vals);
+		return -ENOMEM;
+	}
+	for (uint64_t j = 0; j < n; j++)
+		if (data[j] != 0.0f) { /* -0.0f too: it is stored dense as 0 */
+			bits[j / 8] |= (uint8_t)(1u << (j % 8));
+			vals[k++] = data[j];
+		}
+	snprintf(part, sizeof(part), "%s%s", name, MIME_SPARSE_MASK);
+	s = (int64_t)((n + 7) / 8);
+	r = mime_bundle_writer_add(w, part, MIME_DTYPE_U8, 1, &s, bits);
+	if (r == 0) {
+		snprintf(part, sizeof(part), "%s%s", name, MIME_SPARSE_VALUES);
+		s = (int64_t)nnz;
+		r = mime_bundle_writer_add(w, part, MIME_DTYPE_F32, 1, &s, vals);
+	}
+	free(bits);
+	free(vals);
+	return r;
 }
 
 int mime_bundle_writer_add_mask(struct mime_bundle_writer *w, int p, const char *layer,

@@ -86,6 +86,18 @@ int mime_bundle_tensor(const struct mime_bundle *b, const char *name,
  * as b. Any thread may call this (the decoding is serialised). Returns 0, MIME_EFORMAT (no
  * such tensor, or not F32/F16) or -ENOMEM. */
 int mime_bundle_tensor_f32(const struct mime_bundle *b, const char *name, const float **ret);
+/* Sparse task tensors. A task's own tensor X ("task/...": a head or thresholds, which are
+ * mostly zero once pruned) may be stored instead as two tensors: X.mask, U8 [ceil(n/8)], bit
+ * j % 8 (least significant first) of byte j / 8 set when element j of X (row-major) is
+ * non-zero, no bit set past n; and X.values, F32 or F16 [bits set], those elements in order.
+ * The reader checks the pair as it checks a dense X (and rejects both forms at once);
+ * mime_bundle_tensor(b, "X") does not find it, mime_bundle_tensor_f32(b, "X") hands out the
+ * dense floats (decoded on first use, like F16; the array holds 8 * ceil(n/8) floats, the
+ * tail 0). */
+#define MIME_SPARSE_MASK   ".mask"
+#define MIME_SPARSE_VALUES ".values"
+/* Whether tensor name is in b, dense or sparse. */
+int mime_bundle_has_tensor(const struct mime_bundle *b, const char *name);
 size_t mime_bundle_n_tensors(const struct mime_bundle *b);
 /* The i-th tensor in file order (ascending data offset; see mime_bundle_writer_write()). */
 void mime_bundle_tensor_at(const struct mime_bundle *b, size_t i,
@@ -104,6 +116,10 @@ int mime_bundle_writer_create(struct mime_bundle_writer **ret_writer);
 void mime_bundle_writer_destroy(struct mime_bundle_writer *w);
 int mime_bundle_writer_add(struct mime_bundle_writer *w, const char *name, enum mime_dtype dtype,
                            int ndim, const int64_t *shape, const void *data);
+/* Adds data[0..n) (n = the product of shape) as the sparse tensor name (see above): name.mask
+ * and name.values (F32; `mime-train bundle half` makes them F16). Returns as _add(). */
+int mime_bundle_writer_add_sparse(struct mime_bundle_writer *w, const char *name, int ndim,
+                                  const int64_t *shape, const float *data);
 /* Adds the fine-grain mask of layer in phase p (1-based) as tensor "phase/<p>/<layer>.mask":
  * keep[0..n_groups) (non-zero = kept) encoded with mime_phase_mask_encode() (lib/phase.h:
  * first kept group + deltas, U16 or U32). Returns 0, MIME_EINVAL (p < 1, bad name, too many

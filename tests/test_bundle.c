@@ -539,7 +539,10 @@ struct fixture_tensors {
 	float cw[18], cb[2], fw[24], fb[3], hw[6], hb[2], t1[2], t2[3];
 };
 
-static struct mime_bundle_writer *make_writer(struct fixture_tensors *f, int with_thresholds)
+/* The fixture's tensors in a writer (with_head: the head's weight too, else the caller
+ * adds it in the form it tests). */
+static struct mime_bundle_writer *make_writer_head(struct fixture_tensors *f, int with_thresholds,
+                                                   int with_head)
 {
 	static const int64_t s_cw[] = {2, 1, 3, 3}, s2[] = {2}, s_fw[] = {3, 8}, s3[] = {3},
 			     s_hw[] = {2, 3};
@@ -558,8 +561,10 @@ static struct mime_bundle_writer *make_writer(struct fixture_tensors *f, int wit
 	assert_int_equal(mime_bundle_writer_add(w, "parent/fc1.bias", MIME_DTYPE_F32, 1, s3, f->fb),
 	                 0);
 	/* deliberately not sorted by name */
-	assert_int_equal(
-		mime_bundle_writer_add(w, "task/t/head.weight", MIME_DTYPE_F32, 2, s_hw, f->hw), 0);
+	if (with_head)
+		assert_int_equal(mime_bundle_writer_add(w, "task/t/head.weight", MIME_DTYPE_F32, 2,
+		                                        s_hw, f->hw),
+		                 0);
 	assert_int_equal(
 		mime_bundle_writer_add(w, "task/t/head.bias", MIME_DTYPE_F32, 1, s2, f->hb), 0);
 	if (with_thresholds) {
@@ -571,6 +576,11 @@ static struct mime_bundle_writer *make_writer(struct fixture_tensors *f, int wit
 		                 0);
 	}
 	return w;
+}
+
+static struct mime_bundle_writer *make_writer(struct fixture_tensors *f, int with_thresholds)
+{
+	return make_writer_head(f, with_thresholds, 1);
 }
 
 static void test_bundle_writer_round_trips(void **state)
@@ -983,6 +993,194 @@ static void test_bundle_task_tensors_may_be_f16(void **state)
 	free(path);
 }
 
+/* A task tensor stored sparse (bundle.h: X.mask + X.values): it validates like the dense one,
+ * mime_bundle_tensor_f32 and the model see the dense floats (zeros in place), and an engine
+ * computes bit for bit what it computes with the dense tensor. */
+enum sparse_variant {
+	SPARSE_OK,
+	SPARSE_F16_VALUES,
+	SPARSE_COUNT_MISMATCH,
+	SPARSE_MASK_LENGTH,
+	SPARSE_BITS_PAST_END,
+	SPARSE_BOTH_FORMS,
+	SPARSE_MASK_ONLY,
+	SPARSE_VALUES_DTYPE,
+};
+
+/* The fixture's bundle with its head weight [2,3] = hw stored as variant asks. */
+static int write_sparse_variant(struct fixture_tensors *f, const float *hw,
+                                enum sparse_variant variant, const char *path,
+                                struct mime_errinfo *ei)
+{
+	static const int64_t s_hw[] = {2, 3}, s1[] = {1}, s2[] = {2}, s3[] = {3};
+	struct mime_bundle_writer *out = make_writer_head(f, 1, variant == SPARSE_BOTH_FORMS);
+	struct mime_manifest m;
+	uint8_t bits = 0;
+	uint16_t h[3];
+	int r;
+
+	assert_int_equal(mime_manifest_parse(manifest_json, strlen(manifest_json), &m, ei), 0);
+	for (int j = 0; j < 6; j++)
+		bits |= (uint8_t)((hw[j] != 0.0f) << j);
+	switch (variant) {
+	case SPARSE_OK:
+	case SPARSE_BOTH_FORMS:
+		assert_int_equal(
+			mime_bundle_writer_add_sparse(out, "task/t/head.weight", 2, s_hw, hw), 0);
+		break;
+	case SPARSE_F16_VALUES:
+		for (int j = 0, k = 0; j < 6; j++)
+			if (hw[j] != 0.0f)
+				h[k++] = mime_float_to_half(hw[j]);
+		assert_int_equal(mime_bundle_writer_add(out, "task/t/head.weight.mask",
+		                                        MIME_DTYPE_U8, 1, s1, &bits),
+		                 0);
+		assert_int_equal(mime_bundle_writer_add(out, "task/t/head.weight.values",
+		                                        MIME_DTYPE_F16, 1, s3, h),
+		                 0);
+		break;
+	case SPARSE_COUNT_MISMATCH: /* 3 bits set, 2 values */
+	case SPARSE_MASK_LENGTH:    /* 2 mask bytes for 6 elements */
+	case SPARSE_BITS_PAST_END:  /* bit 6 set: a 7th element */
+	case SPARSE_VALUES_DTYPE: {
+		uint8_t mb[2] = {bits, 0};
+		float vals[4] = {0};
+
+		if (variant == SPARSE_BITS_PAST_END)
+			mb[0] |= 1u << 6;
+		assert_int_equal(
+			mime_bundle_writer_add(out, "task/t/head.weight.mask", MIME_DTYPE_U8, 1,
+		                               variant == SPARSE_MASK_LENGTH ? s2 : s1, mb),
+			0);
+		if (variant == SPARSE_VALUES_DTYPE)
+			assert_int_equal(mime_bundle_writer_add(out, "task/t/head.weight.values",
+			                                        MIME_DTYPE_I32, 1, s3, vals),
+			                 0);
+		else
+			assert_int_equal(mime_bundle_writer_add(
+						 out, "task/t/head.weight.values", MIME_DTYPE_F32,
+						 1, variant == SPARSE_COUNT_MISMATCH ? s2 : s3,
+						 vals),
+			                 0);
+		break;
+	}
+	case SPARSE_MASK_ONLY:
+		assert_int_equal(mime_bundle_writer_add(out, "task/t/head.weight.mask",
+		                                        MIME_DTYPE_U8, 1, s1, &bits),
+		                 0);
+		break;
+	}
+	r = mime_bundle_writer_write(out, &m, path, ei);
+	mime_bundle_writer_destroy(out);
+	mime_manifest_free(&m);
+	return r;
+}
+
+static void test_bundle_sparse_task_tensors(void **state)
+{
+	static const struct {
+		enum sparse_variant variant;
+		const char *msg;
+	} bad[] = {
+		{SPARSE_COUNT_MISMATCH,
+	         "'task/t/head.weight.values': expected F32 or F16 [3] (the mask's set bits)"},
+		{SPARSE_MASK_LENGTH, "'task/t/head.weight.mask': expected U8 [1]"},
+		{SPARSE_BITS_PAST_END, "'task/t/head.weight.mask': bits set past its 6 elements"},
+		{SPARSE_BOTH_FORMS, "'task/t/head.weight' is stored both dense and sparse"},
+		{SPARSE_MASK_ONLY, "'task/t/head.weight.values' missing (sparse "
+	                           "'task/t/head.weight' has its mask only)"},
+		{SPARSE_VALUES_DTYPE, "'task/t/head.weight.values': expected F32 or F16 [3]"},
+	};
+	struct fixture_tensors f;
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b = NULL, *bd = NULL;
+	struct mime_model sparse, dense;
+	struct mime_tensor_view v;
+	const float *dec;
+	char *path = mime_test_tmpfile(NULL, 0), *dpath = mime_test_tmpfile(NULL, 0);
+	float hw[6];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&ei, 0, sizeof(ei));
+		memset(hw, 0, sizeof(hw));
+		hw[0] = 0.5f, hw[2] = -1.25f, hw[5] = 3.0f;
+		assert_int_equal(write_sparse_variant(&f, hw, bad[i].variant, path, &ei),
+		                 MIME_EFORMAT);
+		if (!strstr(ei.msg, bad[i].msg))
+			fail_msg("variant %d: '%s', expected '%s'", (int)bad[i].variant, ei.msg,
+			         bad[i].msg);
+	}
+	for (int f16 = 0; f16 < 2; f16++) {
+		memset(&ei, 0, sizeof(ei));
+		memset(hw, 0, sizeof(hw));
+		hw[0] = 0.5f, hw[2] = -1.25f, hw[5] = 3.0f; /* exact in F16 too */
+		if (write_sparse_variant(&f, hw, f16 ? SPARSE_F16_VALUES : SPARSE_OK, path, &ei) !=
+		    0)
+			fail_msg("%s", ei.msg);
+		if (mime_bundle_open(path, &b, &ei) != 0)
+			fail_msg("%s", ei.msg);
+		assert_int_equal(mime_bundle_tensor(b, "task/t/head.weight", &v), MIME_EFORMAT);
+		assert_true(mime_bundle_has_tensor(b, "task/t/head.weight"));
+		assert_false(mime_bundle_has_tensor(b, "task/t/nope"));
+		assert_int_equal(mime_bundle_tensor(b, "task/t/head.weight.values", &v), 0);
+		assert_int_equal(v.n_bytes, 3 * (f16 ? 2 : 4));
+		assert_int_equal(mime_bundle_tensor_f32(b, "task/t/head.weight", &dec), 0);
+		assert_memory_equal(dec, hw, sizeof(hw));
+		assert_true(dec[6] == 0.0f && dec[7] == 0.0f); /* the mask byte's tail */
+
+		/* the same tensors with the head dense */
+		{
+			static const int64_t s_hw[] = {2, 3};
+			struct mime_bundle_writer *w = make_writer_head(&f, 1, 0);
+			struct mime_manifest m;
+
+			assert_int_equal(
+				mime_manifest_parse(manifest_json, strlen(manifest_json), &m, &ei),
+				0);
+			assert_int_equal(mime_bundle_writer_add(w, "task/t/head.weight",
+			                                        MIME_DTYPE_F32, 2, s_hw, hw),
+			                 0);
+			if (mime_bundle_writer_write(w, &m, dpath, &ei) != 0 ||
+			    mime_bundle_open(dpath, &bd, &ei) != 0)
+				fail_msg("%s", ei.msg);
+			mime_bundle_writer_destroy(w);
+			mime_manifest_free(&m);
+		}
+		assert_int_equal(mime_model_from_bundle(b, MIME_MODEL_HALF_VIEWS, &sparse, &ei), 0);
+		assert_int_equal(mime_model_from_bundle(bd, MIME_MODEL_HALF_VIEWS, &dense, &ei), 0);
+		assert_memory_equal(sparse.tasks[0].head_w, hw, sizeof(hw));
+		{
+			const struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 1};
+			struct mime_engine *es = NULL, *ed = NULL;
+			struct mime_engine_result rs, rd;
+			const int tasks[4] = {0, 0, 0, 0};
+			uint64_t rng = 11;
+			float in[4 * 16];
+
+			for (int i = 0; i < 4 * 16; i++)
+				in[i] = mime_test_uniform(&rng, -1.0f, 1.0f);
+			if (mime_engine_create(&sparse, &cfg, &es, &ei) != 0 ||
+			    mime_engine_create(&dense, &cfg, &ed, &ei) != 0)
+				fail_msg("%s", ei.msg);
+			assert_int_equal(mime_engine_forward(es, 4, in, tasks, &rs), 0);
+			assert_int_equal(mime_engine_forward(ed, 4, in, tasks, &rd), 0);
+			assert_memory_equal(rs.logits, rd.logits,
+			                    sizeof(float) * 4 * rs.max_classes);
+			mime_engine_destroy(es);
+			mime_engine_destroy(ed);
+		}
+		mime_model_fini(&sparse);
+		mime_model_fini(&dense);
+		mime_bundle_close(bd);
+		mime_bundle_close(b);
+	}
+	unlink(path);
+	unlink(dpath);
+	free(path);
+	free(dpath);
+}
+
 #define CORRUPT(n, c)                                                                              \
 	{                                                                                          \
 		"test_bundle_open_rejects_" n, run_corrupt_case, NULL, NULL, (void *)&c            \
@@ -1041,6 +1239,7 @@ int main(void)
 		cmocka_unit_test(test_bundle_writer_add_rejects_bad_tensors),
 		cmocka_unit_test(test_bundle_safetensors_open_needs_no_manifest),
 		cmocka_unit_test(test_bundle_writer_keeps_wide_tensors_aligned),
+		cmocka_unit_test(test_bundle_sparse_task_tensors),
 	};
 
 	return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);

@@ -560,6 +560,62 @@ static void test_mime_validation_keeps_the_best_epoch(void **state)
 	free(s2);
 }
 
+/* A pruned head: before epoch prune_epoch + 1 all but the head_density largest head weights
+ * (those of a run stopped there: training is deterministic) go to 0 and stay there; the
+ * epoch a validation set keeps is one with the pruned head. */
+static void test_mime_head_pruning_keeps_the_largest_weights(void **state)
+{
+	struct parent_fixture p;
+	struct mimetrain_taskset train, val;
+	struct mimetrain_mime *m = NULL;
+	struct mimetrain_mime_report rep;
+	struct mime_errinfo ei = {0};
+	struct mimetrain_mime_config cfg = small_config(MIMETRAIN_MODE_MIME);
+	const float *hw, *hb;
+	float before[32], after[32];
+	int n_larger, better = 0;
+
+	(void)state;
+	parent_init(&p, 5);
+	synth_task(&train, 200, 4, 9);
+	synth_task(&val, 100, 4, 31);
+	cfg.epochs = 4; /* the head as pruning finds it */
+	assert_int_equal(mimetrain_mime_create(&p.model, -1, 4, &cfg, &m, &ei), 0);
+	assert_int_equal(mimetrain_mime_train(m, &train, NULL, NULL, &rep, &ei), 0);
+	assert_int_equal(rep.pruned_epoch, 0);
+	assert_int_equal(rep.head_weights, 32);
+	mimetrain_net_head(mimetrain_mime_net(m), &hw, &hb);
+	memcpy(before, hw, sizeof(before));
+	mimetrain_mime_destroy(m);
+
+	cfg.epochs = 6;
+	cfg.head_density = 2.0 / 32; /* so hard that the dense epochs validate better */
+	cfg.prune_epoch = 4;
+	assert_int_equal(mimetrain_mime_create(&p.model, -1, 4, &cfg, &m, &ei), 0);
+	assert_int_equal(mimetrain_mime_train(m, &train, &val, NULL, &rep, &ei), 0);
+	assert_int_equal(rep.pruned_epoch, 5);
+	/* a dense epoch validated better than the pruned ones: only the pruned can be kept */
+	for (int e = 0; e < 4; e++)
+		better += rep.val_acc[e] > rep.val_acc_best;
+	assert_true(better > 0);
+	assert_true(rep.best_epoch >= 5);
+	assert_int_equal(rep.head_nonzero, 2);
+	mimetrain_net_head(mimetrain_mime_net(m), &hw, &hb);
+	memcpy(after, hw, sizeof(after));
+	for (int i = 0; i < 32; i++) {
+		if (after[i] == 0.0f)
+			continue;
+		n_larger = 0; /* a kept weight: fewer than 2 were larger when it was pruned */
+		for (int j = 0; j < 32; j++)
+			n_larger += fabsf(before[j]) > fabsf(before[i]);
+		assert_true(n_larger < 2);
+	}
+	mimetrain_mime_destroy(m);
+	mimetrain_taskset_fini(&train);
+	mimetrain_taskset_fini(&val);
+	parent_fini(&p);
+}
+
 /* Trains mode on the synthetic task and returns the engine's test accuracy; keeps the
  * thresholds and head in ret_state (may be NULL) for the rerun check. */
 static double run_small(enum mimetrain_mode mode, float *ret_state, size_t *ret_n)
@@ -668,6 +724,7 @@ int main(void)
 		cmocka_unit_test(test_mime_tiny_run_beats_head_only_and_reruns_identically),
 		cmocka_unit_test(test_mime_taskset_split_is_stratified_disjoint_and_seeded),
 		cmocka_unit_test(test_mime_validation_keeps_the_best_epoch),
+		cmocka_unit_test(test_mime_head_pruning_keeps_the_largest_weights),
 		cmocka_unit_test(test_mime_manifest_keeps_task_extra_keys),
 	};
 

@@ -277,6 +277,9 @@ static int report_measure(const struct mime_bundle *b, const char *path, const c
 			snprintf(prefix, sizeof(prefix), "task/%s/head.weight", t->name);
 			if (mime_bundle_tensor(b, prefix, &hv) == 0)
 				elem = mime_dtype_size(hv.dtype);
+			strcat(prefix, MIME_SPARSE_VALUES); /* (room: prefix holds any task's) */
+			if (mime_bundle_tensor(b, prefix, &hv) == 0)
+				elem = mime_dtype_size(hv.dtype);
 			for (int k = 0; k < g->n_layers; k++)
 				if (mime_graph_layer_masked(g, k))
 					t->channel_bytes += (int64_t)elem * g->layers[k].out;

@@ -61,7 +61,8 @@ static void learn_usage(FILE *f, enum mimetrain_mode mode)
 		        "[--t-init 1e-6] [--collapse 0.98]\n"
 		        "         [--fit pad|stretch] [--train-limit N] [--test-limit N] "
 		        "[--threads T] [--seed S]\n"
-		        "         [--val N|P%%] [--json REPORT.json]\n");
+		        "         [--val N|P%%] [--head-density D [--prune-epoch K]] "
+		        "[--json REPORT.json]\n");
 	else
 		fprintf(f,
 		        "usage: mime-train finetune --bundle IN.mime --task NAME -o OUT.mime "
@@ -72,7 +73,9 @@ static void learn_usage(FILE *f, enum mimetrain_mode mode)
 		        "(head-only: 1e-3)]\n"
 		        "         [--head-lr 1e-3] [--fit pad|stretch] [--train-limit N] "
 		        "[--test-limit N]\n"
-		        "         [--threads T] [--seed S] [--val N|P%%] [--json REPORT.json]\n");
+		        "         [--threads T] [--seed S] [--val N|P%%] "
+		        "[--head-density D [--prune-epoch K]]\n"
+		        "         [--json REPORT.json]\n");
 }
 
 static double now_s(void)
@@ -111,6 +114,8 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 		O_VAL,
 		O_JSON,
 		O_HEADONLY,
+		O_DENSITY,
+		O_PRUNE,
 		O_HELP,
 	};
 	static const struct option longopts[] = {
@@ -139,6 +144,8 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 		{"val", required_argument, NULL, O_VAL},
 		{"json", required_argument, NULL, O_JSON},
 		{"head-only", no_argument, NULL, O_HEADONLY},
+		{"head-density", required_argument, NULL, O_DENSITY},
+		{"prune-epoch", required_argument, NULL, O_PRUNE},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
@@ -160,6 +167,7 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 	o->cfg.collapse = 0.98;
 	o->cfg.threads = 1;
 	o->cfg.seed = 1;
+	o->cfg.prune_epoch = -1;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
 		end = NULL;
@@ -260,6 +268,16 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 			if (!lr_set)
 				o->cfg.lr = 1e-3f;
 			break;
+		case O_DENSITY:
+			o->cfg.head_density = strtod(optarg, &end);
+			if (!(o->cfg.head_density > 0 && o->cfg.head_density <= 1))
+				return -1;
+			break;
+		case O_PRUNE: /* 1-based on the command line */
+			o->cfg.prune_epoch = (int)strtol(optarg, &end, 10) - 1;
+			if (o->cfg.prune_epoch < 0)
+				return -1;
+			break;
 		case 'o':
 			o->out = optarg;
 			break;
@@ -274,7 +292,9 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 	}
 	if (optind != argc || !o->bundle || !o->task || !o->out || o->cfg.epochs < 0 ||
 	    o->cfg.batch <= 0 || o->cfg.threads < 1 || o->cfg.threads > 64 || !(o->cfg.lr > 0) ||
-	    o->cfg.beta < 0 || o->train_limit < 0 || o->test_limit < 0 || o->val < 0)
+	    o->cfg.beta < 0 || o->train_limit < 0 || o->test_limit < 0 || o->val < 0 ||
+	    (o->cfg.prune_epoch >= 0 &&
+	     (!o->cfg.head_density || o->cfg.prune_epoch >= o->cfg.epochs)))
 		return -1;
 	if (o->data_dir) {
 		snprintf(o->train_images, PATH_MAX, "%s/train-images-idx3-ubyte.gz", o->data_dir);
@@ -337,6 +357,12 @@ static int replaced(const char *name, enum mimetrain_mode mode, const char *task
 	return strncmp(name, p, strlen(p)) == 0;
 }
 
+/* Whether the head is pruned, and so stored sparse (bundle.h). */
+static int sparse_head(const struct mimetrain_mime_config *c)
+{
+	return c->head_density > 0 && c->head_density < 1;
+}
+
 static json_t *sparsity_json(const struct mime_graph *g, const struct mimetrain_eval *ev)
 {
 	json_t *o = json_object();
@@ -378,6 +404,14 @@ static json_t *result_json(const struct learn_opts *o, const struct mime_graph *
 		                    json_string(o->cfg.reg_sign > 0 ? "exp(t)" : "exp(-t)"));
 		json_object_set_new(tr, "t_init", json_real(o->cfg.t_init));
 	}
+	if (sparse_head(&o->cfg))
+		json_object_set_new(tr, "head_pruning",
+		                    json_pack("{s:f, s:i, s:I, s:I, s:s}", "density",
+		                              o->cfg.head_density, "before_epoch",
+		                              rep->pruned_epoch, "nonzero",
+		                              (json_int_t)rep->head_nonzero, "weights",
+		                              (json_int_t)rep->head_weights, "stored",
+		                              "sparse: head.weight.mask + head.weight.values"));
 	json_object_set_new(tr, "optimizer", json_string("adam"));
 	json_object_set_new(tr, "seed", json_integer((json_int_t)o->cfg.seed));
 	json_object_set_new(tr, "threads", json_integer(o->cfg.threads));
@@ -576,7 +610,13 @@ static int write_output(const struct learn_opts *o, const struct mime_bundle *b,
 		int64_t hshape[2] = {l->n_classes, l->features};
 
 		snprintf(name, sizeof(name), "%s/%s/head.weight", pre, o->task);
-		r = add_f32(w, name, 2, hshape, tp->head_w, ei);
+		if (sparse_head(&o->cfg)) {
+			r = mime_bundle_writer_add_sparse(w, name, 2, hshape, tp->head_w);
+			if (r < 0)
+				mime_errinfo_set(ei, r, "cannot add tensor '%s' (sparse)", name);
+		} else {
+			r = add_f32(w, name, 2, hshape, tp->head_w, ei);
+		}
 		if (r < 0)
 			goto out;
 		snprintf(name, sizeof(name), "%s/%s/head.bias", pre, o->task);
@@ -794,6 +834,9 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 	task_bytes = sizeof(float) *
 	             ((size_t)n_classes * mimetrain_net_features(mimetrain_mime_net(mime)) +
 	              (size_t)n_classes);
+	if (sparse_head(&o.cfg)) /* mask bits + non-zero values + bias */
+		task_bytes = (rep.head_weights + 7) / 8 +
+		             sizeof(float) * (rep.head_nonzero + (size_t)n_classes);
 	for (int i = 0; i < m.graph.n_layers; i++) {
 		size_t nt = 0;
 

@@ -28,6 +28,8 @@ struct mimetrain_mime {
 	int n_head_params;
 	struct mimetrain_optim *optim, *head_optim;
 	float *body_w[MIME_MAX_LAYERS], *body_b[MIME_MAX_LAYERS]; /* fine-tune: engine copies */
+	struct mimetrain_param head_w; /* the head's weights (the net's) */
+	uint8_t *head_keep;            /* a pruned head: which weights live; else NULL */
 };
 
 static double now_s(void)
@@ -338,6 +340,7 @@ static int mime_setup(struct mimetrain_mime *m, const struct mime_model *parent,
 	hb = find_param(m->net, "head.bias");
 	if (!hw || !hb)
 		return mime_errinfo_set(ei, MIME_EINVAL, "net has no head");
+	m->head_w = *hw;
 	if (head_task >= 0) {
 		const struct mime_task_params *tp;
 
@@ -473,6 +476,7 @@ void mimetrain_mime_destroy(struct mimetrain_mime *m)
 	}
 	free(m->train_params);
 	free(m->head_params);
+	free(m->head_keep);
 	free(m);
 }
 
@@ -511,6 +515,54 @@ static void clamp_thresholds(struct mimetrain_mime *m)
 		for (size_t j = 0; m->t[k] && j < m->n_t[k]; j++)
 			if (!(m->t[k][j] >= MIMETRAIN_T_MIN)) /* also catches NaN */
 				m->t[k][j] = MIMETRAIN_T_MIN;
+}
+
+struct by_magnitude {
+	float mag;
+	size_t i;
+};
+
+/* Largest magnitude first, then the lower index. */
+static int cmp_magnitude(const void *a, const void *b)
+{
+	const struct by_magnitude *x = a, *y = b;
+
+	if (x->mag != y->mag)
+		return x->mag > y->mag ? -1 : 1;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Keeps the round(density * n) head weights largest in magnitude (at least one), zeroes
+ * the others and remembers which (m->head_keep). */
+static int prune_head(struct mimetrain_mime *m, double density)
+{
+	const size_t n = m->head_w.n;
+	size_t keep = (size_t)llround(density * (double)n);
+	struct by_magnitude *order = malloc(sizeof(*order) * n);
+
+	m->head_keep = calloc(n, 1);
+	if (!order || !m->head_keep) {
+		free(order);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		order[i] = (struct by_magnitude){fabsf(m->head_w.w[i]), i};
+	qsort(order, n, sizeof(*order), cmp_magnitude);
+	for (size_t k = 0; k < (keep ? keep : 1) && k < n; k++)
+		m->head_keep[order[k].i] = 1;
+	free(order);
+	for (size_t i = 0; i < n; i++)
+		if (!m->head_keep[i])
+			m->head_w.w[i] = 0.0f;
+	return 0;
+}
+
+/* Puts the pruned head weights back to 0 (after an optimizer step moved them). */
+static void keep_head_pruned(struct mimetrain_mime *m)
+{
+	for (size_t i = 0; m->head_keep && i < m->head_w.n; i++)
+		if (!m->head_keep[i])
+			m->head_w.w[i] = 0.0f;
 }
 
 /* Accuracy and mean loss of the net as it is now on set (no training state kept). */
@@ -613,6 +665,19 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 		long hits = 0, seen = 0;
 		int64_t zeros[MIME_MAX_LAYERS] = {0}, neurons[MIME_MAX_LAYERS] = {0};
 
+		if (c->head_density > 0 && c->head_density < 1 && !m->head_keep &&
+		    epoch == (c->prune_epoch >= 0 ? c->prune_epoch : c->epochs / 2)) {
+			r = prune_head(m, c->head_density);
+			if (r < 0)
+				goto out;
+			rep.pruned_epoch = epoch + 1;
+			rep.best_epoch = 0; /* the epoch kept has the pruned head */
+			if (log)
+				fprintf(log,
+				        "head pruned to %.1f%% of its weights before epoch %d\n",
+				        100.0 * c->head_density, epoch + 1);
+		}
+
 		for (int i = 0; i < train->n; i++)
 			perm[i] = i;
 		mimetrain_rng_seed(&rng, mimetrain_rng_derive(c->seed, 0x5eed0000ull + epoch));
@@ -647,6 +712,7 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 			mimetrain_optim_step(m->optim);
 			if (m->head_optim)
 				mimetrain_optim_step(m->head_optim);
+			keep_head_pruned(m);
 			clamp_thresholds(m);
 			if (train->n < B)
 				break;
@@ -722,6 +788,9 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 			s += m->t[k][j];
 		rep.t_mean[k] = m->t[k] ? s / (double)m->n_t[k] : 0.0;
 	}
+	rep.head_weights = m->head_w.n;
+	for (size_t i = 0; i < m->head_w.n; i++)
+		rep.head_nonzero += m->head_w.w[i] != 0.0f;
 	rep.seconds = now_s() - t0;
 	rep.cpu_seconds = cpu_s() - c0;
 	*ret_report = rep;

@@ -83,6 +83,12 @@ struct mimetrain_mime_config {
 	float t_init;    /* initial thresholds (at least MIMETRAIN_T_MIN) */
 	double collapse; /* training sparsity of a layer above this is a collapse; 0 = 0.98 */
 	uint64_t seed;   /* shuffles and a new head's initialisation */
+	/* A sparse head: at the start of epoch prune_epoch (0-based; < 0: epochs / 2) the head's
+	 * weights but the head_density largest in magnitude are set to 0 and kept there (after
+	 * every step) for the remaining epochs, which retrain the rest; with a validation set
+	 * the epoch kept is one of those. 0 or 1: a dense head. */
+	double head_density;
+	int prune_epoch;
 };
 
 struct mimetrain_mime_report {
@@ -99,6 +105,8 @@ struct mimetrain_mime_report {
 	/* With a validation set (mimetrain_mime_train's val): after every epoch the learned
 	 * params are measured on it and the best epoch's (highest accuracy, then lowest loss;
 	 * the earlier on a tie) are kept and restored at the end. */
+	size_t head_nonzero, head_weights;   /* the head's weights at the end: non-zero, all */
+	int pruned_epoch;                    /* 1-based epoch before which it was pruned; 0 */
 	int n_val;                           /* 0: no validation set, the last epoch */
 	int best_epoch;                      /* 1-based: whose params were kept */
 	double val_acc_best, val_loss_best;  /* of that epoch */
