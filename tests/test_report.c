@@ -223,6 +223,62 @@ static void test_report_mime_goals_and_figures(void **state)
 	free(m);
 }
 
+/* The per-channel bundle: its tasks' stored bytes decide the per-channel goal when its parent
+ * is the demo bundle's (same checksum); otherwise the figure computed from the shapes. */
+static void test_report_channel_bundle(void **state)
+{
+	struct mimetrain_report_mime *m = calloc(1, sizeof(*m)), *c = calloc(1, sizeof(*c));
+	struct mimetrain_report_ctx ctx = {.figures_dir = "/nonexistent", .figures_link = "f"};
+	char *s;
+	int r;
+
+	(void)state;
+	assert_non_null(m);
+	assert_non_null(c);
+	two_tasks(m);
+	two_tasks(c);
+	m->parent_checksum = c->parent_checksum = 0x1234;
+	m->parent_bytes = c->parent_bytes = 5000;
+	c->bundle = "ch.mime";
+	for (int i = 0; i < 2; i++) {
+		c->tasks[i].granularity = MIME_THR_CHANNEL;
+		c->tasks[i].mime_bytes = i ? 49 : 40; /* 0.98%, under 1% */
+		c->tasks[i].head_weights = 100;
+		c->tasks[i].head_stored = 25;
+		c->tasks[i].eval[0].accuracy = 0.895; /* 1.5 points below c's fine-tune */
+		m->tasks[i].channel_bytes = 60;       /* computed: 1.2%, over */
+	}
+	ctx.mime = m;
+	ctx.channel = c;
+	s = render(&ctx, "mime-goals", NULL, &r);
+	assert_int_equal(r, 0);
+	assert_non_null(strstr(s, "| per-channel thresholds + head <= 1% (the per-channel bundle's "
+	                          "tasks, as stored) | largest task: 0.98% (49 of 5000 bytes) | "
+	                          "met |"));
+	free(s);
+	s = render(&ctx, "mime-channel", NULL, &r);
+	assert_int_equal(r, 0);
+	assert_non_null(strstr(s, "byte-identical to the demo bundle's"));
+	assert_non_null(strstr(s, "| c | per channel | 25 of 100 | 49 | 0.98% | 89.50 | 91.00 | "
+	                          "92.00 | -1.50 | 0.700 0.600 |"));
+	free(s);
+	/* another parent: the measured tasks say nothing about this one */
+	c->parent_checksum = 0x4321;
+	s = render(&ctx, "mime-goals", NULL, &r);
+	assert_non_null(strstr(s, "(computed from the shapes) | largest task: 1.20% (60 of 5000 "
+	                          "bytes) | missed |"));
+	free(s);
+	s = render(&ctx, "mime-channel", NULL, &r);
+	assert_non_null(strstr(s, "**not** those of"));
+	free(s);
+	ctx.channel = NULL;
+	s = render(&ctx, "mime-channel", NULL, &r);
+	assert_non_null(strstr(s, "No per-channel bundle was measured"));
+	free(s);
+	free(m);
+	free(c);
+}
+
 static void test_report_phases_fixture(void **state)
 {
 	char *json = mime_test_source_path("tests/data/phases-sample.json");
@@ -308,6 +364,7 @@ int main(void)
 		cmocka_unit_test(test_report_storage_measured_then_mean),
 		cmocka_unit_test(test_report_template_sections_and_unknown_marker),
 		cmocka_unit_test(test_report_mime_goals_and_figures),
+		cmocka_unit_test(test_report_channel_bundle),
 		cmocka_unit_test(test_report_phases_fixture),
 		cmocka_unit_test(test_report_phases_missing_fields),
 	};

@@ -30,13 +30,15 @@ static void report_usage(FILE *f)
 {
 	fprintf(f, "usage: mime-train report --bundle FILE [--data DIR] [--phases-json FILE]\n"
 	           "                         [--out FILE] [--figures DIR] [--template FILE]\n"
-	           "                         [--threads N] [--limit N]\n"
+	           "                         [--channel-bundle FILE] [--threads N] [--limit N]\n"
 	           "  --data      test splits, DIR/<task>/t10k-{images-idx3,labels-idx1}-ubyte.gz\n"
 	           "              (default $MIME_DATA, else ~/.cache/mime/data)\n"
 	           "  --out       the report (default models/REPORT.md)\n"
 	           "  --figures   SVG figures (default: figures/ beside the report)\n"
 	           "  --template  markdown with @@section@@ lines (default "
 	           "train/report-template.md)\n"
+	           "  --channel-bundle  a bundle of the same parent whose tasks have per-channel\n"
+	           "              thresholds: measured too, for the per-channel byte goal\n"
 	           "  --threads   engine threads (default 1)   --limit  test images per task (0: "
 	           "all)\n");
 }
@@ -241,6 +243,13 @@ static int report_measure(const struct mime_bundle *b, const char *path, const c
 	r->bundle = path;
 	r->bundle_bytes = (int64_t)mime_bundle_size_bytes(b);
 	r->parent_bytes = report_prefix_bytes(b, "parent/");
+	for (size_t i = 0; i < mime_bundle_n_tensors(b); i++) {
+		struct mime_tensor_view v;
+
+		mime_bundle_tensor_at(b, i, &v);
+		if (strncmp(v.name, "parent/", 7) == 0)
+			r->parent_checksum = mimetrain_fnv1a(v.data, v.n_bytes, r->parent_checksum);
+	}
 	r->data_dir = data_dir;
 	r->threads = threads;
 	r->n_tasks = mf->n_tasks;
@@ -269,6 +278,18 @@ static int report_measure(const struct mime_bundle *b, const char *path, const c
 		snprintf(prefix, sizeof(prefix), "conventional/%s/", t->name);
 		t->copy_bytes = report_prefix_bytes(b, prefix);
 		t->channel_bytes = t->head_bytes;
+		t->head_weights = (int64_t)mf->tasks[i].n_classes *
+		                  (int64_t)mime_shape_size(&shapes[g->n_layers - 1]);
+		t->head_stored = t->head_weights;
+		{
+			/* a sparse head (bundle.h) stores its non-zero weights only */
+			struct mime_tensor_view sv;
+
+			snprintf(prefix, sizeof(prefix), "task/%s/head.weight%s", t->name,
+			         MIME_SPARSE_VALUES);
+			if (mime_bundle_tensor(b, prefix, &sv) == 0)
+				t->head_stored = sv.shape[0];
+		}
 		{
 			/* stored as the task's head is (F32, or F16 after `bundle half`) */
 			struct mime_tensor_view hv;
@@ -320,6 +341,7 @@ int mimetrain_cmd_report(int argc, char **argv)
 		{"bundle", required_argument, NULL, 'b'},
 		{"data", required_argument, NULL, 'd'},
 		{"phases-json", required_argument, NULL, 'p'},
+		{"channel-bundle", required_argument, NULL, 'c'},
 		{"out", required_argument, NULL, 'o'},
 		{"figures", required_argument, NULL, 'f'},
 		{"template", required_argument, NULL, 'T'},
@@ -328,12 +350,12 @@ int mimetrain_cmd_report(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *bundle = NULL, *data = getenv("MIME_DATA"), *phases = NULL;
+	const char *bundle = NULL, *data = getenv("MIME_DATA"), *phases = NULL, *cbundle = NULL;
 	const char *out_path = "models/REPORT.md", *figures = NULL;
 	const char *template_path = "train/report-template.md";
 	char data_buf[4096], fig_buf[4096], link_buf[4096], tmp[4200], generated[8192];
-	struct mimetrain_report_mime *mime = NULL;
-	struct mime_bundle *b = NULL;
+	struct mimetrain_report_mime *mime = NULL, *channel = NULL;
+	struct mime_bundle *b = NULL, *cb = NULL;
 	struct mime_errinfo ei = {0};
 	char *text = NULL;
 	FILE *out = NULL;
@@ -342,7 +364,7 @@ int mimetrain_cmd_report(int argc, char **argv)
 	size_t gl;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "b:d:p:o:f:T:t:n:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:d:p:c:o:f:T:t:n:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			bundle = optarg;
@@ -352,6 +374,9 @@ int mimetrain_cmd_report(int argc, char **argv)
 			break;
 		case 'p':
 			phases = optarg;
+			break;
+		case 'c':
+			cbundle = optarg;
 			break;
 		case 'o':
 			out_path = optarg;
@@ -424,6 +449,21 @@ int mimetrain_cmd_report(int argc, char **argv)
 		openblas_set_num_threads(1);
 	if (report_measure(b, bundle, data, limit, threads, mime) < 0)
 		goto out;
+	if (cbundle) {
+		r = mime_bundle_open(cbundle, &cb, &ei);
+		if (r < 0) {
+			fprintf(stderr, "mime-train: %s: %s\n", cbundle,
+			        ei.msg[0] ? ei.msg : mime_strerror(r));
+			goto out;
+		}
+		channel = calloc(1, sizeof(*channel));
+		if (!channel) {
+			fprintf(stderr, "mime-train: out of memory\n");
+			goto out;
+		}
+		if (report_measure(cb, cbundle, data, limit, threads, channel) < 0)
+			goto out;
+	}
 	t_measured = now_s() - t0;
 
 	{
@@ -453,6 +493,7 @@ int mimetrain_cmd_report(int argc, char **argv)
 	r = mimetrain_report_template(out, text,
 	                              &(struct mimetrain_report_ctx){
 					      .mime = mime,
+					      .channel = channel,
 					      .phases_json = phases,
 					      .figures_dir = figures,
 					      .figures_link = link_buf,
@@ -479,7 +520,9 @@ int mimetrain_cmd_report(int argc, char **argv)
 	status = 0;
 out:
 	free(mime);
+	free(channel);
 	mime_bundle_close(b);
+	mime_bundle_close(cb);
 	free(text);
 	return status;
 }

@@ -376,6 +376,73 @@ static int section_storage(FILE *out, struct mimetrain_report_ctx *ctx)
 	return 0;
 }
 
+/* The task of r named name, or NULL. */
+static const struct mimetrain_report_task *task_named(const struct mimetrain_report_mime *r,
+                                                      const char *name)
+{
+	for (int i = 0; i < r->n_tasks; i++)
+		if (strcmp(r->tasks[i].name, name) == 0)
+			return &r->tasks[i];
+	return NULL;
+}
+
+/* The per-channel bundle (--channel-bundle): its tasks as stored and measured, beside the
+ * main bundle's fine-tune and head-only baselines of the same task. */
+static int section_channel(FILE *out, struct mimetrain_report_ctx *ctx)
+{
+	static const char *const gran[] = {"none (ReLU)", "per element", "per channel"};
+	const struct mimetrain_report_mime *c = ctx->channel, *r = ctx->mime;
+
+	if (!c) {
+		fputs("No per-channel bundle was measured (`mime-train report --channel-bundle "
+		      "FILE`).\n",
+		      out);
+		return 0;
+	}
+	fprintf(out,
+	        "Measured from `%s` (%lld bytes): its parent tensors are %s the demo bundle's "
+	        "(%lld bytes, FNV-1a %016llx). Bytes are the task's tensors as stored; a head "
+	        "pruned by `--head-density` is stored sparse (a bit per weight + its non-zero "
+	        "weights, docs/ARCHITECTURE.md). Fine-tune and head-only: the demo bundle's "
+	        "baselines of the task.\n\n",
+	        c->bundle, (long long)c->bundle_bytes,
+	        c->parent_checksum == r->parent_checksum ? "byte-identical to" : "**not** those of",
+	        (long long)c->parent_bytes, (unsigned long long)c->parent_checksum);
+	fputs("| task | thresholds | head weights stored | thresholds + head bytes | % of parent "
+	      "| accuracy | fine-tune | head-only | - fine-tune (points) | sparsity",
+	      out);
+	for (int k = 0; k < c->n_masked; k++)
+		fprintf(out, " %s", c->layer[k]);
+	fputs(" |\n|---|---|---|---|---|---|---|---|---|---|\n", out);
+	for (int i = 0; i < c->n_tasks; i++) {
+		const struct mimetrain_report_task *t = &c->tasks[i],
+						   *base = task_named(r, t->name);
+		const double ft = base ? acc_pct(base, MIMETRAIN_REPORT_CONVENTIONAL) : NAN;
+
+		fprintf(out, "| %s | %s | %lld of %lld | %lld | %.2f%% | ", t->name,
+		        gran[t->granularity], (long long)t->head_stored, (long long)t->head_weights,
+		        (long long)t->mime_bytes,
+		        100.0 * (double)t->mime_bytes / (double)c->parent_bytes);
+		put_num(out, "%.2f", acc_pct(t, MIMETRAIN_REPORT_MIME));
+		fputs(" | ", out);
+		put_num(out, "%.2f", ft);
+		fputs(" | ", out);
+		put_num(out, "%.2f", base ? acc_pct(base, MIMETRAIN_REPORT_HEAD_ONLY) : NAN);
+		fputs(" | ", out);
+		put_num(out, "%+.2f", acc_pct(t, MIMETRAIN_REPORT_MIME) - ft);
+		fputs(" |", out);
+		for (int k = 0; k < c->n_masked; k++) {
+			fputc(' ', out);
+			put_num(out, "%.3f",
+			        t->has[MIMETRAIN_REPORT_MIME] && t->n_test
+			                ? t->eval[MIMETRAIN_REPORT_MIME].sparsity[k]
+			                : NAN);
+		}
+		fputs(" |\n", out);
+	}
+	return 0;
+}
+
 static const char *met(int ok)
 {
 	return ok ? "met" : "missed";
@@ -452,23 +519,30 @@ static int section_goals(FILE *out, struct mimetrain_report_ctx *ctx)
 		any = 1;
 	}
 	fprintf(out, "%s | %s |\n", any ? "" : "-", any ? met(ok) : "not measured");
-	/* bytes */
+	/* bytes: per element the demo bundle's tasks; per channel those of the per-channel
+	 * bundle when it has the same parent, else computed from the demo bundle's shapes */
 	for (int g = 0; g < 2; g++) {
 		const double limit = g == 0 ? 0.15 : 0.01;
+		const int measured = g == 1 && ctx->channel &&
+		                     ctx->channel->parent_checksum == r->parent_checksum;
+		const struct mimetrain_report_mime *src = measured ? ctx->channel : r;
 
-		fputs(g == 0 ? "| per-element thresholds + head <= 15% of the parent's weight "
-		               "bytes | "
-		             : "| per-channel thresholds + head <= 1% (computed from the shapes) "
-		               "| ",
+		fputs(g == 0     ? "| per-element thresholds + head <= 15% of the parent's weight "
+		                   "bytes | "
+		      : measured ? "| per-channel thresholds + head <= 1% (the per-channel "
+		                   "bundle's tasks, as stored) | "
+		                 : "| per-channel thresholds + head <= 1% (computed from the "
+		                   "shapes) | ",
 		      out);
 		ok = 1;
 		any = 0;
 		int64_t most = 0;
-		for (int i = 0; i < r->n_tasks; i++) {
-			const struct mimetrain_report_task *t = &r->tasks[i];
-			const int64_t b = g == 0 ? t->mime_bytes : t->channel_bytes;
+		for (int i = 0; i < src->n_tasks; i++) {
+			const struct mimetrain_report_task *t = &src->tasks[i];
+			const int64_t b = g == 0 || measured ? t->mime_bytes : t->channel_bytes;
 
-			if (g == 0 && t->granularity != MIME_THR_ELEMENT)
+			if (t->granularity != (g == 0 ? MIME_THR_ELEMENT : MIME_THR_CHANNEL) &&
+			    (g == 0 || measured))
 				continue;
 			most = b > most ? b : most;
 			ok &= (double)b <= limit * (double)r->parent_bytes;
@@ -518,6 +592,7 @@ int mimetrain_report_section(FILE *out, const char *name, struct mimetrain_repor
 		{"header", section_header},          {"mime-accuracy", section_accuracy},
 		{"mime-sparsity", section_sparsity}, {"mime-bytes", section_bytes},
 		{"mime-storage", section_storage},   {"mime-goals", section_goals},
+		{"mime-channel", section_channel},
 	};
 	int r;
 

@@ -54,6 +54,8 @@ struct mimetrain_report_task {
 	int64_t copy_bytes;    /* conventional/<task>/... tensors; 0 when absent */
 	int64_t channel_bytes; /* per-channel thresholds + head, from the shapes */
 	int64_t head_bytes;    /* task/<task>/head.* */
+	int64_t head_weights;  /* the head's weights, and of them stored (non-zero in a */
+	int64_t head_stored;   /* sparse head.weight, bundle.h; else all) */
 	/* recorded in the bundle when the task was trained (manifest), NAN when absent */
 	double train_seconds[MIMETRAIN_REPORT_N_MODES];     /* wall, as recorded */
 	double train_cpu_seconds[MIMETRAIN_REPORT_N_MODES]; /* process CPU; NAN: not recorded */
@@ -64,8 +66,9 @@ struct mimetrain_report_task {
 struct mimetrain_report_mime {
 	const char *bundle; /* path as given */
 	int64_t bundle_bytes;
-	int64_t parent_bytes;   /* parent/... tensors (weights and biases) */
-	int64_t parent_weights; /* conv / fc weights and biases, in floats */
+	int64_t parent_bytes;     /* parent/... tensors (weights and biases) */
+	int64_t parent_weights;   /* conv / fc weights and biases, in floats */
+	uint64_t parent_checksum; /* FNV-1a 64 of the parent/... tensors' bytes, in file order */
 	int n_masked;
 	char layer[MIME_MAX_LAYERS][MIME_NAME_MAX]; /* the masked layers' names */
 	int n_tasks;                                /* tasks[0] is the parent's own task */
@@ -88,6 +91,9 @@ int mimetrain_report_storage(const struct mimetrain_report_mime *r, int n_max, i
  * NULL (the section then says there is no phase build record). */
 struct mimetrain_report_ctx {
 	const struct mimetrain_report_mime *mime;
+	/* a second bundle whose tasks have per-channel thresholds (`report --channel-bundle`),
+	 * measured like mime; NULL: none */
+	const struct mimetrain_report_mime *channel;
 	const char *phases_json;
 	const char *figures_dir, *figures_link;
 	const char *generated; /* the header line: date, command, machine; may be NULL */
@@ -96,9 +102,9 @@ struct mimetrain_report_ctx {
 };
 
 /* Writes the generated section `name` to out: "header", "mime-accuracy", "mime-sparsity",
- * "mime-bytes", "mime-storage", "mime-goals", "phases". Returns 0, MIME_EINVAL for an unknown
- * name (ei names it), MIME_EFORMAT for an unreadable phases record, or -errno from writing a
- * figure. */
+ * "mime-bytes", "mime-storage", "mime-channel", "mime-goals", "phases". Returns 0, MIME_EINVAL for
+ * an unknown name (ei names it), MIME_EFORMAT for an unreadable phases record, or -errno from
+ * writing a figure. */
 int mimetrain_report_section(FILE *out, const char *name, struct mimetrain_report_ctx *ctx,
                              struct mime_errinfo *ei);
 
