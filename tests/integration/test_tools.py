@@ -574,6 +574,54 @@ def phases_build_small(ctx):
         assert abs(ev[row['phase']]['accuracy'] - row['served']) < 1e-9, (ev, row)
 
 
+def sparse_head_end_to_end(ctx):
+    """mime-train thresholds --head-density on the shipped parent with a few hundred mnist
+    digits: the head is stored sparse (head.weight.mask, a bit per weight, and as many
+    head.weight.values as bits set: the 25% largest), the JSON's task bytes are those
+    tensors', `bundle verify` accepts it, `bundle half` makes the values F16 and leaves the
+    mask alone, and `eval` on the written bundle reproduces the accuracy the trainer measured
+    on its own copy (so the stored sparse head is the trained one)."""
+    root = os.environ.get('MIME_DATA', os.path.expanduser('~/.cache/mime/data'))
+    data = os.path.join(root, 'mnist')
+    parent = os.path.join(SRC, 'models', 'fmnist-parent.mime')
+    out = os.path.join(ctx.tmp, 'sparse-head.mime')
+    rec = os.path.join(ctx.tmp, 'sparse-head.json')
+    run(MIME_TRAIN, 'thresholds', '--bundle', parent, '--task', 'mnist', '--data', data,
+        '--classes', '0,1,2,3,4,5,6,7,8,9', '--granularity', 'channel', '--epochs', 2,
+        '--head-density', 0.25, '--train-limit', 300, '--test-limit', 200, '--threads', 1,
+        '--json', rec, '-o', out, check=0)
+    run(MIME_TRAIN, 'bundle', 'verify', out, check=0)
+    b = Bundle(out)
+    r = json.load(open(rec))
+    assert not b.has('task/mnist/head.weight')
+    mask = b.header['task/mnist/head.weight.mask']
+    vals = b.header['task/mnist/head.weight.values']
+    n_w = 10 * 1152
+    assert mask['dtype'] == 'U8' and mask['shape'] == [n_w // 8], mask
+    a, e = mask['data_offsets']
+    bits = sum(bin(x).count('1') for x in b.data[a:e])
+    assert vals['dtype'] == 'F32' and vals['shape'] == [bits], (vals, bits)
+    assert bits == r['training']['head_pruning']['nonzero'] == round(0.25 * n_w), (bits, r)
+    assert r['training']['head_pruning']['before_epoch'] == 2, r['training']
+    v, _ = b.f32('task/mnist/head.weight.values')
+    assert all(x != 0 for x in v)
+    own = sum(hd['data_offsets'][1] - hd['data_offsets'][0]
+              for k, hd in b.header.items() if k.startswith('task/mnist/'))
+    assert own == r['task_bytes'] == n_w // 8 + 4 * (bits + 10 + 32 + 64 + 128 + 128), \
+        (own, r['task_bytes'])
+    ev = json.loads(run(MIME_TRAIN, 'eval', '--bundle', out, '--task', 'mnist', '--json',
+                        '--images', os.path.join(data, 't10k-images-idx3-ubyte.gz'),
+                        '--labels', os.path.join(data, 't10k-labels-idx1-ubyte.gz'),
+                        '--limit', 200, check=0).stdout)
+    assert abs(ev['accuracy'] - r['accuracy']) < 1e-9, (ev, r['accuracy'])
+    half = os.path.join(ctx.tmp, 'sparse-head-half.mime')
+    run(MIME_TRAIN, 'bundle', 'half', out, '-o', half, check=0)
+    h = Bundle(half)
+    hm = h.header['task/mnist/head.weight.mask']
+    assert h.header['task/mnist/head.weight.values']['dtype'] == 'F16'
+    assert h.data[hm['data_offsets'][0]:hm['data_offsets'][1]] == b.data[a:e]
+
+
 def status_predicted_column(ctx):
     """A daemon that reports a predicted latency and a phase without a known p95 (a canned
     GetStatus from a stand-in on the socket): the table shows both."""
@@ -656,9 +704,12 @@ def main():
 
     tests = [run_phase_matches_reference, eval_agrees_with_run, half_bundle_matches_reference,
              run_bad_phase,
-             eval_phase_all, inspect_phases, status_predicted_column, phases_build_small]
+             eval_phase_all, inspect_phases, status_predicted_column, phases_build_small,
+             sparse_head_end_to_end]
     if os.access(MIMED, os.X_OK):
         tests += [status_phase_table, infer_named_phase]
+    if os.environ.get('ONLY'):  # ONLY=name[,name...]: just those
+        tests = [t for t in tests if t.__name__ in os.environ['ONLY'].split(',')]
     failed = 0
     for t in tests:
         try:
