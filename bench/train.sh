@@ -7,10 +7,12 @@
 # every other round) so that the machine's other load falls on all of them alike.
 #
 #   bench/train.sh [--bundle FILE] [--task mnist] [--epochs 2] [--train-limit 0]
-#                  [--threads 1] [--rounds 3] [--classes a,b,...]
+#                  [--threads 1] [--rounds 3] [--classes a,b,...] [--json FILE]
 #
 # --classes: the class names of a task the bundle does not have yet (e.g. mnist on a bare
-# parent bundle: --classes 0,1,2,3,4,5,6,7,8,9), passed to every run.
+# parent bundle: --classes 0,1,2,3,4,5,6,7,8,9), passed to every run. --json: the settings,
+# the per-mode medians and ratios and every run, as JSON (what `mime-train report
+# --train-bench` reads for the training-time goal).
 #
 # Prints per run the training loop's seconds as the command reports them (wall, and CPU time
 # of all its threads) and the whole process's CPU seconds (user + system, /usr/bin/time:
@@ -30,6 +32,7 @@ LIMIT=0
 THREADS=1
 ROUNDS=3
 CLASSES=
+JSON=
 DATA=${MIME_DATA:-$HOME/.cache/mime/data}
 
 while [ $# -gt 0 ]; do
@@ -41,8 +44,9 @@ while [ $# -gt 0 ]; do
 	--threads) THREADS=$2; shift 2 ;;
 	--rounds) ROUNDS=$2; shift 2 ;;
 	--classes) CLASSES=$2; shift 2 ;;
+	--json) JSON=$2; shift 2 ;;
 	*) echo "usage: bench/train.sh [--bundle FILE] [--task T] [--epochs N] [--train-limit N]" \
-		"[--threads T] [--rounds R] [--classes LIST]" >&2
+		"[--threads T] [--rounds R] [--classes LIST] [--json FILE]" >&2
 	   exit 2 ;;
 	esac
 done
@@ -78,7 +82,9 @@ print(sys.argv[3], sys.argv[4], r['training']['train_seconds'],
 EOF
 }
 
-echo "bench/train.sh: $(date -u +%FT%TZ), $(uptime | sed 's/.*load/load/')"
+START=$(date -u +%FT%TZ)
+LOAD0=$(uptime | sed 's/.*load average: //')
+echo "bench/train.sh: $START, load average: $LOAD0"
 echo "bundle $BUNDLE, task $TASK, $EPOCHS epochs, train limit $LIMIT, threads $THREADS, $ROUNDS rounds"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
@@ -86,9 +92,11 @@ while [ "$r" -le "$ROUNDS" ]; do
 	for m in $order; do run_mode "$m" "$r"; done
 	r=$((r + 1))
 done
-echo "end: $(uptime | sed 's/.*load/load/')"
-python3 - "$TMP/runs" <<'EOF'
-import statistics, sys
+LOAD1=$(uptime | sed 's/.*load average: //')
+echo "end: load average: $LOAD1"
+python3 - "$TMP/runs" "$JSON" "$START" "$LOAD0" "$LOAD1" "$BUNDLE" "$TASK" "$EPOCHS" \
+	"$LIMIT" "$THREADS" "$ROUNDS" <<'EOF'
+import json, statistics, sys
 runs = [l.split() for l in open(sys.argv[1])]
 by = {}
 for mode, rnd, wall, cpu, proc in runs:
@@ -105,4 +113,23 @@ for mode in ('mime', 'finetune', 'head-only'):
 print('\nper run (mode round training_wall_s training_cpu_s process_cpu_s):')
 for l in runs:
     print('   ', ' '.join(l))
+if sys.argv[2]:
+    start, load0, load1, bundle, task, epochs, limit, threads, rounds = sys.argv[3:12]
+    out = {'command': 'bench/train.sh', 'date': start, 'load_start': load0, 'load_end': load1,
+           'bundle': bundle, 'task': task, 'epochs': int(epochs), 'train_limit': int(limit),
+           'threads': int(threads), 'rounds': int(rounds), 'modes': {}}
+    for mode in ('mime', 'finetune', 'head-only'):
+        rs = sorted(by[mode])
+        out['modes'][mode] = {
+            'train_seconds': statistics.median(by[mode][r][0] for r in rs),
+            'train_cpu_seconds': statistics.median(by[mode][r][1] for r in rs),
+            'process_cpu_seconds': statistics.median(by[mode][r][2] for r in rs),
+            'cpu_vs_finetune': statistics.median(by[mode][r][1] / by['finetune'][r][1]
+                                                 for r in rs),
+            'runs': [{'round': r, 'train_seconds': by[mode][r][0],
+                      'train_cpu_seconds': by[mode][r][1]} for r in rs]}
+    with open(sys.argv[2], 'w') as f:
+        json.dump(out, f, indent=1)
+        f.write('\n')
+    print('wrote', sys.argv[2])
 EOF

@@ -279,6 +279,45 @@ static void test_report_channel_bundle(void **state)
 	free(c);
 }
 
+/* bench/train.sh --json's record decides the training-time goal when given (the bundle's
+ * recorded times, wall 10 vs 20 s, would say met: the record says missed here). */
+static void test_report_train_bench(void **state)
+{
+	static const char rec[] =
+		"{\"command\":\"bench/train.sh\",\"date\":\"2026-11-26T19:01:13Z\",\"task\":\"c\","
+		"\"epochs\":10,\"rounds\":3,\"threads\":1,\"modes\":{"
+		"\"mime\":{\"train_cpu_seconds\":120.5,\"cpu_vs_finetune\":1.05},"
+		"\"finetune\":{\"train_cpu_seconds\":115.0,\"cpu_vs_finetune\":1.0}}}";
+	struct mimetrain_report_mime *m = calloc(1, sizeof(*m));
+	struct mimetrain_report_ctx ctx = {.figures_dir = "/nonexistent", .figures_link = "f"};
+	char *path = mime_test_tmpfile(rec, sizeof(rec) - 1), *bad = mime_test_tmpfile("{", 1);
+	char *s;
+	int r;
+
+	(void)state;
+	assert_non_null(m);
+	two_tasks(m);
+	ctx.mime = m;
+	ctx.train_bench = path;
+	s = render(&ctx, "mime-goals", NULL, &r);
+	assert_int_equal(r, 0);
+	assert_non_null(strstr(s, "c, 10 epochs, 3 rounds, 1 thread(s), 2026-11-26T19:01:13Z: "
+	                          "thresholds 120.5 s vs fine-tune 115.0 s (medians), 1.05x | "
+	                          "missed |"));
+	assert_null(strstr(s, "one run each"));
+	assert_non_null(strstr(s, "| demo bundle <= 16 MiB | 1000 bytes | met |"));
+	free(s);
+	ctx.train_bench = bad;
+	s = render(&ctx, "mime-goals", NULL, &r);
+	assert_non_null(strstr(s, "- (the record is unreadable or incomplete) | not measured |"));
+	free(s);
+	unlink(path);
+	unlink(bad);
+	free(path);
+	free(bad);
+	free(m);
+}
+
 static void test_report_phases_fixture(void **state)
 {
 	char *json = mime_test_source_path("tests/data/phases-sample.json");
@@ -365,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_report_template_sections_and_unknown_marker),
 		cmocka_unit_test(test_report_mime_goals_and_figures),
 		cmocka_unit_test(test_report_channel_bundle),
+		cmocka_unit_test(test_report_train_bench),
 		cmocka_unit_test(test_report_phases_fixture),
 		cmocka_unit_test(test_report_phases_missing_fields),
 	};

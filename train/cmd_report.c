@@ -30,7 +30,8 @@ static void report_usage(FILE *f)
 {
 	fprintf(f, "usage: mime-train report --bundle FILE [--data DIR] [--phases-json FILE]\n"
 	           "                         [--out FILE] [--figures DIR] [--template FILE]\n"
-	           "                         [--channel-bundle FILE] [--threads N] [--limit N]\n"
+	           "                         [--channel-bundle FILE] [--train-bench FILE]\n"
+	           "                         [--threads N] [--limit N]\n"
 	           "  --data      test splits, DIR/<task>/t10k-{images-idx3,labels-idx1}-ubyte.gz\n"
 	           "              (default $MIME_DATA, else ~/.cache/mime/data)\n"
 	           "  --out       the report (default models/REPORT.md)\n"
@@ -39,6 +40,7 @@ static void report_usage(FILE *f)
 	           "train/report-template.md)\n"
 	           "  --channel-bundle  a bundle of the same parent whose tasks have per-channel\n"
 	           "              thresholds: measured too, for the per-channel byte goal\n"
+	           "  --train-bench  bench/train.sh --json's record: the training-time goal\n"
 	           "  --threads   engine threads (default 1)   --limit  test images per task (0: "
 	           "all)\n");
 }
@@ -342,6 +344,7 @@ int mimetrain_cmd_report(int argc, char **argv)
 		{"data", required_argument, NULL, 'd'},
 		{"phases-json", required_argument, NULL, 'p'},
 		{"channel-bundle", required_argument, NULL, 'c'},
+		{"train-bench", required_argument, NULL, 'B'},
 		{"out", required_argument, NULL, 'o'},
 		{"figures", required_argument, NULL, 'f'},
 		{"template", required_argument, NULL, 'T'},
@@ -351,6 +354,7 @@ int mimetrain_cmd_report(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	const char *bundle = NULL, *data = getenv("MIME_DATA"), *phases = NULL, *cbundle = NULL;
+	const char *train_bench = NULL;
 	const char *out_path = "models/REPORT.md", *figures = NULL;
 	const char *template_path = "train/report-template.md";
 	char data_buf[4096], fig_buf[4096], link_buf[4096], tmp[4200], generated[8192];
@@ -364,7 +368,7 @@ int mimetrain_cmd_report(int argc, char **argv)
 	size_t gl;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "b:d:p:c:o:f:T:t:n:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:d:p:c:B:o:f:T:t:n:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			bundle = optarg;
@@ -377,6 +381,9 @@ int mimetrain_cmd_report(int argc, char **argv)
 			break;
 		case 'c':
 			cbundle = optarg;
+			break;
+		case 'B':
+			train_bench = optarg;
 			break;
 		case 'o':
 			out_path = optarg;
@@ -494,6 +501,7 @@ int mimetrain_cmd_report(int argc, char **argv)
 	                              &(struct mimetrain_report_ctx){
 					      .mime = mime,
 					      .channel = channel,
+					      .train_bench = train_bench,
 					      .phases_json = phases,
 					      .figures_dir = figures,
 					      .figures_link = link_buf,

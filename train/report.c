@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "tools/svg.h"
 
 static const char *const mode_names[MIMETRAIN_REPORT_N_MODES] = {"MIME", "full fine-tune",
@@ -443,6 +445,44 @@ static int section_channel(FILE *out, struct mimetrain_report_ctx *ctx)
 	return 0;
 }
 
+static const char *met(int ok);
+
+/* The training-time goal from bench/train.sh --json's record at path (the modes alternating
+ * round by round on one machine: the medians of the training loop's CPU time), then the
+ * bundle-size row that ends the goal table. */
+static int goal_train_bench(FILE *out, const char *path, const struct mimetrain_report_mime *r)
+{
+	json_t *j = json_load_file(path, 0, NULL);
+	json_t *modes = json_object_get(j, "modes");
+	const double mime = json_number_value(
+		json_object_get(json_object_get(modes, "mime"), "train_cpu_seconds"));
+	const double ft = json_number_value(
+		json_object_get(json_object_get(modes, "finetune"), "train_cpu_seconds"));
+	const double ratio = json_number_value(
+		json_object_get(json_object_get(modes, "mime"), "cpu_vs_finetune"));
+	const char *date = json_string_value(json_object_get(j, "date"));
+	const char *task = json_string_value(json_object_get(j, "task"));
+
+	fprintf(out,
+	        "| thresholds faster than fine-tuning (`bench/train.sh`, the modes alternating "
+	        "round by round, training loop CPU time: %s) | ",
+	        path);
+	if (!(mime > 0) || !(ft > 0) || !(ratio > 0) || !date || !task)
+		fputs("- (the record is unreadable or incomplete) | not measured |\n", out);
+	else
+		fprintf(out,
+		        "%s, %lld epochs, %lld rounds, %lld thread(s), %s: thresholds %.1f s vs "
+		        "fine-tune %.1f s (medians), %.2fx | %s |\n",
+		        task, json_integer_value(json_object_get(j, "epochs")),
+		        json_integer_value(json_object_get(j, "rounds")),
+		        json_integer_value(json_object_get(j, "threads")), date, mime, ft, ratio,
+		        met(ratio < 1 && mime < ft));
+	json_decref(j);
+	fprintf(out, "| demo bundle <= 16 MiB | %lld bytes | %s |\n", (long long)r->bundle_bytes,
+	        met(r->bundle_bytes <= 16 << 20));
+	return 0;
+}
+
 static const char *met(int ok)
 {
 	return ok ? "met" : "missed";
@@ -555,6 +595,8 @@ static int section_goals(FILE *out, struct mimetrain_report_ctx *ctx)
 		else
 			fputs("- | not measured |\n", out);
 	}
+	if (ctx->train_bench)
+		return goal_train_bench(out, ctx->train_bench, r);
 	/* training time, as recorded: CPU time where both runs recorded it (steadier on a
 	 * shared machine), else wall time */
 	fputs("| thresholds faster than fine-tuning (the build's recorded training times, same "

@@ -94,6 +94,9 @@ struct mimetrain_report_ctx {
 	/* a second bundle whose tasks have per-channel thresholds (`report --channel-bundle`),
 	 * measured like mime; NULL: none */
 	const struct mimetrain_report_mime *channel;
+	/* bench/train.sh --json's record (`report --train-bench`): the training-time goal is
+	 * read from it instead of the bundle's recorded times; NULL: none */
+	const char *train_bench;
 	const char *phases_json;
 	const char *figures_dir, *figures_link;
 	const char *generated; /* the header line: date, command, machine; may be NULL */
