@@ -314,6 +314,33 @@ static int report_measure(const struct mime_bundle *b, const char *path, const c
 	return 0;
 }
 
+/* Opens the bundle at path (*ret_bundle, for the caller to close) and measures it; NULL
+ * (message printed) on failure. */
+static struct mimetrain_report_mime *report_open_measure(const char *path, const char *data,
+                                                         int limit, int threads,
+                                                         struct mime_bundle **ret_bundle)
+{
+	struct mimetrain_report_mime *m;
+	struct mime_errinfo ei = {0};
+	int r = mime_bundle_open(path, ret_bundle, &ei);
+
+	if (r < 0) {
+		fprintf(stderr, "mime-train: %s: %s\n", path,
+		        ei.msg[0] ? ei.msg : mime_strerror(r));
+		return NULL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		fprintf(stderr, "mime-train: out of memory\n");
+		return NULL;
+	}
+	if (report_measure(*ret_bundle, path, data, limit, threads, m) < 0) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
 /* The whole text of path (malloc'ed, NUL-terminated) or NULL with errno set. */
 static char *report_slurp(const char *path)
 {
@@ -441,34 +468,14 @@ int mimetrain_cmd_report(int argc, char **argv)
 		fprintf(stderr, "mime-train: %s: %s\n", figures, strerror(errno));
 		goto out;
 	}
-	r = mime_bundle_open(bundle, &b, &ei);
-	if (r < 0) {
-		fprintf(stderr, "mime-train: %s: %s\n", bundle,
-		        ei.msg[0] ? ei.msg : mime_strerror(r));
-		goto out;
-	}
-	mime = calloc(1, sizeof(*mime));
-	if (!mime) {
-		fprintf(stderr, "mime-train: out of memory\n");
-		goto out;
-	}
 	if (threads > 1)
 		openblas_set_num_threads(1);
-	if (report_measure(b, bundle, data, limit, threads, mime) < 0)
+	mime = report_open_measure(bundle, data, limit, threads, &b);
+	if (!mime)
 		goto out;
 	if (cbundle) {
-		r = mime_bundle_open(cbundle, &cb, &ei);
-		if (r < 0) {
-			fprintf(stderr, "mime-train: %s: %s\n", cbundle,
-			        ei.msg[0] ? ei.msg : mime_strerror(r));
-			goto out;
-		}
-		channel = calloc(1, sizeof(*channel));
-		if (!channel) {
-			fprintf(stderr, "mime-train: out of memory\n");
-			goto out;
-		}
-		if (report_measure(cb, cbundle, data, limit, threads, channel) < 0)
+		channel = report_open_measure(cbundle, data, limit, threads, &cb);
+		if (!channel)
 			goto out;
 	}
 	t_measured = now_s() - t0;
