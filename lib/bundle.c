@@ -315,11 +315,15 @@ static int expect_dtype(const struct mime_bundle *b, const char *name, int ndim,
 		return mime_errinfo_set(ei, MIME_EFORMAT,
 		                        "tensor '" MSG_NAME "' missing (the manifest's %s)", name,
 		                        what);
-	if (f16_ok && sparse_part(b, name, MIME_SPARSE_MASK))
+	if (f16_ok &&
+	    (sparse_part(b, name, MIME_SPARSE_MASK) || sparse_part(b, name, MIME_SPARSE_VALUES)))
 		return mime_errinfo_set(ei, MIME_EFORMAT,
 		                        "tensor '" MSG_NAME "' is stored both dense and sparse "
 		                        "(" MSG_NAME "%s)",
-		                        name, name, MIME_SPARSE_MASK);
+		                        name, name,
+		                        sparse_part(b, name, MIME_SPARSE_MASK)
+		                                ? MIME_SPARSE_MASK
+		                                : MIME_SPARSE_VALUES);
 	if (t->dtype != MIME_DTYPE_F32 && !(f16_ok && t->dtype == MIME_DTYPE_F16))
 		return mime_errinfo_set(ei, MIME_EFORMAT,
 		                        "tensor '" MSG_NAME "': dtype %s, expected F32%s", name,
@@ -988,11 +992,6 @@ int mime_bundle_tensor_f32(const struct mime_bundle *b, const char *name, const 
 		if (!t || !vals || t->dtype != MIME_DTYPE_U8 || vals->ndim != 1 ||
 		    (vals->dtype != MIME_DTYPE_F32 && vals->dtype != MIME_DTYPE_F16))
 			return MIME_EFORMAT;
-		/* (checked at open when the manifest implies it; not otherwise) */
-		for (size_t j = t->begin; j < t->end; j++)
-			nnz += (uint64_t)__builtin_popcount(b->data[j]);
-		if (nnz != (uint64_t)vals->shape[0])
-			return MIME_EFORMAT;
 	} else if (t->dtype == MIME_DTYPE_F32) {
 		*ret = (const float *)(b->data + t->begin);
 		return 0;
@@ -1000,7 +999,15 @@ int mime_bundle_tensor_f32(const struct mime_bundle *b, const char *name, const 
 		return MIME_EFORMAT;
 	}
 	pthread_mutex_lock(&mb->decode_lock);
-	if (!t->decoded)
+	if (!t->decoded && vals) {
+		/* the counts: checked at open when the manifest implies the tensor, not
+		 * otherwise (once: decoding drops the mask's pages) */
+		for (size_t j = t->begin; j < t->end; j++)
+			nnz += (uint64_t)__builtin_popcount(b->data[j]);
+		if (nnz != (uint64_t)vals->shape[0])
+			r = MIME_EFORMAT;
+	}
+	if (!t->decoded && r == 0)
 		r = decode(b, t, vals);
 	if (r == 0)
 		*ret = t->decoded;

@@ -175,10 +175,9 @@ int mime_model_phase(const struct mime_bundle *b, int p, unsigned flags,
 	snprintf(sub, sizeof(sub), "phase%d/", p);
 	for (int t = 0; t < mf->n_tasks; t++) {
 		const struct mime_task_spec *ts = &mf->tasks[t];
-		struct mime_tensor_view v;
 
 		snprintf(name, sizeof(name), "task/%s/%shead.weight", ts->name, sub);
-		if (mime_bundle_tensor(b, name, &v) == 0) {
+		if (mime_bundle_has_tensor(b, name)) {
 			task_views(b, ts, sub, flags, &tasks[t], &r, ei);
 		} else if (whole) {
 			task_views(b, ts, "", flags, &tasks[t], &r, ei);

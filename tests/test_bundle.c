@@ -1005,6 +1005,7 @@ enum sparse_variant {
 	SPARSE_BOTH_FORMS,
 	SPARSE_MASK_ONLY,
 	SPARSE_VALUES_DTYPE,
+	SPARSE_DENSE_AND_VALUES,
 };
 
 /* The fixture's bundle with its head weight [2,3] = hw stored as variant asks. */
@@ -1013,7 +1014,8 @@ static int write_sparse_variant(struct fixture_tensors *f, const float *hw,
                                 struct mime_errinfo *ei)
 {
 	static const int64_t s_hw[] = {2, 3}, s1[] = {1}, s2[] = {2}, s3[] = {3};
-	struct mime_bundle_writer *out = make_writer_head(f, 1, variant == SPARSE_BOTH_FORMS);
+	struct mime_bundle_writer *out = make_writer_head(
+		f, 1, variant == SPARSE_BOTH_FORMS || variant == SPARSE_DENSE_AND_VALUES);
 	struct mime_manifest m;
 	uint8_t bits = 0;
 	uint16_t h[3];
@@ -1064,6 +1066,14 @@ static int write_sparse_variant(struct fixture_tensors *f, const float *hw,
 			                 0);
 		break;
 	}
+	case SPARSE_DENSE_AND_VALUES: {
+		const float v3[3] = {1, 2, 3};
+
+		assert_int_equal(mime_bundle_writer_add(out, "task/t/head.weight.values",
+		                                        MIME_DTYPE_F32, 1, s3, v3),
+		                 0);
+		break;
+	}
 	case SPARSE_MASK_ONLY:
 		assert_int_equal(mime_bundle_writer_add(out, "task/t/head.weight.mask",
 		                                        MIME_DTYPE_U8, 1, s1, &bits),
@@ -1090,6 +1100,8 @@ static void test_bundle_sparse_task_tensors(void **state)
 		{SPARSE_MASK_ONLY, "'task/t/head.weight.values' missing (sparse "
 	                           "'task/t/head.weight' has its mask only)"},
 		{SPARSE_VALUES_DTYPE, "'task/t/head.weight.values': expected F32 or F16 [3]"},
+		{SPARSE_DENSE_AND_VALUES, "'task/t/head.weight' is stored both dense and sparse "
+	                                  "(task/t/head.weight.values)"},
 	};
 	struct fixture_tensors f;
 	struct mime_errinfo ei = {0};

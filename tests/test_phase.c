@@ -450,6 +450,7 @@ enum {
 	PHASE2_NESTED,       /* phase 2 fine on l2, keeping all that phase 1 keeps */
 	PHASE2_NOT_NESTED,   /* phase 2 fine on l2, pruning a weight phase 1 keeps */
 	TASKS_F16,           /* nothing left out: every task tensor stored as F16 */
+	SPARSE_HEADS,        /* every head weight stored sparse, every third weight 0 */
 };
 
 static void fixture_init(struct fixture *f)
@@ -508,6 +509,10 @@ static void add_task_tensor(struct mime_bundle_writer *w, const char *name, int 
 	int64_t n = 1;
 	uint16_t *h;
 
+	if (omit == SPARSE_HEADS && strstr(name, "head.weight")) {
+		assert_int_equal(mime_bundle_writer_add_sparse(w, name, ndim, shape, data), 0);
+		return;
+	}
 	if (omit != TASKS_F16) {
 		add_f32(w, name, ndim, shape, data);
 		return;
@@ -861,6 +866,72 @@ static void test_phase_bundle_half_views_equal_decoded(void **state)
 	free(f);
 }
 
+/* Heads stored sparse (bundle.h), the whole parent's and phase 1's: every phase serves them,
+ * bit for bit as the same weights stored dense. */
+static void test_phase_bundle_sparse_heads_equal_dense(void **state)
+{
+	struct fixture *f = malloc(sizeof(*f));
+	char *dpath = mime_test_tmpfile(NULL, 0), *spath = mime_test_tmpfile(NULL, 0);
+	struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 1};
+	struct mime_engine *ed = NULL, *es = NULL;
+	struct mime_bundle *bd, *bs;
+	struct mime_model md, ms;
+	struct mime_errinfo ei = {0};
+	int tasks[4] = {0, 1, 1, 0};
+	uint64_t rng = 8;
+	float *in = rand_array(&rng, 4 * 256, 0.0f, 1.0f);
+
+	(void)state;
+	fixture_init(f);
+	for (struct net *n = &f->n; n; n = n == &f->n ? &f->sub : NULL)
+		for (int t = 0; t < 2; t++) {
+			const struct mime_shape *feat = &n->shapes[n->m.graph.n_layers - 1];
+			float *hw = (float *)n->tasks[t].head_w;
+
+			for (long i = 0; i < n->tasks[t].n_classes * mime_shape_size(feat); i += 3)
+				hw[i] = 0.0f;
+		}
+	bd = open_fixture_bundle(f, OMIT_NONE, dpath);
+	bs = open_fixture_bundle(f, SPARSE_HEADS, spath);
+	assert_true(mime_bundle_has_tensor(bs, "task/b/phase1/head.weight"));
+	assert_int_equal(mime_model_from_bundle(bd, 0, &md, &ei), 0);
+	assert_int_equal(mime_model_from_bundle(bs, MIME_MODEL_HALF_VIEWS, &ms, &ei), 0);
+	assert_int_equal(mime_engine_create(&md, &cfg, &ed, &ei), 0);
+	assert_int_equal(mime_engine_create(&ms, &cfg, &es, &ei), 0);
+	for (int p = 0; p <= 2; p++) {
+		struct mime_task_params pd[2], ps[2];
+		struct mime_phase phd, phs;
+		uint8_t *kd = NULL, *ks = NULL;
+		float want[4 * 5], got[4 * 5];
+		int64_t zwant[4 * 3], zgot[4 * 3];
+
+		if (mime_model_phase(bd, p, 0, &phd, &kd, pd, &ei) != 0 ||
+		    mime_model_phase(bs, p, MIME_MODEL_HALF_VIEWS, &phs, &ks, ps, &ei) != 0)
+			fail_msg("phase %d: %s", p, ei.msg);
+		assert_int_equal(mime_engine_set_phase(ed, &phd, pd, &ei), 0);
+		assert_int_equal(mime_engine_set_phase(es, &phs, ps, &ei), 0);
+		free(kd);
+		free(ks);
+		forward_copy(ed, in, tasks, want, zwant);
+		forward_copy(es, in, tasks, got, zgot);
+		assert_memory_equal(got, want, sizeof(got));
+		assert_memory_equal(zgot, zwant, sizeof(zgot));
+	}
+	mime_engine_destroy(ed);
+	mime_engine_destroy(es);
+	mime_model_fini(&md);
+	mime_model_fini(&ms);
+	mime_bundle_close(bd);
+	mime_bundle_close(bs);
+	unlink(dpath);
+	unlink(spath);
+	free(dpath);
+	free(spath);
+	free(in);
+	fixture_fini(f);
+	free(f);
+}
+
 /* A phase listing its own tensors for the whole parent uses them, not the task's. */
 static void test_phase_bundle_whole_phase_prefers_its_own_tensors(void **state)
 {
@@ -1035,6 +1106,7 @@ int main(void)
 		cmocka_unit_test(test_phase_manifest_rejects_each_error),
 		cmocka_unit_test(test_phase_bundle_phase_equals_sliced_network),
 		cmocka_unit_test(test_phase_bundle_whole_phase_prefers_its_own_tensors),
+		cmocka_unit_test(test_phase_bundle_sparse_heads_equal_dense),
 		cmocka_unit_test(test_phase_bundle_half_views_equal_decoded),
 		cmocka_unit_test(test_phase_bundle_rejects_missing_or_broken_phase_tensors),
 		cmocka_unit_test(test_phase_bundle_survives_mask_and_header_bit_flips),

@@ -183,11 +183,10 @@ static int phase_count(const struct mime_bundle *b, int p, struct phase_count *r
  * is the whole parent, or it cannot run there). */
 static int task_has_phase(const struct mime_bundle *b, const struct mime_task_spec *t, int p)
 {
-	struct mime_tensor_view v;
 	char name[MIME_NAME_MAX + 48];
 
 	snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", t->name, p);
-	return mime_bundle_tensor(b, name, &v) == 0;
+	return mime_bundle_has_tensor(b, name);
 }
 
 /* Whether phase ps is the whole parent: every layer's kernels = out, no fine layer. */

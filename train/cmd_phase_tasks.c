@@ -42,6 +42,7 @@ struct newt {
 	int ndim;
 	int64_t shape[4];
 	float *data;
+	int sparse; /* written sparse (bundle.h): a pruned head */
 };
 
 static double now_s(void)
@@ -267,6 +268,17 @@ static int push(struct newt **arr, int *n, const char *name, int ndim, const int
 	return 0;
 }
 
+/* Whether new tensor name replaces old tensor old: the same name, or old is a part of name's
+ * sparse form (whichever form the new one is written in). */
+static int replaces(const char *name, const char *old)
+{
+	const size_t n = strlen(name);
+
+	return strncmp(name, old, n) == 0 &&
+	       (old[n] == '\0' || strcmp(old + n, MIME_SPARSE_MASK) == 0 ||
+	        strcmp(old + n, MIME_SPARSE_VALUES) == 0);
+}
+
 /* What task_phase measured and kept for one (task, phase). */
 struct phase_result {
 	double shared, trained;         /* test accuracy: sliced, trained */
@@ -282,7 +294,7 @@ static int task_phase(const struct opts *o, const struct mime_manifest *m,
                       const struct mime_model *model, const struct mimetrain_mp *mp, int t, int p,
                       const struct mimetrain_phase_def *ph, const struct mimetrain_taskset *train,
                       const struct mimetrain_taskset *val, const struct mimetrain_taskset *test,
-                      struct phase_result *res, struct newt **nt, int *n_nt,
+                      int sparse_head, struct phase_result *res, struct newt **nt, int *n_nt,
                       struct mime_errinfo *ei)
 {
 	const struct mime_task_params *tp = &model->tasks[t];
@@ -343,7 +355,8 @@ static int task_phase(const struct opts *o, const struct mime_manifest *m,
 			.beta = o->beta,
 			.reg_sign = o->reg_sign,
 			.t_init = MIMETRAIN_T_MIN,
-			.seed = o->seed + (uint64_t)p},
+			.seed = o->seed + (uint64_t)p,
+			.head_keep_zeros = sparse_head},
 		&tr, ei);
 	for (int i = 0; r == 0 && i < s.g.n_layers; i++)
 		if (sliced[i]) {
@@ -370,6 +383,8 @@ static int task_phase(const struct opts *o, const struct mime_manifest *m,
 
 		snprintf(name, sizeof(name), "task/%s/phase%d/head.weight", tp->name, p);
 		r = push(nt, n_nt, name, 2, hs, lt->head_w, (size_t)hs[0] * (size_t)hs[1]);
+		if (r == 0)
+			(*nt)[*n_nt - 1].sparse = sparse_head;
 		snprintf(name, sizeof(name), "task/%s/phase%d/head.bias", tp->name, p);
 		if (r == 0)
 			r = push(nt, n_nt, name, 1, hs, lt->head_b, (size_t)hs[0]);
@@ -460,11 +475,19 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 		struct mime_task_params tp = model.tasks[t];
 		struct mimetrain_mp mp = {0};
 		json_t *tj = json_array();
+		struct mime_tensor_view hv;
+		char hname[MIME_NAME_MAX + 48];
+		int sparse_head;
 
 		if (!wanted(o.tasks, m.tasks[t].name)) {
 			json_decref(tj);
 			continue;
 		}
+		/* a head pruned by `thresholds --head-density` stays pruned, and sparse, in
+		 * every phase (its slices keep its zeros; training keeps them) */
+		snprintf(hname, sizeof(hname), "task/%s/head.weight%s", m.tasks[t].name,
+		         MIME_SPARSE_MASK);
+		sparse_head = mime_bundle_tensor(b, hname, &hv) == 0;
 		/* the weights and this task's whole-parent head, without its thresholds */
 		mime_task_relu(&tp);
 		plain.tasks = &tp;
@@ -480,7 +503,7 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 			r = phase_def(b, &m, p, &ph, &ei);
 			if (r == 0)
 				r = task_phase(&o, &m, &model, &mp, t, p, &ph, &train, &val, &test,
-				               &res, &nt, &n_nt, &ei);
+				               sparse_head, &res, &nt, &n_nt, &ei);
 			mimetrain_phase_def_fini(&ph);
 			if (r < 0)
 				break;
@@ -530,8 +553,13 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 	for (int pass = 0; r == 0 && pass < 3; pass++) {
 		if (pass == 1) {
 			for (int j = 0; r == 0 && j < n_nt; j++)
-				r = mime_bundle_writer_add(w, nt[j].name, MIME_DTYPE_F32,
-				                           nt[j].ndim, nt[j].shape, nt[j].data);
+				r = nt[j].sparse
+				            ? mime_bundle_writer_add_sparse(w, nt[j].name,
+				                                            nt[j].ndim, nt[j].shape,
+				                                            nt[j].data)
+				            : mime_bundle_writer_add(w, nt[j].name, MIME_DTYPE_F32,
+				                                     nt[j].ndim, nt[j].shape,
+				                                     nt[j].data);
 			continue;
 		}
 		for (size_t i = 0; r == 0 && i < mime_bundle_n_tensors(b); i++) {
@@ -542,7 +570,7 @@ int mimetrain_cmd_phase_tasks(int argc, char **argv)
 			if ((pass == 0) != (v.dtype == MIME_DTYPE_F32))
 				continue;
 			for (int j = 0; j < n_nt && !replaced; j++)
-				replaced = strcmp(nt[j].name, v.name) == 0;
+				replaced = replaces(nt[j].name, v.name);
 			if (!replaced)
 				r = mime_bundle_writer_add(w, v.name, v.dtype, v.ndim, v.shape,
 				                           v.data);

@@ -7,7 +7,9 @@
  *   thresholds  task/<task>/head.weight|bias, task/<task>/<layer>.threshold; the manifest's
  *               task (added, or replaced when it exists) gets "thresholds", "accuracy",
  *               "sparsity" (per masked layer, MIME), "relu_sparsity" (the frozen parent
- *               with ReLU on the same test images) and "training".
+ *               with ReLU on the same test images) and "training". With --head-density D
+ *               the head is pruned (train/mime.h) and written sparse, head.weight.mask +
+ *               head.weight.values (lib/bundle.h); "training" then has "head_pruning".
  *   finetune    conventional/<task>/<layer>.weight|bias and conventional/<task>/head.*;
  *   --head-only headonly/<task>/head.weight|bias; both record accuracy and sparsity in
  *               provenance.baselines.<task>.finetune|head_only.
@@ -73,9 +75,7 @@ static void learn_usage(FILE *f, enum mimetrain_mode mode)
 		        "(head-only: 1e-3)]\n"
 		        "         [--head-lr 1e-3] [--fit pad|stretch] [--train-limit N] "
 		        "[--test-limit N]\n"
-		        "         [--threads T] [--seed S] [--val N|P%%] "
-		        "[--head-density D [--prune-epoch K]]\n"
-		        "         [--json REPORT.json]\n");
+		        "         [--threads T] [--seed S] [--val N|P%%] [--json REPORT.json]\n");
 }
 
 static double now_s(void)
@@ -268,15 +268,26 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 			if (!lr_set)
 				o->cfg.lr = 1e-3f;
 			break;
-		case O_DENSITY:
+		case O_DENSITY: /* MIME only: the baselines' heads are read dense everywhere */
 			o->cfg.head_density = strtod(optarg, &end);
-			if (!(o->cfg.head_density > 0 && o->cfg.head_density <= 1))
+			if (mode != MIMETRAIN_MODE_MIME) {
+				fprintf(stderr,
+				        "mime-train: --head-density is for thresholds only\n");
 				return -1;
+			}
+			if (!(o->cfg.head_density > 0 && o->cfg.head_density <= 1)) {
+				fprintf(stderr,
+				        "mime-train: --head-density: expected 0 < D <= 1\n");
+				return -1;
+			}
 			break;
 		case O_PRUNE: /* 1-based on the command line */
 			o->cfg.prune_epoch = (int)strtol(optarg, &end, 10) - 1;
-			if (o->cfg.prune_epoch < 0)
+			if (mode != MIMETRAIN_MODE_MIME || o->cfg.prune_epoch < 0) {
+				fprintf(stderr, "mime-train: --prune-epoch: expected an epoch >= 1 "
+				                "(thresholds only)\n");
 				return -1;
+			}
 			break;
 		case 'o':
 			o->out = optarg;
@@ -292,10 +303,15 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 	}
 	if (optind != argc || !o->bundle || !o->task || !o->out || o->cfg.epochs < 0 ||
 	    o->cfg.batch <= 0 || o->cfg.threads < 1 || o->cfg.threads > 64 || !(o->cfg.lr > 0) ||
-	    o->cfg.beta < 0 || o->train_limit < 0 || o->test_limit < 0 || o->val < 0 ||
-	    (o->cfg.prune_epoch >= 0 &&
-	     (!o->cfg.head_density || o->cfg.prune_epoch >= o->cfg.epochs)))
+	    o->cfg.beta < 0 || o->train_limit < 0 || o->test_limit < 0 || o->val < 0)
 		return -1;
+	if ((o->cfg.prune_epoch >= 0 && !o->cfg.head_density) ||
+	    (o->cfg.head_density > 0 && o->cfg.head_density < 1 &&
+	     (o->cfg.prune_epoch >= 0 ? o->cfg.prune_epoch : o->cfg.epochs / 2) >= o->cfg.epochs)) {
+		fprintf(stderr, "mime-train: --prune-epoch needs --head-density, and the epoch "
+		                "that prunes must be one of the --epochs\n");
+		return -1;
+	}
 	if (o->data_dir) {
 		snprintf(o->train_images, PATH_MAX, "%s/train-images-idx3-ubyte.gz", o->data_dir);
 		snprintf(o->train_labels, PATH_MAX, "%s/train-labels-idx1-ubyte.gz", o->data_dir);

@@ -546,7 +546,9 @@ static int prune_head(struct mimetrain_mime *m, double density)
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++)
-		order[i] = (struct by_magnitude){fabsf(m->head_w.w[i]), i};
+		order[i] = (struct by_magnitude){isnan(m->head_w.w[i]) ? -1.0f /* pruned first */
+		                                                       : fabsf(m->head_w.w[i]),
+		                                 i};
 	qsort(order, n, sizeof(*order), cmp_magnitude);
 	for (size_t k = 0; k < (keep ? keep : 1) && k < n; k++)
 		m->head_keep[order[k].i] = 1;
@@ -554,6 +556,17 @@ static int prune_head(struct mimetrain_mime *m, double density)
 	for (size_t i = 0; i < n; i++)
 		if (!m->head_keep[i])
 			m->head_w.w[i] = 0.0f;
+	return 0;
+}
+
+/* Keeps the head's zeros at 0 from now on (a head that starts pruned). */
+static int keep_head_zeros(struct mimetrain_mime *m)
+{
+	m->head_keep = malloc(m->head_w.n ? m->head_w.n : 1);
+	if (!m->head_keep)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->head_w.n; i++)
+		m->head_keep[i] = m->head_w.w[i] != 0.0f;
 	return 0;
 }
 
@@ -655,6 +668,11 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 	if (!x || !y || !perm || (val && !snap)) {
 		r = -ENOMEM;
 		goto out;
+	}
+	if (c->head_keep_zeros && !m->head_keep) {
+		r = keep_head_zeros(m);
+		if (r < 0)
+			goto out;
 	}
 	rep.n_masked = m->n_masked;
 	rep.n_val = val ? val->n : 0;

@@ -89,6 +89,9 @@ struct mimetrain_mime_config {
 	 * the epoch kept is one of those. 0 or 1: a dense head. */
 	double head_density;
 	int prune_epoch;
+	/* A head that starts pruned (its zeros, e.g. a pruned head sliced for a phase): they
+	 * are kept at 0 through training. */
+	int head_keep_zeros;
 };
 
 struct mimetrain_mime_report {

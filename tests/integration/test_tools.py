@@ -621,6 +621,51 @@ def sparse_head_end_to_end(ctx):
     assert h.header['task/mnist/head.weight.values']['dtype'] == 'F16'
     assert h.data[hm['data_offsets'][0]:hm['data_offsets'][1]] == b.data[a:e]
 
+    # phase-tasks keeps a pruned head pruned, and sparse, in every phase: the same task on
+    # the small phased parent of phases_build_small (5 phases, the last the whole parent)
+    phased = os.path.join(ctx.tmp, 'phased-fmnist.mime')
+    if not os.path.exists(phased):
+        phases_build_small(ctx)
+    on_phased = os.path.join(ctx.tmp, 'sparse-phased.mime')
+    run(MIME_TRAIN, 'thresholds', '--bundle', phased, '--task', 'mnist', '--data', data,
+        '--classes', '0,1,2,3,4,5,6,7,8,9', '--granularity', 'channel', '--epochs', 2,
+        '--head-density', 0.25, '--train-limit', 300, '--test-limit', 200, '--threads', 1,
+        '-o', on_phased, check=0)
+    out2 = os.path.join(ctx.tmp, 'sparse-phase-tasks.mime')
+    rec2 = os.path.join(ctx.tmp, 'sparse-phase-tasks.json')
+    run(MIME_TRAIN, 'phase-tasks', '--bundle', on_phased, '--data-root', root, '--tasks',
+        'mnist', '-o', out2, '--epochs', 1, '--train-limit', 200, '--test-limit', 100,
+        '--threads', 1, '--json', rec2, check=0)
+    run(MIME_TRAIN, 'bundle', 'verify', out2, check=0)
+    p2 = Bundle(out2)
+    for ph in range(1, 6):
+        name = 'task/mnist/phase%d/head.weight' % ph
+        assert not p2.has(name) and p2.has(name + '.mask'), (ph, sorted(p2.header))
+        c, d = p2.header[name + '.mask']['data_offsets']
+        set_bits = sum(bin(x).count('1') for x in p2.data[c:d])
+        assert 0 < set_bits <= bits, (ph, set_bits, bits)
+        assert p2.header[name + '.values']['shape'] == [set_bits]
+    # the whole parent's phase: the same shape, so no weight pruned there comes back
+    c, d = p2.header['task/mnist/phase5/head.weight.mask']['data_offsets']
+    assert all(x & ~y == 0 for x, y in zip(p2.data[c:d], b2_mask(on_phased))), 'unpruned'
+    ev = json.loads(run(MIME_TRAIN, 'eval', '--bundle', out2, '--task', 'mnist', '--phase',
+                        'all', '--json', '--images',
+                        os.path.join(data, 't10k-images-idx3-ubyte.gz'), '--labels',
+                        os.path.join(data, 't10k-labels-idx1-ubyte.gz'), '--limit', 100,
+                        check=0).stdout)
+    # what the bundle serves per phase is what phase-tasks trained and measured
+    rows = json.load(open(rec2))['mnist']
+    assert len(ev) == 6 and len(rows) == 5, (ev, rows)
+    for row in rows:
+        assert abs(ev[row['phase']]['accuracy'] - row['served']) < 1e-9, (ev, row)
+
+
+def b2_mask(path):
+    """The bytes of task/mnist/head.weight.mask in the bundle at path."""
+    b = Bundle(path)
+    a, e = b.header['task/mnist/head.weight.mask']['data_offsets']
+    return b.data[a:e]
+
 
 def status_predicted_column(ctx):
     """A daemon that reports a predicted latency and a phase without a known p95 (a canned
