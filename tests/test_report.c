@@ -285,6 +285,7 @@ static void test_report_train_bench(void **state)
 {
 	static const char rec[] =
 		"{\"command\":\"bench/train.sh\",\"date\":\"2026-11-26T19:01:13Z\",\"task\":\"c\","
+		"\"bundle\":\"models/x.mime\","
 		"\"epochs\":10,\"rounds\":3,\"threads\":1,\"modes\":{"
 		"\"mime\":{\"train_cpu_seconds\":120.5,\"cpu_vs_finetune\":1.05},"
 		"\"finetune\":{\"train_cpu_seconds\":115.0,\"cpu_vs_finetune\":1.0}}}";
@@ -301,9 +302,10 @@ static void test_report_train_bench(void **state)
 	ctx.train_bench = path;
 	s = render(&ctx, "mime-goals", NULL, &r);
 	assert_int_equal(r, 0);
-	assert_non_null(strstr(s, "c, 10 epochs, 3 rounds, 1 thread(s), 2026-11-26T19:01:13Z: "
-	                          "thresholds 120.5 s vs fine-tune 115.0 s (medians), 1.05x | "
-	                          "missed |"));
+	assert_non_null(strstr(
+		s, "c on models/x.mime, 10 epochs, 3 rounds, 1 thread(s), 2026-11-26T19:01:13Z: "
+		   "thresholds 120.5 s vs fine-tune 115.0 s (medians), 1.05x | "
+		   "missed |"));
 	assert_null(strstr(s, "one run each"));
 	assert_non_null(strstr(s, "| demo bundle <= 16 MiB | 1000 bytes | met |"));
 	free(s);

@@ -462,6 +462,7 @@ static int goal_train_bench(FILE *out, const char *path, const struct mimetrain_
 		json_object_get(json_object_get(modes, "mime"), "cpu_vs_finetune"));
 	const char *date = json_string_value(json_object_get(j, "date"));
 	const char *task = json_string_value(json_object_get(j, "task"));
+	const char *bundle = json_string_value(json_object_get(j, "bundle"));
 
 	fprintf(out,
 	        "| thresholds faster than fine-tuning (`bench/train.sh`, the modes alternating "
@@ -471,9 +472,10 @@ static int goal_train_bench(FILE *out, const char *path, const struct mimetrain_
 		fputs("- (the record is unreadable or incomplete) | not measured |\n", out);
 	else
 		fprintf(out,
-		        "%s, %lld epochs, %lld rounds, %lld thread(s), %s: thresholds %.1f s vs "
-		        "fine-tune %.1f s (medians), %.2fx | %s |\n",
-		        task, json_integer_value(json_object_get(j, "epochs")),
+		        "%s%s%s, %lld epochs, %lld rounds, %lld thread(s), %s: thresholds %.1f s "
+		        "vs fine-tune %.1f s (medians), %.2fx | %s |\n",
+		        task, bundle ? " on " : "", bundle ? bundle : "",
+		        json_integer_value(json_object_get(j, "epochs")),
 		        json_integer_value(json_object_get(j, "rounds")),
 		        json_integer_value(json_object_get(j, "threads")), date, mime, ft, ratio,
 		        met(ratio < 1 && mime < ft));
