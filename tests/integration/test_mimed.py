@@ -1891,6 +1891,41 @@ def shipped_bundle_with_defaults(ctx):
         log.close()
 
 
+@test
+def channel_bundle_served(ctx):
+    """The per-channel bundle (models/demo-channel.mime: heads pruned and stored sparse, whole
+    parent and per phase): mimed serves every task in every phase pinned, the phase answered
+    is the one pinned, and in the highest phase each task labels its samples about as often
+    as its recorded accuracy says (the bound of shipped_bundle_with_defaults)."""
+    root = os.path.abspath(os.path.join(os.path.dirname(IFACE), '..'))
+    bundle = os.path.join(root, 'models', 'demo-channel.mime')
+    d = Daemon(ctx.tmp, 'channel', bundle, workers=1)
+    try:
+        c = Conn(d.sock)
+        tasks = c.call('io.mime.ListTasks')['tasks']
+        assert sorted(t['name'] for t in tasks) == ['digits', 'fmnist', 'mnist'], tasks
+        for phase in (1, 2, 3, 4, 5):
+            assert c.call('io.mime.SetPhase', {'phase': phase})['phase'] == phase
+            for t in tasks:
+                sd = os.path.join(root, 'models', 'samples', t['name'])
+                files = sorted(f for f in os.listdir(sd) if f.endswith('.png'))
+                right = 0
+                for f in files:
+                    with open(os.path.join(sd, f), 'rb') as fh:
+                        r = infer(c, t['name'], fh.read())
+                    assert r['phase'] == phase, (phase, r)
+                    right += r['label'] == int(f.split('-')[0])
+                if phase == 5:
+                    acc, n = t['accuracy'], len(files)
+                    bound = max(0.5, acc - 3 * (acc * (1 - acc) / n) ** 0.5 - 1.0 / n)
+                    print('channel bundle: %s: %d of %d samples (bound %.0f%%)'
+                          % (t['name'], right, n, 100 * bound))
+                    assert right >= bound * n, (t['name'], right, n, bound)
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
 class Ctx:
     pass
 
