@@ -1015,22 +1015,25 @@ static void test_phase_bundle_rejects_missing_or_broken_phase_tensors(void **sta
 
 /* Every bit of both masks and random header bits flipped: open either refuses the file or
  * yields phases that mime_model_phase() enters or refuses cleanly (run under ASan in CI). */
-static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
+/* The bundle written with omit, every bit of the named tensors flipped in turn and then
+ * random bits of the header: each copy is refused, or opens and every phase's model is made
+ * or refused (never a read out of bounds: the sanitizer build runs this). */
+static void bit_flip_trials(int omit, const char *const *names, int n_names)
 {
 	struct fixture *f = malloc(sizeof(*f));
 	char *path = mime_test_tmpfile(NULL, 0);
 	struct mime_errinfo ei = {0};
 	struct mime_bundle *b = NULL;
 	struct mime_tensor_view v;
-	size_t size, mask_at[2], mask_bytes[2], header_end;
+	size_t size, at_[8], bytes[8], header_end, exhaustive = 0;
 	uint8_t *buf, *copy;
 	uint64_t rng = 77;
 	int refused = 0;
 	FILE *fp;
 
-	(void)state;
+	assert_true(n_names <= 8);
 	fixture_init(f);
-	if (write_bundle(f, PHASE2_NESTED, path, &ei) != 0)
+	if (write_bundle(f, omit, path, &ei) != 0)
 		fail_msg("%s", ei.msg);
 	fp = fopen(path, "rb");
 	assert_non_null(fp);
@@ -1042,11 +1045,12 @@ static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
 	assert_int_equal(fread(buf, 1, size, fp), size);
 	fclose(fp);
 	assert_int_equal(mime_bundle_open_memory(buf, size, &b, &ei), 0);
-	for (int p = 0; p < 2; p++) {
-		assert_int_equal(
-			mime_bundle_tensor(b, p ? "phase/2/l2.mask" : "phase/1/l2.mask", &v), 0);
-		mask_at[p] = (size_t)((const uint8_t *)v.data - buf);
-		mask_bytes[p] = v.n_bytes;
+	for (int k = 0; k < n_names; k++) {
+		if (mime_bundle_tensor(b, names[k], &v) != 0)
+			fail_msg("no tensor %s", names[k]);
+		at_[k] = (size_t)((const uint8_t *)v.data - buf);
+		bytes[k] = v.n_bytes;
+		exhaustive += 8 * v.n_bytes;
 	}
 	mime_bundle_close(b);
 	header_end = 0;
@@ -1054,16 +1058,15 @@ static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
 		header_end = header_end << 8 | buf[k];
 	header_end += 8;
 
-	for (int trial = 0; trial < 3000 + 8 * (int)(mask_bytes[0] + mask_bytes[1]); trial++) {
-		size_t at;
-		int bit;
+	for (size_t trial = 0; trial < 3000 + exhaustive; trial++) {
+		size_t at = 0, t = trial;
+		int bit = 0, k;
 
-		if (trial < 8 * (int)mask_bytes[0]) {
-			at = mask_at[0] + (size_t)trial / 8;
-			bit = trial % 8;
-		} else if (trial < 8 * (int)(mask_bytes[0] + mask_bytes[1])) {
-			at = mask_at[1] + (size_t)(trial - 8 * (int)mask_bytes[0]) / 8;
-			bit = trial % 8;
+		for (k = 0; k < n_names && t >= 8 * bytes[k]; k++)
+			t -= 8 * bytes[k];
+		if (k < n_names) {
+			at = at_[k] + t / 8;
+			bit = (int)(t % 8);
 		} else {
 			at = 8 + (size_t)(mime_test_rand(&rng) % (header_end - 8));
 			bit = (int)(mime_test_rand(&rng) % 8);
@@ -1096,6 +1099,26 @@ static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
 	free(f);
 }
 
+static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
+{
+	static const char *const masks[] = {"phase/1/l2.mask", "phase/2/l2.mask"};
+
+	(void)state;
+	bit_flip_trials(PHASE2_NESTED, masks, 2);
+}
+
+/* The same for sparse heads: every bit of their masks (a flipped bit changes the count the
+ * values must have) and of the header. */
+static void test_phase_bundle_survives_sparse_head_bit_flips(void **state)
+{
+	static const char *const masks[] = {"task/a/head.weight.mask", "task/b/head.weight.mask",
+	                                    "task/a/phase1/head.weight.mask",
+	                                    "task/b/phase1/head.weight.mask"};
+
+	(void)state;
+	bit_flip_trials(SPARSE_HEADS, masks, 4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1110,6 +1133,7 @@ int main(void)
 		cmocka_unit_test(test_phase_bundle_half_views_equal_decoded),
 		cmocka_unit_test(test_phase_bundle_rejects_missing_or_broken_phase_tensors),
 		cmocka_unit_test(test_phase_bundle_survives_mask_and_header_bit_flips),
+		cmocka_unit_test(test_phase_bundle_survives_sparse_head_bit_flips),
 	};
 
 	return cmocka_run_group_tests_name("phase", tests, NULL, NULL);
