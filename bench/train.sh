@@ -78,7 +78,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 u, s = open(sys.argv[2]).read().split()[-2:]
 print(sys.argv[3], sys.argv[4], r['training']['train_seconds'],
-      r['training']['train_cpu_seconds'], float(u) + float(s))
+      r['training']['train_cpu_seconds'], float(u) + float(s), r['training']['train_images'])
 EOF
 }
 
@@ -94,12 +94,13 @@ while [ "$r" -le "$ROUNDS" ]; do
 done
 LOAD1=$(uptime | sed 's/.*load average: //')
 echo "end: load average: $LOAD1"
-python3 - "$TMP/runs" "$JSON" "$START" "$LOAD0" "$LOAD1" "$BUNDLE" "$TASK" "$EPOCHS" \
+case "$BUNDLE" in "$ROOT"/*) SHOWN=${BUNDLE#"$ROOT"/} ;; *) SHOWN=$BUNDLE ;; esac
+python3 - "$TMP/runs" "$JSON" "$START" "$LOAD0" "$LOAD1" "$SHOWN" "$TASK" "$EPOCHS" \
 	"$LIMIT" "$THREADS" "$ROUNDS" <<'EOF'
 import json, statistics, sys
 runs = [l.split() for l in open(sys.argv[1])]
 by = {}
-for mode, rnd, wall, cpu, proc in runs:
+for mode, rnd, wall, cpu, proc, _ in runs:
     by.setdefault(mode, {})[int(rnd)] = (float(wall), float(cpu), float(proc))
 print('\n| mode | training loop s, wall | training loop s, CPU | process CPU s | '
       'wall / fine-tune | CPU / fine-tune |')
@@ -110,13 +111,14 @@ for mode in ('mime', 'finetune', 'head-only'):
     rw = statistics.median(by[mode][r][0] / by['finetune'][r][0] for r in rs)
     rc = statistics.median(by[mode][r][1] / by['finetune'][r][1] for r in rs)
     print('| %s | %.1f | %.1f | %.1f | %.2fx | %.2fx |' % (mode, *med, rw, rc))
-print('\nper run (mode round training_wall_s training_cpu_s process_cpu_s):')
+print('\nper run (mode round training_wall_s training_cpu_s process_cpu_s train_images):')
 for l in runs:
     print('   ', ' '.join(l))
 if sys.argv[2]:
     start, load0, load1, bundle, task, epochs, limit, threads, rounds = sys.argv[3:12]
     out = {'command': 'bench/train.sh', 'date': start, 'load_start': load0, 'load_end': load1,
            'bundle': bundle, 'task': task, 'epochs': int(epochs), 'train_limit': int(limit),
+           'train_images': int(runs[0][5]),
            'threads': int(threads), 'rounds': int(rounds), 'modes': {}}
     for mode in ('mime', 'finetune', 'head-only'):
         rs = sorted(by[mode])
