@@ -1123,6 +1123,36 @@ static void test_bundle_sparse_task_tensors(void **state)
 			fail_msg("variant %d: '%s', expected '%s'", (int)bad[i].variant, ei.msg,
 			         bad[i].msg);
 	}
+	/* a pair the manifest does not imply is not checked at open: its counts are checked
+	 * when it is read */
+	for (int wrong = 0; wrong < 2; wrong++) {
+		static const int64_t s1[] = {1}, s2[] = {2}, s3[] = {3};
+		const uint8_t bits = 0x13; /* elements 0, 1, 4 */
+		const float vals[3] = {1.5f, -2.0f, 4.0f};
+		struct mime_bundle_writer *w = make_writer(&f, 1);
+		struct mime_manifest m;
+
+		assert_int_equal(mime_manifest_parse(manifest_json, strlen(manifest_json), &m, &ei),
+		                 0);
+		assert_int_equal(
+			mime_bundle_writer_add(w, "extra/x.mask", MIME_DTYPE_U8, 1, s1, &bits), 0);
+		assert_int_equal(mime_bundle_writer_add(w, "extra/x.values", MIME_DTYPE_F32, 1,
+		                                        wrong ? s2 : s3, vals),
+		                 0);
+		if (mime_bundle_writer_write(w, &m, path, &ei) != 0 ||
+		    mime_bundle_open(path, &b, &ei) != 0)
+			fail_msg("%s", ei.msg);
+		if (wrong) {
+			assert_int_equal(mime_bundle_tensor_f32(b, "extra/x", &dec), MIME_EFORMAT);
+		} else {
+			assert_int_equal(mime_bundle_tensor_f32(b, "extra/x", &dec), 0);
+			assert_true(dec[0] == 1.5f && dec[1] == -2.0f && dec[2] == 0.0f &&
+			            dec[3] == 0.0f && dec[4] == 4.0f && dec[7] == 0.0f);
+		}
+		mime_bundle_close(b);
+		mime_bundle_writer_destroy(w);
+		mime_manifest_free(&m);
+	}
 	for (int f16 = 0; f16 < 2; f16++) {
 		memset(&ei, 0, sizeof(ei));
 		memset(hw, 0, sizeof(hw));

@@ -450,7 +450,7 @@ enum {
 	PHASE2_NESTED,       /* phase 2 fine on l2, keeping all that phase 1 keeps */
 	PHASE2_NOT_NESTED,   /* phase 2 fine on l2, pruning a weight phase 1 keeps */
 	TASKS_F16,           /* nothing left out: every task tensor stored as F16 */
-	SPARSE_HEADS,        /* every head weight stored sparse, every third weight 0 */
+	SPARSE_HEADS,        /* every head weight stored sparse; phase 2 with tensors of its own */
 };
 
 static void fixture_init(struct fixture *f)
@@ -628,7 +628,7 @@ static int write_bundle(const struct fixture *f, int omit, const char *path,
 	}
 	add_tasks(w, &f->n, "", omit);
 	add_tasks(w, &f->sub, "phase1/", omit);
-	if (omit == PHASE2_OWN_TENSORS)
+	if (omit == PHASE2_OWN_TENSORS || omit == SPARSE_HEADS)
 		add_tasks(w, &f->n, "phase2/", omit);
 	assert_int_equal(mime_phase_mask_encode(f->keep, sizeof(f->keep), &dt, &mask, &n_kept), 0);
 	assert_int_equal(dt, MIME_DTYPE_U16);
@@ -871,8 +871,9 @@ static void test_phase_bundle_half_views_equal_decoded(void **state)
 	free(f);
 }
 
-/* Heads stored sparse (bundle.h), the whole parent's and phase 1's: every phase serves them,
- * bit for bit as the same weights stored dense. */
+/* Heads stored sparse (bundle.h), the whole parent's, phase 1's and the whole-parent phase
+ * 2's own (every third weight 0): every phase serves its own, bit for bit as the same weights
+ * stored dense. */
 static void test_phase_bundle_sparse_heads_equal_dense(void **state)
 {
 	struct fixture *f = malloc(sizeof(*f));
@@ -896,7 +897,7 @@ static void test_phase_bundle_sparse_heads_equal_dense(void **state)
 			for (long i = 0; i < n->tasks[t].n_classes * mime_shape_size(feat); i += 3)
 				hw[i] = 0.0f;
 		}
-	bd = open_fixture_bundle(f, OMIT_NONE, dpath);
+	bd = open_fixture_bundle(f, PHASE2_OWN_TENSORS, dpath);
 	bs = open_fixture_bundle(f, SPARSE_HEADS, spath);
 	assert_true(mime_bundle_has_tensor(bs, "task/b/phase1/head.weight"));
 	assert_int_equal(mime_model_from_bundle(bd, 0, &md, &ei), 0);
@@ -915,6 +916,17 @@ static void test_phase_bundle_sparse_heads_equal_dense(void **state)
 		assert_int_equal(mime_engine_set_phase(es, &phs, ps, &ei), 0);
 		free(kd);
 		free(ks);
+		if (p ==
+		    2) { /* its own head, not the whole parent's (equal values, other memory) */
+			const float *own, *whole;
+
+			assert_int_equal(
+				mime_bundle_tensor_f32(bs, "task/a/phase2/head.weight", &own), 0);
+			assert_int_equal(mime_bundle_tensor_f32(bs, "task/a/head.weight", &whole),
+			                 0);
+			assert_ptr_equal(ps[0].head_w, own);
+			assert_ptr_not_equal(own, whole);
+		}
 		forward_equal(ed, es, in, tasks);
 	}
 	mime_engine_destroy(ed);
@@ -1018,7 +1030,7 @@ static void test_phase_bundle_rejects_missing_or_broken_phase_tensors(void **sta
 /* The bundle written with omit, every bit of the named tensors flipped in turn and then
  * random bits of the header: each copy is refused, or opens and every phase's model is made
  * or refused (never a read out of bounds: the sanitizer build runs this). */
-static void bit_flip_trials(int omit, const char *const *names, int n_names)
+static void bit_flip_trials(int omit, const char *const *names, int n_names, int names_refused)
 {
 	struct fixture *f = malloc(sizeof(*f));
 	char *path = mime_test_tmpfile(NULL, 0);
@@ -1028,7 +1040,7 @@ static void bit_flip_trials(int omit, const char *const *names, int n_names)
 	size_t size, at_[8], bytes[8], header_end, exhaustive = 0;
 	uint8_t *buf, *copy;
 	uint64_t rng = 77;
-	int refused = 0;
+	int refused = 0, named_refused = 0;
 	FILE *fp;
 
 	assert_true(n_names <= 8);
@@ -1077,6 +1089,7 @@ static void bit_flip_trials(int omit, const char *const *names, int n_names)
 		if (mime_bundle_open_memory(copy, size, &b, &ei) != 0) {
 			assert_null(b);
 			refused++;
+			named_refused += k < n_names;
 			continue;
 		}
 		for (int p = 0; p <= mime_bundle_manifest(b)->n_phases; p++) {
@@ -1091,6 +1104,8 @@ static void bit_flip_trials(int omit, const char *const *names, int n_names)
 		mime_bundle_close(b);
 	}
 	assert_true(refused > 0);
+	if (names_refused) /* every flip of the named tensors */
+		assert_int_equal(named_refused, (int)exhaustive);
 	free(copy);
 	free(buf);
 	unlink(path);
@@ -1104,11 +1119,11 @@ static void test_phase_bundle_survives_mask_and_header_bit_flips(void **state)
 	static const char *const masks[] = {"phase/1/l2.mask", "phase/2/l2.mask"};
 
 	(void)state;
-	bit_flip_trials(PHASE2_NESTED, masks, 2);
+	bit_flip_trials(PHASE2_NESTED, masks, 2, 0);
 }
 
-/* The same for sparse heads: every bit of their masks (a flipped bit changes the count the
- * values must have) and of the header. */
+/* The same for sparse heads: every bit of their masks is refused (a flipped bit changes the
+ * count the values must have, or sets a bit past the end), then header bits. */
 static void test_phase_bundle_survives_sparse_head_bit_flips(void **state)
 {
 	static const char *const masks[] = {"task/a/head.weight.mask", "task/b/head.weight.mask",
@@ -1116,7 +1131,7 @@ static void test_phase_bundle_survives_sparse_head_bit_flips(void **state)
 	                                    "task/b/phase1/head.weight.mask"};
 
 	(void)state;
-	bit_flip_trials(SPARSE_HEADS, masks, 4);
+	bit_flip_trials(SPARSE_HEADS, masks, 4, 1);
 }
 
 int main(void)

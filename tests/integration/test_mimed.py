@@ -1895,8 +1895,9 @@ def shipped_bundle_with_defaults(ctx):
 def channel_bundle_served(ctx):
     """The per-channel bundle (models/demo-channel.mime: heads pruned and stored sparse, whole
     parent and per phase): mimed serves every task in every phase pinned, the phase answered
-    is the one pinned, and in the highest phase each task labels its samples about as often
-    as its recorded accuracy says (the bound of shipped_bundle_with_defaults)."""
+    is the one pinned, every answer is the label `mimectl run --phase` gives offline (the
+    same phase's sparse head), and in the highest phase each task labels its samples about
+    as often as its recorded accuracy says (the bound of shipped_bundle_with_defaults)."""
     root = os.path.abspath(os.path.join(os.path.dirname(IFACE), '..'))
     bundle = os.path.join(root, 'models', 'demo-channel.mime')
     d = Daemon(ctx.tmp, 'channel', bundle, workers=1)
@@ -1909,12 +1910,18 @@ def channel_bundle_served(ctx):
             for t in tasks:
                 sd = os.path.join(root, 'models', 'samples', t['name'])
                 files = sorted(f for f in os.listdir(sd) if f.endswith('.png'))
+                offline = subprocess.run(
+                    [MIMECTL, 'run', '--bundle', bundle, '--task', t['name'], '--phase',
+                     str(phase), '--json'] + [os.path.join(sd, f) for f in files],
+                    capture_output=True, text=True, check=True).stdout.splitlines()
                 right = 0
-                for f in files:
+                for f, line in zip(files, offline):
                     with open(os.path.join(sd, f), 'rb') as fh:
                         r = infer(c, t['name'], fh.read())
                     assert r['phase'] == phase, (phase, r)
+                    assert r['label'] == json.loads(line)['label'], (phase, f, r, line)
                     right += r['label'] == int(f.split('-')[0])
+                assert len(offline) == len(files)
                 if phase == 5:
                     acc, n = t['accuracy'], len(files)
                     bound = max(0.5, acc - 3 * (acc * (1 - acc) / n) ** 0.5 - 1.0 / n)

@@ -658,6 +658,14 @@ def sparse_head_end_to_end(ctx):
     assert len(ev) == 6 and len(rows) == 5, (ev, rows)
     for row in rows:
         assert abs(ev[row['phase']]['accuracy'] - row['served']) < 1e-9, (ev, row)
+    # phase-tasks again on its own output: the new sparse phase heads replace both tensors
+    # of each old one (mask and values), nothing is left twice
+    out3 = os.path.join(ctx.tmp, 'sparse-phase-tasks-again.mime')
+    run(MIME_TRAIN, 'phase-tasks', '--bundle', out2, '--data-root', root, '--tasks', 'mnist',
+        '-o', out3, '--epochs', 1, '--train-limit', 200, '--test-limit', 100, '--threads', 1,
+        check=0)
+    run(MIME_TRAIN, 'bundle', 'verify', out3, check=0)
+    assert sorted(Bundle(out3).header) == sorted(p2.header)
 
 
 def b2_mask(path):
