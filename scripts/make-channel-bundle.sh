@@ -16,7 +16,7 @@
 # pruned weights held at 0 (`--head-density 0.25`); --val 10% keeps the best of those epochs.
 # Each step writes its bundle, JSON record and log to $WORK and is skipped when its bundle
 # exists, so an interrupted run resumes. Took ~15 min here with THREADS=1 beside other jobs
-# (fmnist 280 s, mnist 254 s, digits 124 s, phase-tasks ~250 s).
+# (fmnist 280 s, mnist 254 s, digits 124 s, phase-tasks 183 s).
 #
 # Environment: PHASED=out/demo/00-phases.mime  OUT=models/demo-channel.mime
 #   WORK=out/channel  THREADS=1  SEED=1  DENSITY=0.25  MIME_DATA (the datasets,
