@@ -47,6 +47,46 @@ def bundle_tensors(path):
     return [k for k in head if k != '__metadata__']
 
 
+def task_tensor_f32(head, data, name):
+    """A task tensor as F32 bytes and its header entry: stored F32, F16 (`mime-train bundle
+    half`) or sparse (name.mask + name.values, lib/bundle.h); the conventional mode reads
+    F32 only."""
+    def values(entry):
+        b, e = entry['data_offsets']
+        if entry['dtype'] == 'F16':
+            return list(struct.unpack('<%de' % ((e - b) // 2), data[b:e]))
+        assert entry['dtype'] == 'F32', (name, entry)
+        return list(struct.unpack('<%df' % ((e - b) // 4), data[b:e]))
+    if name in head:
+        v = values(head[name])
+        shape = head[name]['shape']
+    else:  # sparse: the shape is the manifest's; the mask's bits give the element count
+        mb, me = head[name + '.mask']['data_offsets']
+        bits, nz = data[mb:me], iter(values(head[name + '.values']))
+        shape = sparse_shape(head, name)
+        n = 1
+        for d in shape:
+            n *= d
+        v = [next(nz) if bits[j // 8] >> (j % 8) & 1 else 0.0 for j in range(n)]
+    return {'dtype': 'F32', 'shape': shape}, struct.pack('<%df' % len(v), *v)
+
+
+def sparse_shape(head, name):
+    """[n_classes, features] of a sparse head weight: the bias gives n_classes; features are
+    any dense head's (every head reads the same features), else the one count whose bits fill
+    the mask's bytes."""
+    t = name.split('/')[1]
+    n_classes = head['task/%s/head.bias' % t]['shape'][0]
+    for k, v in head.items():
+        if k.endswith('/head.weight') and '/phase' not in k:
+            return [n_classes, v['shape'][1]]
+    mb, me = head[name + '.mask']['data_offsets']
+    fits = [f for f in range(1, 8 * (me - mb) // n_classes + 1)
+            if (n_classes * f + 7) // 8 == me - mb]
+    assert len(fits) == 1, (name, fits)
+    return [n_classes, fits[0]]
+
+
 def complete_conventional(src, dst):
     """Copies the bundle src to dst, giving every task without conventional/<task>/ tensors
     the parent's layers and its own head (task/<task>/head.*) as its conventional model: the
@@ -67,13 +107,20 @@ def complete_conventional(src, dst):
         add = {}
         for k, v in head.items():
             if k.startswith('parent/'):
-                add['conventional/%s/%s' % (t, k.split('/', 1)[1])] = v
-            elif k in ('task/%s/head.weight' % t, 'task/%s/head.bias' % t):
-                add['conventional/%s/%s' % (t, k.split('/')[-1])] = v
-        for k, v in add.items():
-            b, e = v['data_offsets']  # appended back to back (the bundle allows no gaps)
-            head[k] = dict(v, data_offsets=[len(data), len(data) + e - b])
-            data += raw[8 + n + b:8 + n + e]
+                b, e = v['data_offsets']
+                add['conventional/%s/%s' % (t, k.split('/', 1)[1])] = (
+                    v, raw[8 + n + b:8 + n + e])
+        for part in ('weight', 'bias'):
+            add['conventional/%s/head.%s' % (t, part)] = task_tensor_f32(
+                head, raw[8 + n:], 'task/%s/head.%s' % (t, part))
+        for k, (v, blob) in add.items():  # appended back to back (no gaps allowed):
+            if len(data) % 4:  # a U8 filler keeps the F32 tensor aligned
+                pad = 4 - len(data) % 4
+                head['bench/pad/%d' % len(data)] = {
+                    'dtype': 'U8', 'shape': [pad], 'data_offsets': [len(data), len(data) + pad]}
+                data += bytes(pad)
+            head[k] = dict(v, data_offsets=[len(data), len(data) + len(blob)])
+            data += blob
         done.append(t)
     h = json.dumps(head).encode()
     h += b' ' * ((-len(h) - 8) % 64)
