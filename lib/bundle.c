@@ -298,11 +298,11 @@ static const struct bundle_tensor *sparse_part(const struct mime_bundle *b, cons
 	return find(b, part);
 }
 
-/* One tensor the manifest implies: present, F32 (or F16 where f16_ok: a task's head and
- * thresholds), of exactly this shape. */
 static int expect_sparse(const struct mime_bundle *b, const char *name, int ndim,
                          const int64_t *shape, const char *what, struct mime_errinfo *ei);
 
+/* One tensor the manifest implies: present, F32 (or where f16_ok, a task's head and
+ * thresholds: F16 too, or sparse), of exactly this shape. */
 static int expect_dtype(const struct mime_bundle *b, const char *name, int ndim,
                         const int64_t *shape, const char *what, int f16_ok, struct mime_errinfo *ei)
 {
