@@ -861,6 +861,23 @@ static void test_half_to_float_n_equals_scalar(void **state)
 	free(f);
 }
 
+/* Both engines (the fixture's graph, one task) answer a random batch of 4 bit for bit alike:
+ * logits and zero counts. */
+static void expect_same_forward(struct mime_engine *e_want, struct mime_engine *e_got,
+                                uint64_t *rng)
+{
+	struct mime_engine_result rw, rg;
+	const int tasks[4] = {0, 0, 0, 0};
+	float in[4 * 16];
+
+	for (int i = 0; i < 4 * 16; i++)
+		in[i] = mime_test_uniform(rng, -1.0f, 1.0f);
+	assert_int_equal(mime_engine_forward(e_want, 4, in, tasks, &rw), 0);
+	assert_int_equal(mime_engine_forward(e_got, 4, in, tasks, &rg), 0);
+	assert_memory_equal(rg.logits, rw.logits, sizeof(float) * 4 * rw.max_classes);
+	assert_memory_equal(rg.zeros, rw.zeros, sizeof(int64_t) * 4 * rw.n_masked);
+}
+
 /* A task's head and thresholds may be stored as F16 (half the bytes of a task); the parent's
  * weights may not. mime_bundle_tensor_f32 and the model see the decoded floats. */
 static void test_bundle_task_tensors_may_be_f16(void **state)
@@ -966,19 +983,11 @@ static void test_bundle_task_tensors_may_be_f16(void **state)
 	{
 		const struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 1};
 		struct mime_engine *e_dec = NULL, *e_half = NULL;
-		struct mime_engine_result rd, rh;
-		const int tasks[4] = {0, 0, 0, 0};
-		float in[4 * 16];
 
-		for (int i = 0; i < 4 * 16; i++)
-			in[i] = mime_test_uniform(&rng, -1.0f, 1.0f);
 		if (mime_engine_create(&model, &cfg, &e_dec, &ei) != 0 ||
 		    mime_engine_create(&views, &cfg, &e_half, &ei) != 0)
 			fail_msg("%s", ei.msg);
-		assert_int_equal(mime_engine_forward(e_dec, 4, in, tasks, &rd), 0);
-		assert_int_equal(mime_engine_forward(e_half, 4, in, tasks, &rh), 0);
-		assert_memory_equal(rd.logits, rh.logits, sizeof(float) * 4 * rd.max_classes);
-		assert_memory_equal(rd.zeros, rh.zeros, sizeof(int64_t) * 4 * rd.n_masked);
+		expect_same_forward(e_dec, e_half, &rng);
 		/* the decoded head and thresholds are the engine's memory, counted in its plan */
 		assert_true(mime_engine_plan_bytes(e_half) ==
 		            mime_engine_plan_bytes(e_dec) + sizeof(float) * (6 + 2 + 2 + 3));
@@ -1195,20 +1204,12 @@ static void test_bundle_sparse_task_tensors(void **state)
 		{
 			const struct mime_engine_config cfg = {.max_batch = 4, .n_threads = 1};
 			struct mime_engine *es = NULL, *ed = NULL;
-			struct mime_engine_result rs, rd;
-			const int tasks[4] = {0, 0, 0, 0};
 			uint64_t rng = 11;
-			float in[4 * 16];
 
-			for (int i = 0; i < 4 * 16; i++)
-				in[i] = mime_test_uniform(&rng, -1.0f, 1.0f);
 			if (mime_engine_create(&sparse, &cfg, &es, &ei) != 0 ||
 			    mime_engine_create(&dense, &cfg, &ed, &ei) != 0)
 				fail_msg("%s", ei.msg);
-			assert_int_equal(mime_engine_forward(es, 4, in, tasks, &rs), 0);
-			assert_int_equal(mime_engine_forward(ed, 4, in, tasks, &rd), 0);
-			assert_memory_equal(rs.logits, rd.logits,
-			                    sizeof(float) * 4 * rs.max_classes);
+			expect_same_forward(ed, es, &rng);
 			mime_engine_destroy(es);
 			mime_engine_destroy(ed);
 		}

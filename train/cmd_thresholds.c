@@ -306,7 +306,7 @@ static int parse_learn_opts(int argc, char **argv, enum mimetrain_mode mode, str
 	    o->cfg.beta < 0 || o->train_limit < 0 || o->test_limit < 0 || o->val < 0)
 		return -1;
 	if ((o->cfg.prune_epoch >= 0 && !o->cfg.head_density) ||
-	    (o->cfg.head_density > 0 && o->cfg.head_density < 1 &&
+	    (mimetrain_prunes_head(&o->cfg) &&
 	     (o->cfg.prune_epoch >= 0 ? o->cfg.prune_epoch : o->cfg.epochs / 2) >= o->cfg.epochs)) {
 		fprintf(stderr, "mime-train: --prune-epoch needs --head-density, and the epoch "
 		                "that prunes must be one of the --epochs\n");
@@ -373,12 +373,6 @@ static int replaced(const char *name, enum mimetrain_mode mode, const char *task
 	return strncmp(name, p, strlen(p)) == 0;
 }
 
-/* Whether the head is pruned, and so stored sparse (bundle.h). */
-static int sparse_head(const struct mimetrain_mime_config *c)
-{
-	return c->head_density > 0 && c->head_density < 1;
-}
-
 static json_t *sparsity_json(const struct mime_graph *g, const struct mimetrain_eval *ev)
 {
 	json_t *o = json_object();
@@ -420,7 +414,7 @@ static json_t *result_json(const struct learn_opts *o, const struct mime_graph *
 		                    json_string(o->cfg.reg_sign > 0 ? "exp(t)" : "exp(-t)"));
 		json_object_set_new(tr, "t_init", json_real(o->cfg.t_init));
 	}
-	if (sparse_head(&o->cfg))
+	if (mimetrain_prunes_head(&o->cfg))
 		json_object_set_new(tr, "head_pruning",
 		                    json_pack("{s:f, s:i, s:I, s:I, s:s}", "density",
 		                              o->cfg.head_density, "before_epoch",
@@ -626,7 +620,7 @@ static int write_output(const struct learn_opts *o, const struct mime_bundle *b,
 		int64_t hshape[2] = {l->n_classes, l->features};
 
 		snprintf(name, sizeof(name), "%s/%s/head.weight", pre, o->task);
-		if (sparse_head(&o->cfg)) {
+		if (mimetrain_prunes_head(&o->cfg)) {
 			r = mime_bundle_writer_add_sparse(w, name, 2, hshape, tp->head_w);
 			if (r < 0)
 				mime_errinfo_set(ei, r, "cannot add tensor '%s' (sparse)", name);
@@ -850,7 +844,7 @@ int mimetrain_learn_task(int argc, char **argv, int mode_)
 	task_bytes = sizeof(float) *
 	             ((size_t)n_classes * mimetrain_net_features(mimetrain_mime_net(mime)) +
 	              (size_t)n_classes);
-	if (sparse_head(&o.cfg)) /* mask bits + non-zero values + bias */
+	if (mimetrain_prunes_head(&o.cfg)) /* mask bits + non-zero values + bias */
 		task_bytes = (rep.head_weights + 7) / 8 +
 		             sizeof(float) * (rep.head_nonzero + (size_t)n_classes);
 	for (int i = 0; i < m.graph.n_layers; i++) {

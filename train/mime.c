@@ -683,7 +683,7 @@ int mimetrain_mime_train(struct mimetrain_mime *m, const struct mimetrain_taskse
 		long hits = 0, seen = 0;
 		int64_t zeros[MIME_MAX_LAYERS] = {0}, neurons[MIME_MAX_LAYERS] = {0};
 
-		if (c->head_density > 0 && c->head_density < 1 && !m->head_keep &&
+		if (mimetrain_prunes_head(c) && !m->head_keep &&
 		    epoch == (c->prune_epoch >= 0 ? c->prune_epoch : c->epochs / 2)) {
 			r = prune_head(m, c->head_density);
 			if (r < 0)

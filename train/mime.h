@@ -94,6 +94,12 @@ struct mimetrain_mime_config {
 	int head_keep_zeros;
 };
 
+/* Whether c prunes the head (0 < head_density < 1), which is then written sparse. */
+static inline int mimetrain_prunes_head(const struct mimetrain_mime_config *c)
+{
+	return c->head_density > 0 && c->head_density < 1;
+}
+
 struct mimetrain_mime_report {
 	int epochs;
 	double seconds;               /* training only, wall */
