@@ -370,19 +370,13 @@ static double jnum(json_t *o, const char *k)
 	return json_number_value(json_object_get(o, k));
 }
 
-/* A phase's predicted latency (ms): the first number under a key starting "predicted"
- * (the daemon may report a model's prediction beside the p95 it uses); < 0 when none. */
+/* A phase's predicted latency (ms), "predicted_p95_ms", when the status has one (mimed does
+ * not report it today; a daemon with a latency model may); < 0 when none. */
 static double phase_predicted_ms(json_t *ph)
 {
-	const char *k;
-	json_t *v;
+	json_t *v = json_object_get(ph, "predicted_p95_ms");
 
-	json_object_foreach(ph, k, v)
-	{
-		if (strncmp(k, "predicted", 9) == 0 && json_is_number(v))
-			return json_number_value(v);
-	}
-	return -1;
+	return json_is_number(v) ? json_number_value(v) : -1;
 }
 
 /* GetStatus's phases[] as a table, the phase in force (status "phase") marked '*'. */
@@ -394,13 +388,14 @@ static void print_phases(json_t *s)
 
 	if (!json_array_size(phases))
 		return;
-	printf("phases      %zu, * = the phase in force; memory and p95 as the policy uses them\n",
+	printf("phases      %zu, * = the phase in force; memory: one worker's engines, rss: "
+	       "the daemon's predicted (held against the memory budget)\n",
 	       json_array_size(phases));
-	printf("  %1s %5s  %-12s %-26s %11s %11s\n", "", "PHASE", "NAME", "MEMORY", "P95",
-	       "PREDICTED");
+	printf("  %1s %5s  %-12s %-26s %11s %11s %11s\n", "", "PHASE", "NAME", "MEMORY", "P95",
+	       "PREDICTED", "RSS");
 	json_array_foreach(phases, i, ph)
 	{
-		char mem[64], hb[32], p95[32] = "-", pred[32] = "-";
+		char mem[64], hb[32], p95[32] = "-", pred[32] = "-", rss[32] = "-";
 		const char *src = json_string_value(json_object_get(ph, "memory_source"));
 		const char *name = json_string_value(json_object_get(ph, "name"));
 		double pr = phase_predicted_ms(ph);
@@ -412,9 +407,11 @@ static void print_phases(json_t *s)
 			snprintf(p95, sizeof(p95), "%.3f ms", jnum(ph, "p95_ms"));
 		if (pr >= 0)
 			snprintf(pred, sizeof(pred), "%.3f ms", pr);
-		printf("  %1s %5lld  %-12.12s %-26s %11s %11s\n",
+		if (json_is_integer(json_object_get(ph, "predicted_rss_bytes")))
+			human_bytes((double)jint(ph, "predicted_rss_bytes"), rss, sizeof(rss));
+		printf("  %1s %5lld  %-12.12s %-26s %11s %11s %11s\n",
 		       jint(ph, "phase") == cur ? "*" : "", jint(ph, "phase"), name ? name : "?",
-		       mem, p95, pred);
+		       mem, p95, pred, rss);
 	}
 }
 

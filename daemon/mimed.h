@@ -89,12 +89,15 @@ struct mimed_runtime {
 	struct mime_phase *phases;            /* [n_phases]; has_phases only */
 	uint8_t **phase_keep;                 /* [n_phases]: mask storage, freed with rt */
 	struct mime_task_params *phase_tasks; /* [n_phases * n_tasks]; engines borrow them */
-	/* [n_phases]: the manifest's memory_bytes when given, else the engine's plan bytes in
-	 * that phase, measured at load on worker 0's engine; memory_measured says which. */
+	/* [n_phases]: what one worker's engines take in the phase: the manifest's memory_bytes
+	 * when given, else the plan bytes in that phase, measured at load on worker 0's
+	 * engine(s); memory_measured says which. */
 	int64_t *phase_memory_bytes;
 	bool *phase_memory_measured;
+	int64_t parent_memory_bytes; /* has_phases: an engine's plan bytes before any phase */
 	int *engine_phase; /* [n_workers]: the phase worker i's engine is in (0: the parent);
-	                    * worker i only, after load */
+	                    * written by worker i only after load, __atomic (the loop reads it
+	                    * for the memory policy) */
 };
 
 enum mimed_req_status {
@@ -331,6 +334,10 @@ struct mimed {
 	/* Budgets and phases (one phase until bundles have more). */
 	uint64_t budget_memory_bytes; /* set by config or socket; 0: none */
 	uint64_t memory_budget_now;   /* in force at the last policy evaluation (cgroup included) */
+	/* The daemon's memory outside its engines' phases (RSS minus what the engines' phases
+	 * are known to take), measured at every policy evaluation: a phase's predicted RSS is
+	 * this plus its engines' phase memory. */
+	uint64_t memory_base_now;
 	const char *budget_memory_source; /* "config" or "socket" (static strings) */
 	double budget_latency_ms;
 	int phase;               /* the phase asked for (pinned or chosen by the policy) */

@@ -189,6 +189,7 @@ static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
 			rt->engine_phase[w] = 1;
 		return 0;
 	}
+	rt->parent_memory_bytes = (int64_t)mime_engine_plan_bytes(rt->engines[0]);
 	rt->phases = calloc((size_t)rt->n_phases, sizeof(*rt->phases));
 	rt->phase_keep = calloc((size_t)rt->n_phases, sizeof(*rt->phase_keep));
 	rt->phase_tasks = calloc((size_t)rt->n_phases * (size_t)n_tasks, sizeof(*rt->phase_tasks));

@@ -57,6 +57,7 @@ static void conn_process(struct mimed_conn *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_read_data(struct mimed_conn *c, ssize_t nread, const uv_buf_t *buf);
+static uint64_t predicted_rss(const struct mimed *d, int p);
 
 static void conn_unref(struct mimed_conn *c)
 {
@@ -1083,7 +1084,7 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	/* A named phase that needs more memory than the budget in force allows is refused,
 	 * unless the daemon is in it (or above) anyway or it is phase 1, the floor. */
 	if (phase > 1 && phase > d->phase && d->memory_budget_now &&
-	    (uint64_t)rt->phase_memory_bytes[phase - 1] > d->memory_budget_now) {
+	    predicted_rss(d, (int)phase) > d->memory_budget_now) {
 		call_error(
 			call, MIMED_ERR_PHASE,
 			json_pack("{s:i,s:s}", "phase", (int)phase, "description",
@@ -1493,19 +1494,55 @@ static json_t *budgets_json(struct mimed *d)
 	return b;
 }
 
-/* What each phase of d's runtime is known to take, for the policy: memory as the runtime
- * recorded it; p95 latency as measured here when the phase has samples, else the manifest's
- * latency_ms, else unknown. */
+/* What one worker's engines take in phase p (1..n_phases; 0: the parent, never entered). */
+static int64_t phase_memory(const struct mimed_runtime *rt, int p)
+{
+	if (p < 1)
+		return rt->has_phases ? rt->parent_memory_bytes : rt->phase_memory_bytes[0];
+	return rt->phase_memory_bytes[p > rt->n_phases ? rt->n_phases - 1 : p - 1];
+}
+
+/* The daemon's RSS that its engines' phases do not explain: RSS now minus what every
+ * worker's engines take in the phase each is in (libraries, heap, connections, buffers, and
+ * the error of the phase figures for the phases in force). Recorded in d->memory_base_now. */
+static uint64_t memory_base(struct mimed *d)
+{
+	const struct mimed_runtime *rt = d->rt;
+	uint64_t rss = rss_bytes(), engines = 0;
+
+	for (int w = 0; w < rt->n_workers; w++) {
+		int64_t m =
+			phase_memory(rt, __atomic_load_n(&rt->engine_phase[w], __ATOMIC_RELAXED));
+
+		engines += m > 0 ? (uint64_t)m : 0;
+	}
+	d->memory_base_now = rss > engines ? rss - engines : 0;
+	return d->memory_base_now;
+}
+
+/* The RSS the daemon is predicted to have with every worker in phase p: the base measured
+ * at the last policy evaluation plus every worker's engines in p. */
+static uint64_t predicted_rss(const struct mimed *d, int p)
+{
+	int64_t m = phase_memory(d->rt, p);
+
+	return d->memory_base_now + (uint64_t)d->rt->n_workers * (uint64_t)(m > 0 ? m : 0);
+}
+
+/* What each phase of d's runtime is known to take, for the policy: memory as the RSS the
+ * daemon would have in it (predicted_rss, from a base measured now); p95 latency as
+ * measured here when the phase has samples, else the manifest's latency_ms, else unknown. */
 static void policy_table(struct mimed *d, struct mimed_policy_phase *ret_ph)
 {
 	const struct mimed_runtime *rt = d->rt;
 	static const double p95 = 95;
 
+	memory_base(d);
 	for (int i = 0; i < rt->n_phases; i++) {
 		struct mimed_latency *pl = &d->phase_latency[i];
 		uint64_t us;
 
-		ret_ph[i].memory_bytes = rt->phase_memory_bytes[i];
+		ret_ph[i].memory_bytes = (int64_t)predicted_rss(d, i + 1);
 		ret_ph[i].p95_ms = -1;
 		if (pl->n) {
 			mimed_latency_percentiles(pl, &p95, 1, &us);
@@ -1581,10 +1618,12 @@ void mimed_budget_changed(struct mimed *d, const char *source)
 
 	if (!fits)
 		mimed_log(d, LOG_WARNING,
-		          "memory budget %llu bytes (%s) is below what phase 1 takes (%lld bytes, "
-		          "rss %llu bytes); staying at the lowest phase",
+		          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 "
+		          "(%lld bytes: %llu outside the engines' phases + %d x %lld; rss now %llu "
+		          "bytes); staying at the lowest phase",
 		          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
-		          (unsigned long long)rss);
+		          (unsigned long long)d->memory_base_now, d->rt->n_workers,
+		          (long long)phase_memory(d->rt, 1), (unsigned long long)rss);
 	mimed_server_emit(d, "budget",
 	                  json_pack("{s:o,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d), "source",
 	                            source, "memory_fits", fits, "rss_bytes", (json_int_t)rss,
@@ -1601,11 +1640,12 @@ static json_t *phases_json(struct mimed *d)
 
 	policy_table(d, ph);
 	for (int i = 0; i < rt->n_phases; i++) {
-		json_t *o =
-			json_pack("{s:i,s:s,s:I,s:s}", "phase", i + 1, "name",
-		                  rt->has_phases ? rt->manifest->phases[i].name : "parent",
-		                  "memory_bytes", (json_int_t)ph[i].memory_bytes, "memory_source",
-		                  rt->phase_memory_measured[i] ? "measured" : "manifest");
+		json_t *o = json_pack("{s:i,s:s,s:I,s:s,s:I}", "phase", i + 1, "name",
+		                      rt->has_phases ? rt->manifest->phases[i].name : "parent",
+		                      "memory_bytes", (json_int_t)phase_memory(rt, i + 1),
+		                      "memory_source",
+		                      rt->phase_memory_measured[i] ? "measured" : "manifest",
+		                      "predicted_rss_bytes", (json_int_t)ph[i].memory_bytes);
 
 		if (o && ph[i].p95_ms >= 0)
 			json_object_set_new(o, "p95_ms", json_real(ph[i].p95_ms));

@@ -186,7 +186,7 @@ static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 {
 	struct mimed_runtime *rt = b->rt;
 	int want = b->want_phase;
-	int cur = rt->engine_phase[w->index];
+	int cur = __atomic_load_n(&rt->engine_phase[w->index], __ATOMIC_RELAXED);
 	struct mime_errinfo ei = {0};
 	uint64_t t0;
 
@@ -215,7 +215,7 @@ static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 		snprintf(b->switch_msg, sizeof(b->switch_msg), "%s", ei.msg);
 		return !b->want_phase;
 	}
-	rt->engine_phase[w->index] = want;
+	__atomic_store_n(&rt->engine_phase[w->index], want, __ATOMIC_RELAXED);
 	w->in_named_phase = b->want_phase != 0;
 	b->phase = want;
 	return true;

@@ -82,12 +82,14 @@ if [ "$NPH" -gt 1 ]; then
 		"$MIMECTL" infer --task fmnist --phase "$p" "$f"
 		p=$((p + 1))
 	done
-	# a memory budget only phase 1 fits: the policy steps down at once; lifted, it climbs
+	# a memory budget only phase 1 fits (held against the daemon's predicted RSS in each
+	# phase): the policy steps down at once; lifted, it climbs
 	# back after K = 3 evaluations (docs/PROTOCOL.md, "Phases and budgets")
 	LOW=$("$MIMECTL" status --json | python3 -c 'import json,sys
 ph = json.load(sys.stdin)["phases"]
-print(min(p["memory_bytes"] for p in ph[1:]) - 1)')
-	say "memory budget $LOW bytes (below every phase but the first): mimectl budget --memory $LOW"
+r = [p["predicted_rss_bytes"] for p in ph]
+print((r[0] + min(r[1:])) // 2)')
+	say "memory budget $LOW bytes (the daemon's predicted RSS fits it in phase 1 only): mimectl budget --memory $LOW"
 	"$MIMECTL" budget --memory "$LOW"
 	sleep 0.3
 	"$MIMECTL" status | sed -n '/^phases /,/^$/p'

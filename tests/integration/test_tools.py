@@ -470,6 +470,9 @@ def status_phase_table(ctx):
                 assert f[0] == 'p%d' % p, out
                 assert f[1:4] == ['%.1f' % (mm['memory_bytes'] / 1024), 'KiB', '(manifest)'], out
                 assert f[4:7] == ['%.3f' % mm['latency_ms'], 'ms', '-'], out
+                # the daemon's predicted RSS in the phase (moves with the RSS between calls)
+                rss = st['phases'][p - 1]['predicted_rss_bytes'] / (1 << 20)
+                assert f[8] == 'MiB' and abs(float(f[7]) - rss) < 1.0, (out, rss)
             assert 'PHASE' in out and 'MEMORY' in out and 'P95' in out, out
     finally:
         d.terminate()
@@ -677,7 +680,8 @@ def b2_mask(path):
 
 def status_predicted_column(ctx):
     """A daemon that reports a predicted latency and a phase without a known p95 (a canned
-    GetStatus from a stand-in on the socket): the table shows both."""
+    GetStatus from a stand-in on the socket): the table shows both, and the predicted RSS
+    where the status has it."""
     sock_path = os.path.join(ctx.tmp, 'fake.sock')
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
@@ -689,7 +693,8 @@ def status_predicted_column(ctx):
               'phases': [{'phase': 1, 'name': 'small', 'memory_bytes': 2048,
                           'memory_source': 'measured', 'predicted_p95_ms': 0.125},
                          {'phase': 2, 'name': 'big', 'memory_bytes': 3 << 20,
-                          'memory_source': 'manifest', 'p95_ms': 1.5}]}
+                          'memory_source': 'manifest', 'p95_ms': 1.5,
+                          'predicted_rss_bytes': 5 << 20}]}
 
     def serve():
         conn, _ = srv.accept()
@@ -714,8 +719,9 @@ def status_predicted_column(ctx):
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith('phases '))
     r1, r2 = lines[head + 2].split(), lines[head + 3].split()
-    assert r1 == ['1', 'small', '2.0', 'KiB', '(measured)', '-', '0.125', 'ms'], out
-    assert r2 == ['*', '2', 'big', '3.0', 'MiB', '(manifest)', '1.500', 'ms', '-'], out
+    assert r1 == ['1', 'small', '2.0', 'KiB', '(measured)', '-', '0.125', 'ms', '-'], out
+    assert r2 == ['*', '2', 'big', '3.0', 'MiB', '(manifest)', '1.500', 'ms', '-', '5.0',
+                  'MiB'], out
 
 
 def main():
