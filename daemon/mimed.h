@@ -338,6 +338,9 @@ struct mimed {
 	 * are known to take), measured at every policy evaluation: a phase's predicted RSS is
 	 * this plus its engines' phase memory. */
 	uint64_t memory_base_now;
+	/* The cgroup's limits at the last evaluation (0: none), to notice them change. */
+	bool cgroup_seen;
+	uint64_t cgroup_max, cgroup_high;
 	const char *budget_memory_source; /* "config" or "socket" (static strings) */
 	double budget_latency_ms;
 	int phase;               /* the phase asked for (pinned or chosen by the policy) */

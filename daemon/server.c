@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "daemon/cgroup.h"
 #include "daemon/io.mime.varlink.h"
 #include "daemon/mimed.h"
 #include "daemon/sdnotify.h"
@@ -1361,23 +1362,6 @@ static void m_list_tasks(struct mimed *d, struct mimed_call *call)
 	call_ok(call, json_pack("{s:o}", "tasks", tasks));
 }
 
-/* Reads one number from a small file; false when absent, "max" or unreadable. */
-static bool read_u64_file(const char *path, uint64_t *ret)
-{
-	char buf[64];
-	FILE *f = fopen(path, "re");
-	bool ok = false;
-
-	if (!f)
-		return false;
-	if (fgets(buf, sizeof(buf), f) && buf[0] >= '0' && buf[0] <= '9') {
-		*ret = strtoull(buf, NULL, 10);
-		ok = true;
-	}
-	fclose(f);
-	return ok;
-}
-
 /* "some avg10=0.12 avg60=..." lines of a PSI file into {"some_avg10":..,"full_avg10":..}. */
 static void memory_pressure(json_t *status, const char *path)
 {
@@ -1404,66 +1388,64 @@ static void memory_pressure(json_t *status, const char *path)
 		json_decref(psi);
 }
 
-/* The daemon's cgroup v2 memory limits ("max" or unreadable: 0) and the path of its PSI
- * file, from /proc/self/cgroup. */
-static void cgroup_limits(uint64_t *ret_max, uint64_t *ret_high, char *psi, size_t psi_len)
+/* The daemon's memory cgroup (daemon/cgroup.h); version 0 when there is none or
+ * /proc/self/cgroup cannot be read. */
+static void cgroup_read(struct mimed_cgroup_memory *cg)
 {
-	char line[512], path[600];
-	FILE *f = fopen("/proc/self/cgroup", "re");
-
-	*ret_max = *ret_high = 0;
-	if (psi_len)
-		psi[0] = 0;
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "0::", 3) != 0)
-			continue;
-		line[strcspn(line, "\n")] = 0;
-		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
-		if (!read_u64_file(path, ret_max))
-			*ret_max = 0;
-		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.high", line + 3);
-		if (!read_u64_file(path, ret_high))
-			*ret_high = 0;
-		snprintf(psi, psi_len, "/sys/fs/cgroup%s/memory.pressure", line + 3);
-	}
-	fclose(f);
+	if (mimed_cgroup_memory_read("", cg) < 0)
+		memset(cg, 0, sizeof(*cg));
 }
 
-uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source)
+/* The tighter of the set budget and the cgroup's limits (cg already read). */
+static uint64_t budget_in_force(const struct mimed *d, const struct mimed_cgroup_memory *cg,
+                                const char **ret_source)
 {
-	uint64_t max, high, b = d->budget_memory_bytes;
+	uint64_t b = d->budget_memory_bytes;
 	const char *source = b ? d->budget_memory_source : "none";
 
-	cgroup_limits(&max, &high, NULL, 0);
-	if (high && (!b || high < b)) {
-		b = high;
-		source = "cgroup memory.high";
+	if (cg->high && (!b || cg->high < b)) {
+		b = cg->high;
+		source = cg->version == 1 ? "cgroup memory.soft_limit_in_bytes"
+		                          : "cgroup memory.high";
 	}
-	if (max && (!b || max < b)) {
-		b = max;
-		source = "cgroup memory.max";
+	if (cg->max && (!b || cg->max < b)) {
+		b = cg->max;
+		source = cg->version == 1 ? "cgroup memory.limit_in_bytes" : "cgroup memory.max";
 	}
 	*ret_source = source;
 	return b;
 }
 
+uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source)
+{
+	struct mimed_cgroup_memory cg;
+
+	cgroup_read(&cg);
+	return budget_in_force(d, &cg, ret_source);
+}
+
 static void cgroup_memory(struct mimed *d, json_t *status)
 {
-	uint64_t max, high, eff;
+	struct mimed_cgroup_memory cg;
 	const char *source;
-	char psi[600];
+	uint64_t eff;
 
-	cgroup_limits(&max, &high, psi, sizeof(psi));
-	if (max)
-		json_object_set_new(status, "cgroup_memory_max", json_integer((json_int_t)max));
-	if (high)
-		json_object_set_new(status, "cgroup_memory_high", json_integer((json_int_t)high));
-	if (psi[0])
-		memory_pressure(status, psi);
+	cgroup_read(&cg);
+	json_object_set_new(status, "cgroup_version", json_integer(cg.version));
+	if (cg.dir[0])
+		json_object_set_new(status, "cgroup_dir", json_string(cg.dir));
+	if (cg.max)
+		json_object_set_new(status, "cgroup_memory_max", json_integer((json_int_t)cg.max));
+	if (cg.high)
+		json_object_set_new(status, "cgroup_memory_high",
+		                    json_integer((json_int_t)cg.high));
+	if (cg.current)
+		json_object_set_new(status, "cgroup_memory_current",
+		                    json_integer((json_int_t)cg.current));
+	if (cg.pressure[0])
+		memory_pressure(status, cg.pressure);
 	memory_pressure(status, "/proc/pressure/memory");
-	eff = mimed_memory_budget(d, &source);
+	eff = budget_in_force(d, &cg, &source);
 	if (eff)
 		json_object_set_new(status, "memory_budget_bytes", json_integer((json_int_t)eff));
 	json_object_set_new(status, "memory_budget_source", json_string(source));
@@ -1570,16 +1552,66 @@ void mimed_phase_set(struct mimed *d, int to, bool pinned, const char *cause)
 	                            "cause", cause));
 }
 
-void mimed_policy_evaluate(struct mimed *d, const char *cause)
+/* Logs a budget below the lowest phase (a warning) and emits a budget event. */
+static void budget_event(struct mimed *d, const char *source)
 {
 	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
+	uint64_t rss = rss_bytes();
 	const char *src;
 	uint64_t budget = mimed_memory_budget(d, &src);
 	bool below;
+
+	policy_table(d, ph);
+	for (int i = 0; i < d->rt->n_phases; i++)
+		ph[i].p95_ms = -1; /* the memory budget alone */
+	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &below);
+	bool fits = !below;
+
+	if (!fits)
+		mimed_log(d, LOG_WARNING,
+		          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 "
+		          "(%lld bytes: %llu outside the engines' phases + %d x %lld; rss now %llu "
+		          "bytes); staying at the lowest phase",
+		          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
+		          (unsigned long long)d->memory_base_now, d->rt->n_workers,
+		          (long long)phase_memory(d->rt, 1), (unsigned long long)rss);
+	mimed_server_emit(d, "budget",
+	                  json_pack("{s:o,s:s,s:I,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d),
+	                            "source", source, "memory_budget_bytes", (json_int_t)budget,
+	                            "memory_budget_source", src, "memory_fits", fits, "rss_bytes",
+	                            (json_int_t)rss, "phase", d->phase));
+}
+
+void mimed_policy_evaluate(struct mimed *d, const char *cause)
+{
+	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
+	struct mimed_cgroup_memory cg;
+	const char *src;
+	uint64_t budget;
+	bool below, cg_changed;
 	int fit, to;
 
+	cgroup_read(&cg);
+	budget = budget_in_force(d, &cg, &src);
+	/* The cgroup's limits changed since the last evaluation (e.g. systemctl set-property
+	 * MemoryHigh=): a budget change like any other. */
+	cg_changed = d->cgroup_seen && (cg.max != d->cgroup_max || cg.high != d->cgroup_high);
+	if (cg_changed)
+		mimed_log(d, LOG_NOTICE,
+		          "cgroup memory limits changed: max %llu -> %llu, high %llu -> %llu bytes "
+		          "(0: none); memory budget in force %llu bytes (%s)",
+		          (unsigned long long)d->cgroup_max, (unsigned long long)cg.max,
+		          (unsigned long long)d->cgroup_high, (unsigned long long)cg.high,
+		          (unsigned long long)budget, src);
+	d->cgroup_seen = true;
+	d->cgroup_max = cg.max;
+	d->cgroup_high = cg.high;
 	d->last_policy_ns = mimed_now_ns();
 	d->memory_budget_now = budget;
+	if (cg_changed) {
+		budget_event(d, "cgroup");
+		cause = "cgroup";
+	}
 	if (d->pinned || d->shutting_down)
 		return;
 	policy_table(d, ph);
@@ -1604,30 +1636,7 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 
 void mimed_budget_changed(struct mimed *d, const char *source)
 {
-	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
-	uint64_t rss = rss_bytes();
-	const char *src;
-	uint64_t budget = mimed_memory_budget(d, &src);
-	bool below;
-
-	policy_table(d, ph);
-	for (int i = 0; i < d->rt->n_phases; i++)
-		ph[i].p95_ms = -1; /* the memory budget alone */
-	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &below);
-	bool fits = !below;
-
-	if (!fits)
-		mimed_log(d, LOG_WARNING,
-		          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 "
-		          "(%lld bytes: %llu outside the engines' phases + %d x %lld; rss now %llu "
-		          "bytes); staying at the lowest phase",
-		          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
-		          (unsigned long long)d->memory_base_now, d->rt->n_workers,
-		          (long long)phase_memory(d->rt, 1), (unsigned long long)rss);
-	mimed_server_emit(d, "budget",
-	                  json_pack("{s:o,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d), "source",
-	                            source, "memory_fits", fits, "rss_bytes", (json_int_t)rss,
-	                            "phase", d->phase));
+	budget_event(d, source);
 	mimed_policy_evaluate(d, "budget");
 }
 

@@ -119,7 +119,7 @@ def b64(data):
 
 
 class Daemon:
-    def __init__(self, tmp, name, bundle, extra='', workers=2, threads=None):
+    def __init__(self, tmp, name, bundle, extra='', workers=2, threads=None, preexec=None):
         self.tmp = tmp
         self.sock = os.path.join(tmp, name + '.sock')
         self.config = os.path.join(tmp, name + '.yaml')
@@ -132,7 +132,8 @@ class Daemon:
         env.pop('NOTIFY_SOCKET', None)
         env.pop('LISTEN_FDS', None)
         self.p = subprocess.Popen([MIMED, '--config', self.config, '--socket', self.sock],
-                                  stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+                                  stdout=self.logf, stderr=subprocess.STDOUT, env=env,
+                                  preexec_fn=preexec)
         for _ in range(500):
             if os.path.exists(self.sock):
                 try:
@@ -1551,6 +1552,147 @@ def memory_budget_holds_rss(ctx):
         c.close()
     finally:
         assert d.stop() == 0, d.read_log()[-3000:]
+
+
+def unescape_mount(f):
+    """A /proc/self/mountinfo field with its octal escapes (\\040 ...) undone."""
+    out, i = '', 0
+    while i < len(f):
+        if f[i] == '\\' and f[i + 1:i + 4].isdigit():
+            out += chr(int(f[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out += f[i]
+            i += 1
+    return out
+
+
+def make_memory_cgroup(name):
+    """A new cgroup with a writable memory controller, beside or below this process's:
+    cgroup v1's memory hierarchy when there is one, else cgroup2's (a child of this
+    process's cgroup, or of its parent when the child gets no memory controller, as under
+    systemd's leaf units). Returns (version, dir, files) with files naming the soft and the
+    hard limit ('high', 'max'); raises when neither can be made (not root, no memory
+    controller)."""
+    paths = {}
+    with open('/proc/self/cgroup') as f:
+        for line in f:
+            hid, ctrl, path = line.rstrip('\n').split(':', 2)
+            if hid == '0' and ctrl == '':
+                paths[2] = path
+            elif 'memory' in ctrl.split(','):
+                paths[1] = path
+    mounts = {}
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            a, b = line.split(' - ', 1)
+            fa, fb = a.split(), b.split()
+            if fb[0] == 'cgroup2':
+                mounts.setdefault(2, (unescape_mount(fa[3]), unescape_mount(fa[4])))
+            elif fb[0] == 'cgroup' and 'memory' in fb[2].split(','):
+                mounts.setdefault(1, (unescape_mount(fa[3]), unescape_mount(fa[4])))
+    errors = []
+    for v, files in ((1, {'high': 'memory.soft_limit_in_bytes',
+                          'max': 'memory.limit_in_bytes'}),
+                     (2, {'high': 'memory.high', 'max': 'memory.max'})):
+        if v not in paths or v not in mounts:
+            errors.append('no cgroup v%d memory hierarchy' % v)
+            continue
+        root, mnt = mounts[v]
+        rel = paths[v][len(root):] if root != '/' else paths[v]
+        own = os.path.normpath(mnt + '/' + rel)
+        for parent in (own, os.path.dirname(own)):
+            d = os.path.join(parent, name)
+            try:
+                os.mkdir(d)
+            except OSError as e:
+                errors.append('mkdir %s: %s' % (d, e))
+                continue
+            if os.path.exists(os.path.join(d, files['high'])):
+                return v, d, files
+            os.rmdir(d)
+            errors.append('%s has no %s' % (d, files['high']))
+    raise RuntimeError('cannot make a memory cgroup here: ' + '; '.join(errors))
+
+
+@test
+def cgroup_limits_followed(ctx):
+    """mimed in a real memory cgroup of its own (v1 or v2, as the host has it): GetStatus
+    names the cgroup; writing its soft limit (v2 memory.high, v1 memory.soft_limit_in_bytes)
+    between phase 2's and phase 3's predicted RSS is noticed at the next evaluation: logged,
+    a budget event with source cgroup, auto steps down to 2; a looser hard limit is the
+    budget once the soft one is lifted, and auto climbs back to 3."""
+    version, cg, files = make_memory_cgroup('mimed-test-%d' % os.getpid())
+    bundle = os.path.join(ctx.tmp, 'phased-cg.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '7', '--graph', 'vgg7-half', '--phases', '3'])
+
+    def enter():
+        with open(os.path.join(cg, 'cgroup.procs'), 'w') as f:
+            f.write(str(os.getpid()))
+
+    def write(key, value):
+        with open(os.path.join(cg, files[key]), 'w') as f:
+            f.write(str(value))
+
+    def read(key):
+        with open(os.path.join(cg, files[key])) as f:
+            return int(f.read().strip())
+
+    d = Daemon(ctx.tmp, 'cgroup', bundle, workers=1, preexec=enter)
+    try:
+        c = d.conn()
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['cgroup_version'] == version and st['cgroup_dir'] == cg, (st, cg)
+        assert st['memory_budget_source'] == 'none', st
+        assert 'cgroup_memory_high' not in st and 'cgroup_memory_max' not in st, st
+        imgs = [pgm(28, 28, 60 + k) for k in range(6)]
+        for p in (1, 2, 3):  # every phase entered once (see memory_budget_holds_rss)
+            c.call('io.mime.SetPhase', {'phase': p})
+            for i in imgs:
+                assert answer(c, i)[0] == p
+        c.call('io.mime.SetPhase', {'phase': 'auto'})
+        time.sleep(0.6)
+        st = c.call('io.mime.GetStatus')['status']
+        pred = [p['predicted_rss_bytes'] for p in st['phases']]
+        assert st['phase'] == 3, st
+        w = d.conn()
+        w.send('io.mime.WatchEvents', more=True)
+        assert w.recv()['parameters']['event']['kind'] == 'watching'
+
+        write('high', pred[1] + (pred[2] - pred[1]) // 2)
+        high = read('high')  # as the kernel keeps it (whole pages)
+        st = wait_phase(c, 2, timeout=5)
+        assert st['phase'] == 2 and st['pinned'] is False, st
+        assert st['cgroup_memory_high'] == high and st['memory_budget_bytes'] == high, st
+        soft = 'cgroup memory.high' if version == 2 else 'cgroup memory.soft_limit_in_bytes'
+        assert st['memory_budget_source'] == soft, st
+        ev = []
+        while not any(e['kind'] == 'phase' and e['data']['to'] == 2 for e in ev):
+            ev.append(w.recv()['parameters']['event'])
+        b = [e['data'] for e in ev if e['kind'] == 'budget']
+        assert b and b[0]['source'] == 'cgroup' and b[0]['memory_budget_bytes'] == high, ev
+        assert [e['data']['cause'] for e in ev if e['kind'] == 'phase'] == ['cgroup'], ev
+        assert 'cgroup memory limits changed' in d.read_log()
+        assert answer(c, imgs[0])[0] == 2
+
+        write('max', 512 << 20)
+        write('high', 'max' if version == 2 else -1)
+        st = wait_phase(c, 3, timeout=5)
+        assert st['phase'] == 3, st
+        hard = 'cgroup memory.max' if version == 2 else 'cgroup memory.limit_in_bytes'
+        assert st['memory_budget_source'] == hard, st
+        assert st['memory_budget_bytes'] == 512 << 20 == st['cgroup_memory_max'], st
+        assert 'cgroup_memory_high' not in st, st
+        w.close()
+        c.close()
+    finally:
+        assert d.stop() == 0, d.read_log()[-3000:]
+        for _ in range(50):
+            try:
+                os.rmdir(cg)
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def same_answer(a, b):
