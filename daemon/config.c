@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* config -- see config.h. */
 #include "daemon/config.h"
+#include "lib/image.h"
 #include "lib/units.h"
 
 #include <errno.h>
@@ -27,6 +28,7 @@ void mimed_config_defaults(struct mimed_config *c)
 		.threads = 0,
 		.blas_threads = 0,
 		.max_message_bytes = 8u << 20,
+		.max_pixels = 1 << 20,
 		.max_connections = 128,
 		.max_pending = 64,
 		.idle_timeout_ms = 300000,
@@ -134,6 +136,7 @@ static const struct key keys[] = {
 	{"budgets.memory", KEY_BYTES, OFF(memory_budget_bytes), 0, 0x1p62, 8},
 	{"budgets.latency", KEY_MS_FLOAT, OFF(latency_budget_ms), 0, 3.6e6, 0},
 	{"limits.max_message", KEY_BYTES, OFF(max_message_bytes), 1024, 1 << 30, sizeof(size_t)},
+	{"limits.max_pixels", KEY_INT, OFF(max_pixels), 1, MIME_IMAGE_MAX_PIXELS, 0},
 	{"limits.max_connections", KEY_INT, OFF(max_connections), 1, 1 << 20, 0},
 	{"limits.max_pending", KEY_INT, OFF(max_pending), 1, 1 << 16, 0},
 	{"limits.idle_timeout", KEY_MS, OFF(idle_timeout_ms), 0, 0x1p40, 0},

@@ -35,6 +35,7 @@ struct mimed_config {
 	uint64_t memory_budget_bytes; /* 0: none */
 	double latency_budget_ms;     /* 0: none */
 	size_t max_message_bytes;
+	int max_pixels; /* width x height of an image (or elements / 3 of a raw tensor) */
 	int max_connections;
 	int max_pending;             /* calls in flight per connection before reading pauses */
 	uint64_t idle_timeout_ms;    /* 0: never */

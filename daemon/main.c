@@ -490,6 +490,27 @@ static void on_tick(uv_timer_t *t)
 	}
 }
 
+/* A forced exit (the shutdown timeout passed with a batch still running): the replies
+ * already made (io.mime.ShuttingDown for what was queued) may sit in libuv's write queues,
+ * or wait, in call order, behind a call of the running batch on the same connection. Give
+ * the loop up to a second more to finish that batch and write them all. The workers are not
+ * joined: the process exits after this. */
+static void flush_replies(struct mimed *d)
+{
+	uint64_t end = mimed_now_ns() + 1000000000u;
+
+	while (mimed_now_ns() < end) {
+		size_t queued = 0;
+
+		for (struct mimed_conn *c = d->conns; c; c = c->next)
+			queued += uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+		if (!queued && d->n_busy_calls == 0)
+			return;
+		uv_run(&d->loop, UV_RUN_NOWAIT);
+		usleep(1000);
+	}
+}
+
 static void close_handle(uv_handle_t *h, void *arg)
 {
 	if (!uv_is_closing(h))
@@ -657,6 +678,7 @@ int main(int argc, char **argv)
 
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	if (d.forced_exit) {
+		flush_replies(&d);
 		fflush(stderr);
 		_exit(d.exit_code);
 	}

@@ -170,7 +170,7 @@ int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_i
 		limit = q->max_batch < room ? q->max_batch : room;
 		n = queue_ready(q, limit);
 		/* Full, or a different key waits behind it (more cannot join), or closing. */
-		if (n >= limit || (size_t)n < q->len || q->closed)
+		if (n >= limit || (size_t)n < q->len || q->closed || q->no_wait)
 			break;
 		deadline = q->head->queued_ns + q->max_wait_ns;
 		if (mimed_now_ns() >= deadline)
@@ -244,6 +244,15 @@ void mimed_queue_close(struct mimed_queue *q)
 {
 	pthread_mutex_lock(&q->lock);
 	q->closed = true;
+	__atomic_add_fetch(&q->events, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void mimed_queue_drain(struct mimed_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->no_wait = true;
 	__atomic_add_fetch(&q->events, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&q->cond);
 	pthread_mutex_unlock(&q->lock);

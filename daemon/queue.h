@@ -38,6 +38,7 @@ struct mimed_queue {
 	int max_batch;                   /* guarded by lock */
 	uint64_t max_wait_ns;            /* guarded by lock */
 	bool closed;                     /* guarded by lock */
+	bool no_wait;                    /* guarded by lock: draining, batches go at once */
 	uint64_t spin_ns;                /* see MIMED_QUEUE_SPIN_US; set at init */
 	/* __atomic: bumped under lock by every push and by close; polled without the lock */
 	uint64_t events;
@@ -67,6 +68,10 @@ int mimed_queue_pop_batch(struct mimed_queue *q, struct mimed_qitem **ret_items,
  * poll, or before waiting for a batch to fill); NULL: never. */
 int mimed_queue_pop_batch_idle(struct mimed_queue *q, struct mimed_qitem **ret_items, int room,
                                void (*idle)(void *arg), void *arg);
+
+/* Draining (a shutdown): from now on a batch is taken as soon as it has an item, without
+ * waiting max_wait_us for more; pushes are still accepted. */
+void mimed_queue_drain(struct mimed_queue *q);
 
 /* Whether a popper is waiting for an item (polling or asleep), so that an item pushed now
  * is taken at once: a hint, read without the lock. */

@@ -887,6 +887,7 @@ struct prep {
 	int ndim;
 	size_t n_elems;
 	size_t max_bytes;
+	long max_pixels; /* limits.max_pixels */
 	char name[64];
 	const char *error; /* a Varlink error name, when the item failed */
 	char desc[256];
@@ -905,8 +906,9 @@ static void prep_fail(struct prep *p, const char *error, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* The shape of a raw tensor: 1 to 3 positive ints into dims; their product in *ret_n. */
-static bool raw_shape(json_t *js, int64_t *dims, int *ret_ndim, size_t *ret_n)
+/* The shape of a raw tensor: 1 to 3 positive ints into dims; their product in *ret_n, at
+ * most 3 x max_pixels. */
+static bool raw_shape(json_t *js, size_t max_pixels, int64_t *dims, int *ret_ndim, size_t *ret_n)
 {
 	size_t i, n = 1;
 	json_t *v;
@@ -923,7 +925,7 @@ static bool raw_shape(json_t *js, int64_t *dims, int *ret_ndim, size_t *ret_n)
 	}
 	*ret_ndim = (int)json_array_size(js);
 	*ret_n = n;
-	return n <= MIME_IMAGE_MAX_PIXELS * 3;
+	return n <= max_pixels * 3;
 }
 
 /* A raw tensor into out: "u8" is an image [H,W] or [H,W,C] (C 1 or 3, HWC) preprocessed
@@ -1014,11 +1016,12 @@ static void prep_work(uv_work_t *w)
 		return prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s' is not a %s file", p->name,
 		                 p->format);
 	}
-	r = mime_image_decode(bytes, n_bytes, &img, &ei);
+	r = mime_image_decode_max(bytes, n_bytes, p->max_pixels, &img, &ei);
 	free(bytes);
 	if (r < 0)
-		return prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s", p->name,
-		                 mime_strerror(r), ei.msg);
+		return prep_fail(p, MIMED_ERR_INVALID_IMAGE, "'%s': %s: %s%s", p->name,
+		                 mime_strerror(r), ei.msg,
+		                 r == MIME_ETOOBIG ? " (limits.max_pixels)" : "");
 	r = mime_image_preprocess(&img, spec, p->req->input, &ei);
 	mime_image_free(&img);
 	if (r < 0)
@@ -1121,13 +1124,15 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	}
 	p->dims[0] = p->dims[1] = p->dims[2] = 1;
 	if (format && (strcmp(format, "u8") == 0 || strcmp(format, "f32") == 0) &&
-	    !raw_shape(json_object_get(item, "shape"), p->dims, &p->ndim, &p->n_elems)) {
+	    !raw_shape(json_object_get(item, "shape"), (size_t)d->cfg.max_pixels, p->dims, &p->ndim,
+	               &p->n_elems)) {
 		free(p);
 		snprintf(name, sizeof(name), "%sshape", prefix);
 		call_invalid_param(call, name,
 		                   "a raw tensor needs '%s': 1 to 3 positive sizes ([H,W] or "
-		                   "[H,W,C] for u8, [C,H,W] for f32)",
-		                   name);
+		                   "[H,W,C] for u8, [C,H,W] for f32), at most %lld elements (3 x "
+		                   "limits.max_pixels)",
+		                   name, 3LL * d->cfg.max_pixels);
 		return false;
 	}
 	p->call = call;
@@ -1135,6 +1140,7 @@ static bool req_check(struct mimed *d, struct mimed_call *call, struct mimed_req
 	p->image = json_incref(ji);
 	p->format = format;
 	p->max_bytes = d->cfg.max_message_bytes;
+	p->max_pixels = d->cfg.max_pixels;
 	snprintf(p->name, sizeof(p->name), "%simage", prefix);
 	req->call = call;
 	req->rt = rt;
@@ -2382,8 +2388,19 @@ static void on_shutdown_timeout(uv_timer_t *t)
 {
 	struct mimed *d = t->data;
 	struct mimed_qitem *left;
+	int n_left = 0;
 
 	left = mimed_queue_remove_if(&d->queue, match_all, NULL);
+	for (const struct mimed_qitem *it = left; it; it = it->next)
+		n_left++;
+	if (n_left) {
+		/* answered, but not served: the drain did not finish in time */
+		mimed_log(d, LOG_ERR,
+		          "shutdown: %d queued requests not run after %llu ms, answered "
+		          "io.mime.ShuttingDown",
+		          n_left, (unsigned long long)d->cfg.shutdown_timeout_ms);
+		d->exit_code = 1;
+	}
 	finish_removed(d, left, MIMED_REQ_SHUTDOWN);
 	if (d->n_busy_calls > 0) {
 		mimed_log(d, LOG_ERR, "shutdown: %d calls still running after %llu ms, exiting",
@@ -2409,7 +2426,8 @@ void mimed_server_check_drained(struct mimed *d)
 	if (!d->shutting_down || d->drained || d->n_busy_calls > 0)
 		return;
 	d->drained = true;
-	mimed_log(d, LOG_INFO, "drained: every accepted request is answered");
+	mimed_log(d, LOG_INFO, "drained: every accepted request is answered%s",
+	          d->exit_code ? " (some with io.mime.ShuttingDown, see above)" : "");
 	for (struct mimed_conn *c = d->conns; c; c = c->next)
 		if (c->head && c->head->kind == MIMED_CALL_WATCH && !c->head->done)
 			call_error(c->head, MIMED_ERR_SHUTTING_DOWN, NULL);
@@ -2444,6 +2462,8 @@ void mimed_server_shutdown(struct mimed *d)
 		unlink(d->socket_path);
 		d->socket_created = false;
 	}
+	/* what is queued runs now: no batch waits max_wait for requests that cannot come */
+	mimed_queue_drain(&d->queue);
 	uv_timer_start(&d->shutdown_timer, on_shutdown_timeout, d->cfg.shutdown_timeout_ms, 0);
 	mimed_server_check_drained(d);
 }

@@ -105,6 +105,25 @@ static void test_queue_pop_batch_idle_hook(void **state)
 	mimed_queue_fini(&q);
 }
 
+static void test_queue_drain_takes_a_partial_batch_at_once(void **state)
+{
+	struct mimed_queue q;
+	struct mimed_qitem it[2] = {0}, *p[2] = {&it[0], &it[1]}, *out[4];
+	uint64_t t0;
+
+	assert_int_equal(mimed_queue_init(&q, 16, 4, 10000000), 0); /* max_wait 10 s */
+	assert_int_equal(mimed_queue_push(&q, p, 1), 0);
+	mimed_queue_drain(&q);
+	t0 = mimed_now_ns();
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 4), 1); /* not after 10 s */
+	assert_true(mimed_now_ns() - t0 < 5000000000u);
+	assert_int_equal(mimed_queue_push(&q, p + 1, 1), 0); /* still accepted */
+	assert_int_equal(mimed_queue_pop_batch(&q, out, 4), 1);
+	assert_ptr_equal(out[0], &it[1]);
+	mimed_queue_close(&q);
+	mimed_queue_fini(&q);
+}
+
 static void test_queue_pop_batch_keeps_keys_apart(void **state)
 {
 	struct mimed_queue q;
@@ -286,6 +305,7 @@ int main(void)
 		cmocka_unit_test(test_queue_push_refuses_when_full),
 		cmocka_unit_test(test_queue_pop_batch_takes_up_to_max_batch_in_order),
 		cmocka_unit_test(test_queue_pop_batch_waits_max_wait_for_a_partial_batch),
+		cmocka_unit_test(test_queue_drain_takes_a_partial_batch_at_once),
 		cmocka_unit_test(test_queue_pop_batch_keeps_keys_apart),
 		cmocka_unit_test(test_queue_pop_batch_idle_hook),
 		cmocka_unit_test(test_queue_has_idle_while_a_popper_waits),

@@ -29,18 +29,18 @@
 static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
 /* MIME_ETOOBIG when width x height is beyond the limits, MIME_EIMAGE when empty. */
-static int image_check_size(const char *what, uint64_t width, uint64_t height,
+static int image_check_size(const char *what, uint64_t width, uint64_t height, long max_pixels,
                             struct mime_errinfo *ei)
 {
 	if (width == 0 || height == 0)
 		return mime_errinfo_set(ei, MIME_EIMAGE, "%s: empty image (%llux%llu)", what,
 		                        (unsigned long long)width, (unsigned long long)height);
 	if (width > MIME_IMAGE_MAX_SIDE || height > MIME_IMAGE_MAX_SIDE ||
-	    width * height > (uint64_t)MIME_IMAGE_MAX_PIXELS)
+	    width * height > (uint64_t)max_pixels)
 		return mime_errinfo_set(ei, MIME_ETOOBIG,
 		                        "%s: %llux%llu exceeds the limits (side %d, %ld pixels)",
 		                        what, (unsigned long long)width, (unsigned long long)height,
-		                        MIME_IMAGE_MAX_SIDE, MIME_IMAGE_MAX_PIXELS);
+		                        MIME_IMAGE_MAX_SIDE, max_pixels);
 	return 0;
 }
 
@@ -129,8 +129,8 @@ static void png_row_to_float(const uint8_t *row, int n_in, int depth, bool gray_
 	}
 }
 
-static int png_decode(const uint8_t *data, size_t size, struct mime_image *ret_image,
-                      struct mime_errinfo *ei)
+static int png_decode(const uint8_t *data, size_t size, long max_pixels,
+                      struct mime_image *ret_image, struct mime_errinfo *ei)
 {
 	struct png_ctx ctx = {.data = data, .size = size};
 	struct mime_image img = {0};
@@ -152,7 +152,7 @@ static int png_decode(const uint8_t *data, size_t size, struct mime_image *ret_i
 		                        size);
 	if (be32(data + 8) != 13 || memcmp(data + 12, "IHDR", 4) != 0)
 		return mime_errinfo_set(ei, MIME_EIMAGE, "PNG: first chunk is not a 13-byte IHDR");
-	r = image_check_size("PNG", be32(data + 16), be32(data + 20), ei);
+	r = image_check_size("PNG", be32(data + 16), be32(data + 20), max_pixels, ei);
 	if (r < 0)
 		return r;
 
@@ -293,8 +293,8 @@ static int pnm_field(const uint8_t *p, size_t size, size_t *pos, const char *nam
  * between them), then exactly one whitespace byte, then the raster: rows top to bottom,
  * samples of one byte (maxval < 256) or two big-endian bytes (maxval 256..65535). Bytes
  * after the raster (a next image) are ignored. */
-static int pnm_decode(const uint8_t *data, size_t size, struct mime_image *ret_image,
-                      struct mime_errinfo *ei)
+static int pnm_decode(const uint8_t *data, size_t size, long max_pixels,
+                      struct mime_image *ret_image, struct mime_errinfo *ei)
 {
 	const int channels = data[1] == '6' ? 3 : 1;
 	uint32_t width, height, maxval;
@@ -313,7 +313,7 @@ static int pnm_decode(const uint8_t *data, size_t size, struct mime_image *ret_i
 		return r;
 	if (maxval == 0)
 		return mime_errinfo_set(ei, MIME_EIMAGE, "PNM: maxval 0");
-	r = image_check_size("PNM", width, height, ei);
+	r = image_check_size("PNM", width, height, max_pixels, ei);
 	if (r < 0)
 		return r;
 	if (pos >= size || !(data[pos] == ' ' || data[pos] == '\t' || data[pos] == '\n' ||
@@ -348,15 +348,17 @@ static int pnm_decode(const uint8_t *data, size_t size, struct mime_image *ret_i
 	return 0;
 }
 
-int mime_image_decode(const void *data, size_t size, struct mime_image *ret_image,
-                      struct mime_errinfo *ei)
+int mime_image_decode_max(const void *data, size_t size, long max_pixels,
+                          struct mime_image *ret_image, struct mime_errinfo *ei)
 {
 	const uint8_t *p = data;
 
+	if (max_pixels <= 0 || max_pixels > MIME_IMAGE_MAX_PIXELS)
+		max_pixels = MIME_IMAGE_MAX_PIXELS;
 	if (size >= 8 && memcmp(p, png_magic, 8) == 0)
-		return png_decode(p, size, ret_image, ei);
+		return png_decode(p, size, max_pixels, ret_image, ei);
 	if (size >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6'))
-		return pnm_decode(p, size, ret_image, ei);
+		return pnm_decode(p, size, max_pixels, ret_image, ei);
 	if (size >= 2 && p[0] == 'P' && p[1] >= '1' && p[1] <= '7')
 		return mime_errinfo_set(ei, MIME_EIMAGE,
 		                        "PNM P%c unsupported (binary P5 and P6 only)", p[1]);
@@ -365,6 +367,12 @@ int mime_image_decode(const void *data, size_t size, struct mime_image *ret_imag
 		                        size);
 	return mime_errinfo_set(ei, MIME_EIMAGE,
 	                        "bad magic: neither PNG nor binary PGM/PPM (%zu bytes)", size);
+}
+
+int mime_image_decode(const void *data, size_t size, struct mime_image *ret_image,
+                      struct mime_errinfo *ei)
+{
+	return mime_image_decode_max(data, size, MIME_IMAGE_MAX_PIXELS, ret_image, ei);
 }
 
 int mime_image_load(const char *path, struct mime_image *ret_image, struct mime_errinfo *ei)

@@ -28,6 +28,10 @@ struct mime_image {
  * whose entries are all gray decodes to 1 channel. */
 int mime_image_decode(const void *data, size_t size, struct mime_image *ret_image,
                       struct mime_errinfo *ei);
+/* The same with a tighter limit on width x height: max_pixels (<= 0 or above
+ * MIME_IMAGE_MAX_PIXELS: that limit); checked from the header, before any pixel memory. */
+int mime_image_decode_max(const void *data, size_t size, long max_pixels,
+                          struct mime_image *ret_image, struct mime_errinfo *ei);
 /* Reads and decodes a file (files above 64 MiB are refused). */
 int mime_image_load(const char *path, struct mime_image *ret_image, struct mime_errinfo *ei);
 void mime_image_free(struct mime_image *img);

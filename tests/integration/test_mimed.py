@@ -1117,6 +1117,128 @@ def sigterm_drains(ctx):
     assert 'drained' in b.read_log()
 
 
+@test
+def drain_runs_queued_at_once(ctx):
+    """SIGTERM with requests queued for a batch that would wait max_wait (10 s) for more:
+    the drain runs them at once (nothing more can come) and they get their answers, long
+    before the shutdown timeout (8 s) would have answered them io.mime.ShuttingDown."""
+    bundle = os.path.join(ctx.tmp, 'test.mime')
+    d = Daemon(ctx.tmp, 'drain', bundle, 'batching:\n  max_batch: 8\n  max_wait: 10s\n'
+               'shutdown_timeout: 8s\n', workers=1)
+    try:
+        conns = [d.conn() for _ in range(3)]
+        for i, x in enumerate(conns):
+            x.send('io.mime.Infer', {'task': 'gamma', 'image': b64(pgm(16, 16, 30 + i))})
+        st = wait_queued(d, 3)
+        assert st['queue_depth'] == 3, st
+        t0 = time.time()
+        d.p.send_signal(signal.SIGTERM)
+        for x in conns:
+            assert x.reply()['result']['task'] == 'gamma'
+            x.close()
+        assert d.p.wait(10) == 0, d.read_log()[-3000:]
+        assert time.time() - t0 < 6, 'the drain waited for max_wait or the timeout'
+        assert 'drained: every accepted request is answered\n' in d.read_log()
+    finally:
+        d.stop()
+
+
+def wait_queued(d, n, timeout=10.0):
+    """Polls GetStatus until the queue holds at least n requests; returns the status."""
+    c = d.conn()
+    end = time.time() + timeout
+    while True:
+        st = c.call('io.mime.GetStatus')['status']
+        if st['queue_depth'] >= n or time.time() > end:
+            c.close()
+            return st
+        time.sleep(0.01)
+
+
+@test
+def shutdown_timeout_cuts_and_exits_1(ctx):
+    """A drain that outlives shutdown_timeout: the requests still queued are answered
+    io.mime.ShuttingDown, the batch running at that moment gets up to a second more, and
+    every reply is written before the exit: none is lost; the log says how many were cut,
+    and mimed exits 1, as mimed(8) documents."""
+    bundle = os.path.join(ctx.tmp, 'vgg7-cut.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '3', '--graph', 'vgg7'])
+    d = Daemon(ctx.tmp, 'cut', bundle, 'batching:\n  max_batch: 1\n'
+               'shutdown_timeout: 1\n', workers=1, threads=1)
+    try:
+        conns = [d.conn() for _ in range(4)]
+        per = 40
+        for x in conns:
+            for i in range(per):
+                x.send('io.mime.Infer', {'task': 'alpha', 'image': b64(pgm(28, 28, i))})
+        # every message read (accepted: counted in requests) and most still queued
+        c = d.conn()
+        end = time.time() + 10
+        while True:
+            st = c.call('io.mime.GetStatus')['status']
+            if st['requests'] >= 4 * per or time.time() > end:
+                break
+            time.sleep(0.005)
+        c.close()
+        assert st['requests'] == 4 * per and st['queue_depth'] >= 40, st
+        d.p.send_signal(signal.SIGTERM)
+        got = {'result': 0, 'io.mime.ShuttingDown': 0, 'lost': 0}
+        for x in conns:
+            for _ in range(per):
+                try:
+                    r = x.recv()
+                except (EOFError, ConnectionResetError):
+                    got['lost'] += 1
+                    continue
+                if 'error' in r:
+                    assert r['error'] == 'io.mime.ShuttingDown', r
+                    got['io.mime.ShuttingDown'] += 1
+                else:
+                    assert r['parameters']['result']['task'] == 'alpha', r
+                    got['result'] += 1
+            x.close()
+        code = d.p.wait(10)
+        log = d.read_log()
+        assert code == 1, (code, log[-3000:])
+        assert got['io.mime.ShuttingDown'] >= 1 and got['lost'] == 0, got
+        assert 'queued requests not run after 1 ms, answered io.mime.ShuttingDown' in log, log
+    finally:
+        d.stop()
+
+
+@test
+def max_pixels_limit(ctx):
+    """limits.max_pixels bounds the image a request may make the daemon decode, checked from
+    the header: a 2048x1024 PNG (2 Mpx) is io.mime.InvalidImage naming the limit under the
+    default (1 Mpx) and served under max_pixels 4M; a raw tensor past 3 x max_pixels
+    elements is an InvalidParameter naming shape and the bound."""
+    bundle = os.path.join(ctx.tmp, 'test.mime')
+    big = png(2048, 1024, 5)
+    d = Daemon(ctx.tmp, 'pixels', bundle, workers=1)
+    try:
+        c = d.conn()
+        e = expect_error(c, 'io.mime.InvalidImage', 'io.mime.Infer',
+                         {'task': 'alpha', 'image': b64(big)})
+        assert '2048x1024 exceeds the limits' in e['description'], e
+        assert '1048576 pixels' in e['description'], e
+        assert 'limits.max_pixels' in e['description'], e
+        e = expect_error(c, 'org.varlink.service.InvalidParameter', 'io.mime.Infer',
+                         {'task': 'alpha', 'format': 'u8', 'shape': [2048, 1024, 3],
+                          'image': b64(bytes(16))})
+        assert e['parameter'] == 'shape', e
+        assert infer(c, 'alpha', pgm(16, 16, 1))['task'] == 'alpha'  # still serving
+        c.close()
+    finally:
+        assert d.stop() == 0
+    d = Daemon(ctx.tmp, 'pixels4', bundle, 'limits:\n  max_pixels: 4194304\n', workers=1)
+    try:
+        c = d.conn()
+        assert infer(c, 'alpha', big)['task'] == 'alpha'
+        c.close()
+    finally:
+        assert d.stop() == 0
+
+
 def mimectl(ctx, *args, sock=None):
     env = dict(os.environ, MIME_SOCKET=sock or ctx.a.sock)
     p = subprocess.run([MIMECTL] + list(args), capture_output=True, text=True, env=env,
