@@ -370,15 +370,6 @@ static double jnum(json_t *o, const char *k)
 	return json_number_value(json_object_get(o, k));
 }
 
-/* A phase's predicted latency (ms), "predicted_p95_ms", when the status has one (mimed does
- * not report it today; a daemon with a latency model may); < 0 when none. */
-static double phase_predicted_ms(json_t *ph)
-{
-	json_t *v = json_object_get(ph, "predicted_p95_ms");
-
-	return json_is_number(v) ? json_number_value(v) : -1;
-}
-
 /* GetStatus's phases[] as a table, the phase in force (status "phase") marked '*'. */
 static void print_phases(json_t *s)
 {
@@ -391,27 +382,23 @@ static void print_phases(json_t *s)
 	printf("phases      %zu, * = the phase in force; memory: one worker's engines, rss: "
 	       "the daemon's predicted (held against the memory budget)\n",
 	       json_array_size(phases));
-	printf("  %1s %5s  %-12s %-26s %11s %11s %11s\n", "", "PHASE", "NAME", "MEMORY", "P95",
-	       "PREDICTED", "RSS");
+	printf("  %1s %5s  %-12s %-26s %11s %11s\n", "", "PHASE", "NAME", "MEMORY", "P95", "RSS");
 	json_array_foreach(phases, i, ph)
 	{
-		char mem[64], hb[32], p95[32] = "-", pred[32] = "-", rss[32] = "-";
+		char mem[64], hb[32], p95[32] = "-", rss[32] = "-";
 		const char *src = json_string_value(json_object_get(ph, "memory_source"));
 		const char *name = json_string_value(json_object_get(ph, "name"));
-		double pr = phase_predicted_ms(ph);
 
 		snprintf(mem, sizeof(mem), "%s (%s)",
 		         human_bytes((double)jint(ph, "memory_bytes"), hb, sizeof(hb)),
 		         src ? src : "?");
 		if (json_is_number(json_object_get(ph, "p95_ms")))
 			snprintf(p95, sizeof(p95), "%.3f ms", jnum(ph, "p95_ms"));
-		if (pr >= 0)
-			snprintf(pred, sizeof(pred), "%.3f ms", pr);
 		if (json_is_integer(json_object_get(ph, "predicted_rss_bytes")))
 			human_bytes((double)jint(ph, "predicted_rss_bytes"), rss, sizeof(rss));
-		printf("  %1s %5lld  %-12.12s %-26s %11s %11s %11s\n",
+		printf("  %1s %5lld  %-12.12s %-26s %11s %11s\n",
 		       jint(ph, "phase") == cur ? "*" : "", jint(ph, "phase"), name ? name : "?",
-		       mem, p95, pred, rss);
+		       mem, p95, rss);
 	}
 }
 
@@ -420,7 +407,7 @@ int mimectl_cmd_status(int argc, char **argv)
 	static const char usage[] =
 		"usage: mimectl status [--json] [--socket PATH]\n\n"
 		"Shows the daemon's phase, budgets, memory, latency, queue and counters, and\n"
-		"its phases: memory, p95 and predicted latency of each, the one in force marked.\n";
+		"its phases: memory, p95 and predicted RSS of each, the one in force marked.\n";
 	json_t *reply = NULL, *s, *b, *l, *t, *e;
 	char buf1[32], buf2[32], buf3[32];
 	bool json;
