@@ -720,6 +720,8 @@ int mimectl_cmd_watch(int argc, char **argv)
 	if (r)
 		return r;
 	r = mimectl_varlink_send(&v, "io.mime.WatchEvents", NULL, true);
+	if (r == -EPIPE)
+		r = 0; /* read the error mimed sent before closing, if any (see varlink.h) */
 	for (;;) {
 		json_t *msg = NULL, *ev;
 		char text[512];
@@ -762,6 +764,25 @@ int mimectl_cmd_watch(int argc, char **argv)
 
 /* ---- bench ------------------------------------------------------------------------------------
  */
+
+/* After a send that found v closed: prints the error mimed sent before it closed, or that it
+ * closed; returns the exit code. */
+static int closed_error(struct mimectl_varlink *v)
+{
+	json_t *msg = NULL;
+	char text[512];
+	int r = mimectl_varlink_recv(v, &msg);
+
+	if (r == 0 && json_object_get(msg, "error")) {
+		fprintf(stderr, "mimectl: bench: %s\n",
+		        mimectl_error_text(msg, text, sizeof(text)));
+		json_decref(msg);
+		return MIMECTL_EXIT_ERROR;
+	}
+	json_decref(msg);
+	fprintf(stderr, "mimectl: bench: mimed closed the connection\n");
+	return MIMECTL_EXIT_CONNECT;
+}
 
 struct bench_conn {
 	struct mimectl_varlink v;
@@ -930,6 +951,10 @@ int mimectl_cmd_bench(int argc, char **argv)
 					false, &call_len[c]);
 			r = calls[c] ? mimectl_varlink_send_raw(&conns[k].v, calls[c], call_len[c])
 			             : -ENOMEM;
+			if (r == -EPIPE) {
+				r = closed_error(&conns[k].v);
+				goto out;
+			}
 			if (r < 0) {
 				fprintf(stderr, "mimectl: bench: %s\n", strerror(-r));
 				r = MIMECTL_EXIT_CONNECT;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,7 +184,10 @@ int mimectl_varlink_call(struct mimectl_varlink *v, const char *method, json_t *
 	*ret_params = NULL;
 	*ret_error = NULL;
 	r = mimectl_varlink_send(v, method, params, false);
-	if (r < 0)
+	/* A send that finds the connection closed still reads: mimed answers a call it
+	 * refuses before it closes (a message over its limits.max_message: InvalidRequest),
+	 * and that answer waits in the socket. With nothing there, recv says -EPIPE. */
+	if (r < 0 && r != -EPIPE)
 		return r;
 	r = mimectl_varlink_recv(v, &msg);
 	if (r < 0)
@@ -197,24 +201,59 @@ int mimectl_varlink_call(struct mimectl_varlink *v, const char *method, json_t *
 	return 0;
 }
 
+/* Appends printf-style text at buf[*at], truncating at len (buf stays a C string). */
+static void text_add(char *buf, size_t len, size_t *at, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void text_add(char *buf, size_t len, size_t *at, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (*at >= len)
+		return;
+	va_start(ap, fmt);
+	k = vsnprintf(buf + *at, len - *at, fmt, ap);
+	va_end(ap);
+	*at = k < 0 ? len : *at + (size_t)k;
+}
+
 const char *mimectl_error_text(const json_t *error, char *buf, size_t len)
 {
 	const char *name = json_string_value(json_object_get(error, "error"));
-	json_t *p = json_object_get(error, "parameters");
+	json_t *p = json_object_get(error, "parameters"), *val;
 	const char *desc = json_string_value(json_object_get(p, "description"));
-	const char *param = json_string_value(json_object_get(p, "parameter"));
 	const char *task = json_string_value(json_object_get(p, "task"));
+	const char *key;
+	size_t at = 0;
+	int n_more = 0;
 
+	if (!len)
+		return buf;
+	buf[0] = 0;
+	text_add(buf, len, &at, "%s", name ? name : "unknown error");
 	if (task)
-		snprintf(buf, len, "%s: no task '%s' (see 'mimectl tasks')", name, task);
-	else if (param && desc)
-		snprintf(buf, len, "%s: %s", name, desc);
-	else if (param)
-		snprintf(buf, len, "%s: parameter '%s'", name, param);
-	else if (desc)
-		snprintf(buf, len, "%s: %s", name, desc);
-	else
-		snprintf(buf, len, "%s", name ? name : "unknown error");
+		text_add(buf, len, &at, ": no task '%s' (see 'mimectl tasks')", task);
+	if (desc)
+		text_add(buf, len, &at, ": %s", desc);
+	/* Every other parameter as key=value, but a string the description already quotes
+	 * (InvalidParameter's "parameter" is named in its description). */
+	json_object_foreach(p, key, val)
+	{
+		const char *s = json_string_value(val);
+		char *dump = NULL;
+
+		if ((desc && strcmp(key, "description") == 0) || (task && strcmp(key, "task") == 0))
+			continue;
+		if (s && desc && strstr(desc, s))
+			continue;
+		if (!s)
+			s = dump = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+		text_add(buf, len, &at, "%s%s=%s", n_more++ ? ", " : " (", key, s ? s : "?");
+		free(dump);
+	}
+	if (n_more)
+		text_add(buf, len, &at, ")");
 	return buf;
 }
 

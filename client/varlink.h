@@ -51,11 +51,15 @@ int mimectl_varlink_recv_raw(struct mimectl_varlink *v, const char **ret_msg, si
 
 /* A call and its reply. Returns 0 with *ret_params (owned; may be NULL), 1 when the daemon
  * replied with an error (*ret_error owned: {"error": name, "parameters": {...}}), or a
- * negative code when the connection failed. */
+ * negative code when the connection failed. A send that finds the connection closed still
+ * reads the error mimed sent before closing (a call over its max_message) and returns 1
+ * with it; -EPIPE when mimed sent none. */
 int mimectl_varlink_call(struct mimectl_varlink *v, const char *method, json_t *params,
                          json_t **ret_params, json_t **ret_error);
 
-/* "io.mime.TaskNotFound: task 'x'" style text for an error reply, into buf. */
+/* An error reply as text, into buf (truncated at len): its name, ": description" when it
+ * has one, and its other parameters as " (key=value, ...)", a string the description
+ * already holds left out; a TaskNotFound says "no task 'x' (see 'mimectl tasks')". */
 const char *mimectl_error_text(const json_t *error, char *buf, size_t len);
 
 /* Standard base64 with padding; malloc'ed, NULL on ENOMEM. */
