@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* cmd_daemon -- mimectl's subcommands that talk to mimed over Varlink: infer, tasks, status,
  * budget, phase, reload, watch and bench. Each takes --socket PATH (else $MIME_SOCKET, else
- * mimed's default) and returns an exit code from client/varlink.h.
+ * the first of $XDG_RUNTIME_DIR/mime/mimed.sock and /run/mime/mimed.sock that exists) and
+ * returns an exit code from client/varlink.h.
  * Ownership: each command frees what it made before returning.
  * Threads: single-threaded; bench multiplexes its connections with poll(). */
 #include <errno.h>
@@ -32,12 +33,20 @@ static uint64_t now_ns(void)
 /* Connects to the daemon or says why not; returns an exit code. */
 static int open_daemon(const char *socket_opt, struct mimectl_varlink *ret_v)
 {
-	char *path = mimectl_socket_path(socket_opt);
-	int r;
+	char *path = NULL, *tried = NULL;
+	int r = mimectl_socket_find(socket_opt, &path, &tried);
 
-	if (!path) {
-		fprintf(stderr, "mimectl: no socket: pass --socket PATH or set $MIME_SOCKET\n");
-		return MIMECTL_EXIT_USAGE;
+	if (r == -ENOENT) {
+		fprintf(stderr,
+		        "mimectl: no mimed socket at %s (is mimed running? --socket PATH or "
+		        "$MIME_SOCKET names another socket)\n",
+		        tried);
+		free(tried);
+		return MIMECTL_EXIT_CONNECT;
+	}
+	if (r < 0) {
+		fprintf(stderr, "mimectl: %s\n", strerror(-r));
+		return MIMECTL_EXIT_ERROR;
 	}
 	r = mimectl_varlink_connect(path, ret_v);
 	if (r < 0) {

@@ -18,9 +18,10 @@ static void usage(FILE *f)
 	           "  reload   make the daemon re-read its configuration and bundle\n"
 	           "  watch    follow the daemon's events (batch records, budgets, phases)\n"
 	           "  bench    closed-loop load test: bench -n 1000 -c 8\n"
-	           "\nThe daemon commands take --socket PATH; else $MIME_SOCKET, else mimed's\n"
-	           "default socket. Exit status: 0 success, 1 the daemon answered with an error,\n"
-	           "2 bad usage, 3 no daemon on the socket or the connection broke.\n"
+	           "\nThe daemon commands take --socket PATH; else $MIME_SOCKET, else the first\n"
+	           "that exists of $XDG_RUNTIME_DIR/mime/mimed.sock (not as root) and\n"
+	           "/run/mime/mimed.sock. Exit status: 0 success, 1 the daemon answered with an\n"
+	           "error, 2 bad usage, 3 no daemon on the socket or the connection broke.\n"
 	           "\n'mimectl COMMAND --help' describes a command.\n");
 }
 

@@ -14,31 +14,57 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-char *mimectl_socket_path(const char *path)
+/* Whether a socket may be at path: absent only when stat() says there is nothing (ENOENT,
+ * ENOTDIR); any other failure, EACCES say, is left for connect() to report. */
+static bool socket_may_exist(const char *path)
 {
-	const char *dir;
-	char *p = NULL;
+	struct stat st;
 
-	if (path)
-		return strdup(path);
-	path = getenv("MIME_SOCKET");
-	if (path && *path)
-		return strdup(path);
-	dir = getenv("RUNTIME_DIRECTORY");
-	if (dir && *dir) {
-		const char *colon = strchr(dir, ':');
+	return stat(path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR);
+}
 
-		if (asprintf(&p, "%.*s/mimed.sock", colon ? (int)(colon - dir) : (int)strlen(dir),
-		             dir) < 0)
-			return NULL;
-		return p;
+int mimectl_socket_find(const char *path, char **ret_path, char **ret_tried)
+{
+	const char *dir = getenv("XDG_RUNTIME_DIR"), *env = getenv("MIME_SOCKET");
+	char *cand[2] = {NULL, NULL};
+	int n = 0, r;
+
+	if (!path && env && *env)
+		path = env;
+	if (path) {
+		*ret_path = strdup(path);
+		return *ret_path ? 0 : -ENOMEM;
 	}
-	if (geteuid() == 0)
-		return strdup("/run/mime/mimed.sock");
-	dir = getenv("XDG_RUNTIME_DIR");
-	if (dir && *dir && asprintf(&p, "%s/mime/mimed.sock", dir) >= 0)
-		return p;
-	return NULL;
+	/* A user's own mimed first, then the system's, which binds
+	 * $RUNTIME_DIRECTORY/mimed.sock = /run/mime/mimed.sock under systemd. As root the
+	 * user's mimed is the system's, so /run/mime/ only. */
+	if (geteuid() != 0 && dir && *dir) {
+		if (asprintf(&cand[n], "%s/mime/mimed.sock", dir) < 0)
+			return -ENOMEM;
+		n++;
+	}
+	cand[n] = strdup("/run/mime/mimed.sock");
+	if (!cand[n]) {
+		r = -ENOMEM;
+		goto out;
+	}
+	n++;
+	for (int i = 0; i < n; i++) {
+		if (socket_may_exist(cand[i])) {
+			*ret_path = cand[i];
+			cand[i] = NULL;
+			r = 0;
+			goto out;
+		}
+	}
+	if (n == 2)
+		r = asprintf(ret_tried, "%s or %s", cand[0], cand[1]) < 0 ? -ENOMEM : -ENOENT;
+	else
+		r = (*ret_tried = strdup(cand[0])) ? -ENOENT : -ENOMEM;
+out:
+	free(cand[0]);
+	free(cand[1]);
+	return r;
 }
 
 int mimectl_varlink_connect(const char *path, struct mimectl_varlink *ret_v)

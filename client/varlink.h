@@ -26,10 +26,12 @@ struct mimectl_varlink {
 	size_t max_bytes; /* longest reply accepted */
 };
 
-/* The socket to use, malloc'ed: path if not NULL, else $MIME_SOCKET, else mimed's default
- * ($RUNTIME_DIRECTORY/mimed.sock, /run/mime/mimed.sock as root, else
- * $XDG_RUNTIME_DIR/mime/mimed.sock). NULL when none can be found. */
-char *mimectl_socket_path(const char *path);
+/* The socket to use: path if not NULL, else $MIME_SOCKET when set and not empty, else the
+ * first that exists of $XDG_RUNTIME_DIR/mime/mimed.sock (not as root) and
+ * /run/mime/mimed.sock (the system daemon's). Returns 0 with *ret_path (malloc'ed);
+ * -ENOENT when none of those exists, with *ret_tried (malloc'ed) naming the paths looked
+ * at ("A or B"); -ENOMEM. */
+int mimectl_socket_find(const char *path, char **ret_path, char **ret_tried);
 
 /* Connects; returns 0 or -errno. */
 int mimectl_varlink_connect(const char *path, struct mimectl_varlink *ret_v);

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-# test_mimectl -- mimectl against the real mimed: the error a daemon sends before it closes
-# a connection whose call is over limits.max_message, and an error's parameters as printed
-# (from a stand-in on the socket).
+# test_mimectl -- mimectl against the real mimed: which socket it finds without --socket
+# (a user's $XDG_RUNTIME_DIR/mime/mimed.sock, else the system's /run/mime/mimed.sock, in a
+# private mount namespace with its own /run, the client run as nobody), the error a daemon
+# sends before it closes a connection whose call is over limits.max_message, and an error's
+# parameters as printed (from a stand-in on the socket).
 # Environment: MIMED, MKBUNDLE, MIMECTL name the built programs (read by test_mimed, whose
 # Daemon and helpers this file uses). Stdlib only.
+import ctypes
 import json
 import os
 import socket
@@ -18,6 +21,9 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_mimed as T  # noqa: E402
+
+NOBODY = 65534
+SYSTEM_SOCK = '/run/mime/mimed.sock'
 
 
 class Ctx:
@@ -45,12 +51,168 @@ def client_env(**kw):
     return env
 
 
+def in_private_run(fn):
+    """Runs fn() in a forked child with a mount namespace of its own and an empty tmpfs on
+    /run (so /run/mime/mimed.sock is ours alone, and the host's is neither seen nor
+    touched). Returns False when this system cannot (not root, no CAP_SYS_ADMIN); raises
+    what fn raised, as text."""
+    if os.geteuid() != 0:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private = 0x20000, 1 << 14, 1 << 18
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        out = {}
+        try:
+            os.close(r)
+            if libc.unshare(clone_newns) != 0:
+                out = {'skip': 'unshare(CLONE_NEWNS): %s' % os.strerror(ctypes.get_errno())}
+            elif libc.mount(b'none', b'/', None, ms_rec | ms_private, None) != 0 or \
+                    libc.mount(b'tmpfs', b'/run', b'tmpfs', 0, b'mode=0755') != 0:
+                out = {'skip': 'mount: %s' % os.strerror(ctypes.get_errno())}
+            else:
+                fn()
+                out = {'ok': True}
+        except BaseException:
+            out = {'error': traceback.format_exc()}
+        finally:
+            sys.stdout.flush()
+            os.write(w, json.dumps(out).encode())
+            os._exit(0)
+    os.close(w)
+    data = b''
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = json.loads(data)
+    if 'error' in out:
+        raise AssertionError('in the private /run:\n' + out['error'])
+    if 'skip' in out:
+        print('  cannot make a private /run (%s)' % out['skip'])
+        return False
+    return True
+
+
+def start_system_mimed(ctx, bundle):
+    """mimed as root with no --socket, no socket key and neither $RUNTIME_DIRECTORY nor
+    $XDG_RUNTIME_DIR: its own default, /run/mime/mimed.sock."""
+    config = os.path.join(ctx.tmp, 'system.yaml')
+    with open(config, 'w') as f:
+        f.write('bundle: %s\nsocket_mode: "0666"\nworkers:\n  count: 1\n' % bundle)
+    log = open(os.path.join(ctx.tmp, 'system.log'), 'wb')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('RUNTIME_DIRECTORY', 'XDG_RUNTIME_DIR', 'JOURNAL_STREAM',
+                        'NOTIFY_SOCKET', 'LISTEN_FDS')}
+    p = subprocess.Popen([T.MIMED, '--config', config], stdout=log, stderr=subprocess.STDOUT,
+                         env=env)
+    T.connect_retry(SYSTEM_SOCK).close()
+    return p, log
+
+
+def stop(p, log):
+    p.terminate()
+    p.wait(20)
+    log.close()
+    assert p.returncode == 0, p.returncode
+
+
+def user_dirs(ctx, name):
+    """A fake HOME and XDG_RUNTIME_DIR that nobody can enter."""
+    home = os.path.join(ctx.tmp, name, 'home')
+    xdg = os.path.join(ctx.tmp, name, 'xdg')
+    for d in (home, xdg):
+        os.makedirs(d)
+        os.chmod(os.path.dirname(d), 0o755)
+        os.chmod(d, 0o755)
+    return home, xdg
+
+
+def bundle_of(out):
+    return json.loads(out)['bundle']
+
+
 TESTS = []
 
 
 def test(fn):
     TESTS.append(fn)
     return fn
+
+
+@test
+def socket_none_found_names_each_path(ctx):
+    """Without --socket, $MIME_SOCKET or any socket at a default path, mimectl exits 3 and
+    names every path it looked at: a user's $XDG_RUNTIME_DIR/mime/mimed.sock and
+    /run/mime/mimed.sock; root only the latter."""
+    home, xdg = user_dirs(ctx, 'none')
+    user_sock = os.path.join(xdg, 'mime', 'mimed.sock')
+
+    def body():
+        env = client_env(HOME=home, XDG_RUNTIME_DIR=xdg)
+        code, out, err = mimectl('status', env=env, uid=NOBODY)
+        assert code == 3, (code, out, err)
+        assert user_sock in err and SYSTEM_SOCK in err, err
+        code, out, err = mimectl('status', env=env)  # root
+        assert code == 3 and SYSTEM_SOCK in err and xdg not in err, (code, err)
+        # $MIME_SOCKET empty is unset; without $XDG_RUNTIME_DIR only /run/mime/ is tried
+        code, out, err = mimectl('tasks', env=client_env(HOME=home, MIME_SOCKET=''),
+                                 uid=NOBODY)
+        assert code == 3 and SYSTEM_SOCK in err and err.count('mimed.sock') == 1, err
+
+    if not in_private_run(body):
+        print('skip socket_none_found_names_each_path: no private /run')
+
+
+@test
+def socket_default_finds_system_daemon(ctx):
+    """A user (nobody, with a fake HOME and XDG_RUNTIME_DIR) reaches the system mimed on
+    /run/mime/mimed.sock when it has no mimed of its own, whatever $RUNTIME_DIRECTORY says
+    (in a client that is its own service's); its own mimed on
+    $XDG_RUNTIME_DIR/mime/mimed.sock comes first once there; root ignores
+    $XDG_RUNTIME_DIR; $MIME_SOCKET and --socket come before both."""
+    sys_bundle = os.path.join(ctx.tmp, 'system.mime')
+    user_bundle = os.path.join(ctx.tmp, 'user.mime')
+    for b, seed in ((sys_bundle, '2'), (user_bundle, '3')):
+        subprocess.check_call([T.MKBUNDLE, b, seed], stdout=subprocess.DEVNULL)
+    home, xdg = user_dirs(ctx, 'both')
+    elsewhere = os.path.join(ctx.tmp, 'both', 'service-run')
+    os.makedirs(elsewhere)
+
+    def body():
+        env = client_env(HOME=home, XDG_RUNTIME_DIR=xdg, RUNTIME_DIRECTORY=elsewhere)
+        p, log = start_system_mimed(ctx, sys_bundle)
+        user = None
+        try:
+            code, out, err = mimectl('status', '--json', env=env, uid=NOBODY)
+            assert code == 0, (code, out, err)
+            assert bundle_of(out) == sys_bundle, out
+            # a user's mimed, on its default socket
+            os.makedirs(os.path.join(xdg, 'mime'))
+            user = T.Daemon(os.path.join(xdg, 'mime'), 'mimed', user_bundle, workers=1)
+            assert user.sock == os.path.join(xdg, 'mime', 'mimed.sock')
+            code, out, err = mimectl('status', '--json', env=env, uid=NOBODY)
+            assert code == 0 and bundle_of(out) == user_bundle, (code, out, err)
+            code, out, err = mimectl('status', '--json', env=env)  # root
+            assert code == 0 and bundle_of(out) == sys_bundle, (code, out, err)
+            code, out, err = mimectl('status', '--json', env=dict(env, MIME_SOCKET=user.sock))
+            assert code == 0 and bundle_of(out) == user_bundle, (code, out, err)
+            code, out, err = mimectl('status', '--json', '--socket', SYSTEM_SOCK,
+                                     env=dict(env, MIME_SOCKET=user.sock), uid=NOBODY)
+            assert code == 0 and bundle_of(out) == sys_bundle, (code, out, err)
+        finally:
+            if user:
+                assert user.stop() == 0
+            stop(p, log)
+
+    if not in_private_run(body):
+        print('skip socket_default_finds_system_daemon: no private /run')
 
 
 def stored_png(path, w, h):
