@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: MIT
-# bash completion for mimectl, mime's client: commands, their options, task names from the
-# running daemon (mimectl tasks --json), phases, image files.
+# bash completion for mimectl, mime's client: commands, their options, task names and phase
+# numbers from the running daemon (mimectl tasks --json, status --json), image files.
 # Installed as $datadir/bash-completion/completions/mimectl; to try it from the source tree:
 #   . docs/completion/mimectl.bash
 
-# The daemon's task names, asked over the socket named on the command line (if any).
-_mimectl_tasks()
+# mimectl with the arguments given, over the socket named on the command line (if any);
+# its errors are dropped.
+_mimectl_daemon()
 {
 	local sock=() i
 	for ((i = 1; i < ${#COMP_WORDS[@]} - 1; i++)); do
@@ -13,8 +14,24 @@ _mimectl_tasks()
 			sock=(--socket "${COMP_WORDS[i + 1]}")
 		fi
 	done
-	mimectl tasks --json "${sock[@]}" 2>/dev/null |
-		sed -n 's/^ *"name": *"\([^"]*\)".*/\1/p'
+	mimectl "$@" "${sock[@]}" 2>/dev/null
+}
+
+# The daemon's task names.
+_mimectl_tasks()
+{
+	_mimectl_daemon tasks --json | sed -n 's/^ *"name": *"\([^"]*\)".*/\1/p'
+}
+
+# The daemon's phase numbers, 1..n_phases; none when no daemon answers.
+_mimectl_phases()
+{
+	local n i
+	n=$(_mimectl_daemon status --json |
+		sed -n 's/^  "n_phases": *\([1-9][0-9]\{0,3\}\),\{0,1\}$/\1/p')
+	for ((i = 1; i <= ${n:-0}; i++)); do
+		echo "$i"
+	done
 }
 
 _mimectl()
@@ -76,7 +93,12 @@ _mimectl()
 		return
 		;;
 	--phase)
-		COMPREPLY=($(compgen -W '0 1 2 3 4' -- "$cur"))
+		if [[ $cmd == run ]]; then
+			# 0 is the whole parent; the bundle's phases are not known here
+			COMPREPLY=($(compgen -W '0' -- "$cur"))
+		else
+			COMPREPLY=($(compgen -W "$(_mimectl_phases)" -- "$cur"))
+		fi
 		return
 		;;
 	--top | --deadline | --threads | -n | -c | --requests | --concurrency)
@@ -90,7 +112,7 @@ _mimectl()
 	fi
 	case $cmd in
 	phase)
-		COMPREPLY=($(compgen -W 'auto 1 2 3 4' -- "$cur"))
+		COMPREPLY=($(compgen -W "auto $(_mimectl_phases)" -- "$cur"))
 		;;
 	run | infer | bench)
 		# Images (PNG, PGM, PPM) and directories.

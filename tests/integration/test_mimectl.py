@@ -3,8 +3,9 @@
 # test_mimectl -- mimectl against the real mimed: which socket it finds without --socket
 # (a user's $XDG_RUNTIME_DIR/mime/mimed.sock, else the system's /run/mime/mimed.sock, in a
 # private mount namespace with its own /run, the client run as nobody), the error a daemon
-# sends before it closes a connection whose call is over limits.max_message, and an error's
-# parameters as printed (from a stand-in on the socket).
+# sends before it closes a connection whose call is over limits.max_message, an error's
+# parameters as printed (from a stand-in on the socket), and the bash completion's phase
+# numbers asked of the daemon.
 # Environment: MIMED, MKBUNDLE, MIMECTL name the built programs (read by test_mimed, whose
 # Daemon and helpers this file uses). Stdlib only.
 import ctypes
@@ -24,6 +25,8 @@ import test_mimed as T  # noqa: E402
 
 NOBODY = 65534
 SYSTEM_SOCK = '/run/mime/mimed.sock'
+COMPLETION = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'docs',
+                          'completion', 'mimectl.bash')
 
 
 class Ctx:
@@ -314,6 +317,45 @@ def error_parameters_printed(ctx):
     finally:
         t.join(10)
         srv.close()
+
+
+def complete(words, env):
+    """COMPREPLY of the completion for words (the last one being completed)."""
+    script = ('. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _mimectl; '
+              'printf "%s\\n" "${COMPREPLY[@]}"')
+    p = subprocess.run(['bash', '-c', script, 'complete', COMPLETION] + words,
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [w for w in p.stdout.split('\n') if w]
+
+
+@test
+def completion_asks_phases(ctx):
+    """The bash completion offers the daemon's phases, 1..n_phases from `mimectl status
+    --json`, for `mimectl phase` (with auto) and `infer --phase`, over --socket or
+    $MIME_SOCKET; nothing but auto without a daemon; 0 for `run --phase` (offline)."""
+    phased = os.path.join(ctx.tmp, 'phased.mime')
+    subprocess.check_call([T.MKBUNDLE, phased, '5', '--phases', '3'],
+                          stdout=subprocess.DEVNULL)
+    env = client_env(PATH=os.path.dirname(T.MIMECTL) + os.pathsep + os.environ['PATH'])
+    none = os.path.join(ctx.tmp, 'none.sock')
+    d = T.Daemon(ctx.tmp, 'phased', phased, workers=1)
+    try:
+        code, out, err = mimectl('status', '--json', '--socket', d.sock)
+        assert json.loads(out)['n_phases'] == 3, out
+        assert complete(['mimectl', 'phase', '--socket', d.sock, ''], env) == \
+            ['auto', '1', '2', '3']
+        assert complete(['mimectl', 'phase', ''], dict(env, MIME_SOCKET=d.sock)) == \
+            ['auto', '1', '2', '3']
+        assert complete(['mimectl', 'infer', '--socket', d.sock, '--phase', ''], env) == \
+            ['1', '2', '3']
+        assert complete(['mimectl', 'infer', '--phase', '2'], dict(env, MIME_SOCKET=d.sock)) \
+            == ['2']
+    finally:
+        assert d.stop() == 0
+    assert complete(['mimectl', 'phase', '--socket', none, ''], env) == ['auto']
+    assert complete(['mimectl', 'infer', '--socket', none, '--phase', ''], env) == []
+    assert complete(['mimectl', 'run', '--phase', ''], env) == ['0']
 
 
 def main():
