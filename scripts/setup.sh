@@ -3,7 +3,8 @@
 # Used by both README commands and by .ci/run. Run as root (or with sudo available).
 set -eu
 
-PKGS="build-essential meson ninja-build pkg-config clang-format
+# strace: tests/integration/check_syscalls.sh (the unit's system call filter).
+PKGS="build-essential meson ninja-build pkg-config clang-format strace
 libopenblas-dev libyaml-dev libjansson-dev libuv1-dev libcmocka-dev zlib1g-dev libpng-dev
 dataset-fashion-mnist"
 # Extra packages for optional parts, passed as arguments (e.g. python3-torch for bench/).
