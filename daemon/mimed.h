@@ -94,6 +94,9 @@ struct mimed_runtime {
 	 * engine(s); memory_measured says which. */
 	int64_t *phase_memory_bytes;
 	bool *phase_memory_measured;
+	/* [n_phases]: the bundle pages of the task tensors the phase reads in place (F32),
+	 * shared by the workers; 0 without phases or a file mapping */
+	int64_t *phase_mapped_bytes;
 	int64_t parent_memory_bytes; /* has_phases: an engine's plan bytes before any phase */
 	int *engine_phase; /* [n_workers]: the phase worker i's engine is in (0: the parent);
 	                    * written by worker i only after load, __atomic (the loop reads it
@@ -350,6 +353,11 @@ struct mimed {
 	struct mimed_policy policy; /* auto mode's hysteresis */
 	uint64_t last_policy_ns;
 	bool latency_below; /* the last evaluation found no phase fitting: warned once */
+	bool memory_below;  /* the same for the memory budget alone */
+	int settle_evals;   /* timer evaluations left that hold a step down (policy.h) */
+	/* median measured p95 / manifest latency_ms over the phases measured lately (0: none):
+	 * what predicts the p95 of a phase without recent answers */
+	double latency_correction;
 
 	/* Counters. */
 	struct mimed_latency latency;                         /* every request */
@@ -373,6 +381,11 @@ struct mimed {
 int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei);
 void mimed_runtime_unref(struct mimed_runtime *rt);
+/* Drops the pages of the bundle's mapping that no forward in `phase` reads (see runtime.c);
+ * at load for the top phase, and by a worker after the policy stepped it down. Other
+ * workers may read the dropped pages meanwhile: they are read back from the file. Advice
+ * only; any thread. */
+void mimed_runtime_drop_pages(struct mimed_runtime *rt, int phase);
 /* True when path names another file than rt was loaded from, or the file changed. */
 bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path,
                          const struct mimed_config *cfg);

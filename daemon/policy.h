@@ -14,6 +14,12 @@
  * change, so a step up takes at least MIMED_POLICY_UP_EVALS evaluations. */
 #define MIMED_POLICY_UP_EVALS 3
 #define MIMED_POLICY_EVAL_MS  500
+/* After a step the policy took, the timer's evaluations that may not step down again (a
+ * budget change still acts at once): time for the workers to switch and the RSS to follow. */
+#define MIMED_POLICY_SETTLE_EVALS 2
+/* A phase's p95 for the policy is over its answers of this last while only (see
+ * server.c policy_table): older samples age out. */
+#define MIMED_POLICY_LATENCY_WINDOW_MS 30000
 
 /* What one phase is known to take; a value < 0 is unknown and assumed to fit. */
 struct mimed_policy_phase {

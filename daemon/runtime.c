@@ -33,6 +33,7 @@ static void runtime_free(struct mimed_runtime *rt)
 	free(rt->phase_tasks);
 	free(rt->phase_memory_bytes);
 	free(rt->phase_memory_measured);
+	free(rt->phase_mapped_bytes);
 	free(rt->engine_phase);
 	free(rt->energy_nets);
 	if (rt->model_ready)
@@ -174,8 +175,10 @@ static int runtime_phases(struct mimed_runtime *rt, struct mime_errinfo *ei)
 	rt->phase_memory_bytes = calloc((size_t)rt->n_phases, sizeof(*rt->phase_memory_bytes));
 	rt->phase_memory_measured =
 		calloc((size_t)rt->n_phases, sizeof(*rt->phase_memory_measured));
+	rt->phase_mapped_bytes = calloc((size_t)rt->n_phases, sizeof(*rt->phase_mapped_bytes));
 	rt->engine_phase = calloc((size_t)rt->n_workers, sizeof(*rt->engine_phase));
-	if (!rt->phase_memory_bytes || !rt->phase_memory_measured || !rt->engine_phase)
+	if (!rt->phase_memory_bytes || !rt->phase_memory_measured || !rt->phase_mapped_bytes ||
+	    !rt->engine_phase)
 		return -ENOMEM;
 	if (!rt->has_phases) {
 		size_t bytes = 0;
@@ -275,11 +278,12 @@ static bool bundle_mapping(const struct mime_bundle *b, uintptr_t *ret_base, siz
  * mode's tensors, and whatever the kernel mapped around each page fault (fault-around maps
  * up to 16 cached neighbours). Drops every page that holds no byte of a tensor a forward
  * reads: biases, fc weights, conv weights unless packed, and the heads and thresholds of
- * the enabled tasks in the phase the daemon starts in (conventional mode: their heads).
+ * the enabled tasks in `phase` (at load, the one the daemon starts in; conventional mode:
+ * their heads).
  * Those keep their pages (dropping a bias's page would cost a fault that maps 64 KiB around
  * it); anything dropped that is needed after all (a later phase, a task enabled by a
  * reload) is read back from the file on first touch. Advice only: errors are ignored. */
-static void drop_unread_pages(struct mimed_runtime *rt)
+void mimed_runtime_drop_pages(struct mimed_runtime *rt, int phase)
 {
 	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
 	const struct mime_graph *g = &rt->model.graph;
@@ -321,14 +325,15 @@ static void drop_unread_pages(struct mimed_runtime *rt)
 			keep_task(keep, &n_keep, &rt->conv_tasks[k]);
 	}
 	for (int t = 0; rt->mode == MIMED_MODE_MIME && t < n_tasks; t++) {
-		/* The phase the daemon starts in, the top one: every worker's engine enters it
-		 * before its first batch (engines other than worker 0's are still in phase 0,
-		 * whose views a phased bundle stores separately and no batch reads). */
-		size_t top = (size_t)(rt->n_phases - 1) * (size_t)n_tasks + (size_t)t;
+		/* At load, the phase the daemon starts in, the top one: every worker's engine
+		 * enters it before its first batch (engines other than worker 0's are still in
+		 * phase 0, whose views a phased bundle stores separately and no batch reads). */
+		int p = phase < 1 ? 1 : phase > rt->n_phases ? rt->n_phases : phase;
+		size_t ti = (size_t)(p - 1) * (size_t)n_tasks + (size_t)t;
 
 		if (rt->enabled[t])
 			keep_task(keep, &n_keep,
-			          rt->has_phases ? &rt->phase_tasks[top] : &rt->model.tasks[t]);
+			          rt->has_phases ? &rt->phase_tasks[ti] : &rt->model.tasks[t]);
 	}
 	qsort(keep, n_keep, sizeof(*keep), cmp_ptr);
 	/* Reads one byte of every page of each kept tensor first: a page fault may map a
@@ -357,6 +362,50 @@ static void drop_unread_pages(struct mimed_runtime *rt)
 		at = (uintptr_t)v.data + v.n_bytes;
 	}
 	free(keep);
+}
+
+/* rt->phase_mapped_bytes: per phase, the pages of the bundle's mapping that hold the task
+ * tensors its forwards read in place (F32 heads and thresholds of the enabled tasks; F16
+ * ones are decoded into the engine's plan and their pages dropped), shared by all workers. */
+static void phases_mapped_bytes(struct mimed_runtime *rt)
+{
+	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	const size_t n_tensors = mime_bundle_n_tensors(rt->bundle);
+	const int n_tasks = rt->manifest->n_tasks;
+	const void *keep[MIME_MAX_TASKS * (2 + MIME_MAX_LAYERS)];
+	uintptr_t base;
+	size_t len;
+
+	if (!rt->has_phases || n_tasks > MIME_MAX_TASKS || !bundle_mapping(rt->bundle, &base, &len))
+		return;
+	for (int p = 1; p <= rt->n_phases; p++) {
+		size_t n_keep = 0, bytes = 0;
+		uintptr_t last = 0; /* the end of the last page counted: tensors may share one */
+
+		for (int t = 0; t < n_tasks; t++)
+			if (rt->enabled[t])
+				keep_task(keep, &n_keep,
+				          &rt->phase_tasks[(size_t)(p - 1) * (size_t)n_tasks +
+				                           (size_t)t]);
+		qsort(keep, n_keep, sizeof(*keep), cmp_ptr);
+		for (size_t i = 0; i < n_tensors; i++) {
+			struct mime_tensor_view v;
+			uintptr_t lo, hi;
+
+			mime_bundle_tensor_at(rt->bundle, i, &v);
+			if (!v.n_bytes || !bsearch(&v.data, keep, n_keep, sizeof(*keep), cmp_ptr))
+				continue;
+			lo = (uintptr_t)v.data / pg * pg;
+			hi = ((uintptr_t)v.data + v.n_bytes + pg - 1) / pg * pg;
+			if (lo < last)
+				lo = last;
+			if (hi > lo)
+				bytes += hi - lo;
+			if (hi > last)
+				last = hi;
+		}
+		rt->phase_mapped_bytes[p - 1] = (int64_t)bytes;
+	}
 }
 
 int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
@@ -475,7 +524,8 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 	r = runtime_phases(rt, ei);
 	if (r < 0)
 		goto fail;
-	drop_unread_pages(rt);
+	mimed_runtime_drop_pages(rt, rt->n_phases);
+	phases_mapped_bytes(rt);
 	for (int i = 0; i < rt->manifest->n_tasks; i++)
 		if (rt->manifest->tasks[i].thresholds == MIME_THR_CHANNEL)
 			thr = MIME_ENERGY_THR_CHANNEL;

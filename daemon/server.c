@@ -1490,53 +1490,103 @@ static int64_t phase_memory(const struct mimed_runtime *rt, int p)
 	return rt->phase_memory_bytes[p > rt->n_phases ? rt->n_phases - 1 : p - 1];
 }
 
-/* The daemon's RSS that its engines' phases do not explain: RSS now minus what every
- * worker's engines take in the phase each is in (libraries, heap, connections, buffers, and
- * the error of the phase figures for the phases in force). Recorded in d->memory_base_now. */
+/* The bundle pages phase p's task tensors take in place (shared by the workers). */
+static int64_t phase_mapped(const struct mimed_runtime *rt, int p)
+{
+	return rt->has_phases && p >= 1 && p <= rt->n_phases ? rt->phase_mapped_bytes[p - 1] : 0;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* The daemon's RSS that its phases do not explain: RSS now minus what every worker's
+ * engines take in the phase each is in and the bundle pages of the daemon's phase's task
+ * tensors (the rest: libraries, heap, connections, other phases' pages not yet dropped,
+ * and the error of the phase figures). Recorded in d->memory_base_now. */
 static uint64_t memory_base(struct mimed *d)
 {
 	const struct mimed_runtime *rt = d->rt;
-	uint64_t rss = rss_bytes(), engines = 0;
+	uint64_t rss = rss_bytes(), known = 0;
 
 	for (int w = 0; w < rt->n_workers; w++) {
 		int64_t m =
 			phase_memory(rt, __atomic_load_n(&rt->engine_phase[w], __ATOMIC_RELAXED));
 
-		engines += m > 0 ? (uint64_t)m : 0;
+		known = sat_add(known, m > 0 ? (uint64_t)m : 0);
 	}
-	d->memory_base_now = rss > engines ? rss - engines : 0;
+	known = sat_add(known, (uint64_t)phase_mapped(rt, d->phase));
+	d->memory_base_now = rss > known ? rss - known : 0;
 	return d->memory_base_now;
 }
 
 /* The RSS the daemon is predicted to have with every worker in phase p: the base measured
- * at the last policy evaluation plus every worker's engines in p. */
+ * at the last policy evaluation, plus every worker's engines in p, plus p's task tensor
+ * pages (saturating: a manifest may claim any size). */
 static uint64_t predicted_rss(const struct mimed *d, int p)
 {
 	int64_t m = phase_memory(d->rt, p);
+	uint64_t engines = m > 0 ? (uint64_t)m : 0, n = (uint64_t)d->rt->n_workers;
 
-	return d->memory_base_now + (uint64_t)d->rt->n_workers * (uint64_t)(m > 0 ? m : 0);
+	engines = engines > UINT64_MAX / n ? UINT64_MAX : engines * n;
+	return sat_add(sat_add(d->memory_base_now, engines), (uint64_t)phase_mapped(d->rt, p));
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
 }
 
 /* What each phase of d's runtime is known to take, for the policy: memory as the RSS the
  * daemon would have in it (predicted_rss, from a base measured now); p95 latency as
- * measured here when the phase has samples, else the manifest's latency_ms, else unknown. */
-static void policy_table(struct mimed *d, struct mimed_policy_phase *ret_ph)
+ * measured here over the answers of the last MIMED_POLICY_LATENCY_WINDOW_MS when the phase
+ * has any ("measured"), else the manifest's latency_ms times the median ratio of measured
+ * p95 to manifest latency over the phases measured in that window (1 when none: the
+ * manifest times a forward, the daemon arrival to reply), "predicted"; else unknown (-1,
+ * assumed to fit). Samples age out, so a phase that was slow once (a cold start, a busy
+ * moment) is tried again once its samples are older than the window. ret_src may be NULL. */
+static void policy_table(struct mimed *d, struct mimed_policy_phase *ret_ph, const char **ret_src)
 {
 	const struct mimed_runtime *rt = d->rt;
 	static const double p95 = 95;
+	uint64_t now = mimed_now_ns(), win = MIMED_POLICY_LATENCY_WINDOW_MS * 1000000ull;
+	uint64_t since = now > win ? now - win : 0;
+	double ratio[MIMED_MAX_PHASES], correction = 1;
+	int n_ratio = 0;
 
 	memory_base(d);
 	for (int i = 0; i < rt->n_phases; i++) {
-		struct mimed_latency *pl = &d->phase_latency[i];
-		uint64_t us;
+		double manifest = rt->has_phases ? rt->manifest->phases[i].latency_ms : -1;
+		uint64_t us, pr = predicted_rss(d, i + 1);
 
-		ret_ph[i].memory_bytes = (int64_t)predicted_rss(d, i + 1);
+		ret_ph[i].memory_bytes = pr > INT64_MAX ? INT64_MAX : (int64_t)pr;
 		ret_ph[i].p95_ms = -1;
-		if (pl->n) {
-			mimed_latency_percentiles(pl, &p95, 1, &us);
+		if (ret_src)
+			ret_src[i] = NULL;
+		if (mimed_latency_percentiles_since(&d->phase_latency[i], since, &p95, 1, &us)) {
 			ret_ph[i].p95_ms = (double)us / 1000.0;
-		} else if (rt->has_phases && rt->manifest->phases[i].latency_ms >= 0) {
-			ret_ph[i].p95_ms = rt->manifest->phases[i].latency_ms;
+			if (ret_src)
+				ret_src[i] = "measured";
+			if (manifest > 0)
+				ratio[n_ratio++] = ret_ph[i].p95_ms / manifest;
+		}
+	}
+	if (n_ratio) {
+		qsort(ratio, (size_t)n_ratio, sizeof(ratio[0]), cmp_double);
+		correction = n_ratio % 2 ? ratio[n_ratio / 2]
+		                         : (ratio[n_ratio / 2 - 1] + ratio[n_ratio / 2]) / 2;
+	}
+	d->latency_correction = n_ratio ? correction : 0;
+	for (int i = 0; i < rt->n_phases; i++) {
+		double manifest = rt->has_phases ? rt->manifest->phases[i].latency_ms : -1;
+
+		if (ret_ph[i].p95_ms < 0 && manifest >= 0) {
+			ret_ph[i].p95_ms = manifest * correction;
+			if (ret_src)
+				ret_src[i] = "predicted";
 		}
 	}
 }
@@ -1567,12 +1617,13 @@ static void budget_event(struct mimed *d, const char *source)
 	uint64_t budget = mimed_memory_budget(d, &src);
 	bool below;
 
-	policy_table(d, ph);
+	policy_table(d, ph, NULL);
 	for (int i = 0; i < d->rt->n_phases; i++)
 		ph[i].p95_ms = -1; /* the memory budget alone */
 	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &below);
 	bool fits = !below;
 
+	d->memory_below = below; /* warned here: the evaluation does not again */
 	if (!fits)
 		mimed_log(d, LOG_WARNING,
 		          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 "
@@ -1594,7 +1645,7 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	struct mimed_cgroup_memory cg;
 	const char *src;
 	uint64_t budget;
-	bool below, cg_changed;
+	bool below, mem_below, cg_changed;
 	int fit, to;
 
 	cgroup_read(&cg);
@@ -1618,26 +1669,46 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 		budget_event(d, "cgroup");
 		cause = "cgroup";
 	}
-	if (d->pinned || d->shutting_down)
+	if (d->pinned || d->shutting_down) {
+		memory_base(d); /* named-phase refusals read it */
 		return;
-	policy_table(d, ph);
-	fit = mimed_policy_fit(ph, d->rt->n_phases, budget, d->budget_latency_ms, &below);
-	if (below && !d->latency_below) {
-		bool mem_below;
-
-		/* A memory budget too small is reported where it is set; this is the latency. */
-		mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &mem_below);
-		if (!mem_below)
-			mimed_log(
-				d, LOG_WARNING,
-				"latency budget p95 %g ms is below what phase 1 takes (p95 %g ms); "
-				"staying at the lowest phase",
-				d->budget_latency_ms, ph[0].p95_ms);
 	}
-	d->latency_below = below;
+	policy_table(d, ph, NULL);
+	fit = mimed_policy_fit(ph, d->rt->n_phases, budget, d->budget_latency_ms, &below);
+	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &mem_below);
+	/* Nothing fits: a warning when it starts (a budget change warns where it is set). */
+	if (mem_below && !d->memory_below)
+		mimed_log(d, LOG_WARNING,
+		          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 "
+		          "(%lld bytes: %llu outside the engines' phases + %d x %lld); staying at "
+		          "the lowest phase",
+		          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
+		          (unsigned long long)d->memory_base_now, d->rt->n_workers,
+		          (long long)phase_memory(d->rt, 1));
+	else if (below && !mem_below && !d->latency_below)
+		mimed_log(d, LOG_WARNING,
+		          "latency budget p95 %g ms is below what phase 1 takes (p95 %g ms); "
+		          "staying at the lowest phase",
+		          d->budget_latency_ms, ph[0].p95_ms);
+	d->memory_below = mem_below;
+	d->latency_below = below && !mem_below;
+	/* After a step the policy took, the timer holds further steps down for
+	 * MIMED_POLICY_SETTLE_EVALS evaluations: the workers switch between batches, and the
+	 * RSS follows their switches and the trims after them with a lag (a first entry reads
+	 * the phase's tensors before the trim gives the other phases' back); a budget change
+	 * acts at once. */
+	if (strcmp(cause, "budget timer") != 0)
+		d->settle_evals = 0;
+	else if (d->settle_evals > 0) {
+		d->settle_evals--;
+		if (fit < d->phase)
+			fit = d->phase;
+	}
 	to = mimed_policy_step(&d->policy, fit, MIMED_POLICY_UP_EVALS);
-	if (to != d->phase)
+	if (to != d->phase) {
 		mimed_phase_set(d, to, false, cause);
+		d->settle_evals = MIMED_POLICY_SETTLE_EVALS;
+	}
 }
 
 void mimed_budget_changed(struct mimed *d, const char *source)
@@ -1653,7 +1724,9 @@ static json_t *phases_json(struct mimed *d)
 	const struct mimed_runtime *rt = d->rt;
 	json_t *a = json_array();
 
-	policy_table(d, ph);
+	const char *src[MIMED_MAX_PHASES];
+
+	policy_table(d, ph, src);
 	for (int i = 0; i < rt->n_phases; i++) {
 		json_t *o = json_pack("{s:i,s:s,s:I,s:s,s:I}", "phase", i + 1, "name",
 		                      rt->has_phases ? rt->manifest->phases[i].name : "parent",
@@ -1662,8 +1735,14 @@ static json_t *phases_json(struct mimed *d)
 		                      rt->phase_memory_measured[i] ? "measured" : "manifest",
 		                      "predicted_rss_bytes", (json_int_t)ph[i].memory_bytes);
 
-		if (o && ph[i].p95_ms >= 0)
+		if (o && rt->has_phases)
+			json_object_set_new(o, "mapped_bytes",
+			                    json_integer(phase_mapped(rt, i + 1)));
+
+		if (o && ph[i].p95_ms >= 0) {
 			json_object_set_new(o, "p95_ms", json_real(ph[i].p95_ms));
+			json_object_set_new(o, "p95_source", json_string(src[i]));
+		}
 		json_array_append_new(a, o);
 	}
 	return a;
@@ -1725,6 +1804,9 @@ static void m_get_status(struct mimed *d, struct mimed_call *call)
 		json_object_set_new(status, "latency_by_phase", phases);
 		json_object_set_new(status, "n_phases", json_integer(d->rt->n_phases));
 		json_object_set_new(status, "phases", phases_json(d));
+		if (d->latency_correction > 0)
+			json_object_set_new(status, "latency_correction",
+			                    json_real(d->latency_correction));
 		json_object_set_new(status, "mode",
 		                    json_string(d->rt->mode == MIMED_MODE_CONVENTIONAL
 		                                        ? "conventional"

@@ -299,6 +299,34 @@ static void test_stats_latency_percentiles(void **state)
 	mimed_latency_fini(&l);
 }
 
+/* Only the samples added since a time count: the phase policy's ageing window. */
+static void test_stats_latency_percentiles_since(void **state)
+{
+	static const double p[] = {50, 100};
+	struct mimed_latency l;
+	uint64_t out[2];
+
+	assert_int_equal(mimed_latency_init(&l, 8), 0);
+	for (int i = 1; i <= 4; i++) /* old and slow: 1000..4000 us at t = 1..4 s */
+		mimed_latency_add_at(&l, (uint64_t)i * 1000, (uint64_t)i * 1000000000u);
+	for (int i = 1; i <= 3; i++) /* recent and fast: 10..30 us at t = 10..12 s */
+		mimed_latency_add_at(&l, (uint64_t)i * 10, (uint64_t)(9 + i) * 1000000000u);
+	assert_int_equal(mimed_latency_percentiles_since(&l, 10000000000u, p, 2, out), 3);
+	assert_int_equal(out[0], 20);
+	assert_int_equal(out[1], 30);
+	assert_int_equal(mimed_latency_percentiles_since(&l, 4000000000u, p, 2, out), 4);
+	assert_int_equal(out[1], 4000);
+	assert_int_equal(mimed_latency_percentiles_since(&l, 13000000000u, p, 2, out), 0);
+	assert_int_equal(out[0], 0);
+	mimed_latency_percentiles(&l, p, 2, out); /* all of them */
+	assert_int_equal(out[1], 4000);
+	for (int i = 0; i < 8; i++) /* the ring overwrites the oldest, with their times */
+		mimed_latency_add_at(&l, 7, 20000000000u);
+	assert_int_equal(mimed_latency_percentiles_since(&l, 0, p, 2, out), 8);
+	assert_int_equal(out[1], 7);
+	mimed_latency_fini(&l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -312,6 +340,7 @@ int main(void)
 		cmocka_unit_test(test_queue_remove_if_unlinks_matches),
 		cmocka_unit_test(test_queue_threads_deliver_every_item_once),
 		cmocka_unit_test(test_stats_latency_percentiles),
+		cmocka_unit_test(test_stats_latency_percentiles_since),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
  * Ownership: a batch is allocated here and freed by the loop.
  * Threads: one thread per worker; see mimed.h for what each may touch. */
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -214,6 +215,15 @@ static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 	if (b->switch_error < 0) {
 		snprintf(b->switch_msg, sizeof(b->switch_msg), "%s", ei.msg);
 		return !b->want_phase;
+	}
+	/* A step down the policy asked for (a budget): what the engine keeps for the other
+	 * phases (fine masks' W^T, decoded task tensors) and the bundle pages of their task
+	 * tensors go back to the system, so that the RSS falls as the budget expects; a
+	 * request's own phase keeps them for cheap switches. */
+	if (!b->want_phase && !b->switch_cause && want < cur) {
+		mime_engine_trim(rt->engines[w->index]);
+		mimed_runtime_drop_pages(rt, want);
+		malloc_trim(0);
 	}
 	__atomic_store_n(&rt->engine_phase[w->index], want, __ATOMIC_RELAXED);
 	w->in_named_phase = b->want_phase != 0;
