@@ -87,27 +87,44 @@ static uint64_t parse_u64(const char *s)
 	return *p == '\0' ? v : 0;
 }
 
-/* The number in file dir/name (see parse_u64()); values >= none_at read as 0. Missing,
- * unreadable or longer than a number can be: 0. */
-static uint64_t read_u64(const char *dir, const char *name, uint64_t none_at)
+/* Whether errno value e of an open() says the file is not there (rather than that it could
+ * not be opened: EMFILE, ENOMEM, EACCES, ELOOP, ...). */
+static bool absent(int e)
+{
+	return e == ENOENT || e == ENOTDIR;
+}
+
+/* The number in file dir/name into *ret (see parse_u64()); values >= none_at read as 0, and
+ * so do a file that is not there and one that holds no number (garbled, or longer than a
+ * number can be). Returns 0, or -errno when the file is there but could not be opened or
+ * read (*ret is 0 then too). */
+static int read_u64(const char *dir, const char *name, uint64_t none_at, uint64_t *ret)
 {
 	char path[600], buf[32];
 	uint64_t v;
 	size_t n;
 	FILE *f;
+	int r = 0;
 
+	*ret = 0;
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
-		return 0;
+		return -ENAMETOOLONG;
 	f = fopen(path, "re");
 	if (!f)
-		return 0;
+		return absent(errno) ? 0 : -errno;
+	errno = 0;
 	n = fread(buf, 1, sizeof(buf), f);
+	if (ferror(f))
+		r = errno > 0 ? -errno : -EIO;
 	fclose(f);
+	if (r < 0)
+		return r;
 	if (n >= sizeof(buf))
 		return 0; /* 20 digits and a newline fit; more is not a number */
 	buf[n] = '\0';
 	v = parse_u64(buf);
-	return v >= none_at ? 0 : v;
+	*ret = v >= none_at ? 0 : v;
+	return 0;
 }
 
 static bool file_exists(const char *dir, const char *name)
@@ -167,9 +184,21 @@ static int read_proc_cgroup(const char *root, char *v2, char *v1, size_t size)
 	return r;
 }
 
+/* Whether path has a ".." component. */
+static bool has_dotdot(const char *path)
+{
+	for (const char *p = path; (p = strstr(p, "..")); p += 2)
+		if ((p == path || p[-1] == '/') && (p[2] == '/' || p[2] == '\0'))
+			return true;
+	return false;
+}
+
 /* Joins root + mount point + the cgroup path relative to the mount's root into ret_dir and
  * sets *ret_base to the length of root + mount point (where an ancestor walk stops). Returns
- * false when cg lies outside mnt_root (the cgroup is not visible there) or it does not fit. */
+ * false when cg lies outside mnt_root (the cgroup is not visible there) or it does not fit.
+ * Both paths are relative to the reader's cgroup namespace, so either may start with "/..":
+ * a cgroup outside the namespace's root ("0::/../x"). What is left of cg once mnt_root is
+ * taken off must go down from the mount point: a ".." there would lead out of the mount. */
 static bool cgroup_dir(const char *root, const char *mnt_point, const char *mnt_root,
                        const char *cg, char *ret_dir, size_t size, size_t *ret_base)
 {
@@ -183,6 +212,8 @@ static bool cgroup_dir(const char *root, const char *mnt_point, const char *mnt_
 			return false;
 		rel = cg + len;
 	}
+	if (has_dotdot(rel))
+		return false;
 	if (strcmp(rel, "/") == 0)
 		rel = "";
 	if (strcmp(mnt_point, "/") == 0)
@@ -199,19 +230,21 @@ static bool cgroup_dir(const char *root, const char *mnt_point, const char *mnt_
  * the cgroup's directory into ret_dir (see cgroup_dir()). A line reads
  * "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS",
  * with space, tab, newline and backslash in ROOT and MOUNTPOINT escaped as \ooo.
- * Returns false when there is none or mountinfo cannot be read. */
-static bool find_mount(const char *root, const char *fstype, const char *option, const char *cg,
-                       char *ret_dir, size_t size, size_t *ret_base)
+ * Returns 1 when found, 0 when there is none (or no mountinfo), -errno when mountinfo is
+ * there but cannot be opened, -EIO when reading it fails before the mount is found. */
+static int find_mount(const char *root, const char *fstype, const char *option, const char *cg,
+                      char *ret_dir, size_t size, size_t *ret_base)
 {
 	char path[4096], line[LINE_BYTES];
 	bool found = false;
 	FILE *f;
+	int r;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/proc/self/mountinfo", root) >= sizeof(path))
-		return false;
+		return -ENAMETOOLONG;
 	f = fopen(path, "re");
 	if (!f)
-		return false;
+		return absent(errno) ? 0 : -errno;
 	while (!found && next_line(f, line, sizeof(line))) {
 		char *field[MOUNT_FIELDS], *p = line;
 		int n = 0, dash = -1;
@@ -235,24 +268,31 @@ static bool find_mount(const char *root, const char *fstype, const char *option,
 		unescape(field[4]);
 		found = cgroup_dir(root, field[4], field[3], cg, ret_dir, size, ret_base);
 	}
+	r = found ? 1 : ferror(f) ? -EIO : 0;
 	fclose(f);
-	return found;
+	return r;
 }
 
 /* The smallest non-zero max_name and high_name from dir up to its first base bytes (the
- * mount point), both included. */
-static void walk_limits(const char *dir, size_t base, const char *max_name, const char *high_name,
-                        uint64_t none_at, uint64_t *ret_max, uint64_t *ret_high)
+ * mount point), both included. Returns 0, or the -errno of the first of those files that is
+ * there but could not be read (the limits are then those of the others). */
+static int walk_limits(const char *dir, size_t base, const char *max_name, const char *high_name,
+                       uint64_t none_at, uint64_t *ret_max, uint64_t *ret_high)
 {
 	char d[sizeof(((struct mimed_cgroup_memory *)0)->dir)];
-	uint64_t max = 0, high = 0;
+	uint64_t max = 0, high = 0, v;
+	int r = 0, k;
 
 	snprintf(d, sizeof(d), "%s", dir);
 	for (;;) {
 		char *slash;
 
-		max = min_nonzero(max, read_u64(d, max_name, none_at));
-		high = min_nonzero(high, read_u64(d, high_name, none_at));
+		k = read_u64(d, max_name, none_at, &v);
+		r = r ? r : k;
+		max = min_nonzero(max, v);
+		k = read_u64(d, high_name, none_at, &v);
+		r = r ? r : k;
+		high = min_nonzero(high, v);
 		slash = strrchr(d, '/');
 		if (strlen(d) <= base || !slash)
 			break;
@@ -260,6 +300,7 @@ static void walk_limits(const char *dir, size_t base, const char *max_name, cons
 	}
 	*ret_max = max;
 	*ret_high = high;
+	return r;
 }
 
 int mimed_cgroup_memory_read(const char *root, struct mimed_cgroup_memory *ret)
@@ -273,20 +314,29 @@ int mimed_cgroup_memory_read(const char *root, struct mimed_cgroup_memory *ret)
 	if (r < 0)
 		return r;
 
-	if (v2[0] && find_mount(root, "cgroup2", NULL, v2, m.dir, sizeof(m.dir), &base) &&
-	    (file_exists(m.dir, "memory.max") || file_exists(m.dir, "memory.current"))) {
+	r = v2[0] ? find_mount(root, "cgroup2", NULL, v2, m.dir, sizeof(m.dir), &base) : 0;
+	if (r < 0)
+		return r;
+	if (r > 0 && (file_exists(m.dir, "memory.max") || file_exists(m.dir, "memory.current"))) {
 		m.version = 2;
-		walk_limits(m.dir, base, "memory.max", "memory.high", UINT64_MAX, &m.max, &m.high);
-		m.current = read_u64(m.dir, "memory.current", UINT64_MAX);
+		m.limits_error = walk_limits(m.dir, base, "memory.max", "memory.high", UINT64_MAX,
+		                             &m.max, &m.high);
+		(void)read_u64(m.dir, "memory.current", UINT64_MAX, &m.current); /* 0: unknown */
 		if (file_exists(m.dir, "memory.pressure"))
 			snprintf(m.pressure, sizeof(m.pressure), "%s/memory.pressure", m.dir);
-	} else if (v1[0] && find_mount(root, "cgroup", "memory", v1, m.dir, sizeof(m.dir), &base) &&
-	           (file_exists(m.dir, "memory.limit_in_bytes") ||
-	            file_exists(m.dir, "memory.usage_in_bytes"))) {
+		*ret = m;
+		return 0;
+	}
+	r = v1[0] ? find_mount(root, "cgroup", "memory", v1, m.dir, sizeof(m.dir), &base) : 0;
+	if (r < 0)
+		return r;
+	if (r > 0 && (file_exists(m.dir, "memory.limit_in_bytes") ||
+	              file_exists(m.dir, "memory.usage_in_bytes"))) {
 		m.version = 1;
-		walk_limits(m.dir, base, "memory.limit_in_bytes", "memory.soft_limit_in_bytes",
-		            CGROUP_V1_NONE, &m.max, &m.high);
-		m.current = read_u64(m.dir, "memory.usage_in_bytes", UINT64_MAX);
+		m.limits_error =
+			walk_limits(m.dir, base, "memory.limit_in_bytes",
+		                    "memory.soft_limit_in_bytes", CGROUP_V1_NONE, &m.max, &m.high);
+		(void)read_u64(m.dir, "memory.usage_in_bytes", UINT64_MAX, &m.current);
 	} else {
 		m.dir[0] = '\0';
 	}

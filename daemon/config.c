@@ -44,6 +44,7 @@ void mimed_config_fini(struct mimed_config *c)
 	free(c->socket);
 	free(c->bundle);
 	free(c->admin_group);
+	free(c->file);
 	for (int i = 0; i < c->n_tasks; i++)
 		free(c->tasks[i]);
 	memset(c, 0, sizeof(*c));
@@ -61,10 +62,10 @@ int mimed_config_copy(const struct mimed_config *src, struct mimed_config *ret_d
 {
 	struct mimed_config c = *src;
 
-	c.socket = c.bundle = c.admin_group = NULL;
+	c.socket = c.bundle = c.admin_group = c.file = NULL;
 	c.n_tasks = 0;
 	if (dup_opt(&c.socket, src->socket) < 0 || dup_opt(&c.bundle, src->bundle) < 0 ||
-	    dup_opt(&c.admin_group, src->admin_group) < 0)
+	    dup_opt(&c.admin_group, src->admin_group) < 0 || dup_opt(&c.file, src->file) < 0)
 		goto fail;
 	for (int i = 0; i < src->n_tasks; i++) {
 		if (dup_opt(&c.tasks[i], src->tasks[i]) < 0)
@@ -148,6 +149,16 @@ static const struct key keys[] = {
 	{"log.level", KEY_LOG, OFF(log_level), 0, 0, 0},
 };
 #undef OFF
+_Static_assert(sizeof(keys) / sizeof(keys[0]) == MIMED_CONFIG_KEYS,
+               "MIMED_CONFIG_KEYS in config.h is the size of the key table");
+
+unsigned mimed_config_line(const struct mimed_config *c, const char *key)
+{
+	for (size_t i = 0; i < MIMED_CONFIG_KEYS; i++)
+		if (strcmp(keys[i].path, key) == 0)
+			return c->key_lines[i];
+	return 0;
+}
 
 struct loader {
 	struct mimed_config *c;
@@ -198,6 +209,7 @@ static int set_tasks(struct loader *l, const yaml_node_t *v)
 		c->tasks[c->n_tasks] = strdup(scalar(t));
 		if (!c->tasks[c->n_tasks])
 			return -ENOMEM;
+		c->task_lines[c->n_tasks] = (unsigned)t->start_mark.line + 1;
 		c->n_tasks++;
 	}
 	return 0;
@@ -295,26 +307,47 @@ static int set_key(struct loader *l, const struct key *k, const yaml_node_t *v)
 	return fail(l, v, "internal: unhandled key kind");
 }
 
+/* The key of pair p of map, when it is a scalar; else NULL. */
+static const yaml_node_t *pair_key(const struct loader *l, const yaml_node_pair_t *p)
+{
+	const yaml_node_t *k = yaml_document_get_node(l->doc, p->key);
+
+	return k && k->type == YAML_SCALAR_NODE ? k : NULL;
+}
+
 static int load_mapping(struct loader *l, const yaml_node_t *map, const char *prefix)
 {
 	yaml_node_pair_t *p;
 	int r;
 
 	for (p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-		yaml_node_t *k = yaml_document_get_node(l->doc, p->key);
+		const yaml_node_t *k = pair_key(l, p);
 		yaml_node_t *v = yaml_document_get_node(l->doc, p->value);
 		const struct key *found = NULL;
 		char path[128];
 		size_t plen;
 
-		if (!k || !v || k->type != YAML_SCALAR_NODE)
-			return fail(l, k ? k : map, "keys must be plain names");
+		if (!k || !v) {
+			const yaml_node_t *at = yaml_document_get_node(l->doc, p->key);
+
+			return fail(l, at ? at : map, "keys must be plain names");
+		}
 		snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", scalar(k));
 		plen = strlen(path);
+		/* libyaml keeps every pair of a mapping, a key given twice too: the second
+		 * would silently win (or, for a section, add to the first). */
+		for (const yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+			const yaml_node_t *earlier = pair_key(l, q);
+
+			if (earlier && strcmp(scalar(earlier), scalar(k)) == 0)
+				return fail(l, k, "duplicate key '%s' (first on line %zu)", path,
+				            earlier->start_mark.line + 1);
+		}
 		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 			if (strcmp(keys[i].path, path) == 0)
 				found = &keys[i];
 		if (found) {
+			l->c->key_lines[found - keys] = (unsigned)k->start_mark.line + 1;
 			/* An empty value (key: with nothing) keeps the default. */
 			if (v->type == YAML_SCALAR_NODE && !*scalar(v) && found->kind != KEY_STRING)
 				continue;
@@ -353,8 +386,12 @@ int mimed_config_load(struct mimed_config *c, const char *path, char *err, size_
 		snprintf(err, err_len, "%s: %s", path, strerror(-r));
 		return r;
 	}
-	if (!yaml_parser_initialize(&parser)) {
+	free(c->file);
+	memset(c->key_lines, 0, sizeof(c->key_lines));
+	c->file = strdup(path);
+	if (!c->file || !yaml_parser_initialize(&parser)) {
 		fclose(f);
+		snprintf(err, err_len, "%s: %s", path, strerror(ENOMEM));
 		return -ENOMEM;
 	}
 	yaml_parser_set_input_file(&parser, f);
@@ -374,6 +411,8 @@ int mimed_config_load(struct mimed_config *c, const char *path, char *err, size_
 		r = fail(&l, root, "the configuration must be a mapping of keys");
 	else
 		r = load_mapping(&l, root, "");
+	if (r == -ENOMEM) /* the only failure that does not say where */
+		snprintf(err, err_len, "%s: %s", path, strerror(ENOMEM));
 	yaml_document_delete(&doc);
 out_parser:
 	yaml_parser_delete(&parser);

@@ -13,6 +13,7 @@
 #define MIMED_MAX_BATCH   256
 #define MIMED_MAX_WORKERS 64
 #define MIMED_MAX_ENABLED 64
+#define MIMED_CONFIG_KEYS 23 /* entries of the key table in config.c */
 
 enum mimed_mode {
 	MIMED_MODE_MIME,
@@ -44,6 +45,14 @@ struct mimed_config {
 	size_t max_write_queue_bytes; /* replies a slow reader may leave unread */
 	char *admin_group;            /* NULL: root and our own uid only */
 	int log_level;                /* LOG_ERR .. LOG_DEBUG */
+
+	/* Where the values came from, for messages that name FILE:LINE: the file read last
+	 * (NULL: none), the line in it of each key of the table (0: not in the file; read it
+	 * with mimed_config_line()) and of each name in tasks. A command-line flag may have
+	 * replaced a value since. */
+	char *file;
+	unsigned key_lines[MIMED_CONFIG_KEYS];
+	unsigned task_lines[MIMED_MAX_ENABLED];
 };
 
 void mimed_config_defaults(struct mimed_config *c);
@@ -51,10 +60,15 @@ void mimed_config_fini(struct mimed_config *c);
 /* Deep copy; 0 or -ENOMEM. */
 int mimed_config_copy(const struct mimed_config *src, struct mimed_config *ret_dst);
 
-/* Reads path over the values already in c. Returns 0, or a negative code with err saying
- * "FILE:LINE: what" (unknown key, bad value, YAML syntax, unreadable file). On failure c may
- * be partly changed: load into a copy. */
+/* Reads path over the values already in c, and records it in c->file and the line of each
+ * key and task name. Returns 0, or a negative code with err saying "FILE:LINE: what"
+ * (unknown key, bad value, a key given twice in one mapping: the line of the second, YAML
+ * syntax, unreadable file). On failure c may be partly changed: load into a copy. */
 int mimed_config_load(struct mimed_config *c, const char *path, char *err, size_t err_len);
+
+/* The line of c->file that set key, named as in the file with its section
+ * ("access.admin_group", "tasks"); 0 when the file did not set it or no such key exists. */
+unsigned mimed_config_line(const struct mimed_config *c, const char *key);
 
 /* Engine threads of each of n_workers workers: c->threads, or for 0 (auto) n_cpus / n_workers
  * (the online CPUs shared out; n_cpus < 1 counts as 1), at least 1. */

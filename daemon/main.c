@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/mimed.h"
@@ -154,22 +155,87 @@ static int load_config(struct mimed *d, struct mimed_config *ret_cfg, char *err,
 	return 0;
 }
 
+/* A configuration error about a value the file set on line: "FILE:LINE: " and the message
+ * into err (the message alone when no file set it). */
+static void config_error(const struct mimed_config *cfg, unsigned line, char *err, size_t err_len,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void config_error(const struct mimed_config *cfg, unsigned line, char *err, size_t err_len,
+                         const char *fmt, ...)
+{
+	int k = 0;
+	va_list ap;
+
+	if (cfg->file && line)
+		k = snprintf(err, err_len, "%s:%u: ", cfg->file, line);
+	if (k < 0 || (size_t)k >= err_len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err + k, err_len - (size_t)k, fmt, ap);
+	va_end(ap);
+}
+
 static int resolve_admin_group(const struct mimed_config *cfg, gid_t *ret_gid, bool *ret_have,
                                char *err, size_t err_len)
 {
+	unsigned line = mimed_config_line(cfg, "access.admin_group");
 	struct group gr, *g = NULL;
 	char buf[4096];
+	int r;
 
 	*ret_have = false;
 	if (!cfg->admin_group)
 		return 0;
-	if (getgrnam_r(cfg->admin_group, &gr, buf, sizeof(buf), &g) != 0 || !g) {
-		snprintf(err, err_len, "access.admin_group: no group '%s'", cfg->admin_group);
+	r = getgrnam_r(cfg->admin_group, &gr, buf, sizeof(buf), &g);
+	if (r != 0) {
+		config_error(cfg, line, err, err_len, "access.admin_group: looking up '%s': %s",
+		             cfg->admin_group, strerror(r));
+		return -r;
+	}
+	if (!g) {
+		config_error(cfg, line, err, err_len, "access.admin_group: no group '%s'",
+		             cfg->admin_group);
 		return -ENOENT;
 	}
 	*ret_gid = g->gr_gid;
 	*ret_have = true;
 	return 0;
+}
+
+/* The first of cfg's tasks that m (the manifest of the bundle at path) lacks, said in err as
+ * "FILE:LINE: tasks: 'x' is not in bundle 'path'": MIME_ENOTASK; 0 when m has them all. */
+static int check_tasks(const struct mimed_config *cfg, const struct mime_manifest *m,
+                       const char *path, char *err, size_t err_len)
+{
+	for (int i = 0; i < cfg->n_tasks; i++) {
+		if (mime_manifest_task(m, cfg->tasks[i]) < 0) {
+			config_error(cfg, cfg->task_lines[i], err, err_len,
+			             "tasks: '%s' is not in bundle '%s'", cfg->tasks[i], path);
+			return MIME_ENOTASK;
+		}
+	}
+	return 0;
+}
+
+/* mimed_runtime_load(), its failure said in err: "bundle 'path': why", or for a task the
+ * bundle lacks (MIME_ENOTASK, an error of the configuration) what check_tasks() says. */
+static int load_runtime(const struct mimed_config *cfg, const char *path, int n_workers,
+                        struct mimed_runtime **ret_rt, char *err, size_t err_len)
+{
+	struct mime_errinfo ei = {0};
+	struct mime_bundle *b;
+	int r;
+
+	r = mimed_runtime_load(cfg, path, n_workers, ret_rt, &ei);
+	if (r == 0)
+		return 0;
+	snprintf(err, err_len, "bundle '%s': %s", path, ei.msg[0] ? ei.msg : mime_strerror(r));
+	/* The runtime names the task but not the line: look for it again (failures only). */
+	if (r == MIME_ENOTASK && mime_bundle_open(path, &b, NULL) == 0) {
+		check_tasks(cfg, mime_bundle_manifest(b), path, err, err_len);
+		mime_bundle_close(b);
+	}
+	return r;
 }
 
 /* A reload: prepared in the thread pool (config file, group, bundle and engines: all the
@@ -194,7 +260,6 @@ static void reload_work(uv_work_t *w)
 {
 	struct reload_job *job = container_of(w, struct reload_job, work);
 	struct mimed *d = job->d;
-	struct mime_errinfo ei = {0};
 	struct mimed_config *c = &job->cfg;
 
 	job->r = load_config(d, c, job->err, sizeof(job->err));
@@ -209,19 +274,36 @@ static void reload_work(uv_work_t *w)
 		c->workers = d->n_workers;
 	}
 	job->path = bundle_path(d, c);
-	if (mimed_runtime_stale(d->rt, job->path, c)) {
-		job->r = mimed_runtime_load(c, job->path, d->n_workers, &job->rt, &ei);
-		if (job->r < 0)
-			snprintf(job->err, sizeof(job->err), "bundle '%s': %s", job->path,
-			         ei.msg[0] ? ei.msg : mime_strerror(job->r));
+	if (mimed_runtime_stale(d->rt, job->path, c))
+		job->r = load_runtime(c, job->path, d->n_workers, &job->rt, job->err,
+		                      sizeof(job->err));
+	else
+		job->r = check_tasks(c, d->rt->manifest, job->path, job->err, sizeof(job->err));
+}
+
+/* socket_mode changed in the file: applied to the socket mimed created (on failure c keeps
+ * the running mode, so that the next reload tries again). A socket from systemd keeps the
+ * mode its socket unit gave it. */
+static void reload_socket_mode(struct mimed *d, struct mimed_config *c)
+{
+	unsigned from = d->cfg.socket_mode, to = c->socket_mode;
+
+	if (to == from)
 		return;
-	}
-	for (int i = 0; i < c->n_tasks; i++) {
-		if (mime_manifest_task(d->rt->manifest, c->tasks[i]) < 0) {
-			snprintf(job->err, sizeof(job->err), "tasks: '%s' is not in '%s'",
-			         c->tasks[i], job->path);
-			job->r = -ENOENT;
-			return;
+	if (d->activated) {
+		mimed_log(d, LOG_WARNING,
+		          "reload: socket_mode %04o -> %04o not applied: the socket is systemd's, "
+		          "its socket unit's SocketMode= governs it",
+		          from, to);
+	} else if (d->socket_created) {
+		if (chmod(d->socket_path, to) < 0) {
+			mimed_log(d, LOG_WARNING,
+			          "reload: socket_mode %04o -> %04o: chmod '%s': %s, keeping %04o",
+			          from, to, d->socket_path, strerror(errno), from);
+			c->socket_mode = from;
+		} else {
+			mimed_log(d, LOG_NOTICE, "reload: socket_mode %04o -> %04o on '%s'", from,
+			          to, d->socket_path);
 		}
 	}
 }
@@ -241,6 +323,7 @@ static void reload_commit(struct mimed *d, struct reload_job *job)
 	    (!c->socket || !d->cfg.socket || strcmp(c->socket, d->cfg.socket) != 0))
 		mimed_log(d, LOG_WARNING, "reload: a new socket path needs a restart, keeping '%s'",
 		          d->socket_path);
+	reload_socket_mode(d, c);
 	if (rt) {
 		rt->gen = ++d->next_gen;
 		mimed_log(d, LOG_NOTICE, "reload: serving bundle '%s' (%d tasks)", rt->bundle_path,
@@ -535,7 +618,6 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},         {0},
 	};
 	struct mimed d = {0};
-	struct mime_errinfo ei = {0};
 	char err[512];
 	const char *path;
 	int opt, r, blas_threads;
@@ -609,7 +691,7 @@ int main(int argc, char **argv)
 
 	d.n_workers = d.cfg.workers;
 	path = bundle_path(&d, &d.cfg);
-	r = mimed_runtime_load(&d.cfg, path, d.n_workers, &d.rt, &ei);
+	r = load_runtime(&d.cfg, path, d.n_workers, &d.rt, err, sizeof(err));
 	if (r == 0) {
 		d.rt->gen = ++d.next_gen;
 		/* Auto mode starts at the highest phase; the first tick's policy evaluation
@@ -620,13 +702,12 @@ int main(int argc, char **argv)
 		mimed_policy_init(&d.policy, d.phase);
 	}
 	if (r < 0) {
-		mimed_log(&d, LOG_ERR, "bundle '%s': %s%s", path,
-		          ei.msg[0] ? ei.msg : mime_strerror(r),
-		          d.cli_bundle || d.cfg.bundle
+		mimed_log(&d, LOG_ERR, "%s%s", err,
+		          r == MIME_ENOTASK || d.cli_bundle || d.cfg.bundle
 		                  ? ""
 		                  : " (no bundle given: pass --bundle FILE or set 'bundle' in the "
 		                    "configuration)");
-		r = 1;
+		r = r == MIME_ENOTASK ? 2 : 1; /* a task the bundle lacks: the configuration's */
 		goto out_socket;
 	}
 	r = mimed_latency_init(&d.latency, 8192);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -446,6 +447,166 @@ static void test_cgroup_memory_read_garbage_reads_as_zero(void **state)
 	}
 }
 
+static void test_cgroup_memory_read_dotdot_is_not_visible(void **state)
+{
+	static const char *const hidden[] = {
+		"0::/../x\n", "0::/a/../../x\n", "0::/..\n", "0::/a/..\n", "4:memory:/../y\n",
+	};
+	const char *base = *state;
+	struct mimed_cgroup_memory m;
+	char want[1024];
+
+	/* In a cgroup namespace, a cgroup outside the namespace's root reads "/../x". Under a
+	 * mount rooted at the namespace's root it is not visible: mount point + "/../x" is a
+	 * directory outside the mount (here one with limits, to be found if it were read). The
+	 * same for v1 (the last case). */
+	put(base, "/proc/self/mountinfo",
+	    "30 22 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+	    "31 30 0:28 / /sys/fs/cgroup/mem rw - cgroup cgroup rw,memory\n");
+	put(base, "/sys/fs/cgroup/memory.max", "1000\n");
+	put(base, "/sys/fs/cgroup/memory.current", "1\n");
+	put(base, "/sys/fs/x/memory.max", "4096\n");
+	put(base, "/sys/fs/x/memory.current", "2\n");
+	put(base, "/sys/fs/memory.max", "2048\n");
+	put(base, "/sys/fs/cgroup/a/memory.max", "3000\n");
+	put(base, "/sys/fs/cgroup/mem/memory.limit_in_bytes", "5000\n");
+	put(base, "/sys/fs/cgroup/y/memory.limit_in_bytes", "6000\n");
+	for (size_t i = 0; i < sizeof(hidden) / sizeof(hidden[0]); i++) {
+		put(base, "/proc/self/cgroup", hidden[i]);
+		read_ok(base, &m);
+		if (m.version != 0 || m.dir[0])
+			fail_msg("'%s' found at '%s'", hidden[i], m.dir);
+		assert_int_equal(m.max, 0);
+	}
+
+	/* ".." only as part of a name is a name. */
+	put(base, "/proc/self/cgroup", "0::/..a/b..\n");
+	put(base, "/sys/fs/cgroup/..a/b../memory.max", "777\n");
+	read_ok(base, &m);
+	assert_int_equal(m.version, 2);
+	assert_string_equal(m.dir, at(want, sizeof(want), base, "/sys/fs/cgroup/..a/b.."));
+	assert_int_equal(m.max, 777);
+
+	/* A mount made outside the namespace shows its root as "/..": relative to it, the
+	 * cgroup "/../x" is "/x" under the mount point. */
+	put(base, "/proc/self/cgroup", "0::/../x\n");
+	put(base, "/proc/self/mountinfo",
+	    "30 22 0:27 /.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+	put(base, "/sys/fs/cgroup/x/memory.max", "8192\n");
+	read_ok(base, &m);
+	assert_int_equal(m.version, 2);
+	assert_string_equal(m.dir, at(want, sizeof(want), base, "/sys/fs/cgroup/x"));
+	assert_int_equal(m.max, 1000); /* and the mount point's */
+}
+
+/* Makes base + rel a symbolic link to itself: opening it fails with ELOOP. */
+static void loop_link(const char *base, const char *rel)
+{
+	char path[1024];
+
+	snprintf(path, sizeof(path), "%s%s", base, rel);
+	assert_int_equal(symlink(path, path), 0);
+}
+
+static void test_cgroup_memory_read_unreadable_limit_is_not_none(void **state)
+{
+	const char *base = *state;
+	struct mimed_cgroup_memory m;
+	char dir[1024];
+
+	put(base, "/proc/self/cgroup", "0::/a/svc\n");
+	put(base, "/proc/self/mountinfo", "30 22 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+	put(base, "/sys/fs/cgroup/a/svc/memory.max", "max\n");
+	put(base, "/sys/fs/cgroup/a/svc/memory.current", "300\n");
+	put(base, "/sys/fs/cgroup/a/memory.max", "4096\n");
+	put(base, "/sys/fs/cgroup/a/memory.high", "2048\n");
+	read_ok(base, &m);
+	assert_int_equal(m.limits_error, 0);
+	assert_int_equal(m.max, 4096);
+	assert_int_equal(m.high, 2048);
+
+	/* The cgroup's memory.high is there but cannot be read (a directory: opened, then
+	 * read() fails): not "no limit". The others are still read. */
+	mkdirs(base, "/sys/fs/cgroup/a/svc/memory.high");
+	read_ok(base, &m);
+	assert_int_equal(m.version, 2);
+	assert_int_equal(m.limits_error, -EISDIR);
+	assert_int_equal(m.max, 4096);
+	assert_int_equal(m.high, 2048);
+	assert_int_equal(m.current, 300);
+
+	/* An ancestor's memory.max cannot be opened (as with EMFILE): the first error is kept. */
+	drop(base, "/sys/fs/cgroup/a/memory.max");
+	loop_link(base, "/sys/fs/cgroup/a/memory.max");
+	read_ok(base, &m);
+	assert_int_equal(m.limits_error, -EISDIR);
+	assert_int_equal(m.max, 0);
+	assert_int_equal(m.high, 2048);
+	assert_int_equal(rmdir(at(dir, sizeof(dir), base, "/sys/fs/cgroup/a/svc/memory.high")), 0);
+	read_ok(base, &m);
+	assert_int_equal(m.limits_error, -ELOOP);
+
+	/* Not there at all is "no limit", and no error. */
+	drop(base, "/sys/fs/cgroup/a/memory.max");
+	read_ok(base, &m);
+	assert_int_equal(m.limits_error, 0);
+	assert_int_equal(m.max, 0);
+	assert_int_equal(m.high, 2048);
+
+	/* v1 alike. */
+	put(base, "/proc/self/cgroup", "4:memory:/svc\n");
+	put(base, "/proc/self/mountinfo", "31 30 0:28 / /sys/fs/v1 rw - cgroup cgroup rw,memory\n");
+	put(base, "/sys/fs/v1/svc/memory.limit_in_bytes", V1_UNLIMITED);
+	put(base, "/sys/fs/v1/svc/memory.usage_in_bytes", "5\n");
+	loop_link(base, "/sys/fs/v1/memory.soft_limit_in_bytes");
+	read_ok(base, &m);
+	assert_int_equal(m.version, 1);
+	assert_int_equal(m.limits_error, -ELOOP);
+	assert_int_equal(m.current, 5);
+}
+
+static void test_cgroup_memory_read_unreadable_mountinfo_fails(void **state)
+{
+	const char *base = *state;
+	struct mimed_cgroup_memory m;
+
+	/* A mountinfo that is there but cannot be read is no "no cgroup". */
+	put(base, "/proc/self/cgroup", "0::/svc\n");
+	mkdirs(base, "/proc/self/mountinfo");
+	put(base, "/sys/fs/cgroup/svc/memory.max", "4096\n");
+	memset(&m, 0xa5, sizeof(m));
+	assert_int_equal(mimed_cgroup_memory_read(base, &m), -EIO);
+	assert_int_equal(m.version, (int)0xa5a5a5a5);
+}
+
+static void test_cgroup_memory_read_out_of_fds_fails(void **state)
+{
+	const char *base = *state;
+	struct mimed_cgroup_memory m;
+	struct rlimit old, low;
+	int fd, r;
+
+	put(base, "/proc/self/cgroup", "0::/svc\n");
+	put(base, "/proc/self/mountinfo", "30 22 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+	put(base, "/sys/fs/cgroup/svc/memory.max", "4096\n");
+	read_ok(base, &m);
+	assert_int_equal(m.max, 4096);
+
+	/* No descriptor left: an error, not a cgroup without limits. */
+	fd = dup(0);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)fd; /* the lowest free descriptor is the first one refused */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	memset(&m, 0xa5, sizeof(m));
+	r = mimed_cgroup_memory_read(base, &m);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(r, -EMFILE);
+	assert_int_equal(m.version, (int)0xa5a5a5a5);
+}
+
 static void test_cgroup_memory_read_real_machine(void **state)
 {
 	struct mimed_cgroup_memory m;
@@ -480,6 +641,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cgroup_memory_read_unreadable_proc_cgroup,
 	                                        setup_root, teardown_root),
 		cmocka_unit_test_setup_teardown(test_cgroup_memory_read_garbage_reads_as_zero,
+	                                        setup_root, teardown_root),
+		cmocka_unit_test_setup_teardown(test_cgroup_memory_read_dotdot_is_not_visible,
+	                                        setup_root, teardown_root),
+		cmocka_unit_test_setup_teardown(
+			test_cgroup_memory_read_unreadable_limit_is_not_none, setup_root,
+			teardown_root),
+		cmocka_unit_test_setup_teardown(test_cgroup_memory_read_unreadable_mountinfo_fails,
+	                                        setup_root, teardown_root),
+		cmocka_unit_test_setup_teardown(test_cgroup_memory_read_out_of_fds_fails,
 	                                        setup_root, teardown_root),
 		cmocka_unit_test(test_cgroup_memory_read_real_machine),
 	};

@@ -186,6 +186,90 @@ static void test_config_load_names_file_and_line(void **state)
 	}
 }
 
+static void test_config_load_rejects_duplicate_keys(void **state)
+{
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+		{"socket: a\nsocket: b\n", ":2: duplicate key 'socket' (first on line 1)"},
+		{"batching:\n  max_batch: 2\n  max_wait: 1ms\n  max_batch: 3\n",
+	         ":4: duplicate key 'batching.max_batch' (first on line 2)"},
+		{"batching:\n  max_batch: 2\nlog:\n  level: info\nbatching:\n  max_wait: 1ms\n",
+	         ":5: duplicate key 'batching' (first on line 1)"},
+		{"tasks: [a]\nbundle: x\ntasks:\n  - b\n", ":3: duplicate key 'tasks'"},
+		{"socket_mode: \"0600\"\nsocket_mode:\n", ":2: duplicate key 'socket_mode'"},
+	};
+	struct mimed_config c;
+	char err[256], *path;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		err[0] = 0;
+		assert_int_equal(load_text(cases[i].text, &c, err, sizeof(err), &path), -EINVAL);
+		if (!strstr(err, cases[i].want) || strncmp(err, path, strlen(path)) != 0)
+			fail_msg("case %zu: '%s' does not say '%s'", i, err, cases[i].want);
+		mimed_config_fini(&c);
+		unlink(path);
+		free(path);
+	}
+	/* The same name in two mappings is no duplicate. */
+	assert_int_equal(load_text("workers:\n  count: 2\nlimits:\n  max_pending: 3\n", &c, err,
+	                           sizeof(err), &path),
+	                 0);
+	mimed_config_fini(&c);
+	unlink(path);
+	free(path);
+}
+
+static void test_config_load_records_lines(void **state)
+{
+	static const char text[] = "# comment\n"
+				   "socket_mode: \"0600\"\n"
+				   "tasks:\n"
+				   "  - fmnist\n"
+				   "\n"
+				   "  - mnist\n"
+				   "access:\n"
+				   "  admin_group: wheel\n"
+				   "batching:\n"
+				   "  max_wait:\n"; /* empty: the default, but written on line 10 */
+	struct mimed_config c, copy;
+	char err[256], *path;
+
+	mimed_config_defaults(&c);
+	assert_null(c.file);
+	assert_int_equal(mimed_config_line(&c, "socket_mode"), 0);
+	assert_int_equal(load_text(text, &c, err, sizeof(err), &path), 0);
+	assert_string_equal(c.file, path);
+	assert_int_equal(mimed_config_line(&c, "socket_mode"), 2);
+	assert_int_equal(mimed_config_line(&c, "tasks"), 3);
+	assert_int_equal(mimed_config_line(&c, "access.admin_group"), 8);
+	assert_int_equal(mimed_config_line(&c, "batching.max_wait"), 10);
+	assert_int_equal(mimed_config_line(&c, "socket"), 0);      /* not in the file */
+	assert_int_equal(mimed_config_line(&c, "admin_group"), 0); /* not a key's full name */
+	assert_int_equal(mimed_config_line(&c, "access"), 0);      /* a section */
+	assert_int_equal(c.n_tasks, 2);
+	assert_int_equal(c.task_lines[0], 4);
+	assert_int_equal(c.task_lines[1], 6);
+	assert_int_equal(mimed_config_copy(&c, &copy), 0);
+	assert_string_equal(copy.file, path);
+	assert_ptr_not_equal(copy.file, c.file);
+	assert_int_equal(mimed_config_line(&copy, "access.admin_group"), 8);
+	assert_int_equal(copy.task_lines[1], 6);
+	mimed_config_fini(&copy);
+	mimed_config_fini(&c);
+	unlink(path);
+	free(path);
+
+	/* A flow list: every name on the line of the list. */
+	assert_int_equal(
+		load_text("bundle: x\ntasks: [alpha, nope]\n", &c, err, sizeof(err), &path), 0);
+	assert_int_equal(c.task_lines[0], 2);
+	assert_int_equal(c.task_lines[1], 2);
+	mimed_config_fini(&c);
+	unlink(path);
+	free(path);
+}
+
 static void test_config_load_missing_file(void **state)
 {
 	struct mimed_config c;
@@ -205,6 +289,8 @@ int main(void)
 		cmocka_unit_test(test_config_engine_threads_auto_is_one),
 		cmocka_unit_test(test_config_load_reads_values),
 		cmocka_unit_test(test_config_load_names_file_and_line),
+		cmocka_unit_test(test_config_load_rejects_duplicate_keys),
+		cmocka_unit_test(test_config_load_records_lines),
 		cmocka_unit_test(test_config_load_missing_file),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
