@@ -1926,9 +1926,22 @@ static bool admin_only(struct mimed_conn *c, struct mimed_call *call, const char
 {
 	if (c->admin)
 		return true;
+	char desc[256];
+
 	mimed_log(c->d, LOG_NOTICE, "%s refused to uid=%u pid=%d (not root, ours or admin group)",
 	          method, (unsigned)c->uid, (int)c->pid);
-	call_error(call, MIMED_ERR_PERMISSION, NULL);
+	if (c->d->cfg.admin_group)
+		snprintf(desc, sizeof(desc),
+		         "%s is an admin method: for root, uid %u (mimed's) and members of group "
+		         "'%s' (access.admin_group); you are uid %u",
+		         method, (unsigned)getuid(), c->d->cfg.admin_group, (unsigned)c->uid);
+	else
+		snprintf(desc, sizeof(desc),
+		         "%s is an admin method: for root and uid %u (mimed's; access.admin_group "
+		         "is not set); you are uid %u",
+		         method, (unsigned)getuid(), (unsigned)c->uid);
+	call_error(call, MIMED_ERR_PERMISSION,
+	           json_pack("{s:s,s:s}", "method", method, "description", desc));
 	return false;
 }
 

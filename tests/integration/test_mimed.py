@@ -810,6 +810,8 @@ def status_and_admin(ctx):
                     out.append('ok')
                 except VarlinkError as e:
                     out.append(e.error)
+                    assert e.params['method'] == m.split('.')[-1], e.params
+                    assert 'you are uid 65534' in e.params['description'], e.params
             out.append(c.call('io.mime.ListTasks')['tasks'][0]['name'])
             os.write(w, json.dumps(out).encode())
         except BaseException:
