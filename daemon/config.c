@@ -34,6 +34,11 @@ void mimed_config_defaults(struct mimed_config *c)
 		.idle_timeout_ms = 300000,
 		.message_timeout_ms = 30000,
 		.shutdown_timeout_ms = 10000,
+		.memory_pressure_pct = 0,
+		.policy_interval_ms = 500,
+		.policy_up_evals = 3,
+		.policy_settle_evals = 2,
+		.policy_latency_window_ms = 30000,
 		.max_write_queue_bytes = 16u << 20,
 		.log_level = LOG_INFO,
 	};
@@ -108,6 +113,7 @@ enum key_kind {
 	KEY_US,       /* uint64_t microseconds (bare number: us) */
 	KEY_MS,       /* uint64_t milliseconds (bare number: ms) */
 	KEY_MS_FLOAT, /* double milliseconds */
+	KEY_FLOAT,    /* double within [min, max] */
 	KEY_LOG,
 	KEY_RUNMODE,
 	KEY_TASKS,
@@ -136,6 +142,11 @@ static const struct key keys[] = {
 	{"workers.blas_threads", KEY_INT, OFF(blas_threads), 0, 256, 0},
 	{"budgets.memory", KEY_BYTES, OFF(memory_budget_bytes), 0, 0x1p62, 8},
 	{"budgets.latency", KEY_MS_FLOAT, OFF(latency_budget_ms), 0, 3.6e6, 0},
+	{"budgets.memory_pressure", KEY_FLOAT, OFF(memory_pressure_pct), 0, 100, 0},
+	{"policy.interval", KEY_MS, OFF(policy_interval_ms), 10, 600000, 0},
+	{"policy.up_evals", KEY_INT, OFF(policy_up_evals), 1, 1000, 0},
+	{"policy.settle_evals", KEY_INT, OFF(policy_settle_evals), 0, 1000, 0},
+	{"policy.latency_window", KEY_MS, OFF(policy_latency_window_ms), 100, 86400000, 0},
 	{"limits.max_message", KEY_BYTES, OFF(max_message_bytes), 1024, 1 << 30, sizeof(size_t)},
 	{"limits.max_pixels", KEY_INT, OFF(max_pixels), 1, MIME_IMAGE_MAX_PIXELS, 0},
 	{"limits.max_connections", KEY_INT, OFF(max_connections), 1, 1 << 20, 0},
@@ -283,6 +294,14 @@ static int set_key(struct loader *l, const struct key *k, const yaml_node_t *v)
 	case KEY_MS_FLOAT:
 		if (mimed_parse_duration_us(s, 1000, &u) < 0 || (d = (double)u / 1e3) > k->max)
 			return fail(l, v, "'%s' must be a duration like 5ms, not '%s'", k->path, s);
+		*(double *)(base + k->offset) = d;
+		return 0;
+	case KEY_FLOAT:
+		errno = 0;
+		d = strtod(s, &end);
+		if (errno || end == s || *end || !(d >= k->min && d <= k->max))
+			return fail(l, v, "'%s' must be a number in [%g, %g], not '%s'", k->path,
+			            k->min, k->max, s);
 		*(double *)(base + k->offset) = d;
 		return 0;
 	case KEY_LOG:

@@ -13,7 +13,7 @@
 #define MIMED_MAX_BATCH   256
 #define MIMED_MAX_WORKERS 64
 #define MIMED_MAX_ENABLED 64
-#define MIMED_CONFIG_KEYS 23 /* entries of the key table in config.c */
+#define MIMED_CONFIG_KEYS 28 /* entries of the key table in config.c */
 
 enum mimed_mode {
 	MIMED_MODE_MIME,
@@ -35,6 +35,11 @@ struct mimed_config {
 	int blas_threads;             /* OpenBLAS threads; 0: auto */
 	uint64_t memory_budget_bytes; /* 0: none */
 	double latency_budget_ms;     /* 0: none */
+	double memory_pressure_pct;   /* PSI some avg10 (%) that steps a phase down; 0: ignored */
+	uint64_t policy_interval_ms;  /* the budget timer */
+	int policy_up_evals;          /* evaluations a higher phase must fit before a step up */
+	int policy_settle_evals;      /* timer evaluations after a step that may not step down */
+	uint64_t policy_latency_window_ms; /* a phase's p95 is over its answers of this while */
 	size_t max_message_bytes;
 	int max_pixels; /* width x height of an image (or elements / 3 of a raw tensor) */
 	int max_connections;

@@ -343,6 +343,7 @@ struct mimed {
 	uint64_t memory_base_now;
 	/* The cgroup's limits at the last evaluation (0: none), to notice them change. */
 	bool cgroup_seen;
+	bool cgroup_stale; /* the last read failed: the limits above stay in force */
 	uint64_t cgroup_max, cgroup_high;
 	const char *budget_memory_source; /* "config" or "socket" (static strings) */
 	double budget_latency_ms;
@@ -355,6 +356,10 @@ struct mimed {
 	bool latency_below; /* the last evaluation found no phase fitting: warned once */
 	bool memory_below;  /* the same for the memory budget alone */
 	int settle_evals;   /* timer evaluations left that hold a step down (policy.h) */
+	/* memory pressure as a budget (budgets.memory_pressure; server.c pressure_cap) */
+	double memory_pressure_now; /* PSI some avg10 (%) at the last evaluation; < 0: none */
+	bool pressure_high;
+	uint64_t last_pressure_step_ns;
 	/* median measured p95 / manifest latency_ms over the phases measured lately (0: none):
 	 * what predicts the p95 of a phase without recent answers */
 	double latency_correction;

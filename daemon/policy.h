@@ -9,17 +9,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Evaluations in a row a higher phase must fit before auto mode steps up to it (stepping
- * down is immediate). The budget is evaluated every MIMED_POLICY_EVAL_MS and on every budget
- * change, so a step up takes at least MIMED_POLICY_UP_EVALS evaluations. */
-#define MIMED_POLICY_UP_EVALS 3
-#define MIMED_POLICY_EVAL_MS  500
-/* After a step the policy took, the timer's evaluations that may not step down again (a
- * budget change still acts at once): time for the workers to switch and the RSS to follow. */
-#define MIMED_POLICY_SETTLE_EVALS 2
-/* A phase's p95 for the policy is over its answers of this last while only (see
- * server.c policy_table): older samples age out. */
-#define MIMED_POLICY_LATENCY_WINDOW_MS 30000
+/* The daemon evaluates the policy every policy.interval (500 ms by default) and on every
+ * budget change; a step up needs policy.up_evals (3) fitting evaluations in a row, and after
+ * a step the timer may not step down for policy.settle_evals (2): see mimed.yaml(5). Memory
+ * pressure over budgets.memory_pressure steps a phase down at most this often (PSI's avg10
+ * window). */
+#define MIMED_PRESSURE_STEP_MS 10000
 
 /* What one phase is known to take; a value < 0 is unknown and assumed to fit. */
 struct mimed_policy_phase {

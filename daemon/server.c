@@ -1396,10 +1396,30 @@ static void memory_pressure(json_t *status, const char *path)
 
 /* The daemon's memory cgroup (daemon/cgroup.h); version 0 when there is none or
  * /proc/self/cgroup cannot be read. */
-static void cgroup_read(struct mimed_cgroup_memory *cg)
+static void cgroup_read(struct mimed *d, struct mimed_cgroup_memory *cg)
 {
-	if (mimed_cgroup_memory_read("", cg) < 0)
+	int r = mimed_cgroup_memory_read("", cg);
+	int err = r < 0 ? r : cg->limits_error;
+
+	if (r < 0)
 		memset(cg, 0, sizeof(*cg));
+	if (!err) {
+		d->cgroup_stale = false;
+		return;
+	}
+	/* An unreadable file is not a vanished limit (e.g. out of descriptors): the last
+	 * known limits stay in force (cgroup_stale) until a read succeeds. */
+	if (!d->cgroup_stale)
+		mimed_log(d, LOG_WARNING,
+		          "cgroup memory limits: %s, keeping the last known (max %llu, high %llu "
+		          "bytes; 0: none)",
+		          strerror(-err), (unsigned long long)d->cgroup_max,
+		          (unsigned long long)d->cgroup_high);
+	d->cgroup_stale = true;
+	if (d->cgroup_seen) {
+		cg->max = d->cgroup_max;
+		cg->high = d->cgroup_high;
+	}
 }
 
 /* The tighter of the set budget and the cgroup's limits (cg already read). */
@@ -1426,7 +1446,7 @@ uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source)
 {
 	struct mimed_cgroup_memory cg;
 
-	cgroup_read(&cg);
+	cgroup_read(d, &cg);
 	return budget_in_force(d, &cg, ret_source);
 }
 
@@ -1436,8 +1456,10 @@ static void cgroup_memory(struct mimed *d, json_t *status)
 	const char *source;
 	uint64_t eff;
 
-	cgroup_read(&cg);
+	cgroup_read(d, &cg);
 	json_object_set_new(status, "cgroup_version", json_integer(cg.version));
+	if (d->cgroup_stale)
+		json_object_set_new(status, "cgroup_stale", json_true());
 	if (cg.dir[0])
 		json_object_set_new(status, "cgroup_dir", json_string(cg.dir));
 	if (cg.max)
@@ -1542,7 +1564,7 @@ static int cmp_double(const void *a, const void *b)
 
 /* What each phase of d's runtime is known to take, for the policy: memory as the RSS the
  * daemon would have in it (predicted_rss, from a base measured now); p95 latency as
- * measured here over the answers of the last MIMED_POLICY_LATENCY_WINDOW_MS when the phase
+ * measured here over the answers of the last policy.latency_window when the phase
  * has any ("measured"), else the manifest's latency_ms times the median ratio of measured
  * p95 to manifest latency over the phases measured in that window (1 when none: the
  * manifest times a forward, the daemon arrival to reply), "predicted"; else unknown (-1,
@@ -1552,7 +1574,7 @@ static void policy_table(struct mimed *d, struct mimed_policy_phase *ret_ph, con
 {
 	const struct mimed_runtime *rt = d->rt;
 	static const double p95 = 95;
-	uint64_t now = mimed_now_ns(), win = MIMED_POLICY_LATENCY_WINDOW_MS * 1000000ull;
+	uint64_t now = mimed_now_ns(), win = d->cfg.policy_latency_window_ms * 1000000ull;
 	uint64_t since = now > win ? now - win : 0;
 	double ratio[MIMED_MAX_PHASES], correction = 1;
 	int n_ratio = 0;
@@ -1639,6 +1661,66 @@ static void budget_event(struct mimed *d, const char *source)
 	                            (json_int_t)rss, "phase", d->phase));
 }
 
+/* "some avg10=" of a PSI file (%); < 0 when unreadable. */
+static double psi_some_avg10(const char *path)
+{
+	char line[256];
+	double v = -1;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "some avg10=%lf", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* Memory pressure (PSI "some avg10" of the cgroup, else of the system) as a budget: at or
+ * above budgets.memory_pressure the policy takes one phase down, at most one step per
+ * MIMED_PRESSURE_STEP_MS (the avg10 window: the figure needs that long to show the step),
+ * and climbs no higher until the pressure falls below half of it (hysteresis). Returns
+ * the phase fit may be at most; *cause becomes "memory pressure" when it lowers it. */
+static int pressure_cap(struct mimed *d, const struct mimed_cgroup_memory *cg, int fit,
+                        const char **cause)
+{
+	double limit = d->cfg.memory_pressure_pct, psi;
+	uint64_t now = mimed_now_ns();
+
+	if (limit <= 0)
+		return fit;
+	psi = psi_some_avg10(cg->pressure[0] ? cg->pressure : "/proc/pressure/memory");
+	d->memory_pressure_now = psi;
+	if (psi < 0)
+		return fit;
+	if (psi >= limit) {
+		if (!d->pressure_high)
+			mimed_log(d, LOG_WARNING,
+			          "memory pressure: some avg10 %.2f%% >= %.2f%% "
+			          "(budgets.memory_pressure): "
+			          "stepping down, a phase per %d s",
+			          psi, limit, MIMED_PRESSURE_STEP_MS / 1000);
+		d->pressure_high = true;
+		if (d->phase > 1 && fit >= d->phase &&
+		    now - d->last_pressure_step_ns >= MIMED_PRESSURE_STEP_MS * 1000000ull) {
+			*cause = "memory pressure";
+			return d->phase - 1;
+		}
+		return fit < d->phase ? fit : d->phase;
+	}
+	if (d->pressure_high && psi >= limit / 2)
+		return fit < d->phase ? fit : d->phase;
+	if (d->pressure_high)
+		mimed_log(
+			d, LOG_NOTICE,
+			"memory pressure: some avg10 %.2f%%, below half of %.2f%%: phases may step "
+			"up again",
+			psi, limit);
+	d->pressure_high = false;
+	return fit;
+}
+
 void mimed_policy_evaluate(struct mimed *d, const char *cause)
 {
 	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
@@ -1648,11 +1730,12 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	bool below, mem_below, cg_changed;
 	int fit, to;
 
-	cgroup_read(&cg);
+	cgroup_read(d, &cg);
 	budget = budget_in_force(d, &cg, &src);
 	/* The cgroup's limits changed since the last evaluation (e.g. systemctl set-property
 	 * MemoryHigh=): a budget change like any other. */
-	cg_changed = d->cgroup_seen && (cg.max != d->cgroup_max || cg.high != d->cgroup_high);
+	cg_changed = !d->cgroup_stale && d->cgroup_seen &&
+	             (cg.max != d->cgroup_max || cg.high != d->cgroup_high);
 	if (cg_changed)
 		mimed_log(d, LOG_NOTICE,
 		          "cgroup memory limits changed: max %llu -> %llu, high %llu -> %llu bytes "
@@ -1660,9 +1743,11 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 		          (unsigned long long)d->cgroup_max, (unsigned long long)cg.max,
 		          (unsigned long long)d->cgroup_high, (unsigned long long)cg.high,
 		          (unsigned long long)budget, src);
-	d->cgroup_seen = true;
-	d->cgroup_max = cg.max;
-	d->cgroup_high = cg.high;
+	if (!d->cgroup_stale) {
+		d->cgroup_seen = true;
+		d->cgroup_max = cg.max;
+		d->cgroup_high = cg.high;
+	}
 	d->last_policy_ns = mimed_now_ns();
 	d->memory_budget_now = budget;
 	if (cg_changed) {
@@ -1693,7 +1778,7 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	d->memory_below = mem_below;
 	d->latency_below = below && !mem_below;
 	/* After a step the policy took, the timer holds further steps down for
-	 * MIMED_POLICY_SETTLE_EVALS evaluations: the workers switch between batches, and the
+	 * policy.settle_evals evaluations: the workers switch between batches, and the
 	 * RSS follows their switches and the trims after them with a lag (a first entry reads
 	 * the phase's tensors before the trim gives the other phases' back); a budget change
 	 * acts at once. */
@@ -1704,10 +1789,13 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 		if (fit < d->phase)
 			fit = d->phase;
 	}
-	to = mimed_policy_step(&d->policy, fit, MIMED_POLICY_UP_EVALS);
+	fit = pressure_cap(d, &cg, fit, &cause);
+	to = mimed_policy_step(&d->policy, fit, d->cfg.policy_up_evals);
 	if (to != d->phase) {
+		if (to < d->phase && strcmp(cause, "memory pressure") == 0)
+			d->last_pressure_step_ns = mimed_now_ns();
 		mimed_phase_set(d, to, false, cause);
-		d->settle_evals = MIMED_POLICY_SETTLE_EVALS;
+		d->settle_evals = d->cfg.policy_settle_evals;
 	}
 }
 
@@ -2443,7 +2531,7 @@ void mimed_server_tick(struct mimed *d)
 	mimed_server_on_done(&d->done_async);
 	if (d->drained)
 		return;
-	if (now - d->last_policy_ns >= MIMED_POLICY_EVAL_MS * 1000000ull)
+	if (now - d->last_policy_ns >= d->cfg.policy_interval_ms * 1000000ull)
 		mimed_policy_evaluate(d, "budget timer");
 
 	if (mimed_queue_len(&d->queue) > 0) {

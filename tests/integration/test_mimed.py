@@ -119,7 +119,8 @@ def b64(data):
 
 
 class Daemon:
-    def __init__(self, tmp, name, bundle, extra='', workers=2, threads=None, preexec=None):
+    def __init__(self, tmp, name, bundle, extra='', workers=2, threads=None, preexec=None,
+                 wrap=()):
         self.tmp = tmp
         self.sock = os.path.join(tmp, name + '.sock')
         self.config = os.path.join(tmp, name + '.yaml')
@@ -131,7 +132,8 @@ class Daemon:
         env.pop('JOURNAL_STREAM', None)
         env.pop('NOTIFY_SOCKET', None)
         env.pop('LISTEN_FDS', None)
-        self.p = subprocess.Popen([MIMED, '--config', self.config, '--socket', self.sock],
+        self.p = subprocess.Popen(list(wrap) + [MIMED, '--config', self.config, '--socket',
+                                                self.sock],
                                   stdout=self.logf, stderr=subprocess.STDOUT, env=env,
                                   preexec_fn=preexec)
         for _ in range(500):
@@ -1675,6 +1677,253 @@ def memory_budget_holds_rss(ctx):
         c.call('io.mime.SetBudget', {'memory_bytes': 0})
         assert wait_phase(c, 3)['phase'] == 3
         assert answer(c, imgs[0])[0] == 3
+        c.close()
+    finally:
+        assert d.stop() == 0, d.read_log()[-3000:]
+
+
+def unescape_mount(f):
+    """A /proc/self/mountinfo field with its octal escapes (\\040 ...) undone."""
+    out, i = '', 0
+    while i < len(f):
+        if f[i] == '\\' and f[i + 1:i + 4].isdigit():
+            out += chr(int(f[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out += f[i]
+            i += 1
+    return out
+
+
+def make_memory_cgroup(name):
+    """A new cgroup with a writable memory controller, beside or below this process's:
+    cgroup v1's memory hierarchy when there is one, else cgroup2's (a child of this
+    process's cgroup, or of its parent when the child gets no memory controller, as under
+    systemd's leaf units). Returns (version, dir, files) with files naming the soft and the
+    hard limit ('high', 'max'); raises when neither can be made (not root, no memory
+    controller)."""
+    paths = {}
+    with open('/proc/self/cgroup') as f:
+        for line in f:
+            hid, ctrl, path = line.rstrip('\n').split(':', 2)
+            if hid == '0' and ctrl == '':
+                paths[2] = path
+            elif 'memory' in ctrl.split(','):
+                paths[1] = path
+    mounts = {}
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            a, b = line.split(' - ', 1)
+            fa, fb = a.split(), b.split()
+            if fb[0] == 'cgroup2':
+                mounts.setdefault(2, (unescape_mount(fa[3]), unescape_mount(fa[4])))
+            elif fb[0] == 'cgroup' and 'memory' in fb[2].split(','):
+                mounts.setdefault(1, (unescape_mount(fa[3]), unescape_mount(fa[4])))
+    errors = []
+    for v, files in ((1, {'high': 'memory.soft_limit_in_bytes',
+                          'max': 'memory.limit_in_bytes'}),
+                     (2, {'high': 'memory.high', 'max': 'memory.max'})):
+        if v not in paths or v not in mounts:
+            errors.append('no cgroup v%d memory hierarchy' % v)
+            continue
+        root, mnt = mounts[v]
+        rel = paths[v][len(root):] if root != '/' else paths[v]
+        own = os.path.normpath(mnt + '/' + rel)
+        for parent in (own, os.path.dirname(own)):
+            d = os.path.join(parent, name)
+            try:
+                os.mkdir(d)
+            except OSError as e:
+                errors.append('mkdir %s: %s' % (d, e))
+                continue
+            if os.path.exists(os.path.join(d, files['high'])):
+                return v, d, files
+            os.rmdir(d)
+            errors.append('%s has no %s' % (d, files['high']))
+    raise RuntimeError('cannot make a memory cgroup here: ' + '; '.join(errors))
+
+
+def cgroup2_pressure_file():
+    """This process's cgroup2 memory.pressure when the host has one, else None."""
+    path = None
+    with open('/proc/self/cgroup') as f:
+        for line in f:
+            hid, ctrl, p = line.rstrip('\n').split(':', 2)
+            if hid == '0' and ctrl == '':
+                path = p
+    if path is None:
+        return None
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            a, b = line.split(' - ', 1)
+            fa, fb = a.split(), b.split()
+            if fb[0] == 'cgroup2':
+                root, mnt = unescape_mount(fa[3]), unescape_mount(fa[4])
+                rel = path[len(root):] if root != '/' and path.startswith(root) else path
+                f2 = os.path.normpath(mnt + '/' + rel + '/memory.pressure')
+                return f2 if os.path.exists(f2) else None
+    return None
+
+
+@test
+def memory_pressure_steps_down(ctx):
+    """Memory pressure (PSI some avg10) as a budget: mimed in a private mount namespace whose
+    /proc/pressure/memory (and cgroup memory.pressure, where the host has one) is a file the
+    test writes. Over budgets.memory_pressure (10%): one phase down at once, logged with
+    cause memory pressure, and no second step within the 10 s pacing; between half and the
+    limit: no step up (hysteresis); below half: back up after policy.up_evals."""
+    bundle = os.path.join(ctx.tmp, 'phased-psi.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '7', '--phases', '3'])
+    fake = os.path.join(ctx.tmp, 'pressure')
+
+    def psi(some):
+        data = ('some avg10=%.2f avg60=0.00 avg300=0.00 total=1\n'
+                'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n' % some)
+        with open(fake, 'r+') as f:  # the same inode: it is bind-mounted
+            f.seek(0)
+            f.truncate()
+            f.write(data)
+
+    open(fake, 'w').close()
+    psi(0)
+    cgfile = cgroup2_pressure_file() or ''
+    wrap = ['unshare', '--mount', 'sh', '-c',
+            'mount --bind "$1" /proc/pressure/memory && '
+            '{ [ -z "$2" ] || mount --bind "$1" "$2"; } && shift 2 && exec "$@"',
+            'sh', fake, cgfile]
+    d = Daemon(ctx.tmp, 'psi', bundle, 'budgets:\n  memory_pressure: 10\n'
+               'policy:\n  interval: 100\n', workers=1, wrap=wrap)
+    try:
+        c = d.conn()
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phase'] == 3 and st['memory_pressure']['some_avg10'] == 0.0, st
+        psi(25)
+        st = wait_phase(c, 2, timeout=3)
+        assert st['phase'] == 2 and st['pinned'] is False, st
+        assert st['memory_pressure']['some_avg10'] == 25.0, st
+        log = d.read_log()
+        assert 'memory pressure: some avg10 25.00% >= 10.00%' in log, log[-2000:]
+        assert 'cause=memory pressure' in log, log[-2000:]
+        time.sleep(1.0)  # 10 evaluations under pressure: one step per 10 s only
+        assert c.call('io.mime.GetStatus')['status']['phase'] == 2
+        assert answer(c, pgm(16, 16, 3))[0] == 2
+        psi(7)  # below the limit, above half: no climbing
+        time.sleep(1.0)
+        assert c.call('io.mime.GetStatus')['status']['phase'] == 2
+        psi(1)
+        st = wait_phase(c, 3, timeout=3)
+        assert st['phase'] == 3, st
+        assert 'phases may step up again' in d.read_log()
+        c.close()
+    finally:
+        assert d.stop() == 0, d.read_log()[-3000:]
+
+
+@test
+def cgroup_limits_followed(ctx):
+    """mimed in a real memory cgroup of its own (v1 or v2, as the host has it): GetStatus
+    names the cgroup; writing its soft limit (v2 memory.high, v1 memory.soft_limit_in_bytes)
+    between phase 2's and phase 3's predicted RSS is noticed at the next evaluation: logged,
+    a budget event with source cgroup, auto steps down to 2; a looser hard limit is the
+    budget once the soft one is lifted, and auto climbs back to 3."""
+    version, cg, files = make_memory_cgroup('mimed-test-%d' % os.getpid())
+    bundle = os.path.join(ctx.tmp, 'phased-cg.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '7', '--graph', 'vgg7-half', '--phases', '3'])
+
+    def enter():
+        with open(os.path.join(cg, 'cgroup.procs'), 'w') as f:
+            f.write(str(os.getpid()))
+
+    def write(key, value):
+        with open(os.path.join(cg, files[key]), 'w') as f:
+            f.write(str(value))
+
+    def read(key):
+        with open(os.path.join(cg, files[key])) as f:
+            return int(f.read().strip())
+
+    d = Daemon(ctx.tmp, 'cgroup', bundle, workers=1, preexec=enter)
+    try:
+        c = d.conn()
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['cgroup_version'] == version and st['cgroup_dir'] == cg, (st, cg)
+        assert st['memory_budget_source'] == 'none', st
+        assert 'cgroup_memory_high' not in st and 'cgroup_memory_max' not in st, st
+        imgs = [pgm(28, 28, 60 + k) for k in range(6)]
+        for p in (1, 2, 3):  # every phase entered once (see memory_budget_holds_rss)
+            c.call('io.mime.SetPhase', {'phase': p})
+            for i in imgs:
+                assert answer(c, i)[0] == p
+        c.call('io.mime.SetPhase', {'phase': 'auto'})
+        time.sleep(0.6)
+        st = c.call('io.mime.GetStatus')['status']
+        pred = [p['predicted_rss_bytes'] for p in st['phases']]
+        assert st['phase'] == 3, st
+        w = d.conn()
+        w.send('io.mime.WatchEvents', more=True)
+        assert w.recv()['parameters']['event']['kind'] == 'watching'
+
+        write('high', pred[1] + (pred[2] - pred[1]) // 2)
+        high = read('high')  # as the kernel keeps it (whole pages)
+        st = wait_phase(c, 2, timeout=5)
+        assert st['phase'] == 2 and st['pinned'] is False, st
+        assert st['cgroup_memory_high'] == high and st['memory_budget_bytes'] == high, st
+        soft = 'cgroup memory.high' if version == 2 else 'cgroup memory.soft_limit_in_bytes'
+        assert st['memory_budget_source'] == soft, st
+        ev = []
+        while not any(e['kind'] == 'phase' and e['data']['to'] == 2 for e in ev):
+            ev.append(w.recv()['parameters']['event'])
+        b = [e['data'] for e in ev if e['kind'] == 'budget']
+        assert b and b[0]['source'] == 'cgroup' and b[0]['memory_budget_bytes'] == high, ev
+        assert [e['data']['cause'] for e in ev if e['kind'] == 'phase'] == ['cgroup'], ev
+        assert 'cgroup memory limits changed' in d.read_log()
+        assert answer(c, imgs[0])[0] == 2
+
+        write('max', 512 << 20)
+        write('high', 'max' if version == 2 else -1)
+        st = wait_phase(c, 3, timeout=5)
+        assert st['phase'] == 3, st
+        hard = 'cgroup memory.max' if version == 2 else 'cgroup memory.limit_in_bytes'
+        assert st['memory_budget_source'] == hard, st
+        assert st['memory_budget_bytes'] == 512 << 20 == st['cgroup_memory_max'], st
+        assert 'cgroup_memory_high' not in st, st
+        w.close()
+        c.close()
+    finally:
+        assert d.stop() == 0, d.read_log()[-3000:]
+        for _ in range(50):
+            try:
+                os.rmdir(cg)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+@test
+def latency_samples_age_out(ctx):
+    """A phase's measured p95 ages out after policy.latency_window: with a latency budget no
+    measured phase meets, auto leaves the measured top phase for an unmeasured one (unknown
+    fits), and once the top phase's answers are older than the window (1 s here) it is
+    unknown again and auto climbs back to it (before, one slow spell kept a phase out for
+    good)."""
+    bundle = os.path.join(ctx.tmp, 'phased-age.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '7', '--phases', '3'])
+    d = Daemon(ctx.tmp, 'age', bundle, 'policy:\n  interval: 100\n  latency_window: 1s\n',
+               workers=1)
+    try:
+        c = d.conn()
+        for k in range(5):
+            assert answer(c, pgm(16, 16, k))[0] == 3
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phases'][2]['p95_source'] == 'measured', st['phases']
+        assert 'p95_ms' not in st['phases'][0], st['phases']  # no manifest latency: unknown
+        c.call('io.mime.SetBudget', {'latency_ms': 0.0001})
+        st = c.call('io.mime.GetStatus')['status']
+        assert st['phase'] == 2, st  # the highest phase not known to miss it
+        st = wait_phase(c, 3, timeout=5)
+        assert st['phase'] == 3, st
+        assert 'p95_ms' not in st['phases'][2], st['phases']  # aged out: unknown again
+        c.call('io.mime.SetBudget', {'latency_ms': 0})
         c.close()
     finally:
         assert d.stop() == 0, d.read_log()[-3000:]
