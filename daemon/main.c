@@ -107,10 +107,27 @@ static char *default_socket(void)
 	return NULL;
 }
 
-/* The bundle to load: the command line, the config, else the shipped one. */
+/* Whether this mimed runs from a build inside its source tree (not an installed copy). */
+static bool in_source_tree(void)
+{
+	static const char root[] = MIMED_SOURCE_ROOT "/";
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		return false;
+	exe[n] = 0;
+	return strncmp(exe, root, sizeof(root) - 1) == 0;
+}
+
+/* The bundle to load: the command line, the config, else the shipped one: an installed
+ * mimed looks in $datadir/mime/ first (it may run from /, and a source tree left on the
+ * machine is not what it was installed with), one run from its build looks in the working
+ * directory and the source tree first. When none is readable, the first candidate (its
+ * load error names it). */
 static const char *bundle_path(const struct mimed *d, const struct mimed_config *cfg)
 {
-	static const char *const shipped[] = {
+	static const char *const build_order[] = {
 		"models/demo.mime",
 		"models/fmnist-parent.mime",
 		MIMED_SOURCE_ROOT "/models/demo.mime",
@@ -118,15 +135,24 @@ static const char *bundle_path(const struct mimed *d, const struct mimed_config 
 		MIMED_DATADIR "/mime/demo.mime",
 		MIMED_DATADIR "/mime/fmnist-parent.mime",
 	};
+	static const char *const installed_order[] = {
+		MIMED_DATADIR "/mime/demo.mime",
+		MIMED_DATADIR "/mime/fmnist-parent.mime",
+		"models/demo.mime",
+		"models/fmnist-parent.mime",
+		MIMED_SOURCE_ROOT "/models/demo.mime",
+		MIMED_SOURCE_ROOT "/models/fmnist-parent.mime",
+	};
+	const char *const *order = in_source_tree() ? build_order : installed_order;
 
 	if (d->cli_bundle)
 		return d->cli_bundle;
 	if (cfg->bundle)
 		return cfg->bundle;
-	for (size_t i = 0; i < sizeof(shipped) / sizeof(shipped[0]); i++)
-		if (access(shipped[i], R_OK) == 0)
-			return shipped[i];
-	return shipped[1];
+	for (size_t i = 0; i < sizeof(build_order) / sizeof(build_order[0]); i++)
+		if (access(order[i], R_OK) == 0)
+			return order[i];
+	return order[0];
 }
 
 /* Defaults, then the file, then the command line, into *ret_cfg. */

@@ -775,7 +775,9 @@ def status_and_admin(ctx):
     assert b == {'memory_bytes': 48 << 20, 'latency_ms': 5.0}, b
     st = c.call('io.mime.GetStatus')['status']
     assert st['budgets'] == b
-    assert st['memory_budget_source'] in ('socket', 'cgroup memory.high', 'cgroup memory.max')
+    assert st['memory_budget_source'] in ('socket', 'cgroup memory.high', 'cgroup memory.max',
+                                          'cgroup memory.soft_limit_in_bytes',
+                                          'cgroup memory.limit_in_bytes')
     assert st['memory_budget_bytes'] <= 48 << 20
     if st['memory_budget_source'] == 'socket':
         assert st['memory_budget_bytes'] == 48 << 20
