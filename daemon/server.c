@@ -1630,6 +1630,19 @@ void mimed_phase_set(struct mimed *d, int to, bool pinned, const char *cause)
 	                            "cause", cause));
 }
 
+/* The warning for a memory budget below the RSS predicted in phase 1 (ph: policy_table's). */
+static void warn_memory_below(struct mimed *d, uint64_t budget, const char *src,
+                              const struct mimed_policy_phase *ph)
+{
+	mimed_log(d, LOG_WARNING,
+	          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 (%lld "
+	          "bytes: %llu outside the phases + %d x %lld + %lld of task tensor pages); "
+	          "staying at the lowest phase",
+	          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
+	          (unsigned long long)d->memory_base_now, d->rt->n_workers,
+	          (long long)phase_memory(d->rt, 1), (long long)phase_mapped(d->rt, 1));
+}
+
 /* Logs a budget below the lowest phase (a warning) and emits a budget event. */
 static void budget_event(struct mimed *d, const char *source)
 {
@@ -1647,13 +1660,7 @@ static void budget_event(struct mimed *d, const char *source)
 
 	d->memory_below = below; /* warned here: the evaluation does not again */
 	if (!fits)
-		mimed_log(d, LOG_WARNING,
-		          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 "
-		          "(%lld bytes: %llu outside the engines' phases + %d x %lld; rss now %llu "
-		          "bytes); staying at the lowest phase",
-		          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
-		          (unsigned long long)d->memory_base_now, d->rt->n_workers,
-		          (long long)phase_memory(d->rt, 1), (unsigned long long)rss);
+		warn_memory_below(d, budget, src, ph);
 	mimed_server_emit(d, "budget",
 	                  json_pack("{s:o,s:s,s:I,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d),
 	                            "source", source, "memory_budget_bytes", (json_int_t)budget,
@@ -1763,13 +1770,7 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &mem_below);
 	/* Nothing fits: a warning when it starts (a budget change warns where it is set). */
 	if (mem_below && !d->memory_below)
-		mimed_log(d, LOG_WARNING,
-		          "memory budget %llu bytes (%s) is below the RSS predicted in phase 1 "
-		          "(%lld bytes: %llu outside the engines' phases + %d x %lld); staying at "
-		          "the lowest phase",
-		          (unsigned long long)budget, src, (long long)ph[0].memory_bytes,
-		          (unsigned long long)d->memory_base_now, d->rt->n_workers,
-		          (long long)phase_memory(d->rt, 1));
+		warn_memory_below(d, budget, src, ph);
 	else if (below && !mem_below && !d->latency_below)
 		mimed_log(d, LOG_WARNING,
 		          "latency budget p95 %g ms is below what phase 1 takes (p95 %g ms); "

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_mimed as T  # noqa: E402
@@ -227,17 +226,7 @@ def main():
         ctx.tmp = tmp
         ctx.bundle = os.path.join(tmp, 'test.mime')
         subprocess.check_call([T.MKBUNDLE, ctx.bundle, '1'])
-        only = os.environ.get('ONLY')
-        for t in TESTS:
-            if only and t.__name__ != only:
-                continue
-            try:
-                t(ctx)
-                print('ok   %s' % t.__name__, flush=True)
-            except Exception:
-                failures += 1
-                print('FAIL %s' % t.__name__, flush=True)
-                traceback.print_exc()
+        failures += T.run_tests(TESTS, ctx)
     print('%d failures' % failures)
     return 1 if failures else 0
 

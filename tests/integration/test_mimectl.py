@@ -370,17 +370,7 @@ def main():
         ctx.tmp = tmp
         ctx.bundle = os.path.join(tmp, 'test.mime')
         subprocess.check_call([T.MKBUNDLE, ctx.bundle, '1'], stdout=subprocess.DEVNULL)
-        only = os.environ.get('ONLY')  # ONLY=name[,name...]: just those
-        for t in TESTS:
-            if only and t.__name__ not in only.split(','):
-                continue
-            try:
-                t(ctx)
-                print('ok   %s' % t.__name__, flush=True)
-            except Exception:
-                failures += 1
-                print('FAIL %s' % t.__name__, flush=True)
-                traceback.print_exc()
+        failures += T.run_tests(TESTS, ctx)  # ONLY=name[,name...]: just those
     print('%d failures' % failures)
     return 1 if failures else 0
 

@@ -2426,6 +2426,24 @@ class Ctx:
     pass
 
 
+def run_tests(tests, ctx):
+    """Runs each test (ONLY=name[,name...] in the environment: just those), printing ok or
+    FAIL with the traceback; returns the count of failures."""
+    only = os.environ.get('ONLY')
+    failures = 0
+    for t in tests:
+        if only and t.__name__ not in only.split(','):
+            continue
+        try:
+            t(ctx)
+            print('ok   %s' % t.__name__, flush=True)
+        except Exception:
+            failures += 1
+            print('FAIL %s' % t.__name__, flush=True)
+            traceback.print_exc()
+    return failures
+
+
 def main():
     ctx = Ctx()
     failures = 0
@@ -2441,17 +2459,7 @@ def main():
                        '  queue_capacity: 4\nlimits:\n  message_timeout: 300ms\n'
                        '  max_connections: 6\n', workers=1)
         try:
-            for t in TESTS:
-                only = os.environ.get('ONLY')
-                if only and t.__name__ != only:
-                    continue
-                try:
-                    t(ctx)
-                    print('ok   %s' % t.__name__, flush=True)
-                except Exception:
-                    failures += 1
-                    print('FAIL %s' % t.__name__, flush=True)
-                    traceback.print_exc()
+            failures += run_tests(TESTS, ctx)
         finally:
             for dmn in (ctx.a, ctx.b):
                 code = dmn.stop()
