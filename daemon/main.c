@@ -376,7 +376,8 @@ static void reload_commit(struct mimed *d, struct reload_job *job)
 	}
 	/* Budgets set through the socket stay unless the file changed that budget. */
 	budget_changed = c->memory_budget_bytes != d->cfg.memory_budget_bytes ||
-	                 c->latency_budget_ms != d->cfg.latency_budget_ms;
+	                 c->latency_budget_ms != d->cfg.latency_budget_ms ||
+	                 c->memory_pressure_pct != d->cfg.memory_pressure_pct;
 	if (c->memory_budget_bytes != d->cfg.memory_budget_bytes) {
 		d->budget_memory_bytes = c->memory_budget_bytes;
 		d->budget_memory_source = "config";
@@ -613,7 +614,9 @@ static void flush_replies(struct mimed *d)
 
 		for (struct mimed_conn *c = d->conns; c; c = c->next)
 			queued += uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
-		if (!queued && d->n_busy_calls == 0)
+		/* once drained, the connections leave d->conns while libuv still writes their
+		 * last replies: wait for the loop to close them all */
+		if (d->n_busy_calls == 0 && (d->drained ? !uv_loop_alive(&d->loop) : !queued))
 			return;
 		uv_run(&d->loop, UV_RUN_NOWAIT);
 		usleep(1000);

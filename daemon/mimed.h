@@ -95,7 +95,8 @@ struct mimed_runtime {
 	int64_t *phase_memory_bytes;
 	bool *phase_memory_measured;
 	/* [n_phases]: the bundle pages of the task tensors the phase reads in place (F32),
-	 * shared by the workers; 0 without phases or a file mapping */
+	 * shared by the workers; 0 without phases or a file mapping. Counted at load for the
+	 * enabled tasks (a reload that enables others leaves it low: the base takes it up) */
 	int64_t *phase_mapped_bytes;
 	int64_t parent_memory_bytes; /* has_phases: an engine's plan bytes before any phase */
 	int *engine_phase; /* [n_workers]: the phase worker i's engine is in (0: the parent);
@@ -266,6 +267,7 @@ struct mimed_worker {
 	/* Its engine is in a phase a request named, not the daemon's: the next batch that names
 	 * none switches back (cause "restore"). */
 	bool in_named_phase;
+	int phase_before_named; /* the worker's phase when a request's own phase took it */
 	/* It handed over batches without waking the loop (every reply in them went out whole):
 	 * it wakes it before it idles (worker.c, notify_idle()). */
 	bool notify_pending;
@@ -357,7 +359,6 @@ struct mimed {
 	bool memory_below;  /* the same for the memory budget alone */
 	int settle_evals;   /* timer evaluations left that hold a step down (policy.h) */
 	/* memory pressure as a budget (budgets.memory_pressure; server.c pressure_cap) */
-	double memory_pressure_now; /* PSI some avg10 (%) at the last evaluation; < 0: none */
 	bool pressure_high;
 	uint64_t last_pressure_step_ns;
 	/* median measured p95 / manifest latency_ms over the phases measured lately (0: none):
@@ -386,11 +387,12 @@ struct mimed {
 int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_workers,
                        struct mimed_runtime **ret_rt, struct mime_errinfo *ei);
 void mimed_runtime_unref(struct mimed_runtime *rt);
-/* Drops the pages of the bundle's mapping that no forward in `phase` reads (see runtime.c);
- * at load for the top phase, and by a worker after the policy stepped it down. Other
- * workers may read the dropped pages meanwhile: they are read back from the file. Advice
- * only; any thread. */
-void mimed_runtime_drop_pages(struct mimed_runtime *rt, int phase);
+/* Drops the pages of the bundle's mapping that no forward in `phase` reads (see runtime.c):
+ * the enabled tasks' tensors are kept, or every task's with every_task (a worker's call:
+ * a reload may rewrite rt->enabled on the loop thread meanwhile). At load for the top
+ * phase, and by a worker after the policy stepped it down. Other workers may read the
+ * dropped pages meanwhile: they are read back from the file. Advice only; any thread. */
+void mimed_runtime_drop_pages(struct mimed_runtime *rt, int phase, bool every_task);
 /* True when path names another file than rt was loaded from, or the file changed. */
 bool mimed_runtime_stale(const struct mimed_runtime *rt, const char *path,
                          const struct mimed_config *cfg);

@@ -283,7 +283,7 @@ static bool bundle_mapping(const struct mime_bundle *b, uintptr_t *ret_base, siz
  * Those keep their pages (dropping a bias's page would cost a fault that maps 64 KiB around
  * it); anything dropped that is needed after all (a later phase, a task enabled by a
  * reload) is read back from the file on first touch. Advice only: errors are ignored. */
-void mimed_runtime_drop_pages(struct mimed_runtime *rt, int phase)
+void mimed_runtime_drop_pages(struct mimed_runtime *rt, int phase, bool every_task)
 {
 	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
 	const struct mime_graph *g = &rt->model.graph;
@@ -331,7 +331,7 @@ void mimed_runtime_drop_pages(struct mimed_runtime *rt, int phase)
 		int p = phase < 1 ? 1 : phase > rt->n_phases ? rt->n_phases : phase;
 		size_t ti = (size_t)(p - 1) * (size_t)n_tasks + (size_t)t;
 
-		if (rt->enabled[t])
+		if (every_task || rt->enabled[t])
 			keep_task(keep, &n_keep,
 			          rt->has_phases ? &rt->phase_tasks[ti] : &rt->model.tasks[t]);
 	}
@@ -524,7 +524,7 @@ int mimed_runtime_load(const struct mimed_config *cfg, const char *path, int n_w
 	r = runtime_phases(rt, ei);
 	if (r < 0)
 		goto fail;
-	mimed_runtime_drop_pages(rt, rt->n_phases);
+	mimed_runtime_drop_pages(rt, rt->n_phases, false);
 	phases_mapped_bytes(rt);
 	for (int i = 0; i < rt->manifest->n_tasks; i++)
 		if (rt->manifest->tasks[i].thresholds == MIME_THR_CHANNEL)

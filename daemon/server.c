@@ -1695,10 +1695,11 @@ static int pressure_cap(struct mimed *d, const struct mimed_cgroup_memory *cg, i
 	double limit = d->cfg.memory_pressure_pct, psi;
 	uint64_t now = mimed_now_ns();
 
-	if (limit <= 0)
+	if (limit <= 0) {
+		d->pressure_high = false; /* the key was cleared */
 		return fit;
+	}
 	psi = psi_some_avg10(cg->pressure[0] ? cg->pressure : "/proc/pressure/memory");
-	d->memory_pressure_now = psi;
 	if (psi < 0)
 		return fit;
 	if (psi >= limit) {

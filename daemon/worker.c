@@ -216,13 +216,16 @@ static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 		snprintf(b->switch_msg, sizeof(b->switch_msg), "%s", ei.msg);
 		return !b->want_phase;
 	}
-	/* A step down the policy asked for (a budget): what the engine keeps for the other
-	 * phases (fine masks' W^T, decoded task tensors) and the bundle pages of their task
-	 * tensors go back to the system, so that the RSS falls as the budget expects; a
-	 * request's own phase keeps them for cheap switches. */
-	if (!b->want_phase && !b->switch_cause && want < cur) {
+	/* A step down the policy asked for (a budget), also when it comes as the way back from
+	 * a request's own phase: what the engine keeps for the other phases (fine masks' W^T,
+	 * decoded task tensors) and the bundle pages of their task tensors go back to the
+	 * system, so that the RSS falls as the budget expects; a request's own phase keeps
+	 * them for cheap switches. */
+	if (b->want_phase && !w->in_named_phase)
+		w->phase_before_named = cur;
+	if (!b->want_phase && want < (b->switch_cause ? w->phase_before_named : cur)) {
 		mime_engine_trim(rt->engines[w->index]);
-		mimed_runtime_drop_pages(rt, want);
+		mimed_runtime_drop_pages(rt, want, true);
 		malloc_trim(0);
 	}
 	__atomic_store_n(&rt->engine_phase[w->index], want, __ATOMIC_RELAXED);

@@ -1165,48 +1165,53 @@ def wait_queued(d, n, timeout=10.0):
 def shutdown_timeout_cuts_and_exits_1(ctx):
     """A drain that outlives shutdown_timeout: the requests still queued are answered
     io.mime.ShuttingDown, the batch running at that moment gets up to a second more, and
-    every reply is written before the exit: none is lost; the log says how many were cut,
-    and mimed exits 1, as mimed(8) documents."""
+    every reply is written before the exit, also when they are more than the socket holds
+    and the client reads them only afterwards: none is lost; the log says how many were
+    cut, and mimed exits 1, as mimed(8) documents."""
     bundle = os.path.join(ctx.tmp, 'vgg7-cut.mime')
     subprocess.check_call([MKBUNDLE, bundle, '3', '--graph', 'vgg7'])
-    d = Daemon(ctx.tmp, 'cut', bundle, 'batching:\n  max_batch: 1\n'
-               'shutdown_timeout: 1\n', workers=1, threads=1)
+    d = Daemon(ctx.tmp, 'cut', bundle, 'batching:\n  max_batch: 1\n  queue_capacity: 4096\n'
+               'limits:\n  max_pending: 65536\nshutdown_timeout: 1\n', workers=1, threads=1)
     try:
-        conns = [d.conn() for _ in range(4)]
-        per = 40
-        for x in conns:
-            for i in range(per):
-                x.send('io.mime.Infer', {'task': 'alpha', 'image': b64(pgm(28, 28, i))})
-        # every message read (accepted: counted in requests) and most still queued
+        x = d.conn()
+        n = 3000
+        img = b64(pgm(28, 28, 1))
+        msg = b''.join(json.dumps({'method': 'io.mime.Infer', 'parameters':
+                                   {'task': 'alpha', 'image': img}}).encode() + b'\0'
+                       for _ in range(n))
+        sender = __import__('threading').Thread(target=x.s.sendall, args=(msg,))
+        sender.start()
+        # every message read (accepted: counted in requests), most still queued
         c = d.conn()
-        end = time.time() + 10
+        end = time.time() + 20
         while True:
             st = c.call('io.mime.GetStatus')['status']
-            if st['requests'] >= 4 * per or time.time() > end:
+            if st['requests'] >= n or time.time() > end:
                 break
-            time.sleep(0.005)
+            time.sleep(0.01)
         c.close()
-        assert st['requests'] == 4 * per and st['queue_depth'] >= 40, st
+        assert st['requests'] == n and st['queue_depth'] >= 100, st
         d.p.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the client reads only now: the replies wait in mimed
+        sender.join(10)
         got = {'result': 0, 'io.mime.ShuttingDown': 0, 'lost': 0}
-        for x in conns:
-            for _ in range(per):
-                try:
-                    r = x.recv()
-                except (EOFError, ConnectionResetError):
-                    got['lost'] += 1
-                    continue
-                if 'error' in r:
-                    assert r['error'] == 'io.mime.ShuttingDown', r
-                    got['io.mime.ShuttingDown'] += 1
-                else:
-                    assert r['parameters']['result']['task'] == 'alpha', r
-                    got['result'] += 1
-            x.close()
+        for _ in range(n):
+            try:
+                r = x.recv()
+            except (EOFError, ConnectionResetError):
+                got['lost'] += 1
+                continue
+            if 'error' in r:
+                assert r['error'] == 'io.mime.ShuttingDown', r
+                got['io.mime.ShuttingDown'] += 1
+            else:
+                assert r['parameters']['result']['task'] == 'alpha', r
+                got['result'] += 1
+        x.close()
         code = d.p.wait(10)
         log = d.read_log()
         assert code == 1, (code, log[-3000:])
-        assert got['io.mime.ShuttingDown'] >= 1 and got['lost'] == 0, got
+        assert got['io.mime.ShuttingDown'] >= 100 and got['lost'] == 0, got
         assert 'queued requests not run after 1 ms, answered io.mime.ShuttingDown' in log, log
     finally:
         d.stop()
