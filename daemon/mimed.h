@@ -262,6 +262,10 @@ struct mimed_worker {
 	int index;
 	pthread_t thread;
 	bool started;
+	/* Held while the worker enters a phase and runs a batch, and by an idle switch
+	 * (worker.c mimed_workers_idle_switch) while it switches the engine of a worker with
+	 * nothing to run: one user of the worker's engines at a time. */
+	pthread_mutex_t engine_lock;
 	struct mimed_qitem *items[MIMED_MAX_BATCH];
 	int tasks[MIMED_MAX_BATCH];
 	/* Its engine is in a phase a request named, not the daemon's: the next batch that names
@@ -327,7 +331,8 @@ struct mimed {
 	 * on_read() hands the bytes to the connection's framer before it returns, so one buffer
 	 * serves every connection (it was 64 KiB inside each struct mimed_conn) */
 	char *rbuf;
-	int n_busy_calls; /* calls accepted and not yet answered (watch calls excluded) */
+	int n_busy_calls;    /* calls accepted and not yet answered (watch calls excluded) */
+	int n_idle_switches; /* idle switches in the thread pool (the drain waits for them) */
 	int n_watchers;
 
 	bool shutting_down;
@@ -408,6 +413,11 @@ int mimed_workers_start(struct mimed *d, int n);
 void mimed_workers_stop(struct mimed *d); /* closes the queue and joins */
 /* An Infer for task was accepted (loop thread): wakes the engines that may run it. */
 void mimed_workers_prepare(struct mimed *d, const struct mimed_runtime *rt, int task);
+/* The loop changed the daemon's phase: each worker whose engine is in another phase and
+ * that runs no batch now is switched in libuv's thread pool (a busy one switches before its
+ * next batch, as always), so that the memory of an idle worker follows the phase too. Loop
+ * thread; logs each switch (cause idle) when it is done. */
+void mimed_workers_idle_switch(struct mimed *d);
 
 /* server.c */
 /* Appends req's InferResult object ({"task", "label", ..., "energy"}) to t; b is the batch it

@@ -1623,6 +1623,7 @@ void mimed_phase_set(struct mimed *d, int to, bool pinned, const char *cause)
 	d->phase_cause = cause;
 	mimed_policy_init(&d->policy, to);
 	__atomic_store_n(&d->desired_phase, to, __ATOMIC_RELEASE);
+	mimed_workers_idle_switch(d);
 	mimed_log(d, LOG_NOTICE, "phase %d -> %d (%s), cause=%s", from, to,
 	          pinned ? "pinned" : "auto", cause);
 	mimed_server_emit(d, "phase",
@@ -1894,6 +1895,15 @@ static void m_get_status(struct mimed *d, struct mimed_call *call)
 		json_object_set_new(status, "latency_by_phase", phases);
 		json_object_set_new(status, "n_phases", json_integer(d->rt->n_phases));
 		json_object_set_new(status, "phases", phases_json(d));
+		{
+			json_t *wp = json_array();
+
+			for (int w = 0; w < d->rt->n_workers; w++)
+				json_array_append_new(
+					wp, json_integer(__atomic_load_n(&d->rt->engine_phase[w],
+				                                         __ATOMIC_RELAXED)));
+			json_object_set_new(status, "worker_phases", wp);
+		}
 		if (d->latency_correction > 0)
 			json_object_set_new(status, "latency_correction",
 			                    json_real(d->latency_correction));
@@ -2608,7 +2618,7 @@ void mimed_server_close_all(struct mimed *d)
 
 void mimed_server_check_drained(struct mimed *d)
 {
-	if (!d->shutting_down || d->drained || d->n_busy_calls > 0)
+	if (!d->shutting_down || d->drained || d->n_busy_calls > 0 || d->n_idle_switches > 0)
 		return;
 	d->drained = true;
 	mimed_log(d, LOG_INFO, "drained: every accepted request is answered%s",

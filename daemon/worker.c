@@ -367,6 +367,7 @@ static void *worker_main(void *arg)
 		b->worker = w->index;
 		b->rt = b->reqs[0]->rt;
 		b->want_phase = b->reqs[0]->want_phase; /* one queue key: one named phase */
+		pthread_mutex_lock(&w->engine_lock);
 		if (enter_phase(w, b)) {
 			for (int i = 0; i < n; i++)
 				b->reqs[i]->phase = b->phase;
@@ -378,6 +379,7 @@ static void *worker_main(void *arg)
 				b->reqs[i]->status = MIMED_REQ_NO_PHASE;
 			}
 		}
+		pthread_mutex_unlock(&w->engine_lock);
 		direct_build(b, msg, len);
 		deliver(w, b, msg, len);
 	}
@@ -404,6 +406,106 @@ void mimed_workers_prepare(struct mimed *d, const struct mimed_runtime *rt, int 
 	}
 }
 
+/* An idle switch (mimed_workers_idle_switch): the worker, the runtime whose engine it
+ * switches (a reference the loop took), and what happened, for the loop's log. */
+struct idle_switch {
+	uv_work_t work;
+	struct mimed_worker *w;
+	struct mimed_runtime *rt;
+	int from, to, error;
+	uint64_t us;
+	bool switched;
+	char msg[sizeof(((struct mime_errinfo *)0)->msg)];
+};
+
+/* Thread pool: the engine of a worker that runs nothing now (else its next batch switches
+ * it) into the daemon's phase, trimmed as a policy step down is (enter_phase). */
+static void idle_switch_work(uv_work_t *req)
+{
+	struct idle_switch *s = container_of(req, struct idle_switch, work);
+	struct mimed_worker *w = s->w;
+	struct mimed_runtime *rt = s->rt;
+	struct mime_errinfo ei = {0};
+	int cur, want;
+	uint64_t t0;
+
+	if (pthread_mutex_trylock(&w->engine_lock) != 0)
+		return;
+	cur = __atomic_load_n(&rt->engine_phase[w->index], __ATOMIC_RELAXED);
+	want = __atomic_load_n(&w->d->desired_phase, __ATOMIC_ACQUIRE);
+	want = want < 1 ? 1 : want > rt->n_phases ? rt->n_phases : want;
+	if (rt->has_phases && cur != want && !w->in_named_phase) {
+		t0 = mimed_now_ns();
+		s->error = mime_engine_set_phase(
+			rt->engines[w->index], &rt->phases[want - 1],
+			&rt->phase_tasks[(size_t)(want - 1) * (size_t)rt->model.n_tasks], &ei);
+		s->us = (mimed_now_ns() - t0) / 1000;
+		if (s->error < 0) {
+			snprintf(s->msg, sizeof(s->msg), "%s", ei.msg);
+		} else {
+			if (want < cur) {
+				mime_engine_trim(rt->engines[w->index]);
+				mimed_runtime_drop_pages(rt, want, true);
+				malloc_trim(0);
+			}
+			__atomic_store_n(&rt->engine_phase[w->index], want, __ATOMIC_RELAXED);
+			s->switched = true;
+			s->from = cur;
+			s->to = want;
+		}
+	}
+	pthread_mutex_unlock(&w->engine_lock);
+}
+
+static void idle_switch_done(uv_work_t *req, int status)
+{
+	struct idle_switch *s = container_of(req, struct idle_switch, work);
+	struct mimed *d = s->w->d;
+
+	if (s->switched) {
+		mimed_log(d, LOG_INFO,
+		          "phase switch worker=%d from=%d to=%d switch_us=%llu cause=idle",
+		          s->w->index, s->from, s->to, (unsigned long long)s->us);
+		mimed_server_emit(d, "phase_switch",
+		                  json_pack("{s:i,s:i,s:i,s:I,s:s}", "worker", s->w->index, "from",
+		                            s->from, "to", s->to, "switch_us", (json_int_t)s->us,
+		                            "cause", "idle"));
+	} else if (s->error < 0) {
+		mimed_log(d, LOG_WARNING, "idle phase switch of worker %d failed: %s", s->w->index,
+		          s->msg);
+	}
+	mimed_runtime_unref(s->rt);
+	free(s);
+	d->n_idle_switches--;
+	mimed_server_check_drained(d);
+}
+
+void mimed_workers_idle_switch(struct mimed *d)
+{
+	struct mimed_runtime *rt = d->rt;
+
+	if (d->shutting_down || !rt->has_phases || !d->workers)
+		return;
+	for (int i = 0; i < d->n_workers; i++) {
+		struct idle_switch *s;
+
+		if (__atomic_load_n(&rt->engine_phase[i], __ATOMIC_RELAXED) == d->phase)
+			continue;
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return; /* the worker switches at its next batch */
+		s->w = &d->workers[i];
+		s->rt = rt;
+		rt->refs++;
+		if (uv_queue_work(&d->loop, &s->work, idle_switch_work, idle_switch_done) < 0) {
+			rt->refs--;
+			free(s);
+			continue;
+		}
+		d->n_idle_switches++;
+	}
+}
+
 int mimed_workers_start(struct mimed *d, int n)
 {
 	int r;
@@ -415,6 +517,7 @@ int mimed_workers_start(struct mimed *d, int n)
 	for (int i = 0; i < n; i++) {
 		d->workers[i].d = d;
 		d->workers[i].index = i;
+		pthread_mutex_init(&d->workers[i].engine_lock, NULL);
 		r = pthread_create(&d->workers[i].thread, NULL, worker_main, &d->workers[i]);
 		if (r) {
 			mimed_workers_stop(d);
@@ -431,8 +534,10 @@ void mimed_workers_stop(struct mimed *d)
 	for (int i = 0; i < d->n_workers; i++)
 		if (d->workers[i].started)
 			pthread_join(d->workers[i].thread, NULL);
-	for (int i = 0; i < d->n_workers; i++)
+	for (int i = 0; i < d->n_workers; i++) {
 		free(d->workers[i].energy_buf);
+		pthread_mutex_destroy(&d->workers[i].engine_lock);
+	}
 	free(d->workers);
 	d->workers = NULL;
 }
