@@ -362,7 +362,6 @@ struct mimed {
 	uint64_t last_policy_ns;
 	bool latency_below; /* the last evaluation found no phase fitting: warned once */
 	bool memory_below;  /* the same for the memory budget alone */
-	int settle_evals;   /* timer evaluations left that hold a step down (policy.h) */
 	/* memory pressure as a budget (budgets.memory_pressure; server.c pressure_cap) */
 	bool pressure_high;
 	uint64_t last_pressure_step_ns;

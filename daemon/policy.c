@@ -28,6 +28,26 @@ void mimed_policy_init(struct mimed_policy *p, int current)
 	p->current = current;
 	p->candidate = 0;
 	p->streak = 0;
+	p->settle = 0;
+}
+
+void mimed_policy_stepped(struct mimed_policy *p, int settle_evals)
+{
+	p->settle = settle_evals > 0 ? settle_evals : 0;
+}
+
+int mimed_policy_hold(struct mimed_policy *p, int fit, bool from_timer)
+{
+	if (!from_timer) {
+		p->settle = 0;
+		return fit;
+	}
+	if (p->settle > 0) {
+		p->settle--;
+		if (fit < p->current)
+			return p->current;
+	}
+	return fit;
 }
 
 int mimed_policy_step(struct mimed_policy *p, int fit, int up_evals)

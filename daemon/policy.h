@@ -27,6 +27,7 @@ struct mimed_policy {
 	int current;   /* 1..n */
 	int candidate; /* the higher phase that fit on the last evaluation; 0: none */
 	int streak;    /* evaluations in a row it has fit */
+	int settle;    /* timer evaluations left that may not step down (mimed_policy_hold) */
 };
 
 /* The highest phase of ph[0..n) (phase i + 1 is ph[i]) whose memory fits memory_budget
@@ -34,6 +35,15 @@ struct mimed_policy {
  * returns 1 and sets *ret_below (may be NULL) to true, else false. n >= 1. */
 int mimed_policy_fit(const struct mimed_policy_phase *ph, int n, uint64_t memory_budget,
                      double latency_budget_ms, bool *ret_below);
+
+/* The policy just took a step to p->current: the next settle_evals evaluations of the timer
+ * may not step down (the workers switch, and the memory follows them with a lag). */
+void mimed_policy_stepped(struct mimed_policy *p, int settle_evals);
+
+/* Applies the hold after a step to fit (what mimed_policy_fit chose): from the timer, while
+ * the hold lasts, a fit below the current phase is raised to it (each call counts one
+ * evaluation); any other evaluation (a budget change) ends the hold and passes fit on. */
+int mimed_policy_hold(struct mimed_policy *p, int fit, bool from_timer);
 
 /* Starts p at phase current. */
 void mimed_policy_init(struct mimed_policy *p, int current);

@@ -1781,24 +1781,16 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	d->memory_below = mem_below;
 	d->latency_below = below && !mem_below;
 	/* After a step the policy took, the timer holds further steps down for
-	 * policy.settle_evals evaluations: the workers switch between batches, and the
-	 * RSS follows their switches and the trims after them with a lag (a first entry reads
-	 * the phase's tensors before the trim gives the other phases' back); a budget change
-	 * acts at once. */
-	if (strcmp(cause, "budget timer") != 0)
-		d->settle_evals = 0;
-	else if (d->settle_evals > 0) {
-		d->settle_evals--;
-		if (fit < d->phase)
-			fit = d->phase;
-	}
+	 * policy.settle_evals evaluations: the workers switch, and the RSS follows their
+	 * switches and the trims after them with a lag; a budget change acts at once. */
+	fit = mimed_policy_hold(&d->policy, fit, strcmp(cause, "budget timer") == 0);
 	fit = pressure_cap(d, &cg, fit, &cause);
 	to = mimed_policy_step(&d->policy, fit, d->cfg.policy_up_evals);
 	if (to != d->phase) {
 		if (to < d->phase && strcmp(cause, "memory pressure") == 0)
 			d->last_pressure_step_ns = mimed_now_ns();
 		mimed_phase_set(d, to, false, cause);
-		d->settle_evals = d->cfg.policy_settle_evals;
+		mimed_policy_stepped(&d->policy, d->cfg.policy_settle_evals);
 	}
 }
 

@@ -85,6 +85,29 @@ static void test_policy_step_one_eval_is_immediate(void **state)
 	assert_int_equal(mimed_policy_step(&p, 2, 1), 2);
 }
 
+/* After a step, timer evaluations hold a step down for settle_evals of them; a budget
+ * change (not the timer) ends the hold at once; steps up are never held. */
+static void test_policy_hold_after_a_step(void **state)
+{
+	struct mimed_policy p;
+
+	mimed_policy_init(&p, 3);
+	assert_int_equal(mimed_policy_hold(&p, 2, true), 2); /* no step taken: no hold */
+	mimed_policy_stepped(&p, 2);
+	assert_int_equal(mimed_policy_hold(&p, 1, true), 3); /* held */
+	assert_int_equal(mimed_policy_hold(&p, 1, true), 3); /* held, the last one */
+	assert_int_equal(mimed_policy_hold(&p, 1, true), 1); /* released */
+	mimed_policy_stepped(&p, 5);
+	assert_int_equal(mimed_policy_hold(&p, 4, true), 4);  /* up: never held */
+	assert_int_equal(mimed_policy_hold(&p, 1, false), 1); /* a budget change: at once */
+	assert_int_equal(mimed_policy_hold(&p, 1, true), 1);  /* and the hold is over */
+	mimed_policy_stepped(&p, 0);
+	assert_int_equal(mimed_policy_hold(&p, 1, true), 1);
+	mimed_policy_stepped(&p, 1);
+	mimed_policy_init(&p, 2); /* a new phase (a pin, SetPhase auto): no hold */
+	assert_int_equal(mimed_policy_hold(&p, 1, true), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -95,6 +118,7 @@ int main(void)
 		cmocka_unit_test(test_policy_step_down_at_once_up_after_k),
 		cmocka_unit_test(test_policy_step_streak_resets),
 		cmocka_unit_test(test_policy_step_one_eval_is_immediate),
+		cmocka_unit_test(test_policy_hold_after_a_step),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

@@ -1982,6 +1982,33 @@ def latency_samples_age_out(ctx):
         assert d.stop() == 0, d.read_log()[-3000:]
 
 
+@test
+def policy_section_configures_the_timer(ctx):
+    """policy.interval and policy.up_evals from the config: with interval 100 ms and
+    up_evals 10, auto climbs from a pin at phase 1 back to 3 only after 10 fitting
+    evaluations (>= ~1 s), where the defaults (500 ms x 3) and interval 100 with 3 would
+    both differ."""
+    bundle = os.path.join(ctx.tmp, 'phased-up.mime')
+    subprocess.check_call([MKBUNDLE, bundle, '7', '--phases', '3'])
+    d = Daemon(ctx.tmp, 'upevals', bundle, 'policy:\n  interval: 100\n  up_evals: 10\n',
+               workers=1)
+    try:
+        c = d.conn()
+        c.call('io.mime.SetPhase', {'phase': 1})
+        t0 = time.time()
+        assert c.call('io.mime.SetPhase', {'phase': 'auto'}) == {'phase': 1, 'pinned': False}
+        st = wait_phase(c, 3, timeout=8)
+        took = time.time() - t0
+        assert st['phase'] == 3, st
+        assert took >= 0.85, 'stepped up after %.2f s: fewer than 10 evaluations' % took
+        # 10 x 500 ms (the default interval) would take 5 s; the idle tick (100 ms) may
+        # stretch 100 ms evaluations to ~200 ms
+        assert took < 4.5, 'stepped up after %.2f s: not every 100 ms' % took
+        c.close()
+    finally:
+        assert d.stop() == 0, d.read_log()[-3000:]
+
+
 def bundle_manifest(path):
     """The manifest (JSON) of a bundle file: the safetensors header's __metadata__.mime."""
     with open(path, 'rb') as f:
