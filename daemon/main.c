@@ -145,6 +145,8 @@ static const char *bundle_path(const struct mimed *d, const struct mimed_config 
 	};
 	const char *const *order = in_source_tree() ? build_order : installed_order;
 
+	_Static_assert(sizeof(build_order) == sizeof(installed_order), "the same candidates");
+
 	if (d->cli_bundle)
 		return d->cli_bundle;
 	if (cfg->bundle)

@@ -435,9 +435,6 @@ void mimed_server_emit(struct mimed *d, const char *kind, json_t *data); /* take
 void mimed_server_check_drained(struct mimed *d);
 /* Answers a Reload() call: err NULL for success. */
 void mimed_server_reload_reply(struct mimed_call *call, const char *error, const char *err);
-/* The memory budget in force: the set one, lowered by the cgroup's memory.high and
- * memory.max when they are tighter; 0 when there is none. *ret_source says which. */
-uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source);
 /* Logs (a budget below the lowest phase: a warning), emits a budget event and lets the
  * policy react at once (a step down is immediate). */
 void mimed_budget_changed(struct mimed *d, const char *source);

@@ -1368,30 +1368,44 @@ static void m_list_tasks(struct mimed *d, struct mimed_call *call)
 	call_ok(call, json_pack("{s:o}", "tasks", tasks));
 }
 
-/* "some avg10=0.12 avg60=..." lines of a PSI file into {"some_avg10":..,"full_avg10":..}. */
-static void memory_pressure(json_t *status, const char *path)
+/* The avg10 figures (%) of a PSI file's "some" and "full" lines ("some avg10=0.12
+ * avg60=..."), < 0 for a line it lacks; false when it cannot be read. */
+static bool psi_avg10(const char *path, double *ret_some, double *ret_full)
 {
-	json_t *psi = json_object();
 	char line[256], kind[8];
 	double avg10;
-	FILE *f;
+	FILE *f = fopen(path, "re");
 
-	if (json_object_get(status, "memory_pressure") || !(f = fopen(path, "re"))) {
-		json_decref(psi);
-		return;
-	}
+	*ret_some = *ret_full = -1;
+	if (!f)
+		return false;
 	while (fgets(line, sizeof(line), f))
 		if (sscanf(line, "%7s avg10=%lf", kind, &avg10) == 2) {
-			char key[24];
-
-			snprintf(key, sizeof(key), "%s_avg10", kind);
-			json_object_set_new(psi, key, json_real(avg10));
+			if (strcmp(kind, "some") == 0)
+				*ret_some = avg10;
+			else if (strcmp(kind, "full") == 0)
+				*ret_full = avg10;
 		}
 	fclose(f);
-	if (json_object_size(psi))
-		json_object_set_new(status, "memory_pressure", psi);
-	else
-		json_decref(psi);
+	return true;
+}
+
+/* A PSI file's avg10 figures into status as {"some_avg10":..,"full_avg10":..}, unless a
+ * figure was set already (the cgroup's comes before the system's). */
+static void memory_pressure(json_t *status, const char *path)
+{
+	double some, full;
+	json_t *psi;
+
+	if (json_object_get(status, "memory_pressure") || !psi_avg10(path, &some, &full) ||
+	    (some < 0 && full < 0))
+		return;
+	psi = json_object();
+	if (some >= 0)
+		json_object_set_new(psi, "some_avg10", json_real(some));
+	if (full >= 0)
+		json_object_set_new(psi, "full_avg10", json_real(full));
+	json_object_set_new(status, "memory_pressure", psi);
 }
 
 /* The daemon's memory cgroup (daemon/cgroup.h); version 0 when there is none or
@@ -1440,14 +1454,6 @@ static uint64_t budget_in_force(const struct mimed *d, const struct mimed_cgroup
 	}
 	*ret_source = source;
 	return b;
-}
-
-uint64_t mimed_memory_budget(struct mimed *d, const char **ret_source)
-{
-	struct mimed_cgroup_memory cg;
-
-	cgroup_read(d, &cg);
-	return budget_in_force(d, &cg, ret_source);
 }
 
 static void cgroup_memory(struct mimed *d, json_t *status)
@@ -1644,47 +1650,6 @@ static void warn_memory_below(struct mimed *d, uint64_t budget, const char *src,
 	          (long long)phase_memory(d->rt, 1), (long long)phase_mapped(d->rt, 1));
 }
 
-/* Logs a budget below the lowest phase (a warning) and emits a budget event. */
-static void budget_event(struct mimed *d, const char *source)
-{
-	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
-	uint64_t rss = rss_bytes();
-	const char *src;
-	uint64_t budget = mimed_memory_budget(d, &src);
-	bool below;
-
-	policy_table(d, ph, NULL);
-	for (int i = 0; i < d->rt->n_phases; i++)
-		ph[i].p95_ms = -1; /* the memory budget alone */
-	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &below);
-	bool fits = !below;
-
-	d->memory_below = below; /* warned here: the evaluation does not again */
-	if (!fits)
-		warn_memory_below(d, budget, src, ph);
-	mimed_server_emit(d, "budget",
-	                  json_pack("{s:o,s:s,s:I,s:s,s:b,s:I,s:i}", "budgets", budgets_json(d),
-	                            "source", source, "memory_budget_bytes", (json_int_t)budget,
-	                            "memory_budget_source", src, "memory_fits", fits, "rss_bytes",
-	                            (json_int_t)rss, "phase", d->phase));
-}
-
-/* "some avg10=" of a PSI file (%); < 0 when unreadable. */
-static double psi_some_avg10(const char *path)
-{
-	char line[256];
-	double v = -1;
-	FILE *f = fopen(path, "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "some avg10=%lf", &v) == 1)
-			break;
-	fclose(f);
-	return v;
-}
-
 /* Memory pressure (PSI "some avg10" of the cgroup, else of the system) as a budget: at or
  * above budgets.memory_pressure the policy takes one phase down, at most one step per
  * MIMED_PRESSURE_STEP_MS (the avg10 window: the figure needs that long to show the step),
@@ -1693,14 +1658,14 @@ static double psi_some_avg10(const char *path)
 static int pressure_cap(struct mimed *d, const struct mimed_cgroup_memory *cg, int fit,
                         const char **cause)
 {
-	double limit = d->cfg.memory_pressure_pct, psi;
+	double limit = d->cfg.memory_pressure_pct, psi, full;
 	uint64_t now = mimed_now_ns();
 
 	if (limit <= 0) {
 		d->pressure_high = false; /* the key was cleared */
 		return fit;
 	}
-	psi = psi_some_avg10(cg->pressure[0] ? cg->pressure : "/proc/pressure/memory");
+	psi_avg10(cg->pressure[0] ? cg->pressure : "/proc/pressure/memory", &psi, &full);
 	if (psi < 0)
 		return fit;
 	if (psi >= limit) {
@@ -1730,28 +1695,34 @@ static int pressure_cap(struct mimed *d, const struct mimed_cgroup_memory *cg, i
 	return fit;
 }
 
-void mimed_policy_evaluate(struct mimed *d, const char *cause)
+/* One evaluation of the policy (see daemon/policy.h). event: the source of a budget change
+ * to announce ("socket", "config"), NULL for none; a change of the cgroup's limits is
+ * noticed and announced here (source "cgroup"). An announced change logs a budget below
+ * phase 1 and emits a budget event, pinned or not; auto mode then takes the phase the
+ * budgets allow. */
+static void evaluate(struct mimed *d, const char *cause, const char *event)
 {
 	struct mimed_policy_phase ph[MIMED_MAX_PHASES];
 	struct mimed_cgroup_memory cg;
 	const char *src;
 	uint64_t budget;
-	bool below, mem_below, cg_changed;
+	bool below, mem_below;
 	int fit, to;
 
 	cgroup_read(d, &cg);
 	budget = budget_in_force(d, &cg, &src);
 	/* The cgroup's limits changed since the last evaluation (e.g. systemctl set-property
 	 * MemoryHigh=): a budget change like any other. */
-	cg_changed = !d->cgroup_stale && d->cgroup_seen &&
-	             (cg.max != d->cgroup_max || cg.high != d->cgroup_high);
-	if (cg_changed)
+	if (!d->cgroup_stale && d->cgroup_seen &&
+	    (cg.max != d->cgroup_max || cg.high != d->cgroup_high)) {
 		mimed_log(d, LOG_NOTICE,
 		          "cgroup memory limits changed: max %llu -> %llu, high %llu -> %llu bytes "
 		          "(0: none); memory budget in force %llu bytes (%s)",
 		          (unsigned long long)d->cgroup_max, (unsigned long long)cg.max,
 		          (unsigned long long)d->cgroup_high, (unsigned long long)cg.high,
 		          (unsigned long long)budget, src);
+		event = cause = "cgroup";
+	}
 	if (!d->cgroup_stale) {
 		d->cgroup_seen = true;
 		d->cgroup_max = cg.max;
@@ -1759,26 +1730,27 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	}
 	d->last_policy_ns = mimed_now_ns();
 	d->memory_budget_now = budget;
-	if (cg_changed) {
-		budget_event(d, "cgroup");
-		cause = "cgroup";
-	}
-	if (d->pinned || d->shutting_down) {
-		memory_base(d); /* named-phase refusals read it */
-		return;
-	}
-	policy_table(d, ph, NULL);
+	policy_table(d, ph, NULL); /* also the base named-phase refusals read */
 	fit = mimed_policy_fit(ph, d->rt->n_phases, budget, d->budget_latency_ms, &below);
 	mimed_policy_fit(ph, d->rt->n_phases, budget, 0, &mem_below);
-	/* Nothing fits: a warning when it starts (a budget change warns where it is set). */
-	if (mem_below && !d->memory_below)
+	/* Nothing fits the memory budget: a warning at its change, or when it starts. */
+	if (mem_below && (event || !d->memory_below))
 		warn_memory_below(d, budget, src, ph);
-	else if (below && !mem_below && !d->latency_below)
+	d->memory_below = mem_below;
+	if (event)
+		mimed_server_emit(d, "budget",
+		                  json_pack("{s:o,s:s,s:I,s:s,s:b,s:I,s:i}", "budgets",
+		                            budgets_json(d), "source", event, "memory_budget_bytes",
+		                            (json_int_t)budget, "memory_budget_source", src,
+		                            "memory_fits", !mem_below, "rss_bytes",
+		                            (json_int_t)rss_bytes(), "phase", d->phase));
+	if (d->pinned || d->shutting_down)
+		return;
+	if (below && !mem_below && !d->latency_below)
 		mimed_log(d, LOG_WARNING,
 		          "latency budget p95 %g ms is below what phase 1 takes (p95 %g ms); "
 		          "staying at the lowest phase",
 		          d->budget_latency_ms, ph[0].p95_ms);
-	d->memory_below = mem_below;
 	d->latency_below = below && !mem_below;
 	/* After a step the policy took, the timer holds further steps down for
 	 * policy.settle_evals evaluations: the workers switch, and the RSS follows their
@@ -1794,10 +1766,14 @@ void mimed_policy_evaluate(struct mimed *d, const char *cause)
 	}
 }
 
+void mimed_policy_evaluate(struct mimed *d, const char *cause)
+{
+	evaluate(d, cause, NULL);
+}
+
 void mimed_budget_changed(struct mimed *d, const char *source)
 {
-	budget_event(d, source);
-	mimed_policy_evaluate(d, "budget");
+	evaluate(d, "budget", source);
 }
 
 /* The phases and what the policy knows of each. */
@@ -2016,10 +1992,10 @@ static void m_watch(struct mimed *d, struct mimed_call *call)
 
 static bool admin_only(struct mimed_conn *c, struct mimed_call *call, const char *method)
 {
-	if (c->admin)
-		return true;
 	char desc[256];
 
+	if (c->admin)
+		return true;
 	mimed_log(c->d, LOG_NOTICE, "%s refused to uid=%u pid=%d (not root, ours or admin group)",
 	          method, (unsigned)c->uid, (int)c->pid);
 	if (c->d->cfg.admin_group)

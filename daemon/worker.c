@@ -178,6 +178,31 @@ static void run_batch(struct mimed_worker *w, struct mimed_batch *b)
 		batch_energy(w, b, ran);
 }
 
+/* Switches worker w's engine on rt from phase cur into want, timed into *ret_us; with
+ * give_back (a step down for the budget) what the engine keeps for the other phases (fine
+ * masks' W^T, decoded task tensors), the bundle pages of their task tensors and free heap go
+ * back to the system, so that the RSS falls as the budget expects. On failure (ei says why)
+ * the engine stays in cur. Under w->engine_lock. */
+static int engine_switch(struct mimed_worker *w, struct mimed_runtime *rt, int cur, int want,
+                         bool give_back, uint64_t *ret_us, struct mime_errinfo *ei)
+{
+	uint64_t t0 = mimed_now_ns();
+	int r = mime_engine_set_phase(
+		rt->engines[w->index], &rt->phases[want - 1],
+		&rt->phase_tasks[(size_t)(want - 1) * (size_t)rt->model.n_tasks], ei);
+
+	*ret_us = (mimed_now_ns() - t0) / 1000;
+	if (r < 0)
+		return r;
+	if (give_back && want < cur) {
+		mime_engine_trim(rt->engines[w->index]);
+		mimed_runtime_drop_pages(rt, want, true);
+		malloc_trim(0);
+	}
+	__atomic_store_n(&rt->engine_phase[w->index], want, __ATOMIC_RELAXED);
+	return 0;
+}
+
 /* Before running a batch (never inside one): brings this worker's engine into the phase the
  * batch's requests named or, when they named none, the one the loop asks for, timing
  * mime_engine_set_phase(); the loop logs the switch from b. On failure the engine stays in
@@ -189,7 +214,6 @@ static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 	int want = b->want_phase;
 	int cur = __atomic_load_n(&rt->engine_phase[w->index], __ATOMIC_RELAXED);
 	struct mime_errinfo ei = {0};
-	uint64_t t0;
 
 	if (want)
 		b->switch_cause = "request";
@@ -207,28 +231,17 @@ static bool enter_phase(struct mimed_worker *w, struct mimed_batch *b)
 	b->switched = true;
 	b->switch_from = cur;
 	b->switch_to = want;
-	t0 = mimed_now_ns();
-	b->switch_error = mime_engine_set_phase(
-		rt->engines[w->index], &rt->phases[want - 1],
-		&rt->phase_tasks[(size_t)(want - 1) * (size_t)rt->model.n_tasks], &ei);
-	b->switch_us = (mimed_now_ns() - t0) / 1000;
+	/* The daemon's phase below where the worker was (before a request's own phase took
+	 * it, for a restore) gives back the other phases' memory; a request's own phase keeps
+	 * it for cheap switches. */
+	if (b->want_phase && !w->in_named_phase)
+		w->phase_before_named = cur;
+	b->switch_error = engine_switch(w, rt, b->switch_cause ? w->phase_before_named : cur, want,
+	                                !b->want_phase, &b->switch_us, &ei);
 	if (b->switch_error < 0) {
 		snprintf(b->switch_msg, sizeof(b->switch_msg), "%s", ei.msg);
 		return !b->want_phase;
 	}
-	/* A step down the policy asked for (a budget), also when it comes as the way back from
-	 * a request's own phase: what the engine keeps for the other phases (fine masks' W^T,
-	 * decoded task tensors) and the bundle pages of their task tensors go back to the
-	 * system, so that the RSS falls as the budget expects; a request's own phase keeps
-	 * them for cheap switches. */
-	if (b->want_phase && !w->in_named_phase)
-		w->phase_before_named = cur;
-	if (!b->want_phase && want < (b->switch_cause ? w->phase_before_named : cur)) {
-		mime_engine_trim(rt->engines[w->index]);
-		mimed_runtime_drop_pages(rt, want, true);
-		malloc_trim(0);
-	}
-	__atomic_store_n(&rt->engine_phase[w->index], want, __ATOMIC_RELAXED);
 	w->in_named_phase = b->want_phase != 0;
 	b->phase = want;
 	return true;
@@ -427,7 +440,6 @@ static void idle_switch_work(uv_work_t *req)
 	struct mimed_runtime *rt = s->rt;
 	struct mime_errinfo ei = {0};
 	int cur, want;
-	uint64_t t0;
 
 	if (pthread_mutex_trylock(&w->engine_lock) != 0)
 		return;
@@ -435,24 +447,12 @@ static void idle_switch_work(uv_work_t *req)
 	want = __atomic_load_n(&w->d->desired_phase, __ATOMIC_ACQUIRE);
 	want = want < 1 ? 1 : want > rt->n_phases ? rt->n_phases : want;
 	if (rt->has_phases && cur != want && !w->in_named_phase) {
-		t0 = mimed_now_ns();
-		s->error = mime_engine_set_phase(
-			rt->engines[w->index], &rt->phases[want - 1],
-			&rt->phase_tasks[(size_t)(want - 1) * (size_t)rt->model.n_tasks], &ei);
-		s->us = (mimed_now_ns() - t0) / 1000;
-		if (s->error < 0) {
+		s->error = engine_switch(w, rt, cur, want, true, &s->us, &ei);
+		if (s->error < 0)
 			snprintf(s->msg, sizeof(s->msg), "%s", ei.msg);
-		} else {
-			if (want < cur) {
-				mime_engine_trim(rt->engines[w->index]);
-				mimed_runtime_drop_pages(rt, want, true);
-				malloc_trim(0);
-			}
-			__atomic_store_n(&rt->engine_phase[w->index], want, __ATOMIC_RELAXED);
-			s->switched = true;
-			s->from = cur;
-			s->to = want;
-		}
+		s->switched = s->error == 0;
+		s->from = cur;
+		s->to = want;
 	}
 	pthread_mutex_unlock(&w->engine_lock);
 }

@@ -86,15 +86,7 @@ def in_private_run(fn):
             os.write(w, json.dumps(out).encode())
             os._exit(0)
     os.close(w)
-    data = b''
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    out = json.loads(data)
+    out = json.loads(T.child_result(r, pid))
     if 'error' in out:
         raise AssertionError('in the private /run:\n' + out['error'])
     if 'skip' in out:

@@ -84,6 +84,19 @@ def connect_retry(path, tries=500):
             time.sleep(0.02)
 
 
+def child_result(r, pid):
+    """What a forked child wrote to the pipe r until it closed it; then reaps the child."""
+    data = b''
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return data
+
+
 def expect_error(conn, name, method, params=None):
     try:
         r = conn.call(method, params)
@@ -761,6 +774,8 @@ def accepted_infer_wakes_engine_threads(ctx):
 @test
 def status_and_admin(ctx):
     c = ctx.a.conn()
+    for task in ('alpha', 'beta', 'gamma'):  # counted below, also when run alone (ONLY=)
+        assert infer(c, task, pgm(16, 16, 5))['task'] == task
     st = c.call('io.mime.GetStatus')['status']
     for k in ('phase', 'pinned', 'budgets', 'rss_bytes', 'latency', 'queue_depth', 'tasks',
               'uptime_s', 'requests', 'energy'):
@@ -822,15 +837,7 @@ def status_and_admin(ctx):
             os.write(w, json.dumps([traceback.format_exc()]).encode())
         os._exit(0)
     os.close(w)
-    data = b''
-    while True:
-        chunk = os.read(r, 4096)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    out = json.loads(data)
+    out = json.loads(child_result(r, pid))
     assert out == ['io.mime.PermissionDenied'] * 3 + ['alpha'], out
 
 
